@@ -1,0 +1,48 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s plugins`, `nox -s bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+# torch first, pinned: on these machines 2.13.0 is a small local CPU build; an unpinned torch
+# would pull a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "plugins")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "plugins")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session
+def plugins(session: nox.Session) -> None:
+    """Install the example plugin and check that bioim2im discovers it."""
+    session.install(TORCH)
+    session.install("-e", ".", "-e", "plugins/bioim2im-example")
+    session.run("bioim2im", "list-plugins", "--kind", "backbone")
+    session.run("bioim2im", "check", "plugins/bioim2im-example/src/bioim2im_example/presets/example-denoise-2d.toml")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+    for script in ("bench_data.py", "bench_train.py", "bench_predict.py"):
+        session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -1,0 +1,3 @@
+from bioim2im.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""Preset models specialised to a registry: component fields become discriminated unions."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import ConfigDict, Discriminator, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from bioim2im.config.schema import (
+    ComponentSpec,
+    DataConfig,
+    HeadConfig,
+    ModelConfig,
+    Preset,
+    TrainConfig,
+)
+from bioim2im.errors import PluginError
+from bioim2im.registry import ComponentRegistry, StrictModel
+
+
+class SchemaInfo:
+    """What the error formatter needs to know about a built schema."""
+
+    def __init__(self) -> None:
+        self.kind_of_tags: dict[frozenset[str], str] = {}
+
+
+def _member(kind: str, name: str, base: type[ComponentSpec], params: type[StrictModel]) -> type:
+    """The model of one component: ``base`` fields + ``name = <literal>`` + its parameters."""
+    clash = (set(params.model_fields) & set(base.model_fields)) - {"name"}
+    if clash:
+        raise PluginError(f"{kind} '{name}' has parameters named like preset keys: {sorted(clash)}")
+    namespace: dict[str, Any] = {
+        "__annotations__": {"name": Literal[name]},
+        "__module__": __name__,
+        "__doc__": params.__doc__,
+        "component_params": frozenset(params.model_fields),
+    }
+    if params.model_config.get("extra") == "allow":
+        namespace["model_config"] = ConfigDict(extra="allow")
+    return type(f"{kind.title()}_{name}", (base, params), namespace)
+
+
+def _union(
+    registry: ComponentRegistry, kind: str, info: SchemaInfo, base: type[ComponentSpec] = ComponentSpec
+) -> Any:
+    names = registry.names(kind)
+    members = [_member(kind, n, base, registry.get(kind, n).params) for n in names]
+    info.kind_of_tags[frozenset(names)] = kind
+    if not members:
+        return _no_component(kind, base)
+    if len(members) == 1:
+        return members[0]
+    # Discriminator (not Field(discriminator=...)) survives being re-declared on a subclass field.
+    return Annotated[Union[tuple(members)], Discriminator("name")]  # noqa: UP007
+
+
+def _no_component(kind: str, base: type[ComponentSpec]) -> type:
+    def refuse(cls: type, value: str) -> str:
+        raise ValueError(f"no {kind} components are installed")
+
+    return create_model(
+        f"No_{kind}",
+        __base__=base,
+        __validators__={"refuse": field_validator("name")(classmethod(refuse))},  # type: ignore[dict-item]
+    )
+
+
+def _override(base: type[StrictModel], name: str, **fields: Any) -> Any:
+    """A subclass of ``base`` whose listed fields get new types, keeping defaults and docs."""
+    new_fields = {
+        field: (annotation, _copy(base.model_fields[field])) for field, annotation in fields.items()
+    }
+    return create_model(name, __base__=base, __module__=__name__, **new_fields)
+
+
+def _copy(field: FieldInfo) -> FieldInfo:
+    copied = FieldInfo.merge_field_infos(field)
+    copied.annotation = None
+    return copied
+
+
+@functools.lru_cache(maxsize=8)
+def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]:
+    """The Preset model for this registry (cached per registry)."""
+    info = SchemaInfo()
+    transform = _union(registry, "transform", info)
+    postprocessor = _union(registry, "postprocessor", info)
+    metric = _union(registry, "metric", info)
+    head_base = _override(
+        HeadConfig,
+        "HeadConfig",
+        loss=_union(registry, "loss", info),
+        postprocess=list[postprocessor],  # type: ignore[valid-type]
+        metrics=list[metric],  # type: ignore[valid-type]
+        target_normalize=Optional[transform],  # noqa: UP045
+    )
+    data = _override(DataConfig, "DataConfig", normalize=transform, augment=list[transform])  # type: ignore[valid-type]
+    model = _override(
+        ModelConfig,
+        "ModelConfig",
+        backbone=_union(registry, "backbone", info),
+        heads=dict[str, _union(registry, "head", info, base=head_base)],  # type: ignore[misc]
+    )
+    train = _override(
+        TrainConfig,
+        "TrainConfig",
+        optimizer=_union(registry, "optimizer", info),
+        scheduler=_union(registry, "scheduler", info),
+    )
+
+    def components_fit(preset: Preset) -> Preset:
+        _check_components(preset, registry)
+        return preset
+
+    preset = create_model(
+        "Preset",
+        __base__=Preset,
+        __module__=__name__,
+        __validators__={"components_fit": model_validator(mode="after")(components_fit)},  # type: ignore[dict-item]
+        data=(data, _copy(Preset.model_fields["data"])),
+        model=(model, _copy(Preset.model_fields["model"])),
+        train=(train, _copy(Preset.model_fields["train"])),
+    )
+    return preset, info
+
+
+def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
+    """Rules that need to know the components: sizes a backbone accepts, 3D-only heads."""
+    backbone = preset.model.backbone
+    divisor_of = registry.get("backbone", backbone.name).extras.get("divisor")
+    if divisor_of is not None:
+        divisor = int(divisor_of(backbone.params()))
+        for key, size in (
+            ("data.patch_size", preset.data.patch_size),
+            ("predict.roi_size", preset.predict.roi_size),
+        ):
+            if size is not None and any(s % divisor for s in size):
+                fixed = [-(-s // divisor) * divisor for s in size]
+                raise ValueError(
+                    f"{key} {size} must be divisible by {divisor} along every axis for backbone "
+                    f"'{backbone.name}' with these parameters; try {fixed}"
+                )
+    for head_name, head in preset.model.heads.items():
+        needs = registry.get("head", head.name).extras.get("spatial_dims")
+        if needs is not None and preset.spatial_dims not in needs:
+            raise ValueError(
+                f"model.heads.{head_name}: head '{head.name}' needs {' or '.join(map(str, needs))}D "
+                f"input but data.patch_size is {preset.spatial_dims}D"
+            )

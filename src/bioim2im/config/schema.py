@@ -1,0 +1,279 @@
+"""The preset schema: pydantic models of every section.
+
+The section models below are static, so code can read ``preset.train.steps`` with types.
+Component fields (a table with ``name`` plus parameters) are typed :class:`ComponentSpec` here;
+:func:`bioim2im.config.build.preset_model` derives, for a given registry, subclasses in which
+each component field is a discriminated union of the registered components' parameter models,
+so a plugin's component is validated exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bioim2im.registry import StrictModel
+
+class ComponentSpec(StrictModel):
+    """A registered component: its ``name`` and the parameters of its factory."""
+
+    name: str
+    """Registered name of the component (see `bioim2im list-plugins`)."""
+
+    component_params: ClassVar[frozenset[str]] = frozenset()
+
+    def params(self) -> dict[str, Any]:
+        """The component's parameters, without ``name`` and without preset-level keys."""
+        data = self.model_dump()
+        keys = self.component_params or (set(data) - {"name"})
+        return {k: data[k] for k in keys if k in data}
+
+
+def spec(name: str, **params: Any) -> dict[str, Any]:
+    """A component table as a default value, e.g. ``spec("adamw", lr=1e-3)``."""
+    return {"name": name, **params}
+
+
+class DataConfig(StrictModel):
+    """Where the training images are and how patches are drawn from them."""
+
+    path: Path | None = None
+    """A folder (IM/ GT/ [CM/] subfolders, or X_IM/X_GT pairs) or a CSV manifest. Relative
+    paths are relative to the preset file."""
+    val_path: Path | None = None
+    """Optional separate validation folder or manifest; otherwise a seeded split of `path`."""
+    layout: Literal["auto", "folders", "pairs", "csv"] = "auto"
+    """How `path` is organised; `auto` looks at what is there."""
+    source: str = "IM"
+    """Name of the input images: the subfolder, file suffix or CSV column."""
+    cost_map: str | None = "CM"
+    """Name of the optional cost maps (0 = pixel excluded from the loss); ignored when absent."""
+    split_column: str = "split"
+    """CSV column naming each row's split (train / val / test)."""
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Fraction of files held out for validation when no split is given."""
+    axes: str | None = None
+    """Axes of the input files when their metadata does not say, e.g. "CZYX"."""
+    voxel_size: list[float] | None = None
+    """Physical voxel size (Z)YX when the files do not carry it."""
+    target_voxel_size: list[float] | None = None
+    """Resample every image to this voxel size on the fly (images linear, labels nearest)."""
+    patch_size: list[int]
+    """Patch size per spatial axis: 2 numbers for 2D, 3 (Z, Y, X) for 3D."""
+    batch_size: int = Field(8, ge=1)
+    """Patches per optimizer step (summed over all processes under DDP)."""
+    patches_per_image: int = Field(4, ge=1)
+    """Patches drawn from an image each time it is visited."""
+    foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
+    """Fraction of patches centred on a labelled pixel (nnU-Net-style oversampling)."""
+    min_foreground: float = Field(0.0, ge=0.0, le=1.0)
+    """Reject patches whose labelled fraction is below this (0 disables)."""
+    pad: bool = True
+    """Pad images smaller than the patch (reflect for images, 0 for labels)."""
+    normalize: ComponentSpec = Field(default_factory=lambda: spec("percentile"))
+    """Normalisation of the input images (a transform)."""
+    augment: list[ComponentSpec] = Field(default_factory=list)
+    """Augmentations applied to training patches, in order (transforms)."""
+    nan_policy: Literal["error", "zero"] = "error"
+    """What to do with NaN or Inf in an input image."""
+    cache: Literal["none", "memory", "disk"] = "memory"
+    """Cache decoded, normalised images: in memory, on disk under `cache_dir`, or not at all."""
+    cache_dir: Path | None = None
+    """Where the disk cache lives (default: the run directory's cache/)."""
+    num_workers: int = Field(2, ge=0)
+    """DataLoader worker processes per training process."""
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch_size(cls, value: list[int]) -> list[int]:
+        if len(value) not in (2, 3):
+            raise ValueError(f"must have 2 (YX) or 3 (ZYX) numbers, got {len(value)}")
+        if any(v < 1 for v in value):
+            raise ValueError(f"every size must be at least 1, got {value}")
+        return value
+
+
+class HeadConfig(ComponentSpec):
+    """One task head: its component (``name`` + parameters), target, loss and postprocessing."""
+
+    out_channels: int = Field(1, ge=1)
+    """Output channels: classes for softmax, 1 per mask for sigmoid, channels for regression."""
+    task: Literal["semantic", "instance", "regression"] = "semantic"
+    """What the head predicts; decides target preparation and evaluation metrics."""
+    target: str | None = None
+    """Name of this head's target images (subfolder / suffix / CSV column); default "GT"."""
+    weight: float = Field(1.0, ge=0.0)
+    """Weight of this head's loss in the total loss."""
+    loss: ComponentSpec
+    """The loss (name + parameters)."""
+    postprocess: list[ComponentSpec] = Field(default_factory=list)
+    """Postprocessing steps applied in order at prediction time."""
+    metrics: list[ComponentSpec] = Field(default_factory=list)
+    """Validation metrics; the first one's main value can be the checkpoint metric."""
+    output_dtype: Literal["float16", "float32", "uint8", "uint16", "uint32"] | None = None
+    """dtype of the written prediction; default: float32 probabilities, uint32 labels."""
+    ignore_value: float | None = None
+    """Target value marking unannotated pixels (left out of the loss); NaN is always ignored."""
+    target_normalize: ComponentSpec | None = None
+    """Normalisation of a regression target (a transform); default z-score for regression."""
+
+
+class ModelConfig(StrictModel):
+    """One backbone, one or more named heads."""
+
+    in_channels: int = Field(1, ge=1)
+    """Channels of the input images."""
+    features: int = Field(32, ge=1)
+    """Channels of the backbone's output feature map, which every head reads."""
+    backbone: ComponentSpec
+    """The backbone network (name + parameters)."""
+    heads: dict[str, HeadConfig] = Field(min_length=1)
+    """Task heads by name, e.g. `[model.heads.seg]`."""
+
+    @field_validator("heads")
+    @classmethod
+    def _head_names(cls, value: dict[str, HeadConfig]) -> dict[str, HeadConfig]:
+        for head_name in value:
+            if not head_name.isidentifier():
+                raise ValueError(f"head name {head_name!r} must be a plain identifier (letters, digits, _)")
+        return value
+
+
+class TrainConfig(StrictModel):
+    """How long and how to optimise."""
+
+    steps: int | None = Field(2000, ge=1)
+    """Optimizer steps to train for (ignored when `epochs` is set)."""
+    epochs: int | None = Field(None, ge=1)
+    """Epochs to train for instead of `steps` (an epoch visits every training image)."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop (and checkpoint) after this much wall-clock time."""
+    optimizer: ComponentSpec = Field(default_factory=lambda: spec("adamw"))
+    """Optimizer (name + parameters, e.g. lr)."""
+    scheduler: ComponentSpec = Field(default_factory=lambda: spec("constant"))
+    """Learning-rate schedule, stepped once per optimizer step."""
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """Mixed precision: auto = bf16 on GPUs that support it, fp16 on other GPUs, off on CPU."""
+    accumulate: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer step."""
+    clip_grad_norm: float | None = Field(None, gt=0)
+    """Clip the global gradient norm to this value."""
+    ema: float | None = Field(None, gt=0, lt=1)
+    """Decay of an exponential moving average of the weights (e.g. 0.999); none when unset."""
+    compile: bool = False
+    """Compile the model with torch.compile."""
+    channels_last: bool = False
+    """Use the channels-last memory format (faster convolutions on recent GPUs)."""
+    sync_batchnorm: bool = False
+    """Convert BatchNorm to SyncBatchNorm under DDP."""
+    seed: int = 0
+    """Seed of every random generator; the same seed gives the same run."""
+    log_every: int = Field(10, ge=1)
+    """Log the losses every this many steps."""
+    val_every: int = Field(200, ge=1)
+    """Validate every this many steps."""
+    val_max_batches: int | None = Field(None, ge=1)
+    """At most this many validation batches per validation."""
+    val_max_seconds: float | None = Field(None, gt=0)
+    """Stop a validation after this many seconds."""
+    checkpoint_every: int = Field(500, ge=1)
+    """Write `checkpoints/last.pt` every this many steps (and at the end)."""
+    checkpoint_metric: str = "val/loss"
+    """Metric that picks `checkpoints/best.pt`, e.g. "val/loss" or "val/seg/dice"."""
+    checkpoint_mode: Literal["min", "max"] = "min"
+    """Whether a lower or a higher `checkpoint_metric` is better."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop after this many validations without improvement of `checkpoint_metric`."""
+    init_from: Path | None = None
+    """Start from the weights of this run directory or checkpoint (fine-tuning)."""
+    freeze: list[str] = Field(default_factory=list)
+    """Parameter-name patterns (fnmatch) kept frozen, e.g. "backbone.*"."""
+
+
+class PredictConfig(StrictModel):
+    """Sliding-window prediction settings."""
+
+    roi_size: list[int] | None = None
+    """Window size per spatial axis; default: the training patch size."""
+    overlap: float | list[float] = 0.25
+    """Overlap between windows as a fraction of the window, one value or one per axis."""
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    """How overlapping windows are blended."""
+    tta: bool | list[list[int]] = False
+    """Test-time augmentation over flips: true = all spatial-axis combinations, or a list of
+    axis subsets to flip, e.g. [[0], [1], [0, 1]]."""
+    batch_size: int = Field(4, ge=1)
+    """Windows per forward pass."""
+    block_size: list[int] | None = None
+    """Size of the blocks streamed through memory; default: a few windows per axis."""
+    format: Literal["ome-zarr", "tiff"] = "ome-zarr"
+    """Output file format."""
+    zarr_format: Literal[2, 3] = 2
+    """Zarr format version of OME-Zarr outputs (2 = NGFF 0.4, 3 = NGFF 0.5)."""
+    pyramid_levels: int = Field(0, ge=0)
+    """Extra downsampled levels written into OME-Zarr outputs."""
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if any(not 0.0 <= v < 1.0 for v in values):
+            raise ValueError(f"each overlap must be in [0, 1), got {value}")
+        return value
+
+
+class LoggingConfig(StrictModel):
+    """What a run writes besides checkpoints."""
+
+    tensorboard: bool = False
+    """Write TensorBoard events (needs the `tensorboard` extra)."""
+    snapshots: bool = True
+    """Write PNG montages of input / target / prediction at each validation."""
+    progress: Literal["auto", "bar", "lines"] = "auto"
+    """Rich progress bar on a terminal, plain periodic lines otherwise."""
+
+
+class Preset(StrictModel):
+    """Everything needed to train a model and predict with it."""
+
+    description: str | None = None
+    """One line saying what this preset trains."""
+    data: DataConfig
+    model: ModelConfig
+    # Defaults are plain tables so that registry-specific subclasses validate them too.
+    train: TrainConfig = Field(default_factory=dict)
+    predict: PredictConfig = Field(default_factory=dict)
+    logging: LoggingConfig = Field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.data.patch_size)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preset:
+        # Rules spanning sections; each message names the keys involved.
+        dims = self.spatial_dims
+        for key, value in (
+            ("predict.roi_size", self.predict.roi_size),
+            ("predict.block_size", self.predict.block_size),
+            ("data.voxel_size", self.data.voxel_size),
+            ("data.target_voxel_size", self.data.target_voxel_size),
+        ):
+            if value is not None and len(value) != dims:
+                raise ValueError(
+                    f"{key} has {len(value)} numbers but data.patch_size has {dims} "
+                    f"({'ZYX' if dims == 3 else 'YX'}); give {dims}"
+                )
+        overlap = self.predict.overlap
+        if isinstance(overlap, list) and len(overlap) != dims:
+            raise ValueError(f"predict.overlap has {len(overlap)} numbers but data.patch_size has {dims}")
+        if self.data.axes is not None:
+            spatial = [a for a in self.data.axes.upper() if a in "ZYX"]
+            if len(spatial) != dims:
+                raise ValueError(
+                    f"data.axes '{self.data.axes}' has {len(spatial)} spatial axes but "
+                    f"data.patch_size has {dims}"
+                )
+        return self

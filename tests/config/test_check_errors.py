@@ -1,0 +1,137 @@
+"""Every user mistake in a preset: exit 2, all problems at once, key paths, suggestions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BASE = 'extends = "segmentation-2d"\n'
+
+
+def _check(cli, write_preset, text: str, *args: str):
+    result = cli("check", write_preset(text), *args)
+    assert result.code == 2, (result.out, result.err)
+    assert "Traceback" not in result.err
+    assert result.out == ""  # nothing half-printed on stdout
+    return result.err
+
+
+def test_misspelt_key_suggests(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[data]\npatch_sise = [64, 64]\n")
+    assert "data.patch_sise: unknown key; did you mean 'patch_size'?" in err
+
+
+def test_misspelt_section_suggests(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[trian]\nsteps = 3\n")
+    assert "trian: unknown key; did you mean 'train'?" in err
+
+
+def test_wrong_type_names_key_and_value(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + '[train]\nsteps = "many"\n')
+    assert "train.steps:" in err
+    assert "'many'" in err
+
+
+def test_unknown_component_suggests_and_lists(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + '[model.backbone]\nname = "unett"\n')
+    assert "model.backbone.name: unknown backbone 'unett'; did you mean 'unet'?" in err
+    assert "basic_unet" in err  # the valid names are listed
+
+
+def test_unknown_loss_inside_a_head(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + '[model.heads.seg]\nname = "conv"\nloss = { name = "dice_cee" }\n')
+    assert "model.heads.seg.loss.name: unknown loss 'dice_cee'; did you mean 'dice_ce'?" in err
+
+
+def test_unknown_component_parameter(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[model.backbone]\nname = \"unet\"\nnum_res_unit = 1\n")
+    assert "model.backbone.num_res_unit: unknown key; did you mean 'num_res_units'?" in err
+
+
+def test_wrong_type_of_component_parameter(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[model.backbone]\nname = \"unet\"\nchannels = \"wide\"\n")
+    assert "model.backbone.channels:" in err
+
+
+def test_missing_required_component_parameter(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + '[model.backbone]\nname = "unetr"\n')
+    assert "model.backbone.img_size: required key is missing" in err
+
+
+def test_all_problems_are_reported_at_once(cli, write_preset) -> None:
+    err = _check(
+        cli,
+        write_preset,
+        BASE + '[data]\npatch_sise = [64, 64]\nbatch_size = 0\n[train]\nsteps = "x"\n[model.backbone]\nname = "unett"\n',
+    )
+    assert "4 problems" in err
+    for key in ("data.patch_sise", "data.batch_size", "train.steps", "model.backbone.name"):
+        assert key in err
+
+
+def test_cross_section_rule_names_both_keys(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[predict]\nroi_size = [64, 64, 64]\n")
+    assert "predict.roi_size" in err and "data.patch_size" in err
+
+
+def test_patch_size_must_suit_the_backbone(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE + "[data]\npatch_size = [100, 100]\n")
+    assert "data.patch_size [100, 100] must be divisible by 8" in err
+    assert "try [104, 104]" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("train.steps", "expected KEY.PATH=VALUE"),
+        ("=5", "expected KEY.PATH=VALUE"),
+        ("train..steps=5", "expected KEY.PATH=VALUE"),
+        ("train.steps.x=5", "'train.steps' is a value (2000), not a table"),
+    ],
+)
+def test_bad_set(cli, write_preset, option: str, message: str) -> None:
+    err = _check(cli, write_preset, BASE, "--set", option)
+    assert message in err
+
+
+def test_set_with_a_bad_value_is_a_validation_error(cli, write_preset) -> None:
+    err = _check(cli, write_preset, BASE, "--set", "train.amp=fast")
+    assert "train.amp:" in err and "'fast'" in err
+
+
+def test_missing_preset_file(cli, tmp_path: Path) -> None:
+    result = cli("check", tmp_path / "nope.toml")
+    assert result.code == 2
+    assert f"preset file not found: {tmp_path / 'nope.toml'}" in result.err
+
+
+def test_invalid_toml_names_the_line(cli, write_preset) -> None:
+    err = _check(cli, write_preset, "[data]\npatch_size = [64, 64\nbatch_size = 2\n")
+    assert "is not valid TOML" in err
+    assert "line 3" in err or "line 2" in err
+
+
+def test_unknown_extends_suggests(cli, write_preset) -> None:
+    err = _check(cli, write_preset, 'extends = "segmentation2d"\n')
+    assert "unknown preset 'segmentation2d'; did you mean 'segmentation-2d'?" in err
+
+
+def test_extends_cycle(cli, write_preset) -> None:
+    write_preset('extends = "b.toml"\n', "a.toml")
+    write_preset('extends = "a.toml"\n', "b.toml")
+    result = cli("check", write_preset('extends = "a.toml"\n', "c.toml"))
+    assert result.code == 2
+    assert "cycle" in result.err
+
+
+def test_no_heads_is_an_error(cli, write_preset) -> None:
+    text = """
+[data]
+patch_size = [64, 64]
+[model.backbone]
+name = "unet"
+[model.heads]
+"""
+    err = _check(cli, write_preset, text)
+    assert "model.heads" in err
