@@ -1,0 +1,319 @@
+"""Built-in backbones: MONAI networks mapping an image to ``out_channels`` feature maps.
+
+Parameter names are MONAI's. Each backbone registers ``divisor``: a function of its validated
+parameters giving the number every spatial size of its input must be a multiple of.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt
+
+from bioim2im.errors import UserError
+from bioim2im.registry import Registrar
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Norm = Literal["instance", "batch"]
+# The channels of BasicUNet's five encoder levels and of its last decoder level.
+BasicUNetFeatures = tuple[
+    PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt
+]
+# One entry per SwinUNETR stage.
+SwinStages = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
+
+# MONAI's own defaults for these networks: instance norm with learnable scale and shift.
+_AFFINE_NORMS: dict[str, Any] = {"instance": ("instance", {"affine": True}), "batch": "batch"}
+
+
+def _unet_strides(channels: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Halve the resolution between consecutive levels unless strides are given."""
+    if len(channels) < 2:
+        raise UserError(f"channels needs at least 2 levels, got {list(channels)}")
+    if strides is None:
+        return (2,) * (len(channels) - 1)
+    if len(strides) != len(channels) - 1:
+        raise UserError(
+            f"strides needs one entry fewer than channels ({len(channels) - 1}), got {list(strides)}"
+        )
+    return strides
+
+
+def unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: tuple[PositiveInt, ...] = (16, 32, 64, 128),
+    strides: tuple[PositiveInt, ...] | None = None,
+    kernel_size: PositiveInt = 3,
+    up_kernel_size: PositiveInt = 3,
+    num_res_units: Annotated[int, Field(ge=0)] = 2,
+    norm: Norm = "instance",
+    dropout: Probability = 0.0,
+) -> Any:
+    """U-Net with residual units (MONAI UNet); strides default to 2 between levels."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=_unet_strides(channels, strides),
+        kernel_size=kernel_size,
+        up_kernel_size=up_kernel_size,
+        num_res_units=num_res_units,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+def attention_unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: tuple[PositiveInt, ...] = (16, 32, 64, 128),
+    strides: tuple[PositiveInt, ...] | None = None,
+    kernel_size: PositiveInt = 3,
+    up_kernel_size: PositiveInt = 3,
+    dropout: Probability = 0.0,
+) -> Any:
+    """U-Net with attention gates on the skip connections (MONAI AttentionUnet)."""
+    from monai.networks.nets import AttentionUnet
+
+    return AttentionUnet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=_unet_strides(channels, strides),
+        kernel_size=kernel_size,
+        up_kernel_size=up_kernel_size,
+        dropout=dropout,
+    )
+
+
+def _unet_divisor(params: Mapping[str, Any]) -> int:
+    return math.prod(_unet_strides(params["channels"], params["strides"]))
+
+
+def basic_unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    features: BasicUNetFeatures = (32, 32, 64, 128, 256, 32),
+    norm: Norm = "instance",
+    dropout: Probability = 0.0,
+    upsample: Literal["deconv", "nontrainable", "pixelshuffle"] = "deconv",
+) -> Any:
+    """Plain U-Net with four downsamplings (MONAI BasicUNet)."""
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        features=features,
+        norm=_AFFINE_NORMS[norm],
+        dropout=dropout,
+        upsample=upsample,
+    )
+
+
+def _dynunet_strides(filters: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Full resolution at the first level, then halve it at each deeper one, unless given."""
+    if len(filters) < 3:
+        raise UserError(f"filters needs at least 3 levels, got {list(filters)}")
+    if strides is None:
+        return (1,) + (2,) * (len(filters) - 1)
+    if len(strides) != len(filters):
+        raise UserError(f"strides needs one entry per level ({len(filters)}), got {list(strides)}")
+    return strides
+
+
+def dynunet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    filters: tuple[PositiveInt, ...] = (32, 64, 128, 256),
+    strides: tuple[PositiveInt, ...] | None = None,
+    kernel_size: PositiveInt = 3,
+    norm_name: Norm = "instance",
+    res_block: bool = False,
+    dropout: Probability | None = None,
+) -> Any:
+    """nnU-Net-style U-Net (MONAI DynUNet); one level per entry of filters, strides (1, 2, 2, ...)."""
+    from monai.networks.nets import DynUNet
+
+    strides = _dynunet_strides(filters, strides)
+    return DynUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[kernel_size] * len(filters),
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=filters,
+        norm_name=_AFFINE_NORMS[norm_name],
+        res_block=res_block,
+        dropout=dropout,
+    )
+
+
+def _dynunet_divisor(params: Mapping[str, Any]) -> int:
+    return math.prod(_dynunet_strides(params["filters"], params["strides"]))
+
+
+def segresnet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    init_filters: PositiveInt = 8,
+    blocks_down: tuple[PositiveInt, ...] = (1, 2, 2, 4),
+    blocks_up: tuple[PositiveInt, ...] | None = None,
+    norm: Literal["group", "instance", "batch"] = "group",
+    num_groups: PositiveInt = 8,
+    dropout_prob: Probability | None = None,
+    upsample_mode: Literal["nontrainable", "deconv", "pixelshuffle"] = "nontrainable",
+) -> Any:
+    """Residual encoder-decoder (MONAI SegResNet); one block per level up by default."""
+    from monai.networks.nets import SegResNet
+
+    if blocks_up is None:
+        blocks_up = (1,) * (len(blocks_down) - 1)
+    if len(blocks_up) != len(blocks_down) - 1:
+        raise UserError(
+            f"blocks_up needs one entry fewer than blocks_down ({len(blocks_down) - 1}), "
+            f"got {list(blocks_up)}"
+        )
+    norms: dict[str, Any] = {
+        "group": ("group", {"num_groups": num_groups}),
+        "instance": ("instance", {"affine": True}),
+        "batch": "batch",
+    }
+    return SegResNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        init_filters=init_filters,
+        blocks_down=blocks_down,
+        blocks_up=blocks_up,
+        norm=norms[norm],
+        dropout_prob=dropout_prob,
+        upsample_mode=upsample_mode,
+    )
+
+
+# UNETR cuts its input into 16-pixel patches, whatever its other parameters.
+_UNETR_PATCH = 16
+
+
+def unetr(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    img_size: tuple[PositiveInt, ...],
+    feature_size: PositiveInt = 16,
+    hidden_size: PositiveInt = 768,
+    mlp_dim: PositiveInt = 3072,
+    num_heads: PositiveInt = 12,
+    proj_type: Literal["conv", "perceptron"] = "conv",
+    norm_name: Norm = "instance",
+    res_block: bool = True,
+    dropout_rate: Probability = 0.0,
+) -> Any:
+    """Vision-transformer encoder with a U-Net decoder (MONAI UNETR); input size fixed to img_size."""
+    from monai.networks.nets import UNETR
+
+    if len(img_size) != spatial_dims or any(size % _UNETR_PATCH for size in img_size):
+        raise UserError(
+            f"img_size needs {spatial_dims} sizes, each a multiple of {_UNETR_PATCH}; "
+            f"got {list(img_size)}"
+        )
+    net = UNETR(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        img_size=img_size,
+        feature_size=feature_size,
+        hidden_size=hidden_size,
+        mlp_dim=mlp_dim,
+        num_heads=num_heads,
+        proj_type=proj_type,
+        norm_name=norm_name,
+        res_block=res_block,
+        dropout_rate=dropout_rate,
+    )
+    # MONAI's transformer blocks hold a cross-attention norm that UNETR never uses: frozen, so
+    # that DistributedDataParallel does not wait for its gradients.
+    for block in net.vit.blocks:
+        block.norm_cross_attn.requires_grad_(False)
+    return net
+
+
+def swin_unetr(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    feature_size: Annotated[int, Field(gt=0, multiple_of=12)] = 24,
+    depths: SwinStages = (2, 2, 2, 2),
+    num_heads: SwinStages = (3, 6, 12, 24),
+    window_size: PositiveInt = 7,
+    patch_size: PositiveInt = 2,
+    norm_name: Norm = "instance",
+    drop_rate: Probability = 0.0,
+    attn_drop_rate: Probability = 0.0,
+    dropout_path_rate: Probability = 0.0,
+    use_checkpoint: bool = False,
+    use_v2: bool = False,
+) -> Any:
+    """Swin-transformer encoder with a U-Net decoder (MONAI SwinUNETR)."""
+    from monai.networks.nets import SwinUNETR
+
+    return SwinUNETR(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        feature_size=feature_size,
+        depths=depths,
+        num_heads=num_heads,
+        window_size=window_size,
+        patch_size=patch_size,
+        norm_name=norm_name,
+        drop_rate=drop_rate,
+        attn_drop_rate=attn_drop_rate,
+        dropout_path_rate=dropout_path_rate,
+        use_checkpoint=use_checkpoint,
+        use_v2=use_v2,
+    )
+
+
+def _swin_unetr_divisor(params: Mapping[str, Any]) -> int:
+    # SwinUNETR.forward checks divisibility by patch_size**5 (32 for the default patch_size 2).
+    return int(params["patch_size"]) ** 5
+
+
+def register(registry: Registrar) -> None:
+    registry.add("unet", unet, divisor=_unet_divisor)
+    registry.add("attention_unet", attention_unet, divisor=_unet_divisor)
+    registry.add("basic_unet", basic_unet, divisor=lambda params: 16)
+    registry.add("dynunet", dynunet, divisor=_dynunet_divisor)
+    registry.add(
+        "segresnet", segresnet, divisor=lambda params: 2 ** (len(params["blocks_down"]) - 1)
+    )
+    registry.add(
+        "unetr",
+        unetr,
+        divisor=lambda params: _UNETR_PATCH,
+        input_size=lambda params: tuple(params["img_size"]),
+    )
+    registry.add("swin_unetr", swin_unetr, divisor=_swin_unetr_divisor)

@@ -1,0 +1,69 @@
+"""Built-in heads: map the backbone's features to one task's output (logits or values)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import PositiveInt
+
+from bioim2im.errors import UserError
+from bioim2im.registry import Registrar
+
+
+def identity() -> Any:
+    """The backbone's features unchanged: the output has the backbone's out_channels."""
+    from torch import nn
+
+    return nn.Identity()
+
+
+def conv(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Literal[1, 3] = 1,
+    hidden_channels: PositiveInt | None = None,
+    upsample: PositiveInt = 1,
+    upsample_mode: Literal["deconv", "pixelshuffle", "interpolate"] = "deconv",
+) -> Any:
+    """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample`."""
+    from bioim2im.builtins._heads import conv_head
+
+    return conv_head(
+        spatial_dims,
+        in_channels,
+        out_channels,
+        kernel_size=kernel_size,
+        hidden_channels=hidden_channels,
+        upsample=upsample,
+        upsample_mode=upsample_mode,
+    )
+
+
+def projection(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    mode: Literal["max", "mean", "learned"] = "learned",
+) -> Any:
+    """3D features to a 2D output: pool over Z (max, mean or learned weights), then a 1x1 conv."""
+    from bioim2im.builtins._heads import ProjectionHead
+
+    if spatial_dims != 3:
+        raise UserError(
+            f"the projection head needs a 3D backbone, got spatial_dims = {spatial_dims}"
+        )
+    return ProjectionHead(in_channels, out_channels, mode)
+
+
+def _conv_scale(params: Mapping[str, Any]) -> int:
+    return int(params["upsample"])
+
+
+def register(registry: Registrar) -> None:
+    registry.add("identity", identity)
+    registry.add("conv", conv, scale=_conv_scale)
+    registry.add("projection", projection, output_spatial_dims=2)

@@ -1,0 +1,279 @@
+"""Built-in losses, each a module called as ``loss(prediction, target, weight=None)``.
+
+The prediction holds logits (B, C, *spatial). Class targets follow MONAI's switches: with
+``to_onehot_y`` they are class indices (B, 1, *spatial), otherwise one channel per class in
+{0, 1}; ``softmax`` treats the channels as exclusive classes and ``sigmoid`` as independent
+masks. Regression targets are values shaped like the prediction. ``weight`` is a cost map
+(B, 1, *spatial) >= 0: pixels of weight 0 do not count at all, the others count by their weight.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat
+
+from bioim2im.errors import UserError
+from bioim2im.registry import Registrar
+
+ClassWeights = list[NonNegativeFloat] | None
+Smoothing = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _use_softmax(sigmoid: bool, softmax: bool) -> bool:
+    """Whether the channels are exclusive classes; predictions are logits, so one must be chosen."""
+    if sigmoid == softmax:
+        raise UserError(
+            "set exactly one of sigmoid = true (independent channels, targets in {0, 1}) "
+            "or softmax = true (exclusive classes)"
+        )
+    return softmax
+
+
+def _classes(
+    to_onehot_y: bool, include_background: bool = True, class_weights: ClassWeights = None
+) -> Any:
+    from bioim2im.builtins._losses import Classes
+
+    weights = None if class_weights is None else tuple(class_weights)
+    return Classes(to_onehot_y, include_background, weights)
+
+
+def _overlap(score: Any, classes: Any, **options: Any) -> Any:
+    from bioim2im.builtins._losses import OverlapLoss
+
+    return OverlapLoss(score, classes, **options)
+
+
+def dice(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    class_weights: ClassWeights = None,
+    batch: bool = False,
+    jaccard: bool = False,
+    smooth_nr: NonNegativeFloat = 1e-5,
+    smooth_dr: NonNegativeFloat = 1e-5,
+) -> Any:
+    """Soft Dice (or Jaccard) loss on sigmoid or softmax probabilities, as MONAI DiceLoss."""
+    from bioim2im.builtins._losses import dice_score, jaccard_score
+
+    return _overlap(
+        jaccard_score if jaccard else dice_score,
+        _classes(to_onehot_y, include_background, class_weights),
+        softmax=_use_softmax(sigmoid, softmax),
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+    )
+
+
+def tversky(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    alpha: NonNegativeFloat = 0.5,
+    beta: NonNegativeFloat = 0.5,
+    batch: bool = False,
+    smooth_nr: NonNegativeFloat = 1e-5,
+    smooth_dr: NonNegativeFloat = 1e-5,
+) -> Any:
+    """Tversky loss: Dice with false positives weighted by alpha and false negatives by beta."""
+    from bioim2im.builtins._losses import tversky_score
+
+    return _overlap(
+        functools.partial(tversky_score, alpha=alpha, beta=beta),
+        _classes(to_onehot_y, include_background),
+        softmax=_use_softmax(sigmoid, softmax),
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+    )
+
+
+def generalized_dice(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    w_type: Literal["square", "simple", "uniform"] = "square",
+    batch: bool = False,
+    smooth_nr: NonNegativeFloat = 1e-5,
+    smooth_dr: NonNegativeFloat = 1e-5,
+) -> Any:
+    """Generalized Dice loss: classes weighted by 1/volume² (w_type square), as MONAI's."""
+    from bioim2im.builtins._losses import generalized_dice_score
+
+    return _overlap(
+        functools.partial(generalized_dice_score, w_type=w_type),
+        _classes(to_onehot_y, include_background),
+        softmax=_use_softmax(sigmoid, softmax),
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+    )
+
+
+def focal(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    gamma: NonNegativeFloat = 2.0,
+    alpha: NonNegativeFloat | list[NonNegativeFloat] | None = None,
+    class_weights: ClassWeights = None,
+) -> Any:
+    """Focal loss: cross-entropy down-weighting well-classified pixels by (1 - p)^gamma."""
+    from bioim2im.builtins._losses import FocalLoss
+
+    return FocalLoss(
+        _classes(to_onehot_y, include_background, class_weights),
+        softmax=_use_softmax(sigmoid, softmax),
+        gamma=gamma,
+        alpha=alpha,
+    )
+
+
+def dice_ce(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    class_weights: ClassWeights = None,
+    batch: bool = False,
+    smooth_nr: NonNegativeFloat = 1e-5,
+    smooth_dr: NonNegativeFloat = 1e-5,
+    lambda_dice: NonNegativeFloat = 1.0,
+    lambda_ce: NonNegativeFloat = 1.0,
+    label_smoothing: Smoothing = 0.0,
+) -> Any:
+    """Dice + cross-entropy (binary cross-entropy with sigmoid); include_background: Dice only."""
+    from bioim2im.builtins._losses import BinaryCrossEntropy, CrossEntropy, SumOfLosses
+
+    use_softmax = _use_softmax(sigmoid, softmax)
+    if label_smoothing and not use_softmax:
+        raise UserError("label_smoothing applies to the softmax cross-entropy only")
+    dice_loss = dice(
+        sigmoid=sigmoid,
+        softmax=softmax,
+        to_onehot_y=to_onehot_y,
+        include_background=include_background,
+        class_weights=class_weights,
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+    )
+    all_classes = _classes(to_onehot_y, class_weights=class_weights)
+    ce_loss = (
+        CrossEntropy(all_classes, label_smoothing=label_smoothing)
+        if use_softmax
+        else BinaryCrossEntropy(all_classes)
+    )
+    return SumOfLosses([(lambda_dice, dice_loss), (lambda_ce, ce_loss)])
+
+
+def dice_focal(
+    *,
+    sigmoid: bool = False,
+    softmax: bool = False,
+    to_onehot_y: bool = False,
+    include_background: bool = True,
+    class_weights: ClassWeights = None,
+    batch: bool = False,
+    smooth_nr: NonNegativeFloat = 1e-5,
+    smooth_dr: NonNegativeFloat = 1e-5,
+    gamma: NonNegativeFloat = 2.0,
+    alpha: NonNegativeFloat | list[NonNegativeFloat] | None = None,
+    lambda_dice: NonNegativeFloat = 1.0,
+    lambda_focal: NonNegativeFloat = 1.0,
+) -> Any:
+    """Dice + focal loss, both on the chosen activation (MONAI's focal term is always sigmoid)."""
+    from bioim2im.builtins._losses import SumOfLosses
+
+    targets: dict[str, Any] = dict(
+        sigmoid=sigmoid,
+        softmax=softmax,
+        to_onehot_y=to_onehot_y,
+        include_background=include_background,
+        class_weights=class_weights,
+    )
+    dice_loss = dice(**targets, batch=batch, smooth_nr=smooth_nr, smooth_dr=smooth_dr)
+    focal_loss = focal(**targets, gamma=gamma, alpha=alpha)
+    return SumOfLosses([(lambda_dice, dice_loss), (lambda_focal, focal_loss)])
+
+
+def bce(*, pos_weight: PositiveFloat | list[PositiveFloat] | None = None) -> Any:
+    """Binary cross-entropy on logits per channel; targets in {0, 1} shaped like the prediction."""
+    from bioim2im.builtins._losses import BinaryCrossEntropy
+
+    return BinaryCrossEntropy(_classes(to_onehot_y=False), pos_weight=pos_weight)
+
+
+def ce(*, class_weights: ClassWeights = None, label_smoothing: Smoothing = 0.0) -> Any:
+    """Softmax cross-entropy; the target holds class indices (B, 1, *spatial)."""
+    from bioim2im.builtins._losses import CrossEntropy
+
+    return CrossEntropy(
+        _classes(to_onehot_y=True, class_weights=class_weights), label_smoothing=label_smoothing
+    )
+
+
+def mse() -> Any:
+    """Mean squared error."""
+    from bioim2im.builtins import _losses
+
+    return _losses.ElementwiseLoss(_losses.mse)
+
+
+def l1() -> Any:
+    """Mean absolute error."""
+    from bioim2im.builtins import _losses
+
+    return _losses.ElementwiseLoss(_losses.l1)
+
+
+def smooth_l1(*, beta: PositiveFloat = 1.0) -> Any:
+    """Huber-like loss: squared below beta, absolute above."""
+    from bioim2im.builtins import _losses
+
+    return _losses.ElementwiseLoss(functools.partial(_losses.smooth_l1, beta=beta))
+
+
+def ssim(
+    *,
+    data_range: PositiveFloat = 1.0,
+    win_size: Annotated[int, Field(ge=3)] = 11,
+    kernel_sigma: PositiveFloat = 1.5,
+) -> Any:
+    """1 - structural similarity (Gaussian window), for restoration and label-free prediction."""
+    from bioim2im.builtins._losses import SSIMLoss
+
+    if win_size % 2 == 0:
+        raise UserError(f"win_size must be odd, got {win_size}")
+    return SSIMLoss(data_range=data_range, win_size=win_size, kernel_sigma=kernel_sigma)
+
+
+def register(registry: Registrar) -> None:
+    for factory in (
+        dice,
+        dice_ce,
+        dice_focal,
+        focal,
+        tversky,
+        generalized_dice,
+        bce,
+        ce,
+        mse,
+        l1,
+        smooth_l1,
+        ssim,
+    ):
+        registry.add(factory.__name__, factory)

@@ -1,0 +1,136 @@
+"""Built-in postprocessors: factories of functions applied to one image's head output.
+
+Each function maps an array (C, *spatial) to (C', *spatial); a preset chains them, e.g.
+sigmoid -> threshold -> connected_components -> remove_small_objects. Masks are arrays of 0 and
+1; other integer arrays are label images (0 = background).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from bioim2im.registry import Registrar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    Postprocessor = Callable[[np.ndarray], np.ndarray]
+
+# 1 = neighbours sharing a face (4 in 2D, 6 in 3D), up to the number of spatial dims = all.
+Connectivity = Annotated[int, Field(ge=1, le=3)]
+
+
+def sigmoid() -> Postprocessor:
+    """Logits to probabilities, channel by channel."""
+    from bioim2im.builtins import _postprocess
+
+    return _postprocess.sigmoid
+
+
+def softmax() -> Postprocessor:
+    """Logits to class probabilities summing to 1 over the channels."""
+    from bioim2im.builtins import _postprocess
+
+    return _postprocess.softmax
+
+
+def argmax() -> Postprocessor:
+    """Class index of the largest channel: (1, *spatial), uint8 (uint16 past 256 classes)."""
+    from bioim2im.builtins import _postprocess
+
+    return _postprocess.argmax
+
+
+def threshold(*, value: float = 0.5) -> Postprocessor:
+    """Mask of values above `value`, channel by channel (uint8 0/1)."""
+    from bioim2im.builtins import _postprocess
+
+    return functools.partial(_postprocess.threshold, value=value)
+
+
+def connected_components(*, connectivity: Connectivity = 1) -> Postprocessor:
+    """Label the connected components of each mask channel (uint32, 0 = background)."""
+    from bioim2im.builtins import _postprocess
+
+    return functools.partial(_postprocess.connected_components, connectivity=connectivity)
+
+
+def remove_small_objects(
+    *, min_size: NonNegativeInt = 64, connectivity: Connectivity = 1
+) -> Postprocessor:
+    """Remove objects under min_size pixels: mask components or labels of a label image."""
+    return size_filter(min_size=min_size, connectivity=connectivity)
+
+
+def size_filter(
+    *,
+    min_size: NonNegativeInt = 0,
+    max_size: PositiveInt | None = None,
+    connectivity: Connectivity = 1,
+) -> Postprocessor:
+    """Keep objects of min_size to max_size pixels: mask components or labels of a label image."""
+    from bioim2im.builtins import _postprocess
+
+    return functools.partial(
+        _postprocess.filter_sizes,
+        min_size=min_size,
+        max_size=max_size,
+        connectivity=connectivity,
+    )
+
+
+def fill_holes() -> Postprocessor:
+    """Fill the background enclosed by each object of a mask or label image."""
+    from bioim2im.builtins import _postprocess
+
+    return _postprocess.fill_holes
+
+
+def watershed(
+    *,
+    mode: Literal["distance", "probability"] = "distance",
+    fg_channel: NonNegativeInt = 0,
+    threshold: float = 0.5,
+    min_distance: PositiveInt = 5,
+    h: PositiveFloat | None = None,
+    seed_channel: NonNegativeInt = 1,
+    seed_threshold: float = 0.5,
+) -> Postprocessor:
+    """Split touching objects: seeded watershed of probabilities into labels (1, *spatial).
+
+    The foreground is ``fg_channel > threshold``. ``distance`` seeds at the peaks of the distance
+    to the background, at least ``min_distance`` apart (or at its h-maxima when ``h`` is set);
+    ``probability`` seeds at the components of ``seed_channel > seed_threshold``, e.g. an
+    object-interior (foreground minus boundary) map.
+    """
+    from bioim2im.builtins import _postprocess
+
+    return functools.partial(
+        _postprocess.watershed,
+        mode=mode,
+        fg_channel=fg_channel,
+        threshold=threshold,
+        min_distance=min_distance,
+        h=h,
+        seed_channel=seed_channel,
+        seed_threshold=seed_threshold,
+    )
+
+
+def register(registry: Registrar) -> None:
+    for factory in (
+        sigmoid,
+        softmax,
+        argmax,
+        threshold,
+        connected_components,
+        remove_small_objects,
+        size_filter,
+        fill_holes,
+        watershed,
+    ):
+        registry.add(factory.__name__, factory)
