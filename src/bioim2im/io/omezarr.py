@@ -1,0 +1,482 @@
+"""Zarr arrays and OME-Zarr images: a lazy reader, a one-shot writer and a streaming writer.
+
+Reading: an OME-Zarr image group (NGFF 0.4 on zarr v2, 0.5 on zarr v3) gives axes, pyramid
+levels and voxel size; a plain zarr array gives axes through its v3 ``dimension_names`` or the
+caller or the inference rule, and no voxel size.
+
+Writing: one image per group, ``"0"`` the full resolution and ``"1"``, ``"2"``... optional
+pyramid levels halved in Y and X (and in Z while Z is no coarser than Y), by averaging for
+images and by taking every other pixel for labels. Output is built under a hidden partial name
+and renamed when complete. :class:`OmeZarrStreamWriter` writes block by block and can resume an
+interrupted run; one container may hold several images, e.g. one per prediction head::
+
+    cells.ome.zarr/            <- OmeZarrStreamWriter("cells.ome.zarr")
+        nuclei/0, nuclei/1     <- create_image("nuclei", ...)
+        boundary/0, boundary/1 <- create_image("boundary", ...)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numcodecs
+import numpy as np
+import zarr
+import zarr.codecs
+from skimage.measure import block_reduce
+
+from bioim2im.errors import UserError
+from bioim2im.io import ngff
+from bioim2im.io.atomic import partial_path, publish, remove
+from bioim2im.io.base import (
+    CANONICAL_ORDER,
+    ArrayImage,
+    check_axes,
+    check_dtype,
+    resolve_axes,
+    spatial_axes,
+    storage_order,
+    voxel_size_for,
+)
+
+Compression = Literal["zstd", "gzip", "none"]
+Region = tuple[slice, ...]
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+class ZarrImage(ArrayImage):
+    """One zarr array (an OME-Zarr pyramid level or a plain array)."""
+
+    def __init__(self, *args: Any, array_path: str) -> None:
+        super().__init__(*args)
+        self.array_path = array_path
+
+    def _open(self) -> Any:
+        return zarr.open_array(self.array_path, mode="r")
+
+
+def open_zarr(
+    path: str | os.PathLike[str], *, axes: str | None = None, level: int = 0
+) -> ZarrImage:
+    """Open an OME-Zarr image (at pyramid ``level``) or a plain zarr array, lazily."""
+    try:
+        node = zarr.open(path, mode="r")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a zarr array or OME-Zarr image ({exc})") from exc
+    stored: str | None
+    if isinstance(node, zarr.Group):
+        entry = ngff.multiscales(node.attrs)
+        if entry is None:
+            raise UserError(
+                f"{path}: not an OME-Zarr image (no multiscales metadata){_inside(node)}"
+            )
+        datasets = entry.get("datasets", [])
+        if not 0 <= level < len(datasets):
+            raise UserError(
+                f"{path}: pyramid level {level} requested but the image has {len(datasets)} "
+                f"(0..{len(datasets) - 1})"
+            )
+        array_path = os.path.join(path, datasets[level]["path"])
+        array = zarr.open_array(array_path, mode="r")
+        stored = ngff.axes_letters(entry.get("axes", []))
+        sizes = ngff.physical_sizes(entry, level) if stored else {}
+    else:
+        if level != 0:
+            raise UserError(f"{path}: a plain zarr array has no pyramid level {level}")
+        array_path, array = os.fspath(path), node
+        names = getattr(node.metadata, "dimension_names", None)
+        stored = ngff.axes_letters(names) if names and all(names) else None
+        sizes = {}
+    check_dtype(path, array.dtype)
+    image_axes = resolve_axes(path, array.shape, stored=stored, given=axes)
+    return ZarrImage(
+        path,
+        array.shape,
+        array.dtype,
+        image_axes,
+        voxel_size_for(image_axes, sizes),
+        array_path=array_path,
+    )
+
+
+def _inside(group: zarr.Group) -> str:
+    images = [name for name, child in group.groups() if ngff.multiscales(child.attrs)]
+    if images:
+        return f"; it holds the images {', '.join(sorted(images))}: open one of them"
+    arrays = sorted(group.array_keys())
+    return f"; it holds the arrays {', '.join(arrays)}: open one of them" if arrays else ""
+
+
+def write_ome_zarr(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    *,
+    axes: str,
+    voxel_size: Sequence[float] | None = None,
+    is_label: bool = False,
+    zarr_format: Literal[2, 3] = 2,
+    compression: Compression = "zstd",
+    chunks: Sequence[int] | None = None,
+    pyramid_levels: int = 0,
+) -> Path:
+    """Write one image as OME-Zarr, atomically; axes are stored in OME order (``TCZYX``).
+
+    ``chunks`` follow ``axes`` as given; default: 1 along T and C, up to 256 x 256 in 2D and
+    32 x 128 x 128 in 3D.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    order, stored_axes, stored_voxel_size = storage_order(path, axes, array.ndim, voxel_size)
+    array = np.transpose(array, order)
+    if chunks is not None:
+        if len(chunks) != array.ndim:
+            raise UserError(f"{path}: chunks {tuple(chunks)} must have one size per axis of {axes}")
+        chunks = tuple(chunks[i] for i in order)
+    writer = OmeZarrStreamWriter(
+        path, zarr_format=zarr_format, compression=compression, resume=False
+    )
+    try:
+        image = writer.create_image(
+            None,
+            shape=array.shape,
+            dtype=array.dtype,
+            axes=stored_axes,
+            voxel_size=stored_voxel_size,
+            chunks=chunks,
+            is_label=is_label,
+        )
+        image.write(tuple(slice(0, n) for n in array.shape), array)
+        return writer.finalize(pyramid_levels)
+    except BaseException:
+        writer.discard()
+        raise
+
+
+class StreamedImage:
+    """One image of an :class:`OmeZarrStreamWriter`, written region by region.
+
+    Every region must start on a chunk boundary and end on one (or at the image's edge), so that
+    writers in several processes never touch the same chunk. Completed regions are logged next to
+    the data, so that a resumed run can skip them with :meth:`is_written`.
+    """
+
+    def __init__(self, array: zarr.Array, axes: str, log: Path) -> None:
+        self._array = array
+        self.axes = axes
+        self._log = log
+        self._written: set[tuple[tuple[int, int], ...]] = set()
+        if log.exists():
+            for line in log.read_text(encoding="utf-8").splitlines():
+                if line.endswith(";"):  # a line cut short by a crash does not count
+                    self._written.add(_parse_region(line[:-1]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self._array.chunks)
+
+    def regions(self) -> Iterator[Region]:
+        """Every chunk of the image as a region, in C order."""
+        ranges = [range(0, n, c) for n, c in zip(self.shape, self.chunks, strict=True)]
+        for starts in itertools.product(*ranges):
+            yield tuple(
+                slice(s, min(s + c, n))
+                for s, c, n in zip(starts, self.chunks, self.shape, strict=True)
+            )
+
+    def is_written(self, region: Region) -> bool:
+        """Whether ``region`` was written completely, by this run or an interrupted one."""
+        return self._bounds(region) in self._written
+
+    def write(self, region: Region, block: np.ndarray) -> None:
+        """Store ``block`` (cast to the image's dtype) at ``region``."""
+        bounds = self._bounds(region)
+        block = np.asarray(block)
+        expected = tuple(stop - start for start, stop in bounds)
+        if tuple(block.shape) != expected:
+            raise ValueError(
+                f"block of shape {block.shape} does not fit region of shape {expected}"
+            )
+        for (start, stop), n, c in zip(bounds, self.shape, self.chunks, strict=True):
+            if start % c or (stop % c and stop != n):
+                raise ValueError(
+                    f"region {region} is not aligned to the chunks {self.chunks}; "
+                    "write whole chunks so parallel writers never share one"
+                )
+        self._array[tuple(slice(a, b) for a, b in bounds)] = block.astype(self.dtype, copy=False)
+        with open(self._log, "a", encoding="utf-8") as log:
+            log.write(_format_region(bounds) + ";\n")
+        self._written.add(bounds)
+
+    def _bounds(self, region: Region) -> tuple[tuple[int, int], ...]:
+        if len(region) != len(self.shape):
+            raise ValueError(f"region {region} needs one slice per axis of {self.axes}")
+        bounds = []
+        for s, n in zip(region, self.shape, strict=True):
+            start, stop, step = s.indices(n)
+            if step != 1:
+                raise ValueError(f"region {region} must use contiguous slices")
+            bounds.append((start, stop))
+        return tuple(bounds)
+
+
+def _format_region(bounds: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{a}:{b}" for a, b in bounds)
+
+
+def _parse_region(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple((int(a), int(b)) for a, b in (part.split(":") for part in text.split(",")))
+
+
+class OmeZarrStreamWriter:
+    """Build an OME-Zarr container block by block, under a partial name until :meth:`finalize`.
+
+    The container is built in the hidden work directory ``.NAME.partial`` next to ``path``,
+    which also logs the regions written. Opening a writer on a path whose work directory exists
+    resumes it (``resume=True``): chunks already there are kept and
+    :meth:`StreamedImage.is_written` tells which regions are done. ``resume=False`` starts over.
+    Create the images from one process before other processes write to them.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        zarr_format: Literal[2, 3] = 2,
+        compression: Compression = "zstd",
+        resume: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self._container = self.partial / self.path.name
+        self.zarr_format = zarr_format
+        self.compression = compression
+        if not resume:
+            remove(self.partial)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._root = self._open_partial()
+
+    def _open_partial(self) -> zarr.Group:
+        if self._container.exists():
+            try:
+                root = zarr.open_group(self._container, mode="r+")
+            except (OSError, ValueError):
+                # Interrupted before anything useful was written; its log cannot be trusted.
+                remove(self.partial)
+            else:
+                if root.metadata.zarr_format != self.zarr_format:
+                    raise UserError(
+                        f"{self.partial}: an unfinished zarr v{root.metadata.zarr_format} output is "
+                        f"here but zarr v{self.zarr_format} was asked for; delete it to start over"
+                    )
+                return root
+        self.partial.mkdir(exist_ok=True)
+        return zarr.open_group(self._container, mode="w-", zarr_format=self.zarr_format)
+
+    def create_image(
+        self,
+        name: str | None,
+        *,
+        shape: Sequence[int],
+        dtype: Any,
+        axes: str,
+        voxel_size: Sequence[float] | None = None,
+        chunks: Sequence[int] | None = None,
+        is_label: bool = False,
+    ) -> StreamedImage:
+        """The image ``NAME/0`` (or ``0`` at the top when ``name`` is None), created or resumed.
+
+        ``axes`` must be in OME order (a subsequence of ``TCZYX``).
+        """
+        if name is not None and not _GROUP_NAME.fullmatch(name):
+            raise ValueError(f"image name {name!r}: use letters, digits, '_', '-' and '.'")
+        where = self.path if name is None else self.path / name
+        shape = tuple(int(n) for n in shape)
+        dtype = check_dtype(where, np.dtype(dtype))
+        axes = check_axes(where, axes, len(shape))
+        _, stored_axes, voxel_size = storage_order(where, axes, len(shape), voxel_size)
+        if stored_axes != axes:
+            raise ValueError(f"axes must be in the order {CANONICAL_ORDER}: got {axes}")
+        chunks = tuple(
+            min(int(c), n)
+            for c, n in zip(chunks or default_chunks(shape, axes), shape, strict=True)
+        )
+        group = self._root if name is None else self._root.require_group(name)
+        attrs = ngff.image_attributes(
+            axes=axes,
+            voxel_size=voxel_size,
+            level_factors=[(1,) * len(shape)],
+            name=name or self.path.name.split(".")[0],
+            label=is_label,
+            zarr_format=self.zarr_format,
+        )
+        if "0" in group:
+            array = _full_resolution(group)
+            wanted = _describe(shape, dtype, chunks, attrs)
+            found = _describe(array.shape, array.dtype, array.chunks, group.attrs)
+            if found != wanted:
+                raise UserError(
+                    f"{self.partial}: the unfinished image '{name or '0'}' there is {found}, "
+                    f"not {wanted} as now asked; delete it to start over"
+                )
+        else:
+            array = group.create_array(
+                "0",
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                fill_value=0,
+                **_array_options(self.zarr_format, self.compression, axes),
+            )
+            group.attrs.update(attrs)
+        return StreamedImage(array, axes, self.partial / f"written-{name or '0'}")
+
+    def finalize(self, pyramid_levels: int = 0) -> Path:
+        """Add pyramid levels and their metadata to every image, then publish at ``path``."""
+        for group in self._images():
+            self._add_pyramid(group, pyramid_levels)
+        publish(self._container, self.path)
+        remove(self.partial)
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the unfinished output."""
+        remove(self.partial)
+
+    def _images(self) -> list[zarr.Group]:
+        groups = [child for _, child in sorted(self._root.groups())]
+        return [g for g in (self._root, *groups) if ngff.multiscales(g.attrs)]
+
+    def _add_pyramid(self, group: zarr.Group, levels: int) -> None:
+        entry = ngff.multiscales(group.attrs)
+        assert entry is not None
+        axes = ngff.axes_letters(entry["axes"])
+        assert axes is not None
+        label = ngff.is_label(group.attrs)
+        voxel_size = voxel_size_for(axes, ngff.physical_sizes(entry, 0))
+        step = dict(
+            zip(spatial_axes(axes), voxel_size or (1.0,) * len(spatial_axes(axes)), strict=True)
+        )
+        source = _full_resolution(group)
+        options = _array_options(self.zarr_format, self.compression, axes)
+        factors = [(1,) * len(axes)]
+        for level in range(1, levels + 1):
+            if min(source.shape[axes.index("Y")], source.shape[axes.index("X")]) < 2:
+                break
+            halve = {"Y", "X"}
+            if "Z" in axes and source.shape[axes.index("Z")] > 1 and step["Z"] <= step["Y"]:
+                halve.add("Z")
+            factor = tuple(2 if a in halve else 1 for a in axes)
+            step = {a: s * (2 if a in halve else 1) for a, s in step.items()}
+            source = _downsample_array(group, str(level), source, factor, label, options)
+            factors.append(tuple(f * g for f, g in zip(factors[-1], factor, strict=True)))
+        group.attrs.update(
+            ngff.image_attributes(
+                axes=axes,
+                voxel_size=voxel_size,
+                level_factors=factors,
+                name=entry.get("name", ""),
+                label=label,
+                zarr_format=self.zarr_format,
+            )
+        )
+
+
+def _full_resolution(group: zarr.Group) -> zarr.Array:
+    array = group["0"]
+    if not isinstance(array, zarr.Array):
+        raise UserError(f"{group.store_path}: '0' should be an array but is a group")
+    return array
+
+
+def _describe(shape: Sequence[int], dtype: Any, chunks: Sequence[int], attrs: Any) -> str:
+    entry = ngff.multiscales(attrs) or {}
+    axes = ngff.axes_letters(entry.get("axes", [])) or "?"
+    return (
+        f"{'a label' if ngff.is_label(attrs) else 'an image'} of shape {tuple(shape)}, "
+        f"dtype {np.dtype(dtype)}, chunks {tuple(chunks)}, axes {axes}, "
+        f"voxel size {voxel_size_for(axes, ngff.physical_sizes(entry, 0)) if entry else None}"
+    )
+
+
+def default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    """One T and C at a time; 256 x 256 in YX for 2D images, 32 x 128 x 128 for 3D."""
+    spatial = 256 if "Z" not in axes else 128
+    sizes = {"Z": 32, "Y": spatial, "X": spatial}
+    return tuple(min(n, sizes.get(a, 1)) for n, a in zip(shape, axes, strict=True))
+
+
+def _array_options(zarr_format: int, compression: Compression, axes: str) -> dict[str, Any]:
+    if zarr_format == 2:
+        codecs_v2 = {"zstd": numcodecs.Zstd(level=3), "gzip": numcodecs.GZip(level=5), "none": None}
+        # NGFF 0.4 asks for "/"-separated chunk keys.
+        return {
+            "compressors": codecs_v2[compression],
+            "chunk_key_encoding": {"name": "v2", "separator": "/"},
+        }
+    codecs_v3 = {
+        "zstd": zarr.codecs.ZstdCodec(level=3),
+        "gzip": zarr.codecs.GzipCodec(level=5),
+        "none": None,
+    }
+    # NGFF 0.5 requires the arrays' dimension names to match the axes.
+    return {"compressors": codecs_v3[compression], "dimension_names": [a.lower() for a in axes]}
+
+
+def _downsample_array(
+    group: zarr.Group,
+    name: str,
+    source: zarr.Array,
+    factor: tuple[int, ...],
+    nearest: bool,
+    options: dict[str, Any],
+) -> zarr.Array:
+    """Create ``group[name]``, ``source`` reduced by ``factor``, one output chunk at a time."""
+    shape = tuple(-(-n // f) for n, f in zip(source.shape, factor, strict=True))
+    target = group.create_array(
+        name,
+        shape=shape,
+        dtype=source.dtype,
+        chunks=tuple(min(c, n) for c, n in zip(source.chunks, shape, strict=True)),
+        fill_value=0,
+        overwrite=True,
+        **options,
+    )
+    ranges = [range(0, n, c) for n, c in zip(shape, target.chunks, strict=True)]
+    for starts in itertools.product(*ranges):
+        out = tuple(
+            slice(s, min(s + c, n)) for s, c, n in zip(starts, target.chunks, shape, strict=True)
+        )
+        inp = tuple(
+            slice(o.start * f, min(o.stop * f, n))
+            for o, f, n in zip(out, factor, source.shape, strict=True)
+        )
+        target[out] = downsample(np.asarray(source[inp]), factor, nearest=nearest)
+    return target
+
+
+def downsample(block: np.ndarray, factor: Sequence[int], *, nearest: bool) -> np.ndarray:
+    """``block`` reduced by ``factor`` per axis: every other pixel, or the mean of each cell.
+
+    Sizes that do not divide evenly are padded by repeating the edge, so that border pixels are
+    averaged with themselves rather than with zeros.
+    """
+    if nearest or block.dtype == bool:
+        return block[tuple(slice(None, None, f) for f in factor)]
+    padding = [(0, -n % f) for n, f in zip(block.shape, factor, strict=True)]
+    mean = block_reduce(np.pad(block, padding, mode="edge"), tuple(factor), np.mean)
+    if block.dtype.kind in "iu":
+        mean = np.rint(mean)
+    return mean.astype(block.dtype)
