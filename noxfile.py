@@ -37,7 +37,11 @@ def plugins(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-e", ".", "-e", "plugins/bioim2im-example")
     session.run("bioim2im", "list-plugins", "--kind", "backbone")
-    session.run("bioim2im", "check", "plugins/bioim2im-example/src/bioim2im_example/presets/example-denoise-2d.toml")
+    session.run(
+        "bioim2im",
+        "check",
+        "plugins/bioim2im-example/src/bioim2im_example/presets/example-denoise-2d.toml",
+    )
 
 
 @nox.session

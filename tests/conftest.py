@@ -21,7 +21,9 @@ class Result:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
     """``cli("check", "x.toml")`` runs ``bioim2im check x.toml`` in this process."""
     from bioim2im.cli import main
 

@@ -45,7 +45,9 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Train and run image-to-image deep-learning models for microscopy."""
@@ -55,10 +57,16 @@ def _root(
 def list_plugins(
     kind: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--kind", "-k", help="Only this kind: backbone, head, loss, transform, "
-                     "postprocessor, reader, writer, metric, optimizer, scheduler or preset."),
+        typer.Option(
+            "--kind",
+            "-k",
+            help="Only this kind: backbone, head, loss, transform, "
+            "postprocessor, reader, writer, metric, optimizer, scheduler or preset.",
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
 ) -> None:
     """List every registered component with the package that provides it."""
     import json
@@ -67,9 +75,17 @@ def list_plugins(
     from bioim2im.registry import KINDS, suggest
 
     if kind is not None and kind not in KINDS:
-        raise UserError(f"--kind {kind!r} is not a component kind{suggest(kind, KINDS)} (valid: {', '.join(KINDS)})")
+        raise UserError(
+            f"--kind {kind!r} is not a component kind{suggest(kind, KINDS)} (valid: {', '.join(KINDS)})"
+        )
     rows = [
-        {"kind": c.kind, "name": c.name, "package": c.package, "version": c.version, "description": c.description}
+        {
+            "kind": c.kind,
+            "name": c.name,
+            "package": c.package,
+            "version": c.version,
+            "description": c.description,
+        }
         for c in get_registry()
         if kind is None or c.kind == kind
     ]
@@ -78,7 +94,9 @@ def list_plugins(
         return
     from rich.table import Table
 
-    table = Table("kind", "name", "package", "version", "description", box=None, header_style="bold")
+    table = Table(
+        "kind", "name", "package", "version", "description", box=None, header_style="bold"
+    )
     for row in rows:
         table.add_row(*(row[k] for k in ("kind", "name", "package", "version", "description")))
     _console().print(table)
@@ -88,7 +106,9 @@ def list_plugins(
 def check(
     preset: Annotated[Path, typer.Argument(help="The preset TOML file.", show_default=False)],
     overrides: SetOption = None,
-    data: Annotated[bool, typer.Option("--data", help="Also scan the dataset the preset names.")] = False,
+    data: Annotated[
+        bool, typer.Option("--data", help="Also scan the dataset the preset names.")
+    ] = False,
 ) -> None:
     """Validate a preset without training and print it fully resolved (exit 0 valid, 2 not)."""
     from bioim2im.config import load_preset, to_toml
@@ -112,15 +132,21 @@ def train(
     overrides: SetOption = None,
     run_dir: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--run-dir", "-o", help="Where the run is written (default runs/<preset>-<time>)."),
+        typer.Option(
+            "--run-dir", "-o", help="Where the run is written (default runs/<preset>-<time>)."
+        ),
     ] = None,
     resume: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--resume", help="Continue the run in this directory from its last checkpoint."),
+        typer.Option(
+            "--resume", help="Continue the run in this directory from its last checkpoint."
+        ),
     ] = None,
     devices: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--devices", min=1, help="Train with N processes (GPUs) on this machine via torchrun."),
+        typer.Option(
+            "--devices", min=1, help="Train with N processes (GPUs) on this machine via torchrun."
+        ),
     ] = None,
 ) -> None:
     """Train a model from a preset; writes checkpoints, metrics and snapshots to a run directory."""
@@ -128,6 +154,110 @@ def train(
 
     result = train_model(preset, overrides or [], run_dir=run_dir, resume=resume, devices=devices)
     _print_result("trained", result)
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        Path, typer.Argument(help="A run directory or a checkpoint file.", show_default=False)
+    ],
+    inputs: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An image, a glob, a folder or a CSV manifest.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the predictions.", show_default=False)
+    ],
+    overrides: SetOption = None,
+    output_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--format", help="ome-zarr (default) or tiff."),
+    ] = None,
+    devices: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--devices", min=1, help="Predict with N processes (GPUs) via torchrun."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+) -> None:
+    """Predict images of any size block by block; resumes where a killed run stopped."""
+    from bioim2im.predict import predict_files, render_summary
+
+    summary = predict_files(
+        model,
+        inputs,
+        output,
+        overrides=overrides or [],
+        format=output_format,
+        overwrite=overwrite,
+        devices=devices,
+    )
+    render_summary(summary, _console(stderr=True))
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[
+        Path,
+        typer.Option(
+            "--pred", "-p", help="Prediction file, folder or zarr group.", show_default=False
+        ),
+    ],
+    truth: Annotated[
+        Path, typer.Option("--truth", "-t", help="Ground-truth file or folder.", show_default=False)
+    ],
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", help="semantic, instance, regression, cellmap, or auto (from the data)."
+        ),
+    ] = "auto",
+    head: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--head", help="Which head's predictions to score when there are several."),
+    ] = None,
+    json_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--json", help="Write per-image and aggregate metrics as JSON."),
+    ] = None,
+    csv_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--csv", help="Write one row per image plus an aggregate row as CSV."),
+    ] = None,
+) -> None:
+    """Score predictions against ground truth; a table per image and overall."""
+    from bioim2im.evaluate import evaluate as evaluate_files
+    from bioim2im.evaluate import render_report
+
+    report = evaluate_files(
+        pred, truth, task=task, head=head, json_path=json_path, csv_path=csv_path
+    )
+    render_report(report, _console())
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder for the demo's data, run and predictions."),
+    ] = Path("bioim2im-demo"),
+    minutes: Annotated[
+        float, typer.Option("--minutes", min=0.1, help="Training time budget.")
+    ] = 2.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier demo folder.")
+    ] = False,
+) -> None:
+    """Synthetic nuclei -> train a 2D segmentation model -> predict held-out images -> evaluate."""
+    from bioim2im.demo import run_demo
+
+    run_demo(output, minutes=minutes, overwrite=overwrite, console=_console(stderr=True))
 
 
 def _print_result(title: str, result: dict[str, object]) -> None:
@@ -143,7 +273,7 @@ def _print_result(title: str, result: dict[str, object]) -> None:
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True)
 
 
 def main() -> None:

@@ -47,7 +47,9 @@ def discover() -> list[Plugin]:
     wanted_env = os.environ.get("BIOIM2IM_PLUGINS", "").strip()
     wanted = {w.strip() for w in wanted_env.split(",") if w.strip()} if wanted_env else None
     found: list[Plugin] = []
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+    for ep in sorted(
+        entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)
+    ):
         dist = ep.dist.name if ep.dist else ep.name
         if wanted is not None and dist != CORE and dist not in wanted and ep.name not in wanted:
             continue
@@ -85,7 +87,7 @@ def build_registry(plugins: Iterable[Plugin]) -> ComponentRegistry:
     for hook_name, kind in HOOK_KINDS.items():
         caller = getattr(pm.hook, hook_name)
         # Each implementation is called on its own so the registry knows who registered what.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # in registration order: bioim2im first
             dist, dist_version = origin[impl.plugin_name]
             impl.function(registry=Registrar(registry, kind, dist, dist_version))
     return registry

@@ -71,7 +71,9 @@ def _resolve_annotation(annotation: Any, globalns: dict[str, Any]) -> Any:
     return annotation
 
 
-def params_model_from_signature(factory: Callable[..., Any], kind: str, label: str) -> type[StrictModel]:
+def params_model_from_signature(
+    factory: Callable[..., Any], kind: str, label: str
+) -> type[StrictModel]:
     """A strict pydantic model of a factory's keyword parameters, structural ones left out.
 
     Each parameter's type hint becomes the field type and its default the field default;
@@ -99,7 +101,9 @@ def params_model_from_signature(factory: Callable[..., Any], kind: str, label: s
         config["extra"] = "allow"
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in label)
     model: type[StrictModel] = create_model(  # type: ignore[call-overload]
-        model_name, __config__=ConfigDict(**config), **fields  # type: ignore[typeddict-item]
+        model_name,
+        __config__=ConfigDict(**config),
+        **fields,  # type: ignore[typeddict-item]
     )
     model.__doc__ = f"Parameters of {label}."
     return model
@@ -200,7 +204,9 @@ class ComponentRegistry:
 
     def add(self, component: Component) -> None:
         if component.kind not in self._components:
-            raise PluginError(f"unknown component kind '{component.kind}'; valid: {', '.join(KINDS)}")
+            raise PluginError(
+                f"unknown component kind '{component.kind}'; valid: {', '.join(KINDS)}"
+            )
         if not component.name or not all(c.isalnum() or c in "_-." for c in component.name):
             raise PluginError(
                 f"package '{component.package}' registers {component.kind} {component.name!r}: "

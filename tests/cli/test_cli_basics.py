@@ -27,7 +27,9 @@ print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 
 
 def _probe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -51,7 +53,9 @@ def test_version(cli) -> None:
 
 
 def test_python_dash_m_entry_point() -> None:
-    result = subprocess.run([sys.executable, "-m", "bioim2im", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bioim2im", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert __version__ in result.stdout
 
@@ -71,21 +75,65 @@ def test_list_plugins_json_has_every_kind_with_provenance(cli) -> None:
     by_kind: dict[str, set[str]] = {}
     for row in rows:
         by_kind.setdefault(row["kind"], set()).add(row["name"])
-    assert {"unet", "basic_unet", "attention_unet", "dynunet", "segresnet", "unetr", "swin_unetr"} <= by_kind["backbone"]
+    assert {
+        "unet",
+        "basic_unet",
+        "attention_unet",
+        "dynunet",
+        "segresnet",
+        "unetr",
+        "swin_unetr",
+    } <= by_kind["backbone"]
     assert {"identity", "conv", "projection"} <= by_kind["head"]
     assert {
-        "dice", "dice_ce", "dice_focal", "focal", "bce", "ce", "mse", "l1", "smooth_l1", "tversky",
-        "generalized_dice", "ssim",
+        "dice",
+        "dice_ce",
+        "dice_focal",
+        "focal",
+        "bce",
+        "ce",
+        "mse",
+        "l1",
+        "smooth_l1",
+        "tversky",
+        "generalized_dice",
+        "ssim",
     } <= by_kind["loss"]
     assert {
-        "sigmoid", "softmax", "argmax", "threshold", "connected_components", "remove_small_objects",
-        "fill_holes", "watershed",
+        "sigmoid",
+        "softmax",
+        "argmax",
+        "threshold",
+        "connected_components",
+        "remove_small_objects",
+        "fill_holes",
+        "watershed",
     } <= by_kind["postprocessor"]
-    assert {"flip", "rot90", "gaussian_noise", "gamma", "contrast", "blur", "elastic", "affine",
-            "percentile", "zscore", "minmax"} <= by_kind["transform"]
+    assert {
+        "flip",
+        "rot90",
+        "gaussian_noise",
+        "gamma",
+        "contrast",
+        "blur",
+        "elastic",
+        "affine",
+        "percentile",
+        "zscore",
+        "minmax",
+    } <= by_kind["transform"]
     assert {"dice", "iou", "instance_ap", "psnr", "ssim", "pearson"} <= by_kind["metric"]
-    assert {"segmentation-2d", "segmentation-3d", "instance-2d", "instance-3d", "labelfree-3d",
-            "restoration-2d", "n2v-2d", "pix2pix-2d", "multitask-3d"} <= by_kind["preset"]
+    assert {
+        "segmentation-2d",
+        "segmentation-3d",
+        "instance-2d",
+        "instance-3d",
+        "labelfree-3d",
+        "restoration-2d",
+        "n2v-2d",
+        "pix2pix-2d",
+        "multitask-3d",
+    } <= by_kind["preset"]
     unet = next(r for r in rows if r["kind"] == "backbone" and r["name"] == "unet")
     assert unet["package"] == "bioim2im"
     assert unet["version"] == __version__

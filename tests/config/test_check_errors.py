@@ -40,17 +40,19 @@ def test_unknown_component_suggests_and_lists(cli, write_preset) -> None:
 
 
 def test_unknown_loss_inside_a_head(cli, write_preset) -> None:
-    err = _check(cli, write_preset, BASE + '[model.heads.seg]\nname = "conv"\nloss = { name = "dice_cee" }\n')
+    err = _check(
+        cli, write_preset, BASE + '[model.heads.seg]\nname = "conv"\nloss = { name = "dice_cee" }\n'
+    )
     assert "model.heads.seg.loss.name: unknown loss 'dice_cee'; did you mean 'dice_ce'?" in err
 
 
 def test_unknown_component_parameter(cli, write_preset) -> None:
-    err = _check(cli, write_preset, BASE + "[model.backbone]\nname = \"unet\"\nnum_res_unit = 1\n")
+    err = _check(cli, write_preset, BASE + '[model.backbone]\nname = "unet"\nnum_res_unit = 1\n')
     assert "model.backbone.num_res_unit: unknown key; did you mean 'num_res_units'?" in err
 
 
 def test_wrong_type_of_component_parameter(cli, write_preset) -> None:
-    err = _check(cli, write_preset, BASE + "[model.backbone]\nname = \"unet\"\nchannels = \"wide\"\n")
+    err = _check(cli, write_preset, BASE + '[model.backbone]\nname = "unet"\nchannels = "wide"\n')
     assert "model.backbone.channels:" in err
 
 
@@ -63,7 +65,8 @@ def test_all_problems_are_reported_at_once(cli, write_preset) -> None:
     err = _check(
         cli,
         write_preset,
-        BASE + '[data]\npatch_sise = [64, 64]\nbatch_size = 0\n[train]\nsteps = "x"\n[model.backbone]\nname = "unett"\n',
+        BASE
+        + '[data]\npatch_sise = [64, 64]\nbatch_size = 0\n[train]\nsteps = "x"\n[model.backbone]\nname = "unett"\n',
     )
     assert "4 problems" in err
     for key in ("data.patch_sise", "data.batch_size", "train.steps", "model.backbone.name"):

@@ -20,8 +20,17 @@ SHIPPED = sorted(PRESETS.glob("*.toml"))
 
 def test_the_required_presets_are_shipped() -> None:
     names = {p.stem for p in SHIPPED}
-    assert {"segmentation-2d", "segmentation-3d", "instance-2d", "instance-3d", "labelfree-3d",
-            "restoration-2d", "n2v-2d", "pix2pix-2d", "multitask-3d"} <= names
+    assert {
+        "segmentation-2d",
+        "segmentation-3d",
+        "instance-2d",
+        "instance-3d",
+        "labelfree-3d",
+        "restoration-2d",
+        "n2v-2d",
+        "pix2pix-2d",
+        "multitask-3d",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

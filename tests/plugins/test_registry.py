@@ -17,18 +17,27 @@ def _plugin(**hooks) -> types.SimpleNamespace:
     return types.SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
 
 
-def small_net(*, spatial_dims: int, in_channels: int, out_channels: int, width: int = 8,
-              act: Literal["relu", "gelu"] = "relu") -> dict:
+def small_net(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    width: int = 8,
+    act: Literal["relu", "gelu"] = "relu",
+) -> dict:
     """A test backbone."""
-    return {"spatial_dims": spatial_dims, "in": in_channels, "out": out_channels, "width": width, "act": act}
+    return {
+        "spatial_dims": spatial_dims,
+        "in": in_channels,
+        "out": out_channels,
+        "width": width,
+        "act": act,
+    }
 
 
 def test_two_packages_registering_the_same_name_is_an_error_naming_both() -> None:
-    def register(registry):
-        registry.add("dup", small_net)
-
-    first = _plugin(bioim2im_register_backbones=register)
-    second = _plugin(bioim2im_register_backbones=register)
+    first = _plugin(bioim2im_register_backbones=lambda registry: registry.add("dup", small_net))
+    second = _plugin(bioim2im_register_backbones=lambda registry: registry.add("dup", small_net))
     with pytest.raises(PluginError) as info:
         build_registry([(first, "bioim2im-first", "1.0"), (second, "bioim2im-second", "2.0")])
     message = str(info.value)

@@ -44,7 +44,10 @@ def _member(kind: str, name: str, base: type[ComponentSpec], params: type[Strict
 
 
 def _union(
-    registry: ComponentRegistry, kind: str, info: SchemaInfo, base: type[ComponentSpec] = ComponentSpec
+    registry: ComponentRegistry,
+    kind: str,
+    info: SchemaInfo,
+    base: type[ComponentSpec] = ComponentSpec,
 ) -> Any:
     names = registry.names(kind)
     members = [_member(kind, n, base, registry.get(kind, n).params) for n in names]

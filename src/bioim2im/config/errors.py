@@ -32,7 +32,9 @@ def _message(error: Any, keys: list[Any], parent: type[BaseModel] | None, info: 
     if kind == "extra_forbidden":
         valid = sorted(parent.model_fields) if parent else []
         hint = suggest(str(keys[-1]), valid)
-        return f"unknown key{hint}" + (f" (valid: {', '.join(valid)})" if not hint and valid else "")
+        return f"unknown key{hint}" + (
+            f" (valid: {', '.join(valid)})" if not hint and valid else ""
+        )
     if kind == "union_tag_invalid":
         return _unknown_component(ctx.get("tag"), ctx, info)
     if kind == "literal_error" and keys and keys[-1] == "name":  # a kind with one component
@@ -49,7 +51,9 @@ def _message(error: Any, keys: list[Any], parent: type[BaseModel] | None, info: 
 
 def _unknown_component(tag: Any, ctx: dict[str, Any], info: Any) -> str:
     expected = ctx.get("expected_tags") or ctx.get("expected") or ""
-    names = [t.strip().strip("'") for t in str(expected).replace(" or ", ", ").split(",") if t.strip()]
+    names = [
+        t.strip().strip("'") for t in str(expected).replace(" or ", ", ").split(",") if t.strip()
+    ]
     kind = info.kind_of_tags.get(frozenset(names), "component")
     return f"unknown {kind} {str(tag)!r}{suggest(str(tag), names)} (valid: {', '.join(names)})"
 
@@ -75,8 +79,14 @@ def _walk(model: Any, data: Any, loc: tuple[Any, ...]) -> tuple[list[Any], type[
             args = typing.get_args(annotation)
             annotation = args[-1] if args else None
         keys.append(step)
-        data = data.get(step) if isinstance(data, dict) else (
-            data[step] if isinstance(data, list) and isinstance(step, int) and step < len(data) else None
+        data = (
+            data.get(step)
+            if isinstance(data, dict)
+            else (
+                data[step]
+                if isinstance(data, list) and isinstance(step, int) and step < len(data)
+                else None
+            )
         )
     return keys, parent
 
@@ -90,8 +100,11 @@ def _choose(annotation: Any, data: Any) -> Any:
         elif origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
             named = [
-                m for m in members
-                if isinstance(data, dict) and isinstance(m, type) and issubclass(m, BaseModel)
+                m
+                for m in members
+                if isinstance(data, dict)
+                and isinstance(m, type)
+                and issubclass(m, BaseModel)
                 and _literal_name(m) == data.get("name")
             ]
             annotation = named[0] if named else members[0]

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bioim2im.config import toml_out
 from bioim2im.config.build import preset_model
 from bioim2im.config.errors import format_validation_errors
-from bioim2im.config import toml_out
 from bioim2im.config.schema import HeadConfig, Preset
 from bioim2im.errors import UserError
 from bioim2im.registry import ComponentRegistry
@@ -65,7 +65,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [p.strip() for p in parts], value
 
 
-def merge(base: dict[str, Any], override: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
+def merge(
+    base: dict[str, Any], override: dict[str, Any], path: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base``: tables merge, everything else replaces.
 
     A component table whose ``name`` changes starts afresh (its old parameters belong to the
@@ -124,9 +126,7 @@ def _find_preset(name: str, relative_to: Path, registry: ComponentRegistry) -> P
         raise UserError(f"{relative_to}: extends = {name!r}: {exc}") from None
 
 
-def resolve(
-    path: Path, overrides: Iterable[str], registry: ComponentRegistry
-) -> dict[str, Any]:
+def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -> dict[str, Any]:
     """The preset as one table: its ``extends`` chain merged, then the overrides applied."""
     data = _load_chain(Path(path), registry, seen=())
     for text in overrides:

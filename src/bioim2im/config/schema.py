@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bioim2im.registry import StrictModel
 
+
 class ComponentSpec(StrictModel):
     """A registered component: its ``name`` and the parameters of its factory."""
 
@@ -137,7 +138,9 @@ class ModelConfig(StrictModel):
     def _head_names(cls, value: dict[str, HeadConfig]) -> dict[str, HeadConfig]:
         for head_name in value:
             if not head_name.isidentifier():
-                raise ValueError(f"head name {head_name!r} must be a plain identifier (letters, digits, _)")
+                raise ValueError(
+                    f"head name {head_name!r} must be a plain identifier (letters, digits, _)"
+                )
         return value
 
 
@@ -268,7 +271,9 @@ class Preset(StrictModel):
                 )
         overlap = self.predict.overlap
         if isinstance(overlap, list) and len(overlap) != dims:
-            raise ValueError(f"predict.overlap has {len(overlap)} numbers but data.patch_size has {dims}")
+            raise ValueError(
+                f"predict.overlap has {len(overlap)} numbers but data.patch_size has {dims}"
+            )
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]
             if len(spatial) != dims:

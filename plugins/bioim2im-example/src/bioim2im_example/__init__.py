@@ -8,7 +8,9 @@ from typing import Any
 from bioim2im.hookspecs import hookimpl
 
 
-def tiny_cnn(*, spatial_dims: int, in_channels: int, out_channels: int, width: int = 16, depth: int = 3) -> Any:
+def tiny_cnn(
+    *, spatial_dims: int, in_channels: int, out_channels: int, width: int = 16, depth: int = 3
+) -> Any:
     """A plain stack of 3x3 convolutions with ReLU (no down-sampling)."""
     from bioim2im_example._nets import TinyCNN
 

@@ -7,7 +7,9 @@ from torch import nn
 
 
 class TinyCNN(nn.Sequential):
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, width: int, depth: int) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, width: int, depth: int
+    ) -> None:
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         layers: list[nn.Module] = []
         channels = in_channels
@@ -23,7 +25,9 @@ class CharbonnierLoss(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         loss = torch.sqrt((prediction - target) ** 2 + self.eps**2)
         if weight is None:
             return loss.mean()

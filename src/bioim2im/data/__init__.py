@@ -1,0 +1,1 @@
+"""Training data: finding image pairs, reading patches, and synthetic images for testing."""
