@@ -115,10 +115,11 @@ def check(
 
     resolved = load_preset(preset, overrides or [])
     if data:
-        from bioim2im.data.preflight import preflight, render_report
+        from bioim2im.data.preflight import ensure_usable, preflight, render_report
 
         report = preflight(resolved)
         render_report(report, _console(stderr=True))
+        ensure_usable(report)
     sys.stdout.write(to_toml(resolved))
     _console(stderr=True).print(f"[green]✓[/] {preset} is valid", highlight=False)
 

@@ -51,6 +51,15 @@ def bioim2im_register_heads(registry: Registrar) -> None:
 
 
 @hookspec
+def bioim2im_register_discriminators(registry: Registrar) -> None:
+    """Register discriminators for adversarial training (pix2pix, CycleGAN).
+
+    Factories receive ``spatial_dims`` and ``in_channels`` by keyword and return a network
+    mapping an image to a map (or vector) of real/fake logits.
+    """
+
+
+@hookspec
 def bioim2im_register_losses(registry: Registrar) -> None:
     """Register losses: modules called as ``loss(prediction, target, weight=None)``.
 

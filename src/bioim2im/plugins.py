@@ -28,6 +28,7 @@ CORE = "bioim2im"
 HOOK_KINDS: dict[str, str] = {
     "bioim2im_register_backbones": "backbone",
     "bioim2im_register_heads": "head",
+    "bioim2im_register_discriminators": "discriminator",
     "bioim2im_register_losses": "loss",
     "bioim2im_register_transforms": "transform",
     "bioim2im_register_postprocessors": "postprocessor",

@@ -17,6 +17,7 @@ from bioim2im.errors import PluginError, UserError
 KINDS: tuple[str, ...] = (
     "backbone",
     "head",
+    "discriminator",
     "loss",
     "transform",
     "postprocessor",
@@ -32,6 +33,7 @@ KINDS: tuple[str, ...] = (
 STRUCTURAL: dict[str, frozenset[str]] = {
     "backbone": frozenset({"spatial_dims", "in_channels", "out_channels"}),
     "head": frozenset({"spatial_dims", "in_channels", "out_channels"}),
+    "discriminator": frozenset({"spatial_dims", "in_channels"}),
     "loss": frozenset({"spatial_dims"}),
     "transform": frozenset({"spatial_dims", "keys", "image_keys"}),
     "postprocessor": frozenset({"spatial_dims"}),

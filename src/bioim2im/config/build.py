@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Discriminator, create_model, field_validator, m
 from pydantic.fields import FieldInfo
 
 from bioim2im.config.schema import (
+    AdversarialConfig,
     ComponentSpec,
     DataConfig,
     HeadConfig,
@@ -114,6 +115,13 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
         scheduler=_union(registry, "scheduler", info),
     )
 
+    adversarial = _override(
+        AdversarialConfig,
+        "AdversarialConfig",
+        discriminator=_union(registry, "discriminator", info),
+        optimizer=_union(registry, "optimizer", info),
+    )
+
     def components_fit(preset: Preset) -> Preset:
         _check_components(preset, registry)
         return preset
@@ -126,6 +134,7 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
         data=(data, _copy(Preset.model_fields["data"])),
         model=(model, _copy(Preset.model_fields["model"])),
         train=(train, _copy(Preset.model_fields["train"])),
+        adversarial=(Optional[adversarial], _copy(Preset.model_fields["adversarial"])),  # noqa: UP045
     )
     return preset, info
 

@@ -85,6 +85,9 @@ class DataConfig(StrictModel):
     """Where the disk cache lives (default: the run directory's cache/)."""
     num_workers: int = Field(2, ge=0)
     """DataLoader worker processes per training process."""
+    unpaired: bool = False
+    """Targets are not aligned with the inputs (CycleGAN): each target patch is drawn from a
+    random target image, independently of the input patch."""
 
     @field_validator("patch_size")
     @classmethod
@@ -227,6 +230,31 @@ class PredictConfig(StrictModel):
         return value
 
 
+class AdversarialConfig(StrictModel):
+    """Adversarial training of a head (pix2pix), or of two generators (CycleGAN)."""
+
+    discriminator: ComponentSpec = Field(default_factory=lambda: spec("patchgan"))
+    """The discriminator network (a registered discriminator)."""
+    head: str | None = None
+    """The head whose output the discriminator judges; default: the only head."""
+    mode: Literal["lsgan", "vanilla"] = "lsgan"
+    """Adversarial loss: least squares (LSGAN) or binary cross-entropy (the original GAN)."""
+    weight: float = Field(0.01, ge=0.0)
+    """Weight of the adversarial loss relative to the head's own loss (pix2pix: 1/100)."""
+    conditional: bool = True
+    """The discriminator sees the input image next to the output (pix2pix); CycleGAN sets false."""
+    optimizer: ComponentSpec = Field(
+        default_factory=lambda: spec("adam", lr=2e-4, betas=[0.5, 0.999])
+    )
+    """Optimizer of the discriminator(s)."""
+    cycle: bool = False
+    """CycleGAN: a second generator maps targets back to inputs; needs `data.unpaired`."""
+    cycle_weight: float = Field(10.0, ge=0.0)
+    """Weight of the cycle-consistency (L1) loss."""
+    identity_weight: float = Field(0.0, ge=0.0)
+    """Weight of CycleGAN's identity loss (0 disables it)."""
+
+
 class LoggingConfig(StrictModel):
     """What a run writes besides checkpoints."""
 
@@ -249,6 +277,8 @@ class Preset(StrictModel):
     train: TrainConfig = Field(default_factory=dict)
     predict: PredictConfig = Field(default_factory=dict)
     logging: LoggingConfig = Field(default_factory=dict)
+    adversarial: AdversarialConfig | None = None
+    """Adversarial training (pix2pix / CycleGAN); none when unset."""
 
     @property
     def spatial_dims(self) -> int:
@@ -274,6 +304,15 @@ class Preset(StrictModel):
             raise ValueError(
                 f"predict.overlap has {len(overlap)} numbers but data.patch_size has {dims}"
             )
+        adversarial = self.adversarial
+        if adversarial is not None:
+            heads = list(self.model.heads)
+            if adversarial.head is None and len(heads) != 1:
+                raise ValueError(f"adversarial.head must name one of the heads {heads}")
+            if adversarial.head is not None and adversarial.head not in heads:
+                raise ValueError(f"adversarial.head '{adversarial.head}' is not a head; heads: {heads}")
+            if adversarial.cycle and not self.data.unpaired:
+                raise ValueError("adversarial.cycle = true (CycleGAN) needs data.unpaired = true")
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]
             if len(spatial) != dims:
