@@ -69,6 +69,8 @@ class DataConfig(StrictModel):
     """Patches drawn from an image each time it is visited."""
     foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
     """Fraction of patches centred on a labelled pixel (nnU-Net-style oversampling)."""
+    class_balanced: bool = False
+    """Draw the class first, then a pixel of it, so rare classes are seen as often as common ones."""
     min_foreground: float = Field(0.0, ge=0.0, le=1.0)
     """Reject patches whose labelled fraction is below this (0 disables)."""
     pad: bool = True

@@ -1,0 +1,225 @@
+"""Built-in transforms: normalisations (``data.normalize``, a head's ``target_normalize``) and
+augmentations (``data.augment``).
+
+A normalisation's factory returns a callable on one image (C, *spatial) -> float32; an
+augmentation's returns ``t(sample, rng) -> sample`` (see :mod:`bioim2im.data.transforms`).
+Each is registered with ``role="normalize"`` or ``role="augment"`` so presets can be checked
+for one used in the other's place. Probabilities are per application of the augmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
+
+from bioim2im.errors import UserError
+from bioim2im.registry import Registrar
+
+if TYPE_CHECKING:
+    from bioim2im.data.transforms import Augmentation, Normalization
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Range = tuple[float, float]
+DEFAULT_KEYS = ("image",)
+
+
+def _ordered(transform: str, key: str, value: Range, minimum: float = 0.0) -> None:
+    low, high = value
+    if not minimum <= low <= high:
+        raise UserError(
+            f"transform '{transform}': {key} must be [low, high] with {minimum} <= low <= high, got {list(value)}"
+        )
+
+
+def percentile(*, lower: float = 1.0, upper: float = 99.8, clip: bool = False) -> Normalization:
+    """Map each channel's lower/upper percentile to 0/1 (per image, optionally clipped)."""
+    from bioim2im.data.transforms import Percentile
+
+    if not 0.0 <= lower < upper <= 100.0:
+        raise UserError(
+            f"transform 'percentile': need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}"
+        )
+    return Percentile(lower, upper, clip)
+
+
+def zscore() -> Normalization:
+    """Zero mean and unit standard deviation per channel (per image)."""
+    from bioim2im.data.transforms import ZScore
+
+    return ZScore()
+
+
+def minmax() -> Normalization:
+    """Map each channel's minimum/maximum to 0/1 (per image)."""
+    from bioim2im.data.transforms import MinMax
+
+    return MinMax()
+
+
+def fixed_range(*, min: float, max: float) -> Normalization:
+    """Map the fixed values min/max to 0/1, the same for every image (e.g. 0 and 65535)."""
+    from bioim2im.data.transforms import FixedRange
+
+    if not min < max:
+        raise UserError(f"transform 'fixed_range': min ({min}) must be below max ({max})")
+    return FixedRange(min, max)
+
+
+def flip(
+    *,
+    prob: Probability = 0.5,
+    axes: list[int] | None = None,
+    spatial_dims: int = 2,
+    keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Flip along each spatial axis (0 = first of (Z)YX; default all) with probability prob."""
+    from bioim2im.data.transforms import Flip
+
+    if axes is not None and any(not 0 <= a < spatial_dims for a in axes):
+        raise UserError(
+            f"transform 'flip': axes {axes} must be spatial axis numbers 0..{spatial_dims - 1}"
+        )
+    return Flip(prob, spatial_dims, keys, axes=axes)
+
+
+def rot90(
+    *, prob: Probability = 0.5, spatial_dims: int = 2, keys: Sequence[str] = DEFAULT_KEYS
+) -> Augmentation:
+    """Rotate by 90°, 180° or 270° in the YX plane (180° only for non-square patches)."""
+    from bioim2im.data.transforms import Rot90
+
+    return Rot90(prob, spatial_dims, keys)
+
+
+def affine(
+    *,
+    prob: Probability = 0.5,
+    rotate_range: float = 3.1416,
+    scale_range: float = 0.1,
+    spatial_dims: int = 2,
+    keys: Sequence[str] = DEFAULT_KEYS,
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Random rotation (±rotate_range radians, in-plane) and scaling (1 ± scale_range) via MONAI RandAffine."""
+    from bioim2im.data import transforms
+
+    return transforms.affine(
+        prob=prob,
+        rotate_range=rotate_range,
+        scale_range=scale_range,
+        spatial_dims=spatial_dims,
+        keys=keys,
+        image_keys=image_keys,
+    )
+
+
+def elastic(
+    *,
+    prob: Probability = 0.2,
+    magnitude_range: Range | None = None,
+    spacing: float = 32.0,
+    sigma_range: Range = (5.0, 8.0),
+    spatial_dims: int = 2,
+    keys: Sequence[str] = DEFAULT_KEYS,
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Elastic deformation via MONAI Rand2DElastic (control-point spacing) / Rand3DElastic (sigma_range)."""
+    from bioim2im.data import transforms
+
+    # MONAI's two elastic transforms scale the magnitude differently (control-point offsets in
+    # 2D, a smoothed random field in 3D), hence per-dimension defaults.
+    magnitude = magnitude_range or ((2.0, 5.0) if spatial_dims == 2 else (100.0, 200.0))
+    _ordered("elastic", "magnitude_range", magnitude)
+    _ordered("elastic", "sigma_range", sigma_range)
+    if spacing <= 0:
+        raise UserError(f"transform 'elastic': spacing must be positive, got {spacing}")
+    return transforms.elastic(
+        prob=prob,
+        magnitude_range=magnitude,
+        spacing=spacing,
+        sigma_range=sigma_range,
+        spatial_dims=spatial_dims,
+        keys=keys,
+        image_keys=image_keys,
+    )
+
+
+def gaussian_noise(
+    *,
+    prob: Probability = 0.3,
+    std: Annotated[float, Field(ge=0.0)] = 0.1,
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Add Gaussian noise with a standard deviation drawn from [0, std] (image only)."""
+    from bioim2im.data.transforms import GaussianNoise
+
+    return GaussianNoise(prob, image_keys=image_keys, std=std)
+
+
+def gamma(
+    *,
+    prob: Probability = 0.3,
+    gamma_range: Range = (0.7, 1.5),
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Gamma correction with gamma drawn from gamma_range, within each channel's range (image only)."""
+    from bioim2im.data.transforms import Gamma
+
+    _ordered("gamma", "gamma_range", gamma_range, minimum=1e-3)
+    return Gamma(prob, image_keys=image_keys, gamma_range=gamma_range)
+
+
+def contrast(
+    *,
+    prob: Probability = 0.3,
+    contrast_range: Range = (0.75, 1.25),
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Scale each channel's contrast around its mean by a factor from contrast_range (image only)."""
+    from bioim2im.data.transforms import Contrast
+
+    _ordered("contrast", "contrast_range", contrast_range)
+    return Contrast(prob, image_keys=image_keys, contrast_range=contrast_range)
+
+
+def blur(
+    *,
+    prob: Probability = 0.2,
+    sigma_range: Range = (0.5, 1.5),
+    spatial_dims: int = 2,
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Gaussian blur with sigma (pixels) drawn from sigma_range (image only)."""
+    from bioim2im.data.transforms import Blur
+
+    _ordered("blur", "sigma_range", sigma_range)
+    return Blur(prob, spatial_dims, image_keys=image_keys, sigma_range=sigma_range)
+
+
+def monai(
+    *,
+    transform: str,
+    args: dict[str, Any] | None = None,
+    spatial_dims: int = 2,
+    keys: Sequence[str] = DEFAULT_KEYS,
+    image_keys: Sequence[str] = DEFAULT_KEYS,
+) -> Augmentation:
+    """Any MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}."""
+    from bioim2im.data.transforms import monai_transform
+
+    return monai_transform(
+        transform, args or {}, spatial_dims=spatial_dims, keys=keys, image_keys=image_keys
+    )
+
+
+NORMALIZATIONS = (percentile, zscore, minmax, fixed_range)
+AUGMENTATIONS = (flip, rot90, affine, elastic, gaussian_noise, gamma, contrast, blur, monai)
+
+
+def register(registry: Registrar) -> None:
+    for normalization in NORMALIZATIONS:
+        registry.add(normalization.__name__, normalization, role="normalize")
+    for augmentation in AUGMENTATIONS:
+        registry.add(augmentation.__name__, augmentation, role="augment")
