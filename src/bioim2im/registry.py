@@ -98,15 +98,10 @@ def params_model_from_signature(
             annotation = Any
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, default)
-    config = dict(StrictModel.model_config)
-    if extra_allowed:
-        config["extra"] = "allow"
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in label)
-    model: type[StrictModel] = create_model(  # type: ignore[call-overload]
-        model_name,
-        __config__=ConfigDict(**config),
-        **fields,  # type: ignore[typeddict-item]
-    )
+    model: type[StrictModel] = create_model(model_name, __base__=StrictModel, **fields)
+    if extra_allowed:
+        model = type(model_name, (model,), {"model_config": ConfigDict(extra="allow")})
     model.__doc__ = f"Parameters of {label}."
     return model
 

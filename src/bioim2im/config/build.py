@@ -77,7 +77,7 @@ def _override(base: type[StrictModel], name: str, **fields: Any) -> Any:
     new_fields = {
         field: (annotation, _copy(base.model_fields[field])) for field, annotation in fields.items()
     }
-    return create_model(name, __base__=base, __module__=__name__, **new_fields)
+    return create_model(name, __base__=base, __module__=__name__, **new_fields)  # type: ignore[call-overload]
 
 
 def _copy(field: FieldInfo) -> FieldInfo:

@@ -32,9 +32,17 @@ class ComponentSpec(StrictModel):
         return {k: data[k] for k in keys if k in data}
 
 
-def spec(name: str, **params: Any) -> dict[str, Any]:
-    """A component table as a default value, e.g. ``spec("adamw", lr=1e-3)``."""
+def spec(name: str, **params: Any) -> Any:
+    """A component table as a default value, e.g. ``spec("adamw", lr=1e-3)``.
+
+    Defaults are plain tables, not model instances, so that the registry-specific subclasses
+    of these models (see config/build.py) validate them into their own component types.
+    """
     return {"name": name, **params}
+
+
+def _empty() -> Any:
+    return {}
 
 
 class DataConfig(StrictModel):
@@ -275,10 +283,9 @@ class Preset(StrictModel):
     """One line saying what this preset trains."""
     data: DataConfig
     model: ModelConfig
-    # Defaults are plain tables so that registry-specific subclasses validate them too.
-    train: TrainConfig = Field(default_factory=dict)
-    predict: PredictConfig = Field(default_factory=dict)
-    logging: LoggingConfig = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=_empty)
+    predict: PredictConfig = Field(default_factory=_empty)
+    logging: LoggingConfig = Field(default_factory=_empty)
     adversarial: AdversarialConfig | None = None
     """Adversarial training (pix2pix / CycleGAN); none when unset."""
 
@@ -312,7 +319,9 @@ class Preset(StrictModel):
             if adversarial.head is None and len(heads) != 1:
                 raise ValueError(f"adversarial.head must name one of the heads {heads}")
             if adversarial.head is not None and adversarial.head not in heads:
-                raise ValueError(f"adversarial.head '{adversarial.head}' is not a head; heads: {heads}")
+                raise ValueError(
+                    f"adversarial.head '{adversarial.head}' is not a head; heads: {heads}"
+                )
             if adversarial.cycle and not self.data.unpaired:
                 raise ValueError("adversarial.cycle = true (CycleGAN) needs data.unpaired = true")
         if self.data.axes is not None:

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -47,6 +47,30 @@ def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if choice == "bf16" else torch.float16
 
 
+def rng_states() -> dict[str, Any]:
+    """Every global generator's state, as plain values that weights-only loading accepts."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = cast(
+        tuple[Any, ...], np.random.get_state(legacy=True)
+    )
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class Trainer:
     def __init__(
         self,
@@ -74,11 +98,7 @@ class Trainer:
         model = build_model(preset, registry).to(self.device)
         self._apply_init_and_freeze(model)
         if cfg.channels_last:
-            model = model.to(
-                memory_format=torch.channels_last
-                if preset.spatial_dims == 2
-                else torch.channels_last_3d
-            )
+            model = model.to(memory_format=self._memory_format)  # type: ignore[call-overload]
         if env.distributed and cfg.sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -113,6 +133,10 @@ class Trainer:
         self._stop_signal: str | None = None
 
     # ---- set-up helpers -------------------------------------------------------------------
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.preset.spatial_dims == 2 else torch.channels_last_3d
+
     def _total_steps(self) -> int:
         cfg = self.preset.train
         if cfg.epochs is not None:
@@ -151,8 +175,7 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         out = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
         if self.preset.train.channels_last:
-            fmt = torch.channels_last if self.preset.spatial_dims == 2 else torch.channels_last_3d
-            out["image"] = out["image"].contiguous(memory_format=fmt)
+            out["image"] = out["image"].contiguous(memory_format=self._memory_format)
         return out
 
     def compute_losses(
@@ -224,11 +247,7 @@ class Trainer:
             "total_steps": self.total_steps,
             "best": self.best,
             "bad_validations": self.bad_validations,
-            "rng": {
-                "python": list(random.getstate()[1]),
-                "numpy": np.random.get_state()[1].tolist(),
-                "torch": torch.get_rng_state(),
-            },
+            "rng": rng_states(),
             "preset": to_toml(self.preset),
             "versions": {"bioim2im": __version__, **components_used(self.preset, self.registry)},
         }
@@ -243,7 +262,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best = state.get("best")
         self.bad_validations = int(state.get("bad_validations", 0))
-        torch.set_rng_state(state["rng"]["torch"])
+        set_rng_states(state["rng"])
 
     def save(self, name: str) -> Path:
         path = self.run_dir / "checkpoints" / f"{name}.pt"
