@@ -79,6 +79,7 @@ def train(
 def _train_in(preset: Preset, run_dir: Path, resuming: bool) -> dict[str, Any]:
     from bioim2im.engine.checkpoint import load_checkpoint
     from bioim2im.engine.distributed import distributed
+    from bioim2im.engine.gan import GanTrainer
     from bioim2im.engine.trainer import Trainer
     from bioim2im.plugins import get_registry
 
@@ -89,7 +90,8 @@ def _train_in(preset: Preset, run_dir: Path, resuming: bool) -> dict[str, Any]:
             write_text_atomic(run_dir / "preset.toml", to_toml(preset))
         env.barrier()
         datasets = build_datasets(preset, run_dir, check=env.is_main)
-        trainer = Trainer(preset, run_dir, env, registry, datasets)
+        trainer_class = Trainer if preset.adversarial is None else GanTrainer
+        trainer = trainer_class(preset, run_dir, env, registry, datasets)
         if resuming:
             trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
         return trainer.fit()

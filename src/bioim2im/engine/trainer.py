@@ -28,6 +28,7 @@ from bioim2im.engine.distributed import DistEnv
 from bioim2im.engine.model import build_losses, build_model, components_used
 from bioim2im.engine.plots import save_loss_curve, save_montage
 from bioim2im.engine.report import MetricsLog, Progress, read_metrics
+from bioim2im.engine.tuning import tune_postprocessing
 from bioim2im.errors import UserError
 from bioim2im.registry import ComponentRegistry
 
@@ -211,19 +212,26 @@ class Trainer:
                 parts_sum[k] = (
                     parts_sum.get(k, torch.zeros((), device=self.device)) + v / accumulate
                 )
-        if self.preset.train.clip_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.preset.train.clip_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step()
+        self.optimizer_step(self.optimizer, self.scaler, self.scheduler)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
         values = {"loss": total_loss, **{f"loss/{k}": v for k, v in parts_sum.items()}}
         return {k: float(v) for k, v in values.items()}
+
+    def optimizer_step(
+        self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, scheduler: Any
+    ) -> None:
+        """Clip, step and zero ``optimizer``'s gradients, then advance its schedule."""
+        if self.preset.train.clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(parameters, self.preset.train.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
 
     # ---- validation -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -344,6 +352,7 @@ class Trainer:
                 self.save("last")
                 if not (self.run_dir / "checkpoints" / "best.pt").exists():
                     self.save("best")
+                tune_postprocessing(self, progress.message if progress is not None else None)
                 save_loss_curve(
                     read_metrics(self.run_dir / "metrics.jsonl"), self.run_dir / "loss_curve.png"
                 )

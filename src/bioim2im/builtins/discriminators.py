@@ -1,0 +1,27 @@
+"""Built-in discriminators: networks judging whether an image is real or generated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from bioim2im.registry import Registrar
+
+
+def patchgan(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    channels: Annotated[int, Field(ge=1)] = 64,
+    layers: Annotated[int, Field(ge=1)] = 3,
+    norm: Literal["instance", "batch", "none"] = "instance",
+) -> Any:
+    """PatchGAN of pix2pix: one real/fake logit per overlapping patch (70x70 with 3 layers)."""
+    from bioim2im.builtins._discriminators import PatchGAN
+
+    return PatchGAN(spatial_dims, in_channels, channels=channels, layers=layers, norm=norm)
+
+
+def register(registry: Registrar) -> None:
+    registry.add("patchgan", patchgan)
