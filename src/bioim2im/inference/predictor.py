@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -109,6 +110,9 @@ def predict_blocks(
     )
 
     def read(block: Block) -> np.ndarray:
+        if block.n_windows == 0:
+            # A carried block starting no window of its own only finishes the carried sums.
+            return np.zeros((0,) * (ndim + 1), np.float32)
         return _read_block(image, block, axes, prepare)
 
     def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
@@ -118,7 +122,7 @@ def predict_blocks(
         }
         sink(block.index, regions, arrays)
 
-    _run_pipeline((plan.block(i) for i in todo), read, windows, write, len(todo), progress)
+    _run_pipeline(plan.blocks(todo), read, windows, write, len(todo), progress)
 
 
 def predict_array(
@@ -269,6 +273,9 @@ class _WindowRunner:
             head: torch.from_numpy(importance_map(blend, window)).to(self.device)
             for head, window in self.windows.items()
         }
+        # Sums a block spilled past its core, by the carried block that continues from them.
+        self.carried: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        self.layer = math.prod(plan.grid[1:])
 
     def _output_window(self, head: str) -> tuple[int, ...]:
         geometry = self.heads[head]
@@ -279,12 +286,21 @@ class _WindowRunner:
         placements = {
             head: self._placements(block, geometry) for head, geometry in self.heads.items()
         }
+        # The core, plus the spill along the first axis that the next block carries on from.
+        extent = (block.core_shape[0] + block.spill, *block.core_shape[1:])
         with torch.inference_mode():
             sums, norms = {}, {}
             for head, geometry in self.heads.items():
-                shape = geometry.output_shape(block.core_shape)
+                shape = geometry.output_shape(extent)
                 sums[head] = torch.zeros((self.out_channels[head], *shape), device=self.device)
                 norms[head] = torch.zeros(shape, device=self.device)
+            if block.carried:
+                # The sums of the earlier windows come first, as in a whole-image pass.
+                carried_sums, carried_norms = self.carried.pop(block.index)
+                for head in self.heads:
+                    n = min(len(carried_norms[head]), len(norms[head]))
+                    sums[head][:, :n] = carried_sums[head][:, :n]
+                    norms[head][:n] = carried_norms[head][:n]
             for batch in _batched(block.windows(), self.batch_size):
                 outputs = self._forward(torch.stack([self._crop(image, start) for start in batch]))
                 for head, output in outputs.items():
@@ -294,6 +310,15 @@ class _WindowRunner:
                         src, dst = zip(*(placements[head][a][start[a]] for a in kept), strict=True)
                         sums[head][(slice(None), *dst)] += weighted[(i, slice(None), *src)]
                         norms[head][dst] += self.weights[head][src]
+            if block.spill:
+                # Blocks span the first axis whole when a head drops it: here every head keeps it.
+                core = {head: block.core_shape[0] * g.scale[0] for head, g in self.heads.items()}
+                self.carried[block.index + self.layer] = (
+                    {head: sums[head][:, core[head] :].clone() for head in self.heads},
+                    {head: norms[head][core[head] :].clone() for head in self.heads},
+                )
+                sums = {head: sums[head][:, : core[head]] for head in self.heads}
+                norms = {head: norms[head][: core[head]] for head in self.heads}
             return {head: (sums[head] / norms[head]).cpu().numpy() for head in self.heads}
 
     def _crop(self, image: torch.Tensor, start: tuple[int, ...]) -> torch.Tensor:
@@ -307,7 +332,8 @@ class _WindowRunner:
         placements: dict[int, dict[int, tuple[slice, slice]]] = {}
         for a in geometry.kept_axes:
             roi, factor = self.roi[a], geometry.scale[a]
-            lo, hi = block.core_start[a], block.core_start[a] + block.core_shape[a]
+            lo = block.core_start[a]
+            hi = lo + block.core_shape[a] + (block.spill if a == 0 else 0)
             placements[a] = {}
             for start in block.window_starts[a]:
                 first, last = max(start, lo), min(start + roi, hi)
