@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The tests train tiny networks: one thread each is faster than two threads fighting over two
+# cores, and subprocesses (torchrun workers) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "presets"

@@ -28,6 +28,13 @@ def bioim2im_register_heads(registry: Registrar) -> None:
 
 
 @hookimpl
+def bioim2im_register_discriminators(registry: Registrar) -> None:
+    from bioim2im.builtins import discriminators
+
+    discriminators.register(registry)
+
+
+@hookimpl
 def bioim2im_register_losses(registry: Registrar) -> None:
     from bioim2im.builtins import losses
 
@@ -36,9 +43,10 @@ def bioim2im_register_losses(registry: Registrar) -> None:
 
 @hookimpl
 def bioim2im_register_transforms(registry: Registrar) -> None:
-    from bioim2im.builtins import transforms
+    from bioim2im.builtins import n2v, transforms
 
     transforms.register(registry)
+    n2v.register(registry)
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -23,18 +24,23 @@ def conv_head(
     *,
     kernel_size: int,
     hidden_channels: int | None,
-    upsample: int,
+    upsample: int | Sequence[int],
     upsample_mode: Literal["deconv", "pixelshuffle", "interpolate"],
 ) -> nn.Sequential:
-    """[upsample] -> [conv + ReLU to hidden_channels] -> conv to out_channels, no final activation."""
+    """[upsample] -> [conv + ReLU to hidden_channels] -> conv to out_channels, no final activation.
+
+    ``upsample`` is one factor for every axis or one per axis (pixelshuffle: the same on all).
+    """
     layers: list[nn.Module] = []
-    if upsample > 1:
+    factors = [upsample] * spatial_dims if isinstance(upsample, int) else list(upsample)
+    if any(f > 1 for f in factors):
         layers.append(
             UpSample(
                 spatial_dims,
                 in_channels,
                 in_channels,
-                scale_factor=upsample,
+                # pixelshuffle takes a single factor (checked to be the same on every axis)
+                scale_factor=factors[0] if upsample_mode == "pixelshuffle" else factors,
                 mode=_UPSAMPLE_MODES[upsample_mode],
             )
         )

@@ -91,7 +91,7 @@ def fill_holes(array: np.ndarray) -> np.ndarray:
 def watershed(
     array: np.ndarray,
     *,
-    mode: Literal["distance", "probability"],
+    mode: Literal["distance", "probability", "boundary"],
     fg_channel: int,
     threshold: float,
     min_distance: int,
@@ -117,6 +117,8 @@ def watershed(
         seeds = measure.label(peaks)
     else:
         elevation = array[seed_channel]
+        if mode == "boundary":
+            elevation = array[fg_channel] * (1 - elevation)
         seeds = measure.label((elevation > seed_threshold) & foreground)
     # Flood from the seeds down the elevation: from object centres (or cores) to their borders.
     labels = segmentation.watershed(-elevation, seeds, mask=foreground)

@@ -25,12 +25,22 @@ def conv(
     out_channels: int,
     kernel_size: Literal[1, 3] = 1,
     hidden_channels: PositiveInt | None = None,
-    upsample: PositiveInt = 1,
+    upsample: PositiveInt | list[PositiveInt] = 1,
     upsample_mode: Literal["deconv", "pixelshuffle", "interpolate"] = "deconv",
 ) -> Any:
-    """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample`."""
+    """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample` (one factor, or one per (Z)YX axis)."""
     from bioim2im.builtins._heads import conv_head
 
+    if isinstance(upsample, list):
+        if len(upsample) != spatial_dims:
+            raise UserError(
+                f"head 'conv': upsample {upsample} needs one factor per spatial axis ({spatial_dims})"
+            )
+        if upsample_mode == "pixelshuffle" and len(set(upsample)) > 1:
+            raise UserError(
+                f"head 'conv': upsample_mode 'pixelshuffle' needs the same factor on every axis, "
+                f"got {upsample}; use 'deconv' or 'interpolate'"
+            )
     return conv_head(
         spatial_dims,
         in_channels,
@@ -59,8 +69,9 @@ def projection(
     return ProjectionHead(in_channels, out_channels, mode)
 
 
-def _conv_scale(params: Mapping[str, Any]) -> int:
-    return int(params["upsample"])
+def _conv_scale(params: Mapping[str, Any]) -> int | tuple[int, ...]:
+    upsample = params["upsample"]
+    return tuple(upsample) if isinstance(upsample, list) else int(upsample)
 
 
 def register(registry: Registrar) -> None:

@@ -54,7 +54,8 @@ def instance_ap(*, threshold: float = 0.5) -> Metric:
     t = f"{threshold:.2f}"
 
     def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-        detected = detection_scores(instance_overlaps(pred, truth), threshold)
+        # Validation hands label images over as float arrays of whole numbers.
+        detected = detection_scores(instance_overlaps(pred, truth.astype("int64")), threshold)
         return {"instance_ap": detected.pop(f"ap@{t}"), **detected}
 
     return _per_image(scores)

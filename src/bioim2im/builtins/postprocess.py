@@ -92,7 +92,7 @@ def fill_holes() -> Postprocessor:
 
 def watershed(
     *,
-    mode: Literal["distance", "probability"] = "distance",
+    mode: Literal["distance", "probability", "boundary"] = "distance",
     fg_channel: NonNegativeInt = 0,
     threshold: float = 0.5,
     min_distance: PositiveInt = 5,
@@ -105,7 +105,8 @@ def watershed(
     The foreground is ``fg_channel > threshold``. ``distance`` seeds at the peaks of the distance
     to the background, at least ``min_distance`` apart (or at its h-maxima when ``h`` is set);
     ``probability`` seeds at the components of ``seed_channel > seed_threshold``, e.g. an
-    object-interior (foreground minus boundary) map.
+    object-interior (foreground minus boundary) map; ``boundary`` reads ``seed_channel`` as an
+    object-boundary map and seeds at the interior ``foreground * (1 - boundary) > seed_threshold``.
     """
     from bioim2im.builtins import _postprocess
 

@@ -5,13 +5,17 @@
 (uniformly, or centred on a labelled voxel for ``foreground_fraction`` of the patches) and every
 augmentation, so the engine resumes exactly by index and DDP ranks draw disjoint indices.
 
-An item maps to float32 tensors (C, *patch_size):
+An item maps to float32 tensors (C, *patch_size), a head's target and weight on that head's
+grid (without the axes it projects away, times its upsampling):
 
 - ``"image"``: the normalised input;
 - ``"target/<head>"``: the head's target, encoded for its task (see :mod:`bioim2im.data.targets`);
 - ``"weight/<head>"``: 1 channel, the cost map times 0 where the target is unannotated;
 - validation only, ``"truth/<head>"``: the target before encoding (labels as float, or the
   normalised regression target), for metrics on postprocessed predictions.
+
+Unpaired data (CycleGAN): each head's target patch comes from one of that head's own target
+images, drawn with the same generator, independently of the input's image and patch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -30,6 +35,7 @@ from bioim2im.data.targets import INSTANCE_CHANNELS, encode, split_valid
 from bioim2im.data.transforms import Augmentation
 from bioim2im.data.volumes import (
     Entry,
+    HeadTarget,
     Preparation,
     Volume,
     estimate_bytes,
@@ -49,6 +55,9 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
     sequence (see :func:`bioim2im.data.loader.make_loader`). Training visits every image
     ``patches_per_image`` times per epoch, in an order shuffled per epoch; validation
     (``validation=True``) takes ``patches_per_image`` fixed patches of each image in turn.
+
+    ``unpaired_targets`` (head name -> entries of its target files) makes the data unpaired:
+    ``entries`` then hold inputs only.
     """
 
     def __init__(
@@ -66,11 +75,25 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         pad: bool = True,
         seed: int = 0,
         validation: bool = False,
+        unpaired_targets: Mapping[str, Sequence[Entry]] | None = None,
     ) -> None:
         if not entries:
             raise UserError("no images to draw patches from")
         self.entries = list(entries)
         self.prep = prep
+        # Each head's unpaired target entries; empty for paired data.
+        self.unpaired = {head: list(found) for head, found in (unpaired_targets or {}).items()}
+        # How each kind of entry is loaded: key None for the inputs, a head's name for its
+        # unpaired target images.
+        self._preps: dict[str | None, Preparation] = {None: prep}
+        if unpaired_targets is not None:
+            lacking = [h.head for h in prep.heads if not self.unpaired.get(h.head)]
+            if lacking:
+                raise UserError(f"no target images to draw patches from for head(s) {lacking}")
+            self._preps = {
+                None: replace(prep, heads=()),
+                **{h.head: unpaired_preparation(prep, h) for h in prep.heads},
+            }
         self.patch_size = tuple(int(p) for p in patch_size)
         self.cache = cache or ArrayCache("memory")
         self.augment = augment
@@ -81,7 +104,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.pad = pad
         self.seed = seed
         self.validation = validation
-        self._volumes: dict[int, Volume] = {}
+        self._volumes: dict[tuple[str | None, int], Volume] = {}
         self._epoch: tuple[int, np.ndarray] | None = None
         self._check()
 
@@ -110,16 +133,17 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
 
     # -- loading -----------------------------------------------------------------------------
 
-    def volume(self, number: int) -> Volume:
-        """Entry ``number`` ready for patch drawing, loaded once per process."""
-        found = self._volumes.get(number)
+    def volume(self, number: int, head: str | None = None) -> Volume:
+        """Entry ``number`` ready for patch drawing, loaded once per process: an input entry,
+        or with ``head`` one of that head's unpaired target entries."""
+        found = self._volumes.get((head, number))
         if found is None:
-            entry = self.entries[number]
+            entry = self.entries[number] if head is None else self.unpaired[head][number]
             lazy = self.cache.mode == "none" or (
                 self.cache.mode == "memory" and not self.cache.has_room(estimate_bytes(entry))
             )
-            found = load_volume(entry, self.prep, self.cache, lazy=lazy)
-            self._volumes[number] = found
+            found = load_volume(entry, self._preps[head], self.cache, lazy=lazy)
+            self._volumes[(head, number)] = found
         return found
 
     def preload(self) -> None:
@@ -127,8 +151,11 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
 
         Threads suffice: decoding, resampling and normalising release the GIL.
         """
+        keys: list[tuple[str | None, int]] = [(None, n) for n in range(len(self.entries))]
+        for head, found in self.unpaired.items():
+            keys += [(head, n) for n in range(len(found))]
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            list(pool.map(self.volume, range(len(self.entries))))
+            list(pool.map(lambda key: self.volume(key[1], key[0]), keys))
 
     # -- drawing -----------------------------------------------------------------------------
 
@@ -182,22 +209,20 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         sample = {"image": padded(volume.image.read(region), padding, "reflect")}
         cost_map = volume.cost_map.read(region) if volume.cost_map is not None else None
         for head in self.prep.heads:
-            target = volume.targets[head.head].read(head.kept(region))
-            if head.dropped_axes and cost_map is not None:
-                # A projected target is weighted where any voxel projecting onto it is.
-                weights = cost_map.max(axis=tuple(1 + a for a in head.dropped_axes))
-            else:
-                weights = cost_map
+            if head.head not in volume.targets:
+                continue  # unpaired: the target comes from another image (_unpaired_targets)
+            target = volume.targets[head.head].read(head.region(region))
+            weights = head.cost_map(cost_map) if cost_map is not None else None
             target, weight = split_valid(target, head.ignore_value, weights)
-            sample[f"target/{head.head}"] = padded(target, head.kept(padding), "constant")
-            sample[f"weight/{head.head}"] = padded(weight, head.kept(padding), "constant")
+            sample[f"target/{head.head}"] = padded(target, head.padding(padding), "constant")
+            sample[f"weight/{head.head}"] = padded(weight, head.padding(padding), "constant")
         return sample
 
     def _labelled_fraction(self, sample: Mapping[str, np.ndarray]) -> float:
         labelled: np.ndarray | None = None
         for head in self.prep.heads:
-            if head.is_label and not head.dropped_axes:
-                mask = (sample[f"target/{head.head}"][0] > 0) & (
+            if head.is_label and head.same_grid:
+                mask = (sample[f"target/{head.head}"] > 0).any(axis=0) & (
                     sample[f"weight/{head.head}"][0] > 0
                 )
                 labelled = mask if labelled is None else labelled | mask
@@ -219,6 +244,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
                 if candidate_fraction > fraction:
                     best, fraction = candidate, candidate_fraction
             sample = best
+        if self.unpaired:
+            sample.update(self._unpaired_targets(rng))
         if self.validation:
             sample.update({f"truth/{h.head}": sample[f"target/{h.head}"] for h in self.prep.heads})
         elif self.augment is not None:
@@ -228,11 +255,33 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             sample[key] = encode(sample[key], head.task, head.out_channels)
         return sample
 
+    def _unpaired_targets(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Each head's target and weight, from a patch of one of its target images."""
+        sample = {}
+        for head in self.prep.heads:
+            volume = self.volume(int(rng.integers(len(self.unpaired[head.head]))), head.head)
+            patch = self._read(volume, self._draw(volume, rng))["image"]
+            target, weight = split_valid(patch, head.ignore_value, None)
+            sample[f"target/{head.head}"], sample[f"weight/{head.head}"] = target, weight
+        return sample
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {
             k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
             for k, v in self.sample(index).items()
         }
+
+
+def unpaired_preparation(prep: Preparation, head: HeadTarget) -> Preparation:
+    """How ``head``'s unpaired target files are read: as input images of their own, with the
+    target's channels and normalisation."""
+    return replace(
+        prep,
+        in_channels=head.out_channels if head.task == "regression" else 1,
+        normalize=head.normalize,  # type: ignore[arg-type]
+        normalize_spec=head.normalize_spec,  # type: ignore[arg-type]
+        heads=(),
+    )
 
 
 def epoch_length(n_images: int, patches_per_image: int, batch_size: int) -> int:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.data.cache import ArrayCache
-from bioim2im.data.dataset import PatchDataset
+from bioim2im.data.dataset import PatchDataset, unpaired_preparation
 from bioim2im.data.sources import DEFAULT_TARGET, Splits, find_splits, reader_suffixes
 from bioim2im.data.transforms import Compose
-from bioim2im.data.volumes import HeadTarget, Preparation, open_entries
+from bioim2im.data.volumes import Entry, HeadTarget, Preparation, open_entries
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
-    from bioim2im.config.schema import Preset
+    from bioim2im.config.schema import HeadConfig, Preset
     from bioim2im.registry import ComponentRegistry
 
 # Validation patches do not depend on train.seed: the same patches for every run.
@@ -31,9 +31,8 @@ def preparation(preset: Preset, registry: ComponentRegistry) -> Preparation:
     data = preset.data
     heads = []
     for name, head in preset.model.heads.items():
-        output_dims = registry.get("head", head.name).extras.get(
-            "output_spatial_dims", preset.spatial_dims
-        )
+        component = registry.get("head", head.name)
+        output_dims = component.extras.get("output_spatial_dims", preset.spatial_dims)
         normalize, spec = None, None
         if head.task == "regression":
             chosen = head.target_normalize
@@ -49,6 +48,7 @@ def preparation(preset: Preset, registry: ComponentRegistry) -> Preparation:
                 normalize=normalize,
                 normalize_spec=spec,
                 dropped_axes=tuple(range(preset.spatial_dims - output_dims)),
+                scale=_scale(component.extras.get("scale", 1), head, output_dims),
             )
         )
     normalize_spec = data.normalize.model_dump()
@@ -65,6 +65,14 @@ def preparation(preset: Preset, registry: ComponentRegistry) -> Preparation:
     )
 
 
+def _scale(scale: Any, head: HeadConfig, dims: int) -> tuple[int, ...]:
+    """Target voxels per input voxel along each of the head's ``dims`` output axes: the head's
+    registered ``scale`` (a number, one per axis, or a function of its parameters)."""
+    if callable(scale):
+        scale = scale(head.params())
+    return tuple(int(f) for f in scale) if isinstance(scale, Sequence) else (int(scale),) * dims
+
+
 def _normalization(registry: ComponentRegistry, spec: Mapping[str, Any], key: str) -> Any:
     component = registry.get("transform", spec["name"])
     if component.extras.get("role") == "augment":
@@ -79,12 +87,15 @@ def augmentation(preset: Preset, registry: ComponentRegistry) -> Compose | None:
     if not preset.data.augment:
         return None
     keys = sample_keys(list(preset.model.heads))
-    for spec in preset.data.augment:
-        if registry.get("transform", spec.name).extras.get("role") == "normalize":
+    for position, spec in enumerate(preset.data.augment, start=1):
+        extras = registry.get("transform", spec.name).extras
+        if extras.get("role") == "normalize":
             raise UserError(
                 f"data.augment: '{spec.name}' is a normalisation, not an augmentation "
                 "(use it as data.normalize or a head's target_normalize)"
             )
+        if extras.get("runs_last") and position < len(preset.data.augment):
+            raise UserError(f"data.augment: '{spec.name}' must be the last augmentation")
     return Compose(
         [
             registry.build(
@@ -131,6 +142,10 @@ def training_datasets(
     train_entries, problems = open_entries(splits.train, prep, registry)
     val_entries, val_problems = open_entries(splits.val, prep, registry)
     problems += val_problems
+    train_targets, val_targets = None, None
+    if data.unpaired:
+        train_targets, val_targets, target_problems = unpaired_entries(splits, prep, registry)
+        problems += target_problems
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise UserError(f"dataset {data.path} has {len(problems)} {noun}:", problems)
@@ -152,9 +167,37 @@ def training_datasets(
         prep,
         augment=augmentation(preset, registry),
         seed=preset.train.seed,
+        unpaired_targets=train_targets,
         **options,
     )
     val = None
     if val_entries:
-        val = PatchDataset(val_entries, prep, seed=VALIDATION_SEED, validation=True, **options)
+        val = PatchDataset(
+            val_entries,
+            prep,
+            seed=VALIDATION_SEED,
+            validation=True,
+            unpaired_targets=val_targets,
+            **options,
+        )
     return train, val
+
+
+def unpaired_entries(
+    splits: Splits, prep: Preparation, registry: ComponentRegistry
+) -> tuple[dict[str, list[Entry]], dict[str, list[Entry]], list[str]]:
+    """Each head's target entries for training and for validation (unpaired data), and the
+    problems of the target files."""
+    train: dict[str, list[Entry]] = {}
+    val: dict[str, list[Entry]] = {}
+    problems: list[str] = []
+    for head in prep.heads:
+        found = splits.unpaired_targets[head.target]
+        target_prep = unpaired_preparation(prep, head)
+        train[head.head], trouble = open_entries(found.train, target_prep, registry)
+        val[head.head], val_trouble = open_entries(found.val, target_prep, registry)
+        problems += trouble + val_trouble
+        # No target matches an input anyway: without held-out targets, validation inputs are
+        # paired with training targets.
+        val[head.head] = val[head.head] or train[head.head]
+    return train, val, problems

@@ -68,6 +68,7 @@ class Report:
 
 def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> Report:
     """Scan ``preset``'s dataset: files per split, shapes, dtypes, value ranges, problems."""
+    from bioim2im.data.dataset import unpaired_preparation
     from bioim2im.data.pipeline import augmentation, preparation
 
     if registry is None:
@@ -99,6 +100,16 @@ def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> R
         for entry in entries:
             report.problems += _scan(entry, split, prep, report)
         opened += entries
+    # Unpaired target files are images of their own, scanned like the inputs under their name.
+    head_of = {head.target: head for head in prep.heads}
+    for target, target_splits in splits.unpaired_targets.items():
+        target_prep = unpaired_preparation(prep, head_of[target])
+        for split, pairs in target_splits.by_split().items():
+            entries, problems = open_entries(pairs, target_prep, registry)
+            report.problems += problems
+            for entry in entries:
+                report.problems += _scan(entry, split, target_prep, report, image_role=target)
+            opened += entries
     if splits.train and not report.entries.get("train"):
         report.problems.append(
             f"dataset {data.path}: none of the {len(splits.train)} training pair(s) is usable"
@@ -164,9 +175,11 @@ def _expectation(head: HeadTarget) -> str:
     return f"object ids 0, 1, 2, ... of instance head '{head.head}'"
 
 
-def _scan(entry: Entry, split: str, prep: Preparation, report: Report) -> list[str]:
+def _scan(
+    entry: Entry, split: str, prep: Preparation, report: Report, image_role: str = "image"
+) -> list[str]:
     problems = []
-    views = [("image", entry.image), *entry.targets.items()]
+    views = [(image_role, entry.image), *entry.targets.items()]
     if entry.cost_map is not None:
         views.append(("cost map", entry.cost_map))
     for role, view in views:
@@ -199,7 +212,7 @@ def _scan(entry: Entry, split: str, prep: Preparation, report: Report) -> list[s
             )
         )
         where = view.path + "".join(f" {a}={i}" for a, i in view.fixed.items())
-        if role == "image" and scan.non_finite and prep.nan_policy == "error":
+        if view is entry.image and scan.non_finite and prep.nan_policy == "error":
             problems.append(
                 f'{where}: {scan.non_finite} NaN or Inf value(s) in the image; fix the file or set data.nan_policy = "zero"'
             )

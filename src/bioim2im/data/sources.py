@@ -14,6 +14,10 @@ Layouts of ``data.path`` (names are ``data.source``, each head's ``target`` and
 A separate ``data.val_path`` (any layout) is the validation set. Without either, a seeded
 split by file holds out ``data.val_fraction`` of the files for validation.
 
+Unpaired data (``data.unpaired``, for CycleGAN) pairs nothing: the input files (e.g. every file
+in ``IM/``) and each target name's files (every file in ``GT/``), whatever their names and
+numbers, are found and split on their own, in the same layouts.
+
 Nothing here raises on bad data: every problem is collected, so that ``bioim2im check --data``
 can report them all at once; :meth:`Splits.ensure_usable` raises them together.
 """
@@ -74,6 +78,9 @@ class Splits:
     test: list[Pair] = field(default_factory=list)
     layout: str = "auto"
     problems: list[str] = field(default_factory=list)
+    unpaired_targets: dict[str, Splits] = field(default_factory=dict)
+    """Unpaired data only: the splits of each target name's files, whose pairs hold just an
+    image (the target file); the input pairs above then hold no targets."""
 
     def by_split(self) -> dict[str, list[Pair]]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -173,10 +180,8 @@ def _from_folders(
     found = Found("folders")
     missing = [root / name for name in (source, *targets) if not (root / name).is_dir()]
     if missing:
-        found.problems += [
-            f"missing folder {m} (layout 'folders' needs {source}/ and {', '.join(f'{t}/' for t in targets)})"
-            for m in missing
-        ]
+        needs = f"{source}/" + (f" and {', '.join(f'{t}/' for t in targets)}" if targets else "")
+        found.problems += [f"missing folder {m} (layout 'folders' needs {needs})" for m in missing]
         return found
     images = _images_in(root / source, suffixes)
     by_target = {t: _images_in(root / t, suffixes) for t in targets}
@@ -349,19 +354,43 @@ def find_splits(
 ) -> Splits:
     """The train/val/test pairs of ``data.path`` (+ ``data.val_path``), problems collected.
 
-    A seeded split is written to ``run_dir/split.json`` when ``run_dir`` is given.
+    A seeded split is written to ``run_dir/split.json`` when ``run_dir`` is given. Unpaired
+    data's target files are found and split on their own (``Splits.unpaired_targets``).
     """
-    splits = Splits(data.path, layout=data.layout)
     if data.path is None:
-        splits.problems.append(
-            "data.path is not set: give the folder or CSV manifest of the training images"
+        problem = "data.path is not set: give the folder or CSV manifest of the training images"
+        return Splits(None, layout=data.layout, problems=[problem])
+    if not data.unpaired:
+        splits, seeded = _find_splits(
+            data, data.source, target_names(heads), data.cost_map, seed, suffixes
         )
-        return splits
+    else:
+        # Cost maps weight a target's pixels, which no input pixel matches: none are looked for.
+        splits, seeded = _find_splits(data, data.source, [], None, seed, suffixes)
+        for target in target_names(heads):
+            found, _ = _find_splits(data, target, [], None, seed, suffixes)
+            splits.unpaired_targets[target] = found
+            splits.problems += found.problems
+    if seeded and run_dir is not None:
+        write_split(splits, run_dir / "split.json", seed=seed, val_fraction=data.val_fraction)
+    return splits
+
+
+def _find_splits(
+    data: DataConfig,
+    source: str,
+    targets: Sequence[str],
+    cost_map: str | None,
+    seed: int,
+    suffixes: Sequence[str],
+) -> tuple[Splits, bool]:
+    """The splits of ``source`` (with ``targets``), and whether they are a seeded split."""
+    splits = Splits(data.path, layout=data.layout)
     options = {
         "layout": data.layout,
-        "source": data.source,
-        "targets": target_names(heads),
-        "cost_map": data.cost_map,
+        "source": source,
+        "targets": targets,
+        "cost_map": cost_map,
         "split_column": data.split_column,
         "suffixes": suffixes,
     }
@@ -380,24 +409,28 @@ def find_splits(
         splits.val = given.get("val", [])
     else:
         splits.train, splits.val = seeded_split(unsplit, data.val_fraction, seed)
-        if run_dir is not None:
-            write_split(splits, run_dir / "split.json", seed=seed, val_fraction=data.val_fraction)
     if not splits.train and not found.problems:
         splits.problems.append(f"dataset {data.path} has no training images")
-    return splits
+    return splits, data.val_path is None and not given
 
 
 def write_split(splits: Splits, file: Path, *, seed: int, val_fraction: float) -> None:
     """Record which files went where, so a run's split can be read back and audited."""
-    record = {
+
+    def files(splits: Splits) -> dict[str, dict[str, str]]:
+        return {
+            split: {p.name: str(p.image) for p in pairs}
+            for split, pairs in splits.by_split().items()
+        }
+
+    record: dict[str, object] = {
         "path": str(splits.path),
         "seed": seed,
         "val_fraction": val_fraction,
-        **{
-            split: {p.name: str(p.image) for p in pairs}
-            for split, pairs in splits.by_split().items()
-        },
+        **files(splits),
     }
+    if splits.unpaired_targets:
+        record["unpaired_targets"] = {t: files(s) for t, s in splits.unpaired_targets.items()}
     # Atomic: every DDP rank writes the same record, and a reader never sees half of one.
     with atomic_file(file) as partial:
         partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

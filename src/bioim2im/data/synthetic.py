@@ -7,6 +7,9 @@ Everything is deterministic given ``seed`` and works for 2D (YX) and 3D (ZYX) sh
 - :func:`labelfree_pair`: a phase-contrast-like transmitted-light image of cells and the
   noiseless nuclear fluorescence to predict from it.
 - :func:`restoration_pair`: a noisy acquisition and its noiseless counterpart.
+- :func:`superres_pair`: a volume seen with coarser voxels, and the volume itself.
+- :func:`multitask_sample`: a transmitted-light volume with a nuclear mask, the nuclear
+  fluorescence and its maximum projection.
 - :func:`write_dataset`: many of these as TIFF files in a training folder layout.
 
 Images are float32, roughly in [0, 1]; labels are uint16 (instances) or uint8 (classes).
@@ -58,7 +61,12 @@ def labelfree_pair(shape: Shape, *, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     low contrast, unevenly lit and noisy; the fluorescence target is the noiseless nuclear stain
     of the same cells, so predicting it means finding nuclei inside cells.
     """
-    rng = np.random.default_rng(seed)
+    transmitted, fluorescence, _ = _labelfree(np.random.default_rng(seed), shape)
+    return transmitted, fluorescence
+
+
+def _labelfree(rng: np.random.Generator, shape: Shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transmitted, fluorescence, nuclei instance labels) of :func:`labelfree_pair`."""
     fluorescence, instances = _nuclei_clean(rng, shape, None, None)
     r = _radius_range(shape, None)[1]
     cells = expand_labels(instances, distance=0.8 * r) > 0
@@ -72,7 +80,7 @@ def labelfree_pair(shape: Shape, *, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     transmitted = 0.5 - 0.25 * phase + 0.1 * relief
     transmitted *= 1 + 0.1 * _smooth_noise(rng, shape, max(shape) / 2)
     transmitted += rng.normal(0.0, 0.02, size=transmitted.shape)
-    return transmitted.astype(np.float32), fluorescence
+    return transmitted.astype(np.float32), fluorescence, instances
 
 
 def restoration_pair(
@@ -89,6 +97,46 @@ def restoration_pair(
     clean, _ = _nuclei_clean(rng, shape, None, None)
     noisy = _acquire(rng, clean, photons=1 / noise_level**2, read_noise=noise_level / 2)
     return noisy, clean
+
+
+def superres_pair(
+    shape: Shape, *, scale: int | Sequence[int] = 2, seed: int = 0, noise_level: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(coarse, fine): a noisy acquisition with voxels ``scale`` times larger (per axis, or one
+    factor for all), and the noiseless nuclei image of ``shape``. Each coarse voxel is the mean
+    of the fine voxels it covers, plus Gaussian noise of std ``noise_level``."""
+    factors = _factors(scale, len(shape))
+    if any(n % f for n, f in zip(shape, factors, strict=True)):
+        raise ValueError(f"shape {tuple(shape)} must be divisible by the scale {factors}")
+    rng = np.random.default_rng(seed)
+    # Sharper than the default (whose blur is longer along Z): fine detail on every axis.
+    fine, _ = _nuclei_clean(rng, shape, None, None, psf_sigma=1.0)
+    blocks = [d for n, f in zip(shape, factors, strict=True) for d in (n // f, f)]
+    coarse = fine.reshape(blocks).mean(axis=tuple(range(1, len(blocks), 2)))
+    coarse += rng.normal(0.0, noise_level, size=coarse.shape)
+    return coarse.astype(np.float32), fine
+
+
+def multitask_sample(shape: Shape, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """One sample for a multi-task model, named by folder: ``IM`` a transmitted-light volume
+    (ZYX, as :func:`labelfree_pair`), ``GT`` its nuclear mask (uint8 0/1), ``FLUO`` the nuclear
+    fluorescence and ``MIP`` that fluorescence's maximum projection along Z (YX)."""
+    if len(shape) != 3:
+        raise ValueError(f"a multi-task sample is a 3D volume (Z, Y, X), got shape {tuple(shape)}")
+    transmitted, fluorescence, instances = _labelfree(np.random.default_rng(seed), shape)
+    return {
+        "IM": transmitted,
+        "GT": semantic_from_instances(instances),
+        "FLUO": fluorescence,
+        "MIP": fluorescence.max(axis=0),
+    }
+
+
+def _factors(scale: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    factors = (scale,) * ndim if isinstance(scale, int) else tuple(scale)
+    if len(factors) != ndim or any(int(f) != f or f < 1 for f in factors):
+        raise ValueError(f"scale must be a positive integer or {ndim} of them, got {scale}")
+    return tuple(int(f) for f in factors)
 
 
 def semantic_from_instances(instances: np.ndarray) -> np.ndarray:
@@ -109,12 +157,13 @@ def boundary_classes(instances: np.ndarray) -> np.ndarray:
 def write_dataset(
     root: str | Path,
     *,
-    kind: Literal["nuclei", "labelfree", "restoration"],
+    kind: Literal["nuclei", "labelfree", "restoration", "superres", "multitask"],
     n_images: int,
     shape: Shape,
     seed: int = 0,
     layout: Literal["folders", "pairs"] = "folders",
     label_kind: Literal["instance", "semantic", "boundary"] = "instance",
+    scale: int | Sequence[int] = 2,
 ) -> Path:
     """Write ``n_images`` input/target pairs as OME-TIFF files and return ``root``.
 
@@ -122,16 +171,25 @@ def write_dataset(
     ``root/img_000_IM.tif`` and ``root/img_000_GT.tif``. Inputs are float32. Targets are, for
     ``nuclei``, uint16 instance labels, a uint8 0/1 mask (``semantic``) or uint8 classes 0/1/2
     (``boundary``); for ``labelfree`` and ``restoration``, float32 images. ``label_kind`` applies
-    to ``nuclei`` only. Each image has its own seed derived from ``seed``.
+    to ``nuclei`` only. ``superres`` targets have ``shape`` and the inputs ``shape / scale``
+    (with voxel sizes ``scale`` and 1 recorded). ``multitask`` (3D) writes the four images of
+    :func:`multitask_sample` (IM, GT, FLUO, MIP). Each image has its own seed derived from ``seed``.
     """
-    if kind not in ("nuclei", "labelfree", "restoration"):
-        raise ValueError(f"unknown kind {kind!r}; use nuclei, labelfree or restoration")
+    kinds = ("nuclei", "labelfree", "restoration", "superres", "multitask")
+    if kind not in kinds:
+        raise ValueError(f"unknown kind {kind!r}; use {', '.join(kinds)}")
     if kind != "nuclei" and label_kind != "instance":
         raise ValueError(f"label_kind applies to kind='nuclei' only, not {kind!r}")
     root = Path(root)
     axes = "ZYX" if len(shape) == 3 else "YX"
     digits = max(3, len(str(n_images - 1)))
     seeds = np.random.SeedSequence(seed).generate_state(n_images)
+    voxel_sizes: dict[str, Sequence[float] | None] = {}
+    if kind == "superres":
+        voxel_sizes = {
+            "IM": [float(f) for f in _factors(scale, len(shape))],
+            "GT": [1.0] * len(shape),
+        }
     for i, image_seed in enumerate(seeds):
         if kind == "nuclei":
             image, instances = nuclei(shape, seed=int(image_seed))
@@ -140,16 +198,32 @@ def write_dataset(
                 "semantic": semantic_from_instances(instances),
                 "boundary": boundary_classes(instances),
             }[label_kind]
+            images = {"IM": image, "GT": target}
         elif kind == "labelfree":
-            image, target = labelfree_pair(shape, seed=int(image_seed))
+            images = dict(
+                zip(("IM", "GT"), labelfree_pair(shape, seed=int(image_seed)), strict=True)
+            )
+        elif kind == "restoration":
+            images = dict(
+                zip(("IM", "GT"), restoration_pair(shape, seed=int(image_seed)), strict=True)
+            )
+        elif kind == "superres":
+            pair = superres_pair(shape, scale=scale, seed=int(image_seed))
+            images = dict(zip(("IM", "GT"), pair, strict=True))
         else:
-            image, target = restoration_pair(shape, seed=int(image_seed))
+            images = multitask_sample(shape, seed=int(image_seed))
         stem = f"img_{i:0{digits}d}"
-        for role, array in (("IM", image), ("GT", target)):
+        for role, array in images.items():
             path = (
                 root / role / f"{stem}.tif" if layout == "folders" else root / f"{stem}_{role}.tif"
             )
-            write_tiff(path, array, axes=axes, compression="none")
+            write_tiff(
+                path,
+                array,
+                axes=axes[-array.ndim :],
+                voxel_size=voxel_sizes.get(role),
+                compression="none",
+            )
     return root
 
 
@@ -169,8 +243,12 @@ def _nuclei_clean(
     shape: Shape,
     n_objects: int | None,
     radius: tuple[float, float] | None,
+    psf_sigma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Noiseless blurred fluorescence in [0, 1] (float32) and instance labels (uint16)."""
+    """Noiseless blurred fluorescence in [0, 1] (float32) and instance labels (uint16).
+
+    The blur is Gaussian with std ``psf_sigma`` pixels, default one longer along Z (1.5, 1, 1).
+    """
     shape = tuple(int(n) for n in shape)
     if len(shape) not in (2, 3):
         raise ValueError(f"shape must be 2D (Y, X) or 3D (Z, Y, X), got {shape}")
@@ -218,7 +296,8 @@ def _nuclei_clean(
     signal = brightness[labels] * profile * texture
     illumination = 1 + 0.2 * _smooth_noise(rng, shape, max(shape) / 2)
     background = 0.05 + 0.02 * _smooth_noise(rng, shape, max(shape) / 3)
-    sigma = (1.5, 1.0, 1.0)[-ndim:]  # a point spread function longer along Z
+    # A point spread function longer along Z, unless one is given.
+    sigma = (1.5, 1.0, 1.0)[-ndim:] if psf_sigma is None else psf_sigma
     image = ndimage.gaussian_filter(signal * illumination + background, sigma)
     image = np.clip(image, 0, None) / max(float(image.max()), 1e-6)
     return image.astype(np.float32), labels

@@ -3,7 +3,8 @@
 Encodings, all float32 (C, *spatial):
 
 - ``semantic``: 1 output channel -> (label > 0), 1 channel; C > 1 -> class indices, 1 channel
-  (losses turn them into one-hot);
+  (losses turn them into one-hot), or from a target of one mask per class (classes that may
+  overlap), the C masks (label > 0);
 - ``instance``: 1 -> foreground; 2 -> (foreground, boundary) channels; 3 -> class indices
   0 background / 1 interior / 2 boundary, 1 channel. Boundaries are the objects' own outermost
   pixels (scikit-image ``find_boundaries``, mode "inner"), so touching objects stay apart;
@@ -41,7 +42,8 @@ def encode(target: np.ndarray, task: str, out_channels: int) -> np.ndarray:
         return target
     foreground = target > 0
     if task == "semantic":
-        return foreground.astype(np.float32) if out_channels == 1 else target
+        masks = out_channels == 1 or target.shape[0] > 1
+        return foreground.astype(np.float32) if masks else target
     if out_channels == 1:
         return foreground.astype(np.float32)
     from skimage.segmentation import find_boundaries

@@ -48,14 +48,43 @@ class HeadTarget:
     dropped_axes: tuple[int, ...] = ()
     """Spatial axes the head's output lacks (``(0,)`` for a 3D->2D projection): its target
     file has the input's other axes."""
+    scale: tuple[int, ...] = ()
+    """Target voxels per input voxel along each axis the target has, for a head that upsamples
+    (super-resolution): its target file is that many times larger. Empty: 1 on every axis."""
 
     @property
     def is_label(self) -> bool:
         return self.task != "regression"
 
+    @property
+    def same_grid(self) -> bool:
+        """The target has the input's voxels: no axis projected away, none upsampled."""
+        return not self.dropped_axes and all(f == 1 for f in self.scale)
+
     def kept(self, values: Sequence[Any]) -> list[Any]:
         """``values`` (one per spatial axis of the input) for the axes the target has."""
         return [v for i, v in enumerate(values) if i not in self.dropped_axes]
+
+    def region(self, region: Sequence[slice]) -> list[slice]:
+        """The target's voxels under ``region`` (slices of the input's spatial axes)."""
+        return [slice(s.start * f, s.stop * f) for s, f in self._scaled(region)]
+
+    def padding(self, padding: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The target's padding for the input's ``padding`` (before, after) per axis."""
+        return [(before * f, after * f) for (before, after), f in self._scaled(padding)]
+
+    def _scaled(self, values: Sequence[Any]) -> list[tuple[Any, int]]:
+        kept = self.kept(values)
+        return list(zip(kept, self.scale or [1] * len(kept), strict=True))
+
+    def cost_map(self, cost_map: np.ndarray) -> np.ndarray:
+        """A cost map of input voxels (1, *spatial) on the target's grid."""
+        if self.dropped_axes:
+            # A projected target is weighted where any voxel projecting onto it is.
+            cost_map = cost_map.max(axis=tuple(1 + a for a in self.dropped_axes))
+        for axis, f in enumerate(self.scale, start=1):
+            cost_map = np.repeat(cost_map, f, axis=axis) if f > 1 else cost_map
+        return cost_map
 
 
 @dataclass(frozen=True)
@@ -239,24 +268,36 @@ def _check_companion(image: LazyImage, other: LazyImage, role: str, prep: Prepar
     heads = [h for h in prep.heads if h.target == role]
     spatial = [a for a in SPATIAL if a in image.axes]
     dropped = "".join(set(spatial) - set(heads[0].kept(spatial))) if heads else ""
+    factors = dict(zip(heads[0].kept(spatial), heads[0].scale, strict=False)) if heads else {}
 
-    def sizes(lazy: LazyImage, skip: str) -> dict[str, int]:
-        return {a: n for a, n in zip(lazy.axes, lazy.shape, strict=True) if a not in "C" + skip}
+    def sizes(lazy: LazyImage, skip: str, scaled: bool = False) -> dict[str, int]:
+        return {
+            a: n * (factors.get(a, 1) if scaled else 1)
+            for a, n in zip(lazy.axes, lazy.shape, strict=True)
+            if a not in "C" + skip
+        }
 
-    if sizes(other, "") != sizes(image, dropped):
+    if sizes(other, "") != sizes(image, dropped, scaled=True):
         but = f" without {dropped} (head '{heads[0].head}' projects it away)" if dropped else ""
+        if any(f > 1 for f in factors.values()):
+            times = " x ".join(f"{f}{a}" for a, f in factors.items())
+            but += f" times {times} (head '{heads[0].head}' upsamples)"
         return [
             f"{other.path} ({role}) has shape {_describe(other)} but its input image {image.path} "
             f"has {_describe(image)}{but}; they must match except for channels"
         ]
     channels = other.shape[other.axes.index("C")] if "C" in other.axes else 1
-    expected = {"cost map": 1}
-    for head in prep.heads:
-        if head.target == role:
-            expected[role] = head.out_channels if head.task == "regression" else 1
-    if role in expected and channels != expected[role]:
+    expected = {"cost map": {1}}
+    for head in heads:
+        if head.task == "regression":
+            expected[role] = {head.out_channels}
+        else:
+            # Several semantic classes come as one label image, or as one mask per class.
+            expected[role] = {1, head.out_channels} if head.task == "semantic" else {1}
+    if role in expected and channels not in expected[role]:
         what = "a cost map" if role == "cost map" else f"target '{role}'"
-        return [f"{other.path}: has {channels} channel(s) but {what} needs {expected[role]}"]
+        needs = " or ".join(str(n) for n in sorted(expected[role]))
+        return [f"{other.path}: has {channels} channel(s) but {what} needs {needs}"]
     return []
 
 
@@ -427,9 +468,7 @@ def load_volume(entry: Entry, prep: Preparation, cache: ArrayCache, *, lazy: boo
             entry.cost_map, {"role": "cost map"}, Prepared(entry.cost_map.path, "zero"), order=1
         )
     full = [slice(None)] * len(entry.shape)
-    labels = {
-        h.head: targets[h.head].read(full) for h in prep.heads if h.is_label and not h.dropped_axes
-    }
+    labels = {h.head: targets[h.head].read(full) for h in prep.heads if h.is_label and h.same_grid}
     foreground = _foreground(labels, prep)
     return Volume(entry.shape, image, targets, cost_map, foreground)
 
@@ -443,16 +482,23 @@ def _foreground(labels: Mapping[str, np.ndarray], prep: Preparation) -> Foregrou
     for head in prep.heads:
         if head.head not in labels:
             continue
-        label = labels[head.head][0]
-        valid = label > 0
+        label = labels[head.head]
+        marked = label > 0
         if head.ignore_value is not None:
-            valid &= label != head.ignore_value
+            marked &= label != head.ignore_value
+        valid = marked.any(axis=0)
         labelled = valid if labelled is None else labelled | valid
         if not classes and head.task == "semantic" and head.out_channels > 1:
-            values = label[valid]
-            classes = {
-                int(c): _subsample(np.flatnonzero(valid & (label == c))) for c in np.unique(values)
-            }
+            if label.shape[0] > 1:  # one mask per class: class c + 1 is channel c
+                classes = {
+                    c + 1: _subsample(np.flatnonzero(m)) for c, m in enumerate(marked) if m.any()
+                }
+            else:
+                values = label[0][valid]
+                classes = {
+                    int(c): _subsample(np.flatnonzero(valid & (label[0] == c)))
+                    for c in np.unique(values)
+                }
     assert labelled is not None
     return Foreground(_subsample(np.flatnonzero(labelled)), classes)
 

@@ -1,0 +1,49 @@
+"""Noise2Void: self-supervised denoising from noisy images alone, as a training augmentation.
+
+A head whose target is the input image itself (``target = "IM"``) would learn the identity.
+The ``n2v_mask`` augmentation hides a few pixels of the input (each replaced by a random
+neighbour) and trains that head on those pixels only (its weight is 0 elsewhere), so the
+network must predict each pixel from its surroundings: the blind spot. It must come last in
+``data.augment``, after the spatial augmentations, so that the hidden pixels are the ones the
+network sees hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
+
+from bioim2im.errors import UserError
+from bioim2im.registry import Registrar
+
+if TYPE_CHECKING:
+    from bioim2im.data.transforms import Augmentation
+
+
+def n2v_mask(
+    *,
+    fraction: Annotated[float, Field(gt=0.0, le=0.5)] = 0.002,
+    window: Annotated[int, Field(ge=3)] = 5,
+    heads: list[str] | None = None,
+    keys: Sequence[str] = ("image",),
+) -> Augmentation:
+    """Noise2Void blind spots: replace a fraction of input pixels by a random neighbour in a window and train the heads on those pixels only (last in data.augment)."""
+    from bioim2im.builtins._n2v import BlindSpotMask
+
+    if window % 2 == 0:
+        raise UserError(f"transform 'n2v_mask': window must be odd, got {window}")
+    present = [k.removeprefix("weight/") for k in keys if k.startswith("weight/")]
+    chosen = present if heads is None else heads
+    unknown = sorted(set(chosen) - set(present))
+    if unknown:
+        raise UserError(
+            f"transform 'n2v_mask': heads {unknown} are not heads of the model {present}"
+        )
+    return BlindSpotMask(fraction, window, [f"weight/{h}" for h in chosen])
+
+
+def register(registry: Registrar) -> None:
+    # Interpolating augmentations after it would blend the hidden pixels back into view.
+    registry.add("n2v_mask", n2v_mask, role="augment", runs_last=True)

@@ -1,0 +1,74 @@
+"""n2v-2d end to end (Noise2Void): trained on noisy images alone, it denoises them; and the
+``n2v_mask`` augmentation that makes the blind spots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from task_helpers import images, percentile_normalized, tiny, train_and_predict, write_images
+
+from bioim2im.errors import UserError
+from bioim2im.evaluate import evaluate
+from bioim2im.metrics.regression import psnr
+from bioim2im.plugins import get_registry
+
+KEYS = ["image", "target/restored", "weight/restored"]
+
+
+def mask(**params: object):
+    return get_registry().get("transform", "n2v_mask").build(params, spatial_dims=2, keys=KEYS)
+
+
+def test_n2v_mask_hides_a_few_pixels_behind_neighbours_and_trains_only_on_them() -> None:
+    image = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
+    weight = np.ones((1, 64, 64), np.float32)
+    weight[:, :, :32] = 0.5
+    sample = {"image": image, "target/restored": image.copy(), "weight/restored": weight}
+
+    out = mask(fraction=0.01)(sample, np.random.default_rng(1))
+
+    masked = out["weight/restored"] > 0
+    assert masked.sum() == round(0.01 * 64 * 64)
+    assert np.array_equal(out["weight/restored"][masked], weight[masked])  # times the cost map
+    changed = out["image"] != image
+    assert np.array_equal(changed, masked)
+    assert np.array_equal(out["target/restored"], image)  # the target keeps the true pixels
+    # Each hidden pixel now shows another pixel of its 5x5 neighbourhood.
+    for _, y, x in zip(*np.nonzero(masked), strict=True):
+        box = image[0, max(0, y - 2) : y + 3, max(0, x - 2) : x + 3]
+        assert out["image"][0, y, x] in box
+    again = mask(fraction=0.01)(sample, np.random.default_rng(1))
+    assert np.array_equal(again["image"], out["image"])
+
+
+def test_n2v_mask_must_be_the_last_augmentation(tmp_path: Path) -> None:
+    from bioim2im.config import load_preset
+    from bioim2im.data.pipeline import augmentation
+
+    preset = load_preset(
+        Path(__file__).resolve().parents[2] / "presets" / "n2v-2d.toml",
+        ['data.augment=[{ name = "n2v_mask" }, { name = "flip" }]'],
+    )
+    with pytest.raises(UserError, match="'n2v_mask' must be the last augmentation"):
+        augmentation(preset, get_registry())
+
+
+@pytest.mark.slow
+def test_n2v_2d_denoises_without_clean_images(synthetic, tmp_path: Path) -> None:
+    data, held_out = synthetic("restoration", (64, 64))  # trains on IM/ alone
+    size = ["data.patch_size=[64, 64]", "data.batch_size=4", "predict.roi_size=[64, 64]"]
+    run = train_and_predict("n2v-2d", tiny(data, 100, *size), held_out, tmp_path)
+    # Nothing clean to validate against: no validation split, the final weights are the model.
+    assert json.loads((run.run_dir / "split.json").read_text())["val"] == {}
+
+    # The model estimates the noise-free image on the noisy input's scale.
+    noisy, clean = images(held_out / "IM"), images(held_out / "GT")
+    truths = {k: percentile_normalized(clean[k], reference=noisy[k]) for k in clean}
+    report = evaluate(
+        run.predictions, write_images(tmp_path / "truth", truths, "YX"), head="restored"
+    )
+    baseline = np.mean([psnr(percentile_normalized(noisy[k]), t) for k, t in truths.items()])
+    assert report.aggregate["psnr"] > baseline + 2, (report.aggregate, baseline)
