@@ -46,7 +46,7 @@ def bioim2im_samples_per_s(
     from bioim2im.api import train
 
     preset = run_dir.parent / f"{run_dir.name}.toml"
-    preset.write_text('extends = "segmentation-2d"\n')
+    preset.write_text(f'extends = "segmentation-{len(case["patch"])}d"\n')
     log_every = warmup
     train(
         preset,
@@ -150,7 +150,7 @@ def baseline_samples_per_s(data: Path, case: dict, steps: int, warmup: int, work
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        float(loss)
+        loss.detach().item()  # synchronise, as a logging loop would
     return steps * case["batch"] / (time.perf_counter() - start)
 
 

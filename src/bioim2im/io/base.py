@@ -16,6 +16,7 @@ Anything else needs explicit axes.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,7 +68,9 @@ _MICROMETERS_PER_UNIT = {
 
 
 # What decoding a damaged file raises (tifffile, imagecodecs, numcodecs, short reads).
-_UNREADABLE = (OSError, ValueError, RuntimeError)
+# Decoding errors: imagecodecs raises RuntimeError subclasses, Python's zlib (used by tifffile
+# when imagecodecs is not installed) raises zlib.error.
+_UNREADABLE = (OSError, ValueError, RuntimeError, zlib.error)
 
 
 @runtime_checkable
