@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,14 +32,14 @@ class BlindSpotMask:
         count = max(1, round(self.fraction * math.prod(shape)))
         pixels = np.unravel_index(rng.choice(math.prod(shape), count, replace=False), shape)
         neighbours = self._neighbours(np.stack(pixels), shape, rng)
+        hidden: tuple[Any, ...] = (slice(None), *pixels)
+        shown: tuple[Any, ...] = (slice(None), *neighbours)
         out = dict(sample)
-        masked = image.copy()
-        masked[(slice(None), *pixels)] = image[(slice(None), *neighbours)]
-        out["image"] = masked
+        out["image"] = image.copy()
+        out["image"][hidden] = image[shown]
         for key in self.weight_keys:
-            weight = np.zeros_like(sample[key])
-            weight[(slice(None), *pixels)] = sample[key][(slice(None), *pixels)]
-            out[key] = weight
+            out[key] = np.zeros_like(sample[key])
+            out[key][hidden] = sample[key][hidden]
         return out
 
     def _neighbours(

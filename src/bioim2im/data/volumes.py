@@ -486,7 +486,7 @@ def _foreground(labels: Mapping[str, np.ndarray], prep: Preparation) -> Foregrou
         marked = label > 0
         if head.ignore_value is not None:
             marked &= label != head.ignore_value
-        valid = marked.any(axis=0)
+        valid = np.asarray(marked.any(axis=0))
         labelled = valid if labelled is None else labelled | valid
         if not classes and head.task == "semantic" and head.out_channels > 1:
             if label.shape[0] > 1:  # one mask per class: class c + 1 is channel c
