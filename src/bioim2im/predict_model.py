@@ -4,8 +4,8 @@ preset and, per head, what prediction writes (geometry, postprocessing, channels
 A head's postprocessing chain is split where it stops being *pointwise*: sigmoid, softmax,
 argmax and threshold look at one voxel at a time and run on each block as it is predicted; the
 steps from the first other one on (connected components, watershed, size filters, hole filling)
-need a voxel's neighbours and run after prediction on blocks with a halo, object ids being
-stitched across blocks for instance heads.
+need a voxel's neighbours and run after prediction on blocks with a halo; when they number
+objects (connected components, watershed), the ids are stitched across blocks.
 """
 
 from __future__ import annotations
