@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable
-from importlib.metadata import entry_points, version
+from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
@@ -98,10 +98,3 @@ def build_registry(plugins: Iterable[Plugin]) -> ComponentRegistry:
 def get_registry() -> ComponentRegistry:
     """The registry of this environment's plugins, built once per process."""
     return build_registry(discover())
-
-
-def distribution_version(name: str) -> str:
-    try:
-        return version(name)
-    except Exception:
-        return "unknown"

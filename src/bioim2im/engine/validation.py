@@ -10,18 +10,19 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from bioim2im.config import HeadConfig
     from bioim2im.engine.trainer import Trainer
+    from bioim2im.registry import ComponentRegistry
 
 
-def postprocess_chain(trainer_or_registry: Any, head: Any) -> list[Any]:
-    registry = getattr(trainer_or_registry, "registry", trainer_or_registry)
+def postprocess_chain(registry: ComponentRegistry, head: HeadConfig) -> list[Any]:
     return [registry.build("postprocessor", step) for step in head.postprocess]
 
 
 def validate(trainer: Trainer, model: nn.Module) -> dict[str, float]:
     preset, cfg = trainer.preset, trainer.preset.train
     heads = preset.model.heads
-    chains = {name: postprocess_chain(trainer, head) for name, head in heads.items()}
+    chains = {name: postprocess_chain(trainer.registry, head) for name, head in heads.items()}
     metrics = {
         name: [trainer.registry.build("metric", m) for m in head.metrics]
         for name, head in heads.items()
