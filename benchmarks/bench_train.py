@@ -5,8 +5,10 @@ patch size, batch size and TIFF files on disk, for a 2D and a 3D case, in one ru
 bioim2im figure is the engine's own samples/s from metrics.jsonl after the warm-up window;
 the baseline is timed over the same number of steps after the same warm-up.
 
-    python benchmarks/bench_train.py [--steps 60] [--warmup 10] [--workers 1]
+    python benchmarks/bench_train.py [--steps 60] [--warmup 10] [--workers 1] [--repeats 1]
 
+With --repeats N each case runs both loops N times, alternating which goes first, and reports
+the median of each, so that a change in the machine's load does not fall on one side only.
 The last line printed is one JSON object; `ratio` = bioim2im / baseline (higher is better).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -160,6 +163,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cases", default="2d,3d")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
     from bioim2im.data.synthetic import write_dataset
@@ -176,10 +180,26 @@ def main() -> None:
                 seed=0,
                 label_kind="semantic",
             )
-            ours = bioim2im_samples_per_s(
-                data, case, args.steps, args.warmup, args.workers, Path(tmp) / f"run-{name}"
-            )
-            theirs = baseline_samples_per_s(data, case, args.steps, args.warmup, args.workers)
+            ours_runs: list[float] = []
+            theirs_runs: list[float] = []
+            for repeat in range(args.repeats):
+                run_dir = Path(tmp) / f"run-{name}-{repeat}"
+                ours_first = repeat % 2 == 0
+                if not ours_first:
+                    theirs_runs.append(
+                        baseline_samples_per_s(data, case, args.steps, args.warmup, args.workers)
+                    )
+                ours_runs.append(
+                    bioim2im_samples_per_s(
+                        data, case, args.steps, args.warmup, args.workers, run_dir
+                    )
+                )
+                if ours_first:
+                    theirs_runs.append(
+                        baseline_samples_per_s(data, case, args.steps, args.warmup, args.workers)
+                    )
+            ours = statistics.median(ours_runs)
+            theirs = statistics.median(theirs_runs)
             figures[f"{name}_bioim2im_samples_per_s"] = round(ours, 2)
             figures[f"{name}_baseline_samples_per_s"] = round(theirs, 2)
             figures[f"{name}_ratio"] = round(ours / theirs, 3)
@@ -190,6 +210,7 @@ def main() -> None:
             )
     ratios = [v for k, v in figures.items() if k.endswith("_ratio")]
     figures["ratio"] = round(math.prod(ratios) ** (1 / len(ratios)), 3)
+    figures["repeats"] = args.repeats
     figures["device"] = "cpu"
     figures["torch_threads"] = torch.get_num_threads()
     print(json.dumps(figures))
