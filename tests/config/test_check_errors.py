@@ -138,3 +138,44 @@ name = "unet"
 """
     err = _check(cli, write_preset, text)
     assert "model.heads" in err
+
+
+PIX2PIX = 'extends = "pix2pix-2d"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            BASE + "[predict]\nroi_size = [32, 32, 32]\n",
+            "predict.roi_size has 3 numbers but data.patch_size has 2 (YX); give 2",
+        ),
+        (
+            BASE + "[data]\nvoxel_size = [1.0, 0.5, 0.5]\n",
+            "data.voxel_size has 3 numbers but data.patch_size has 2",
+        ),
+        (BASE + "[predict]\noverlap = [0.25]\n", "predict.overlap has 1 numbers"),
+        (
+            BASE + '[data]\naxes = "ZYX"\n',
+            "data.axes 'ZYX' has 3 spatial axes but data.patch_size has 2",
+        ),
+        (
+            PIX2PIX + '[adversarial]\nhead = "seg"\n',
+            "adversarial.head 'seg' is not a head; heads: ['translated']",
+        ),
+        (
+            PIX2PIX + "[adversarial]\ncycle = true\n",
+            "adversarial.cycle = true (CycleGAN) needs data.unpaired = true",
+        ),
+        (
+            BASE + "[data]\nunpaired = true\n",
+            "data.unpaired = true needs [adversarial] with cycle = true (CycleGAN)",
+        ),
+        (
+            PIX2PIX + "[data]\nunpaired = true\n",
+            "data.unpaired = true needs [adversarial] with cycle = true (CycleGAN)",
+        ),
+    ],
+)
+def test_rules_spanning_sections_name_the_keys(cli, write_preset, text: str, message: str) -> None:
+    assert message in _check(cli, write_preset, text)

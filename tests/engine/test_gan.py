@@ -166,7 +166,7 @@ def test_two_process_cyclegan_with_accumulation_and_identity_loss(
     ("base", "setting", "message"),
     [
         ("cyclegan-2d", "adversarial.conditional=true", "set adversarial.conditional = false"),
-        ("cyclegan-2d", "adversarial.cycle=false", "set adversarial.cycle = true"),
+        ("cyclegan-2d", "adversarial.cycle=false", "needs [adversarial] with cycle = true"),
         ("cyclegan-2d", "model.heads.translated.task='semantic'", 'task = "regression"'),
         ("pix2pix-2d", "adversarial.discriminator.layers=4", "cannot judge patches"),
     ],

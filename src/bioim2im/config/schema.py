@@ -324,6 +324,12 @@ class Preset(StrictModel):
                 )
             if adversarial.cycle and not self.data.unpaired:
                 raise ValueError("adversarial.cycle = true (CycleGAN) needs data.unpaired = true")
+        if self.data.unpaired and (adversarial is None or not adversarial.cycle):
+            raise ValueError(
+                "data.unpaired = true needs [adversarial] with cycle = true (CycleGAN): a loss "
+                "that compares each output with its target has nothing to learn from unaligned "
+                "targets (see the cyclegan-2d preset)"
+            )
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]
             if len(spatial) != dims:

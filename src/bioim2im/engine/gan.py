@@ -326,11 +326,6 @@ def _check(preset: Preset, adversarial: AdversarialConfig, head: str) -> None:
             f"adversarial training judges images: model.heads.{head} must have task = "
             f'"regression", not "{spec.task}"'
         )
-    if preset.data.unpaired and not adversarial.cycle:
-        raise UserError(
-            "data.unpaired = true: targets do not match inputs, so the heads' losses cannot be "
-            "used; set adversarial.cycle = true (CycleGAN)"
-        )
     if not adversarial.cycle:
         return
     if len(preset.model.heads) != 1:
