@@ -72,7 +72,13 @@ def bioim2im_register_losses(registry: Registrar) -> None:
 def bioim2im_register_transforms(registry: Registrar) -> None:
     """Register transforms: normalizations and augmentations applied to training samples.
 
-    Factories may accept ``spatial_dims`` by keyword and return a callable on a sample dict.
+    A normalization's factory returns a callable on one image (C, *spatial) -> float32; pass
+    ``role="normalize"``. An augmentation's returns ``t(sample, rng) -> sample`` on a dict of
+    float32 arrays (C, *spatial) keyed ``image``, ``target/<head>``, ``weight/<head>``; pass
+    ``role="augment"``. Its factory may accept, by keyword, the structural arguments
+    ``spatial_dims``; ``keys`` (every array that moves with the image); ``image_keys`` (those an
+    intensity change applies to: the input); ``label_keys`` (labels and masks, to be resampled as
+    nearest; regression targets are in neither and are interpolated like the image).
     """
 
 

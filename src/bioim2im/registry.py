@@ -35,7 +35,7 @@ STRUCTURAL: dict[str, frozenset[str]] = {
     "head": frozenset({"spatial_dims", "in_channels", "out_channels"}),
     "discriminator": frozenset({"spatial_dims", "in_channels"}),
     "loss": frozenset({"spatial_dims"}),
-    "transform": frozenset({"spatial_dims", "keys", "image_keys"}),
+    "transform": frozenset({"spatial_dims", "keys", "image_keys", "label_keys"}),
     "postprocessor": frozenset({"spatial_dims"}),
     "metric": frozenset({"spatial_dims"}),
     "optimizer": frozenset({"parameters"}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,35 @@ def test_monai_rejects_names_outside_monai_transforms() -> None:
         build("monai", transform="os.system")
     with pytest.raises(UserError, match="RandGaussianSmoothd"):
         build("monai", transform="RandGaussianSmoothd", args={"no_such_option": 1})
+
+
+@pytest.mark.parametrize("name", ["affine", "elastic"])
+def test_a_regression_target_is_resampled_like_the_image_and_labels_as_nearest(
+    name: str,
+) -> None:
+    from bioim2im.config import load_preset
+    from bioim2im.data.pipeline import augmentation, sample_keys
+
+    # A semantic head and a regression head (whose target here equals the image).
+    presets = Path(__file__).resolve().parents[2] / "presets"
+    preset = load_preset(
+        presets / "segmentation-2d.toml",
+        [
+            f"data.augment=[{{ name = '{name}', prob = 1.0 }}]",
+            "model.heads.fluo={ name = 'conv', task = 'regression', loss = { name = 'mse' } }",
+        ],
+    )
+    assert sample_keys(list(preset.model.heads)) == [
+        "image", "target/seg", "target/fluo", "weight/seg", "weight/fluo",
+    ]  # fmt: skip
+    sample = blobs((64, 64))
+    sample["target/fluo"] = sample["image"].copy()
+    sample["weight/fluo"] = sample["weight/seg"].copy()
+    compose = augmentation(preset, get_registry())
+    assert compose is not None
+    out = compose(sample, np.random.default_rng(3))
+
+    assert not np.array_equal(out["image"], sample["image"])
+    assert np.allclose(out["target/fluo"], out["image"], atol=1e-5)  # interpolated the same way
+    assert set(np.unique(out["target/seg"])) <= {0.0, 1.0}
+    assert set(np.unique(out["weight/seg"])) <= {0.0, 1.0}

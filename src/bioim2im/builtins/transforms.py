@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Range = tuple[float, float]
 DEFAULT_KEYS = ("image",)
+# Structural arguments (set by the data pipeline, not by presets): `keys` are all arrays of a
+# sample that move together (image, each head's target and weight map); `image_keys` are those
+# intensity augmentations change (the input); `label_keys` are those holding labels or masks,
+# which spatial resampling takes as nearest (default: every key but image_keys). A regression
+# target is in neither: it moves with the image and is interpolated like it.
 
 
 def _ordered(transform: str, key: str, value: Range, minimum: float = 0.0) -> None:
@@ -101,6 +106,7 @@ def affine(
     spatial_dims: int = 2,
     keys: Sequence[str] = DEFAULT_KEYS,
     image_keys: Sequence[str] = DEFAULT_KEYS,
+    label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
     """Random rotation (±rotate_range radians, in-plane) and scaling (1 ± scale_range) via MONAI RandAffine."""
     from bioim2im.data import transforms
@@ -112,6 +118,7 @@ def affine(
         spatial_dims=spatial_dims,
         keys=keys,
         image_keys=image_keys,
+        label_keys=label_keys,
     )
 
 
@@ -124,6 +131,7 @@ def elastic(
     spatial_dims: int = 2,
     keys: Sequence[str] = DEFAULT_KEYS,
     image_keys: Sequence[str] = DEFAULT_KEYS,
+    label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
     """Elastic deformation via MONAI Rand2DElastic (control-point spacing) / Rand3DElastic (sigma_range)."""
     from bioim2im.data import transforms
@@ -143,6 +151,7 @@ def elastic(
         spatial_dims=spatial_dims,
         keys=keys,
         image_keys=image_keys,
+        label_keys=label_keys,
     )
 
 
@@ -205,12 +214,18 @@ def monai(
     spatial_dims: int = 2,
     keys: Sequence[str] = DEFAULT_KEYS,
     image_keys: Sequence[str] = DEFAULT_KEYS,
+    label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
     """Any MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}."""
     from bioim2im.data.transforms import monai_transform
 
     return monai_transform(
-        transform, args or {}, spatial_dims=spatial_dims, keys=keys, image_keys=image_keys
+        transform,
+        args or {},
+        spatial_dims=spatial_dims,
+        keys=keys,
+        image_keys=image_keys,
+        label_keys=label_keys,
     )
 
 

@@ -96,10 +96,19 @@ def augmentation(preset: Preset, registry: ComponentRegistry) -> Compose | None:
             )
         if extras.get("runs_last") and position < len(preset.data.augment):
             raise UserError(f"data.augment: '{spec.name}' must be the last augmentation")
+    # Regression targets are intensities: resampled like the image, but not augmented like it.
+    heads = preset.model.heads
+    labels = [f"target/{h}" for h, spec in heads.items() if spec.task != "regression"]
+    labels += [f"weight/{h}" for h in heads]
     return Compose(
         [
             registry.build(
-                "transform", spec, spatial_dims=preset.spatial_dims, keys=keys, image_keys=["image"]
+                "transform",
+                spec,
+                spatial_dims=preset.spatial_dims,
+                keys=keys,
+                image_keys=["image"],
+                label_keys=labels,
             )
             for spec in preset.data.augment
         ]

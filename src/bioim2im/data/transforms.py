@@ -266,7 +266,10 @@ class _Monai(_Random):
     options: Mapping[str, Any] = field(default_factory=dict)
     transform_keys: Sequence[str] = ()
     image_mode: str | None = None
-    """Interpolation of the image keys; the other keys get "nearest". None: leave ``mode``."""
+    """Interpolation of the keys that hold intensities; label keys get "nearest". None: leave
+    ``mode``."""
+    label_keys: Sequence[str] | None = None
+    """Keys holding labels or masks (resampled as nearest); None: every key not in image_keys."""
     _built: Any = field(default=None, init=False, repr=False)
 
     def build(self) -> Any:
@@ -274,8 +277,13 @@ class _Monai(_Random):
 
         kwargs = dict(self.options)
         if self.image_mode is not None:
+            labels = (
+                [k for k in self.keys if k not in self.image_keys]
+                if self.label_keys is None
+                else self.label_keys
+            )
             kwargs["mode"] = [
-                self.image_mode if k in self.image_keys else "nearest" for k in self.transform_keys
+                "nearest" if k in labels else self.image_mode for k in self.transform_keys
             ]
         try:
             return getattr(mt, self.name)(keys=list(self.transform_keys), **kwargs)
@@ -315,6 +323,7 @@ def affine(
     spatial_dims: int,
     keys: Sequence[str],
     image_keys: Sequence[str],
+    label_keys: Sequence[str] | None = None,
 ) -> _Monai:
     # In 3D only in-plane (YX) rotations: microscopy volumes are rarely isotropic.
     rotate = rotate_range if spatial_dims == 2 else (rotate_range, 0.0, 0.0)
@@ -324,7 +333,9 @@ def affine(
         "scale_range": scale_range,
         "padding_mode": "reflection",
     }
-    return _Monai(prob, spatial_dims, keys, image_keys, "RandAffined", options, keys, "bilinear")
+    return _Monai(
+        prob, spatial_dims, keys, image_keys, "RandAffined", options, keys, "bilinear", label_keys
+    )
 
 
 def elastic(
@@ -336,6 +347,7 @@ def elastic(
     spatial_dims: int,
     keys: Sequence[str],
     image_keys: Sequence[str],
+    label_keys: Sequence[str] | None = None,
 ) -> _Monai:
     options: dict[str, Any] = {
         "prob": 1.0,
@@ -346,7 +358,7 @@ def elastic(
         name, options["spacing"] = "Rand2DElasticd", spacing
     else:
         name, options["sigma_range"] = "Rand3DElasticd", sigma_range
-    return _Monai(prob, spatial_dims, keys, image_keys, name, options, keys, "bilinear")
+    return _Monai(prob, spatial_dims, keys, image_keys, name, options, keys, "bilinear", label_keys)
 
 
 def monai_transform(
@@ -356,12 +368,13 @@ def monai_transform(
     spatial_dims: int,
     keys: Sequence[str],
     image_keys: Sequence[str],
+    label_keys: Sequence[str] | None = None,
 ) -> _Monai:
     """Any dictionary transform of ``monai.transforms`` by class name.
 
     Without ``keys`` in ``args`` an intensity transform gets the image keys and any other one
-    every key; a spatial transform that takes ``mode`` interpolates non-image keys with
-    ``nearest`` unless ``args`` sets ``mode``.
+    every key; a spatial transform that takes ``mode`` interpolates label keys (default: the
+    non-image keys) with ``nearest`` unless ``args`` sets ``mode``.
     """
     import monai.transforms as mt
 
@@ -391,7 +404,7 @@ def monai_transform(
     if mode is not None and "mode" not in options and not intensity:
         image_mode = str(mode.default)
     transform = _Monai(
-        1.0, spatial_dims, keys, image_keys, name, options, transform_keys, image_mode
+        1.0, spatial_dims, keys, image_keys, name, options, transform_keys, image_mode, label_keys
     )
     transform.build()  # fail now, on the user's arguments, rather than later in a worker
     return transform
