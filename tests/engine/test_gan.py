@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from bioim2im.data.loader import make_loader
 from bioim2im.data.pipeline import training_datasets
 from bioim2im.engine.checkpoint import load_checkpoint
 from bioim2im.engine.distributed import DistEnv
-from bioim2im.engine.gan import GanTrainer
+from bioim2im.engine.gan import GanTrainer, ImagePool
 from bioim2im.plugins import get_registry
 
 # Networks a few kilobytes big on 32x32 patches: a step takes milliseconds.
@@ -127,10 +128,29 @@ def test_the_generators_adversarial_loss_leaves_the_discriminator_alone(
     assert all(p.requires_grad for p in trainer.discriminators.parameters())
 
 
+def test_the_image_pool_fills_then_swaps_about_half_of_the_fakes_for_older_ones() -> None:
+    pool = ImagePool(4)
+    rng = np.random.default_rng(0)
+    first = torch.arange(3.0).reshape(3, 1)
+    assert torch.equal(pool.exchange(first, rng), first)  # filling: the fakes themselves
+    judged = [pool.exchange(torch.full((2, 1), 10.0 + step), rng) for step in range(200)]
+    assert len(pool.images) == 4
+    older = sum(int((j < 10.0 + step).sum()) for step, j in enumerate(judged))
+    assert 150 < older < 250  # each of the 400 fakes is swapped with probability 1/2
+    assert all(bool((j <= 10.0 + step).all()) for step, j in enumerate(judged))  # never newer
+    again = ImagePool(4)
+    again.load(pool.state(), torch.device("cpu"))
+    rngs = np.random.default_rng(1), np.random.default_rng(1)
+    fakes = torch.full((2, 1), -1.0)
+    assert torch.equal(pool.exchange(fakes, rngs[0]), again.exchange(fakes, rngs[1]))
+    assert torch.equal(ImagePool(0).exchange(fakes, rng), fakes)
+
+
 def test_a_resumed_run_ends_like_an_uninterrupted_one(preset: Path, tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(preset, run_dir=straight)
-    train(preset, ["train.steps=3"], run_dir=resumed)
+    pool = "adversarial.pool_size=3"  # full after two steps: the resumed run swaps from it
+    train(preset, [pool], run_dir=straight)
+    train(preset, [pool, "train.steps=3"], run_dir=resumed)
     train(resume=resumed, overrides=["train.steps=6"])
 
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
@@ -142,6 +162,10 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(preset: Path, tmp_path: Pa
         for key, value in a[network].items():
             torch.testing.assert_close(b[network][key], value, rtol=1e-5, atol=1e-6)
     assert b["discriminator_optimizer"]["state"]
+    assert a["image_pools"].keys() == b["image_pools"].keys()
+    for domain, images in a["image_pools"].items():
+        assert images.shape[0] == 3
+        torch.testing.assert_close(b["image_pools"][domain], images, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.distributed
@@ -152,7 +176,7 @@ def test_two_process_cyclegan_with_accumulation_and_identity_loss(
     preset.write_text(TINY.format(base="cyclegan-2d", data=datasets["cyclegan-2d"]))
     run = tmp_path / "ddp"
     settings = ["train.steps=2", "data.batch_size=4", "train.accumulate=2"]
-    settings += ["adversarial.identity_weight=5.0", "train.val_every=2"]
+    settings += ["adversarial.identity_weight=5.0", "train.val_every=2", "adversarial.pool_size=6"]
     command = [sys.executable, "-m", "bioim2im", "train", str(preset), "--devices", "2"]
     command += ["--run-dir", str(run), *(arg for s in settings for arg in ("--set", s))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)

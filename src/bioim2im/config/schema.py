@@ -263,6 +263,9 @@ class AdversarialConfig(StrictModel):
     """Weight of the cycle-consistency (L1) loss."""
     identity_weight: float = Field(0.0, ge=0.0)
     """Weight of CycleGAN's identity loss (0 disables it)."""
+    pool_size: int = Field(0, ge=0)
+    """Generated images kept per discriminator (CycleGAN: 50): each is shown a random half of
+    older outputs, which keeps it from chasing the generator's latest step. 0: no pool."""
 
 
 class LoggingConfig(StrictModel):

@@ -14,6 +14,12 @@ L1(G_AB(G_BA(b)), b)) + ``identity_weight`` x (L1(G_AB(b), b) + L1(G_BA(a), a)).
 losses are not used: a target patch is no match for its input. Validation reports the cycle
 losses.
 
+With ``adversarial.pool_size`` > 0 (CycleGAN: 50) each discriminator judges, for each fake, either
+it or one of up to ``pool_size`` older fakes (Shrivastava et al. 2017, as CycleGAN's code does):
+the pool sees the global batch (gathered from every rank, in rank order) and its random choices
+are a function of seed, step and micro-batch, so every rank holds the same pool, the checkpoint
+keeps it, and ``--resume`` goes on exactly.
+
 Each step computes the generators' and the discriminators' gradients on the same batches
 (accumulated over ``train.accumulate`` micro-batches), then steps both, each with its own
 optimizer, gradient scaler (fp16) and ``train.scheduler`` schedule. The checkpoint's ``model``
@@ -28,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +68,50 @@ def frozen(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.requires_grad_(True)
+
+
+class ImagePool:
+    """The last ``size`` generated images a discriminator has seen (see the module docstring)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def exchange(self, fakes: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """What the discriminator judges instead of ``fakes`` (N, ...), image by image: while the
+        pool fills, the fake itself (kept); then, with probability 1/2, a random older fake
+        (replaced by this one), else this one."""
+        if self.size == 0:
+            return fakes
+        judged = []
+        for image in fakes.detach():
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                judged.append(image)
+            elif rng.random() < 0.5:
+                index = int(rng.integers(self.size))
+                judged.append(self.images[index])
+                self.images[index] = image.clone()
+            else:
+                judged.append(image)
+        return torch.stack(judged)
+
+    def state(self) -> torch.Tensor | None:
+        return torch.stack(self.images).cpu() if self.images else None
+
+    def load(self, images: torch.Tensor | None, device: torch.device) -> None:
+        self.images = [] if images is None else list(images.to(device).unbind(0))
+
+
+def gathered(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """``tensor`` of every rank, concatenated in rank order along the batch axis."""
+    if not env.distributed:
+        return tensor
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(env.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
 
 
 def reversed_preset(preset: Preset, head: str) -> Preset:
@@ -126,6 +177,8 @@ class GanTrainer(Trainer):
         self.discriminator_scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.scaler.is_enabled()
         )
+        self.pools = {domain: ImagePool(adversarial.pool_size) for domain in judged}
+        self._pool_rng = np.random.default_rng(0)
         # What the training step calls: DDP wrappers under torchrun, the networks otherwise.
         self.forward_ba = None if self.generator_ba is None else self._parallel(self.generator_ba)
         self.forward_discriminators = {d: self._parallel(m) for d, m in self.discriminators.items()}
@@ -188,8 +241,12 @@ class GanTrainer(Trainer):
         self, domain: str, real: torch.Tensor, fake: torch.Tensor
     ) -> torch.Tensor:
         judge, mode = self.forward_discriminators[domain], self.adversarial.mode
+        fake = fake.detach()
+        if self.pools[domain].size:
+            everyone = self.pools[domain].exchange(gathered(fake, self.env), self._pool_rng)
+            fake = everyone.chunk(self.env.world_size)[self.env.rank]
         with self._autocast():
-            real_logits, fake_logits = judge(real), judge(fake.detach())
+            real_logits, fake_logits = judge(real), judge(fake)
         return (
             adversarial_loss(real_logits, True, mode) + adversarial_loss(fake_logits, False, mode)
         ) / 2
@@ -268,6 +325,7 @@ class GanTrainer(Trainer):
         sums: dict[str, torch.Tensor] = {}
         for micro in range(accumulate):
             batch = self._to_device(next(batches))
+            self._pool_rng = np.random.default_rng([self.preset.train.seed, self.step, micro])
             with self._no_sync(sync=micro == accumulate - 1):
                 if self.generator_ba is None:
                     total, adv_d, values = self._pix2pix_losses(batch)
@@ -304,6 +362,7 @@ class GanTrainer(Trainer):
         }
         if self.generator_ba is not None:
             state["generator_ba"] = self.generator_ba.state_dict()
+        state["image_pools"] = {domain: pool.state() for domain, pool in self.pools.items()}
         component = self.registry.get("discriminator", self.adversarial.discriminator.name)
         state["versions"][component.package] = component.version
         return state
@@ -316,6 +375,9 @@ class GanTrainer(Trainer):
         self.discriminator_scaler.load_state_dict(state["discriminator_scaler"])
         if self.generator_ba is not None:
             self.generator_ba.load_state_dict(state["generator_ba"])
+        for domain, images in state.get("image_pools", {}).items():
+            if domain in self.pools:
+                self.pools[domain].load(images, self.device)
 
 
 def _check(preset: Preset, adversarial: AdversarialConfig, head: str) -> None:
