@@ -91,7 +91,8 @@ def _all_changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bo
 
 
 @pytest.mark.parametrize(
-    "setting", ["train.accumulate=1", "train.accumulate=2", "train.amp='bf16'"]
+    "setting",
+    ["train.accumulate=1", "train.accumulate=2", "train.amp='bf16'", "train.channels_last=true"],
 )
 def test_one_step_updates_every_network_once(preset: Path, tmp_path: Path, setting: str) -> None:
     trainer = _trainer(preset, tmp_path, setting)

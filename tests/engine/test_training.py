@@ -145,3 +145,24 @@ def test_amp_settings_run_on_cpu(tiny_preset, tmp_path: Path, amp: str) -> None:
         train(tiny_preset(), ["train.steps=2", f"train.amp={amp}"], run_dir=tmp_path / amp)["step"]
         == 2
     )
+
+
+# torch.compile imports torch.utils.mkldnn, which warns about its own use of torch.jit.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
+def test_channels_last_and_compile_train_the_same_model(
+    tiny_preset, tmp_path: Path, option: str
+) -> None:
+    settings = ["train.steps=4", "train.log_every=1", "train.val_every=4"]
+    train(tiny_preset(), settings, run_dir=tmp_path / "eager")
+    train(tiny_preset(), [*settings, option], run_dir=tmp_path / "other")
+    curves = [
+        [r["loss"] for r in _records(tmp_path / n) if "loss" in r] for n in ("eager", "other")
+    ]
+    assert len(curves[1]) == 4
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-3)
+    # The checkpoint holds the plain model (no torch.compile wrapper names): predict loads it.
+    eager, other = (
+        load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("eager", "other")
+    )
+    assert other["model"].keys() == eager["model"].keys()

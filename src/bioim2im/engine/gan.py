@@ -185,15 +185,23 @@ class GanTrainer(Trainer):
 
     # ---- set-up helpers -------------------------------------------------------------------
     def _distributable(self, module: nn.Module) -> nn.Module:
-        if self.env.distributed and self.preset.train.sync_batchnorm:
+        """``module`` on the device, set up as ``train`` sets up the generator."""
+        cfg = self.preset.train
+        if self.env.distributed and cfg.sync_batchnorm:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return module.to(self.device)
+        module = module.to(self.device)
+        if cfg.channels_last:
+            module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
+        return module
 
     def _parallel(self, module: nn.Module) -> nn.Module:
-        if not self.env.distributed:
-            return module
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)
+        """What the training step calls: under DDP and ``train.compile`` as the generator is."""
+        if self.env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        if self.preset.train.compile:
+            module = torch.compile(module)  # type: ignore[assignment]
+        return module
 
     def _discriminator(self, channels: int) -> nn.Module:
         spec = self.adversarial.discriminator
