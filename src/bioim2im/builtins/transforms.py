@@ -23,11 +23,8 @@ if TYPE_CHECKING:
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Range = tuple[float, float]
 DEFAULT_KEYS = ("image",)
-# Structural arguments (set by the data pipeline, not by presets): `keys` are all arrays of a
-# sample that move together (image, each head's target and weight map); `image_keys` are those
-# intensity augmentations change (the input); `label_keys` are those holding labels or masks,
-# which spatial resampling takes as nearest (default: every key but image_keys). A regression
-# target is in neither: it moves with the image and is interpolated like it.
+# `keys`, `image_keys`, `label_keys`: structural arguments set by the data pipeline, as
+# hookspecs.bioim2im_register_transforms describes (label_keys None: every key but image_keys).
 
 
 def _ordered(transform: str, key: str, value: Range, minimum: float = 0.0) -> None:
