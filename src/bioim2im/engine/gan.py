@@ -184,25 +184,6 @@ class GanTrainer(Trainer):
         self.forward_discriminators = {d: self._parallel(m) for d, m in self.discriminators.items()}
 
     # ---- set-up helpers -------------------------------------------------------------------
-    def _distributable(self, module: nn.Module) -> nn.Module:
-        """``module`` on the device, set up as ``train`` sets up the generator."""
-        cfg = self.preset.train
-        if self.env.distributed and cfg.sync_batchnorm:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        module = module.to(self.device)
-        if cfg.channels_last:
-            module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
-        return module
-
-    def _parallel(self, module: nn.Module) -> nn.Module:
-        """What the training step calls: under DDP and ``train.compile`` as the generator is."""
-        if self.env.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=ids)
-        if self.preset.train.compile:
-            module = torch.compile(module)  # type: ignore[assignment]
-        return module
-
     def _discriminator(self, channels: int) -> nn.Module:
         spec = self.adversarial.discriminator
         network = self.registry.build(

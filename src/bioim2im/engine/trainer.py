@@ -96,13 +96,9 @@ class Trainer:
         self.micro_batch = preset.data.batch_size // per_step
         self.total_steps = self._total_steps()
 
-        model = build_model(preset, registry).to(self.device)
+        model: nn.Module = build_model(preset, registry).to(self.device)
         self._apply_init_and_freeze(model)
-        if cfg.channels_last:
-            model = model.to(memory_format=self._memory_format)  # type: ignore[call-overload]
-        if env.distributed and cfg.sync_batchnorm:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
+        self.model = model = self._distributable(model)
         self.losses = {k: v.to(self.device) for k, v in build_losses(preset, registry).items()}
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = registry.build("optimizer", cfg.optimizer, parameters=trainable)
@@ -120,12 +116,7 @@ class Trainer:
             self.ema = AveragedModel(
                 model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True
             )
-        self.forward_model: nn.Module = model
-        if env.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = DistributedDataParallel(model, device_ids=ids)
-        if cfg.compile:
-            self.forward_model = torch.compile(self.forward_model)  # type: ignore[assignment]
+        self.forward_model = self._parallel(model)
 
         self.step = 0
         self.best: float | None = None
@@ -137,6 +128,25 @@ class Trainer:
     @property
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.preset.spatial_dims == 2 else torch.channels_last_3d
+
+    def _distributable(self, module: nn.Module) -> nn.Module:
+        """A network on the device, with SyncBatchNorm and channels-last as ``train`` asks."""
+        cfg = self.preset.train
+        if self.env.distributed and cfg.sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module = module.to(self.device)
+        if cfg.channels_last:
+            module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
+        return module
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        """What the training step calls: the network under DDP and ``train.compile``."""
+        if self.env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        if self.preset.train.compile:
+            module = torch.compile(module)  # type: ignore[assignment]
+        return module
 
     def _total_steps(self) -> int:
         cfg = self.preset.train
