@@ -81,9 +81,9 @@ def write_dataset(root: Path, case: Case) -> list[dict[str, str]]:
 
 def bioim2im_loader(root: Path, case: Case, workers: int) -> Iterator[dict[str, torch.Tensor]]:
     from bioim2im.config import validate
+    from bioim2im.data.datasets import training_datasets
     from bioim2im.data.loader import make_loader
-    from bioim2im.data.pipeline import training_datasets
-    from bioim2im.plugins import get_registry
+    from bioim2im.plugin.manager import get_registry
 
     table = {
         "data": {

@@ -122,8 +122,8 @@ def monai_worker(run: Path, volume: Path, output: Path) -> None:
     import zarr
     from monai.inferers import sliding_window_inference
 
-    from bioim2im.data.pipeline import preparation
-    from bioim2im.predict_model import load_model
+    from bioim2im.data.preparation import preparation
+    from bioim2im.prediction.trained_model import load_model
 
     model = load_model(run)
     settings = model.preset.predict

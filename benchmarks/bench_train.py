@@ -53,7 +53,7 @@ def bioim2im_samples_per_s(
     log_every = warmup
     train(
         preset,
-        [
+        overrides=[
             f"data.path={data}",
             f"data.patch_size={case['patch']}",
             f"data.batch_size={case['batch']}",

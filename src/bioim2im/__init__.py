@@ -9,16 +9,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "hookimpl", "load_preset", "predict", "train"]
+API = ("train", "predict", "predict_files", "evaluate", "load_preset", "TrainResult")
+__all__ = ["__version__", "hookimpl", *API]
 
 
 def __getattr__(name: str) -> Any:
     if name == "hookimpl":  # what plugin authors decorate their hook functions with
-        from bioim2im.hookspecs import hookimpl
+        from bioim2im.plugin.hookspecs import hookimpl
 
         return hookimpl
     # The Python API lives in bioim2im.api; resolving it lazily keeps `import bioim2im` cheap.
-    if name in {"train", "predict", "evaluate", "load_preset"}:
+    if name in API:
         from bioim2im import api
 
         return getattr(api, name)

@@ -1,44 +1,106 @@
-"""The Python API the CLI calls: train(), predict(), evaluate(), load_preset()."""
+"""The Python API, the one door the command line also goes through.
+
+- :func:`train`: a preset -> a run directory with checkpoints; returns a :class:`TrainResult`.
+- :func:`predict`: an image in memory (or any lazy image) -> each head's output array.
+- :func:`predict_files`: image files of any size -> prediction files; a
+  :class:`~bioim2im.prediction.job.PredictionSummary`.
+- :func:`evaluate`: predictions against ground truth; an
+  :class:`~bioim2im.evaluation.EvaluationReport`.
+- :func:`load_preset`: read, resolve and validate a preset.
+
+The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint)
+or a checkpoint file. Options are keyword-only. Heavy libraries are imported by the functions
+that need them, so ``import bioim2im`` stays light.
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bioim2im.config import Preset, load_preset, to_toml
 from bioim2im.errors import UserError
 
-__all__ = ["load_preset", "train"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bioim2im.config import Preset
+    from bioim2im.evaluation import EvaluationReport
+    from bioim2im.io.base import LazyImage
+    from bioim2im.prediction.job import PredictionSummary
+
+__all__ = [
+    "TrainResult",
+    "evaluate",
+    "load_preset",
+    "predict",
+    "predict_files",
+    "train",
+]
+
+RESULT_FILE = "result.json"
+"""What a training run ended with, in its run directory (so a launcher of torchrun workers can
+return it too)."""
 
 
-def _default_run_dir(preset_path: Path) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{preset_path.stem}-{stamp}"
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    run_dir: Path
+    step: int
+    """The optimizer step reached."""
+    total_steps: int
+    stop_reason: str | None
+    """Why it stopped before ``total_steps`` (time budget, early stopping, a signal), or None."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The last validation's metrics (``val/loss``, ``val/<head>/<metric>``); empty without
+    validation images."""
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per instance head, the postprocessing parameters tuned on the validation images."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "run_dir": str(self.run_dir)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{**data, "run_dir": Path(data["run_dir"])})
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def load_preset(preset: str | Path, *, overrides: Sequence[str] = ()) -> Preset:
+    """Read, resolve (``extends``, then ``overrides`` such as ``"train.steps=500"``) and
+    validate a preset; a :class:`~bioim2im.errors.UserError` lists every problem."""
+    from bioim2im.config import load_preset as load
+
+    return load(preset, overrides)
 
 
 def train(
     preset: str | Path | None = None,
+    *,
     overrides: Sequence[str] = (),
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     devices: int | None = None,
-) -> dict[str, Any]:
-    """Train a model. Returns the final step, the stop reason and the last validation metrics.
+) -> TrainResult:
+    """Train a model from ``preset`` into ``run_dir`` (default ``runs/<preset>-<time>``).
 
     ``resume`` continues a killed run from ``RUN_DIR/checkpoints/last.pt`` with the preset saved
-    in that run. ``devices=N`` (N > 1) relaunches this command under torchrun on one node.
+    in that run (``overrides`` may still change e.g. ``train.steps``). ``devices=N`` (N > 1)
+    runs N processes under torchrun on this machine.
     """
-    from bioim2im.engine.distributed import launched_by_torchrun, restarted_by_torchrun
+    from bioim2im.config import load_preset as load
+    from bioim2im.distributed import (
+        launched_by_torchrun,
+        relaunch,
+        restarted_by_torchrun,
+        set_options,
+    )
 
     if resume is not None:
         run_dir = Path(resume)
@@ -51,11 +113,18 @@ def train(
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     preset_path = Path(preset)
-    resolved = load_preset(preset_path, overrides)
+    resolved = load(preset_path, overrides)
     chosen = Path(run_dir) if run_dir is not None else _default_run_dir(preset_path)
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
-        return _relaunch_under_torchrun(devices, preset_path, overrides, chosen, resume)
+        command = (
+            ["train", "--resume", str(resume)]
+            if resume is not None
+            else ["train", str(preset_path)]
+        )
+        command += [*set_options(overrides), "--run-dir", str(chosen)]
+        relaunch(devices, command, "training")
+        return TrainResult.from_json(json.loads((chosen / RESULT_FILE).read_text()))
 
     # torchrun restarts after a crash (--max-restarts) continue from the latest checkpoint.
     if (
@@ -73,63 +142,138 @@ def train(
         raise UserError(
             "under torchrun, give --run-dir so that every process writes to the same run"
         )
-    return _train_in(resolved, chosen, resume is not None)
+    return _train_in(resolved, chosen, resuming=resume is not None)
 
 
-def _train_in(preset: Preset, run_dir: Path, resuming: bool) -> dict[str, Any]:
-    from bioim2im.engine.checkpoint import load_checkpoint
-    from bioim2im.engine.distributed import distributed
-    from bioim2im.engine.gan import GanTrainer
-    from bioim2im.engine.trainer import Trainer
-    from bioim2im.plugins import get_registry
+def _default_run_dir(preset_path: Path) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{preset_path.stem}-{stamp}"
+
+
+def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
+    """Datasets -> the training loop -> postprocessing tuned on the validation images -> the
+    loss curve; every process trains, rank 0 writes."""
+    from bioim2im.config import to_toml
+    from bioim2im.data.datasets import training_datasets
+    from bioim2im.distributed import distributed
+    from bioim2im.io.atomic import write_text
+    from bioim2im.model.checkpoint import load_checkpoint
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.training.gan import GanTrainer
+    from bioim2im.training.plots import save_loss_curve
+    from bioim2im.training.report import read_metrics
+    from bioim2im.training.trainer import Trainer
+    from bioim2im.training.tuning import tune_postprocessing
 
     registry = get_registry()
     with distributed() as env:
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(run_dir / "preset.toml", to_toml(preset))
+            write_text(run_dir / "preset.toml", to_toml(preset))
         env.barrier()
-        datasets = build_datasets(preset, run_dir, check=env.is_main)
+        datasets = training_datasets(preset, run_dir, check=env.is_main, registry=registry)
         trainer_class = Trainer if preset.adversarial is None else GanTrainer
         trainer = trainer_class(preset, run_dir, env, registry, datasets)
         if resuming:
             trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
-        return trainer.fit()
-
-
-def build_datasets(preset: Preset, run_dir: Path, check: bool = True) -> tuple[Any, Any]:
-    """Training and validation datasets of a preset, after the same checks as `check --data`."""
-    from bioim2im.data.pipeline import training_datasets
-
-    return training_datasets(preset, run_dir, check=check)
-
-
-def _relaunch_under_torchrun(
-    devices: int,
-    preset_path: Path,
-    overrides: Sequence[str],
-    run_dir: Path,
-    resume: str | Path | None,
-) -> dict[str, Any]:
-    import subprocess
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={devices}",
-        "-m",
-        "bioim2im",
-        "train",
-    ]
-    command += ["--resume", str(resume)] if resume is not None else [str(preset_path)]
-    for text in overrides:
-        command += ["--set", text]
-    command += ["--run-dir", str(run_dir)]
-    completed = subprocess.run(command, check=False)
-    if completed.returncode != 0:
-        raise UserError(
-            f"training under torchrun with {devices} processes failed (exit {completed.returncode})"
+        outcome = trainer.fit()
+        tuning: dict[str, dict[str, Any]] = {}
+        if env.is_main:
+            tuning = tune_postprocessing(
+                run_dir, preset, datasets[1], registry, device=env.device, report=_say
+            )
+            save_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png")
+        env.barrier()
+        result = TrainResult(
+            run_dir=run_dir,
+            step=outcome.step,
+            total_steps=outcome.total_steps,
+            stop_reason=outcome.stop_reason,
+            metrics=outcome.metrics,
+            tuning=tuning,
         )
-    return {"run_dir": str(run_dir)}
+        if env.is_main:
+            write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def predict(
+    model: str | Path,
+    image: np.ndarray | LazyImage,
+    *,
+    axes: str | None = None,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Predict one image and return each head's postprocessed output.
+
+    ``image`` is an array, or any lazy image (e.g. ``bioim2im.io.open_image(path)``), which is
+    read block by block. ``axes`` name an array's axes (letters of ``TCZYX``; default: guessed
+    from its shape as for files). Each output is shaped ``(T, C, Z, Y, X)`` without the axes
+    the input lacks (C is always there), in the head's output dtype. ``device`` defaults to the
+    GPU when there is one.
+    """
+    from bioim2im.prediction.job import predict_in_memory
+    from bioim2im.prediction.trained_model import load_model
+
+    return predict_in_memory(
+        load_model(model, overrides, device or _default_device()), image, axes=axes
+    )
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def predict_files(
+    model: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    format: str | None = None,
+    overwrite: bool = False,
+    devices: int | None = None,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
+
+    Memory depends on the block size, not on the image size; a killed run resumes where it
+    stopped when the same call is made again. ``format`` (``ome-zarr`` or ``tiff``) overrides
+    ``predict.format``; ``overwrite`` replaces existing outputs; ``devices=N`` (N > 1) runs N
+    processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is not
+    a terminal).
+    """
+    from bioim2im.prediction.job import predict_files as run
+
+    return run(
+        model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
+        devices=devices, progress=progress,
+    )  # fmt: skip
+
+
+def evaluate(
+    pred: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    *,
+    task: str = "auto",
+    head: str | None = None,
+    classes: Sequence[int] | None = None,
+    voxel_size: float | Sequence[float] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    csv_path: str | os.PathLike[str] | None = None,
+) -> EvaluationReport:
+    """Score predictions against ground truth, image by image (see :mod:`bioim2im.evaluation`
+    for pairing and the automatic choice of ``task``); optionally write JSON and CSV."""
+    from bioim2im.evaluation import evaluate as run
+
+    return run(
+        pred, truth, task=task, head=head, classes=classes, voxel_size=voxel_size,
+        json_path=json_path, csv_path=csv_path,
+    )  # fmt: skip

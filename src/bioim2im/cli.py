@@ -12,9 +12,12 @@ import typer
 
 from bioim2im import __version__
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import KIND_NAMES
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from bioim2im.api import TrainResult
 
 app = typer.Typer(
     name="bioim2im",
@@ -63,8 +66,7 @@ def list_plugins(
         typer.Option(
             "--kind",
             "-k",
-            help="Only this kind: backbone, head, loss, transform, "
-            "postprocessor, reader, writer, metric, optimizer, scheduler or preset.",
+            help=f"Only this kind: {', '.join(KIND_NAMES)}.",
         ),
     ] = None,
     as_json: Annotated[
@@ -74,12 +76,12 @@ def list_plugins(
     """List every registered component with the package that provides it."""
     import json
 
-    from bioim2im.plugins import get_registry
-    from bioim2im.registry import KINDS, suggest
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.plugin.registry import suggest
 
-    if kind is not None and kind not in KINDS:
+    if kind is not None and kind not in KIND_NAMES:
         raise UserError(
-            f"--kind {kind!r} is not a component kind{suggest(kind, KINDS)} (valid: {', '.join(KINDS)})"
+            f"--kind {kind!r} is not a component kind{suggest(kind, KIND_NAMES)} (valid: {', '.join(KIND_NAMES)})"
         )
     rows = [
         {
@@ -154,10 +156,12 @@ def train(
     ] = None,
 ) -> None:
     """Train a model from a preset; writes checkpoints, metrics and snapshots to a run directory."""
-    from bioim2im.api import train as train_model
+    from bioim2im import api
 
-    result = train_model(preset, overrides or [], run_dir=run_dir, resume=resume, devices=devices)
-    _print_result("trained", result)
+    result = api.train(
+        preset, overrides=overrides or [], run_dir=run_dir, resume=resume, devices=devices
+    )
+    _print_result(result)
 
 
 @app.command()
@@ -191,9 +195,10 @@ def predict(
     ] = False,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
-    from bioim2im.predict import predict_files, render_summary
+    from bioim2im import api
+    from bioim2im.prediction.display import render_summary
 
-    summary = predict_files(
+    summary = api.predict_files(
         model,
         inputs,
         output,
@@ -236,12 +241,10 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score predictions against ground truth; a table per image and overall."""
-    from bioim2im.evaluate import evaluate as evaluate_files
-    from bioim2im.evaluate import render_report
+    from bioim2im import api
+    from bioim2im.evaluation import render_report
 
-    report = evaluate_files(
-        pred, truth, task=task, head=head, json_path=json_path, csv_path=csv_path
-    )
+    report = api.evaluate(pred, truth, task=task, head=head, json_path=json_path, csv_path=csv_path)
     render_report(report, _console())
 
 
@@ -264,13 +267,19 @@ def demo(
     run_demo(output, minutes=minutes, overwrite=overwrite, console=_console(stderr=True))
 
 
-def _print_result(title: str, result: dict[str, object]) -> None:
+def _print_result(result: TrainResult) -> None:
     from rich.table import Table
 
-    table = Table(title=title, box=None, show_header=False)
-    for key, value in result.items():
+    rows: dict[str, object] = {
+        "run_dir": result.run_dir,
+        "step": f"{result.step}/{result.total_steps}",
+        "stopped": result.stop_reason,
+        **result.metrics,
+    }
+    table = Table(title="trained", box=None, show_header=False)
+    for key, value in rows.items():
         if value is not None:
-            table.add_row(str(key), f"{value:.4f}" if isinstance(value, float) else str(value))
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     _console(stderr=True).print(table)
 
 

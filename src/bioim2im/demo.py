@@ -31,11 +31,10 @@ def run_demo(
     output: Path, *, minutes: float = 2.0, overwrite: bool = False, console: Any = None
 ) -> dict[str, Any]:
     """Synthetic nuclei -> train -> predict the held-out images -> evaluate. Returns the metrics."""
-    from bioim2im.api import train
+    from bioim2im.api import evaluate, predict_files, train
     from bioim2im.builtins import presets_dir
     from bioim2im.data.synthetic import write_dataset
-    from bioim2im.evaluate import evaluate, render_report
-    from bioim2im.predict import predict_files
+    from bioim2im.evaluation import render_report
 
     _prepare_folder(output, overwrite)
     say = console.print if console is not None else print
@@ -63,7 +62,7 @@ def run_demo(
     run_dir = output / "run"
     train(
         presets_dir() / "segmentation-2d.toml",
-        [f"data.path={train_data}", f"train.max_minutes={minutes}", *DEMO_OVERRIDES],
+        overrides=[f"data.path={train_data}", f"train.max_minutes={minutes}", *DEMO_OVERRIDES],
         run_dir=run_dir,
     )
 

@@ -10,7 +10,7 @@ import torch
 
 from bioim2im.builtins import optim
 from bioim2im.errors import UserError
-from bioim2im.registry import ComponentRegistry, Registrar
+from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 
 def _registry() -> ComponentRegistry:

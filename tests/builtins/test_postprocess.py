@@ -9,7 +9,7 @@ import pytest
 from skimage.draw import disk
 
 from bioim2im.builtins import postprocess
-from bioim2im.registry import ComponentRegistry, Registrar
+from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 
 def _registry() -> ComponentRegistry:

@@ -11,8 +11,8 @@ import tifffile
 
 from bioim2im.config import validate
 from bioim2im.data.cache import ArrayCache, cache_key
-from bioim2im.data.pipeline import training_datasets
-from bioim2im.plugins import get_registry
+from bioim2im.data.datasets import training_datasets
+from bioim2im.plugin.manager import get_registry
 
 
 class Maker:

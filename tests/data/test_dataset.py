@@ -12,11 +12,11 @@ import torch
 
 from bioim2im.config import Preset, validate
 from bioim2im.data.dataset import PatchDataset, epoch_length
+from bioim2im.data.datasets import training_datasets
 from bioim2im.data.loader import make_loader, sample_indices
-from bioim2im.data.pipeline import training_datasets
 from bioim2im.errors import UserError
 from bioim2im.io.tiff import write_tiff
-from bioim2im.plugins import get_registry
+from bioim2im.plugin.manager import get_registry
 
 SEG = {"name": "conv", "loss": {"name": "dice_ce"}}
 

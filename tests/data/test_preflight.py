@@ -14,7 +14,7 @@ from rich.console import Console
 from bioim2im.config import Preset, validate
 from bioim2im.data.preflight import Report, ensure_usable, preflight, render_report
 from bioim2im.errors import UserError
-from bioim2im.plugins import get_registry
+from bioim2im.plugin.manager import get_registry
 
 
 def preset(path: Path, out_channels: int = 2, **data: Any) -> Preset:

@@ -12,7 +12,7 @@ import tifffile
 
 from bioim2im.config import Preset, validate
 from bioim2im.data.sources import find_pairs, find_splits, seeded_split
-from bioim2im.plugins import get_registry
+from bioim2im.plugin.manager import get_registry
 
 
 def tif(path: Path, shape: tuple[int, ...] = (8, 8)) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from bioim2im.errors import UserError
-from bioim2im.plugins import get_registry
+from bioim2im.plugin.manager import get_registry
 
 KEYS = ["image", "target/seg", "weight/seg"]
 
@@ -206,7 +206,7 @@ def test_a_regression_target_is_resampled_like_the_image_and_labels_as_nearest(
     name: str,
 ) -> None:
     from bioim2im.config import load_preset
-    from bioim2im.data.pipeline import augmentation, sample_keys
+    from bioim2im.data.preparation import augmentation, sample_keys
 
     # A semantic head and a regression head (whose target here equals the image).
     presets = Path(__file__).resolve().parents[2] / "presets"

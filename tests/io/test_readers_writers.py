@@ -17,7 +17,7 @@ from tifffile.zarr import ZarrTiffStore
 from bioim2im.builtins import io as io_plugin
 from bioim2im.errors import UserError
 from bioim2im.io import LazyImage, OmeZarrStreamWriter, infer_axes, omezarr, open_image, write_image
-from bioim2im.registry import ComponentRegistry, Registrar
+from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 FORMATS = {
     "zarr-v2": ("img.ome.zarr", {"zarr_format": 2}),

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from bioim2im.builtins import metrics as metrics_plugin
 from bioim2im.errors import UserError
-from bioim2im.registry import ComponentRegistry, Registrar
+from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 NAMES = ["dice", "instance_ap", "iou", "mae", "nrmse", "pearson", "psnr", "ssim"]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from bioim2im.api import train
 from bioim2im.io import open_image
-from bioim2im.predict import predict_files
+from bioim2im.prediction.job import predict_files
 
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
 
@@ -46,7 +46,7 @@ class Run:
 def train_and_predict(preset: str, overrides: Sequence[str], held_out: Path, where: Path) -> Run:
     """Train ``preset`` with ``overrides``, then predict every image of ``held_out/IM``."""
     run_dir = where / "run"
-    train(PRESETS / f"{preset}.toml", overrides, run_dir=run_dir)
+    train(PRESETS / f"{preset}.toml", overrides=overrides, run_dir=run_dir)
     predictions = where / "predictions"
     predict_files(run_dir, str(held_out / "IM"), predictions, format="tiff", progress=False)
     return Run(run_dir, predictions)

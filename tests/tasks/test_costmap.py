@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from task_helpers import PRESETS, images, otsu, tiny, train_and_predict, write_images
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.semantic import dice
 
 
@@ -49,7 +49,7 @@ def test_every_task_weighs_pixels_by_the_cost_map(
     synthetic, tmp_path: Path, preset: str, kind: str, shape: tuple[int, ...], options: dict
 ) -> None:
     from bioim2im.config import load_preset
-    from bioim2im.data.pipeline import training_datasets
+    from bioim2im.data.datasets import training_datasets
 
     source, _ = synthetic(kind, shape, n_images=2, n_held_out=1, **options)
     data = with_cost_maps(source, tmp_path / "data", "ZYX"[-len(shape) :])

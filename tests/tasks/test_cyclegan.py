@@ -16,7 +16,7 @@ from scipy.stats import wasserstein_distance
 from task_helpers import PRESETS, images, percentile_normalized, tiny, train_and_predict
 
 from bioim2im.config import load_preset
-from bioim2im.data.pipeline import training_datasets
+from bioim2im.data.datasets import training_datasets
 from bioim2im.data.sources import find_splits
 
 SMALL = [

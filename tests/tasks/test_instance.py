@@ -13,9 +13,9 @@ import pytest
 from skimage.measure import label
 from task_helpers import images, otsu, tiny, train_and_predict
 
-from bioim2im.engine.checkpoint import load_checkpoint
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.instance import detection_scores, instance_overlaps
+from bioim2im.model.checkpoint import load_checkpoint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +48,7 @@ def test_boundary_watershed_splits_touching_objects_at_their_boundaries() -> Non
     from skimage.draw import disk
     from skimage.segmentation import find_boundaries
 
-    from bioim2im.plugins import get_registry
+    from bioim2im.plugin.manager import get_registry
 
     truth = np.zeros((40, 60), np.int64)
     truth[disk((20, 20), 10)] = 1
@@ -81,21 +81,18 @@ def test_instance_2d_beats_components_of_otsu(instance_2d) -> None:
 def test_tuned_thresholds_are_saved_with_the_model_and_used_by_predict(
     instance_2d, tmp_path: Path
 ) -> None:
-    from bioim2im.api import build_datasets
+    from bioim2im import predict
     from bioim2im.config import load_preset
-    from bioim2im.engine.distributed import distributed
-    from bioim2im.engine.trainer import Trainer
-    from bioim2im.engine.tuning import tune_postprocessing
-    from bioim2im.plugins import get_registry
-    from bioim2im.predict import predict
+    from bioim2im.data.datasets import training_datasets
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.training.tuning import tune_postprocessing
 
     trained, held_out = instance_2d
     run_dir = shutil.copytree(trained.run_dir, tmp_path / "run")
     preset = load_preset(run_dir / "preset.toml", [STRICT])
-    with distributed() as env:
-        registry = get_registry()
-        trainer = Trainer(preset, run_dir, env, registry, build_datasets(preset, run_dir))
-        tuned = tune_postprocessing(trainer)["seg"]
+    registry = get_registry()
+    _, val = training_datasets(preset, run_dir)
+    tuned = tune_postprocessing(run_dir, preset, val, registry)["seg"]
 
     assert tuned["params"] != {"threshold": 0.95, "seed_threshold": 0.99}
     assert tuned["ap@0.50 after"] > tuned["ap@0.50 before"]

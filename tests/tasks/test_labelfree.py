@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from task_helpers import images, tiny, train_and_predict
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.regression import pearson
 
 pytestmark = pytest.mark.slow

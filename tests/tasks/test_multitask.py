@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from task_helpers import images, otsu, tiny, train_and_predict
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.regression import pearson
 from bioim2im.metrics.semantic import dice
 

@@ -11,9 +11,9 @@ import pytest
 from task_helpers import images, percentile_normalized, tiny, train_and_predict, write_images
 
 from bioim2im.errors import UserError
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.regression import psnr
-from bioim2im.plugins import get_registry
+from bioim2im.plugin.manager import get_registry
 
 KEYS = ["image", "target/restored", "weight/restored"]
 
@@ -46,7 +46,7 @@ def test_n2v_mask_hides_a_few_pixels_behind_neighbours_and_trains_only_on_them()
 
 def test_n2v_mask_must_be_the_last_augmentation(tmp_path: Path) -> None:
     from bioim2im.config import load_preset
-    from bioim2im.data.pipeline import augmentation
+    from bioim2im.data.preparation import augmentation
 
     preset = load_preset(
         Path(__file__).resolve().parents[2] / "presets" / "n2v-2d.toml",

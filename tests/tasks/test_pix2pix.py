@@ -17,7 +17,7 @@ from task_helpers import (
     write_images,
 )
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from task_helpers import (
     write_images,
 )
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.regression import psnr
 
 pytestmark = pytest.mark.slow

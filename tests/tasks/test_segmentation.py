@@ -11,7 +11,7 @@ import pytest
 from skimage.segmentation import expand_labels
 from task_helpers import images, otsu, tiny, train_and_predict, write_images
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.semantic import dice
 
 pytestmark = pytest.mark.slow

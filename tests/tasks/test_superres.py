@@ -18,7 +18,7 @@ from task_helpers import (
     write_images,
 )
 
-from bioim2im.evaluate import evaluate
+from bioim2im.evaluation import evaluate
 from bioim2im.metrics.regression import psnr
 
 # Anisotropic data: only Z is upsampled.
@@ -30,7 +30,7 @@ def test_target_patches_are_drawn_at_the_scaled_coordinates(
     tmp_path: Path, upsample: list[int]
 ) -> None:
     from bioim2im.config import load_preset
-    from bioim2im.data.pipeline import training_datasets
+    from bioim2im.data.datasets import training_datasets
 
     # Every coarse voxel holds its own coordinates; the fine target repeats it `upsample` times.
     coarse = np.arange(6 * 10 * 12, dtype=np.float32).reshape(6, 10, 12)
@@ -72,7 +72,7 @@ def test_the_conv_head_upsamples_each_axis_by_its_factor() -> None:
     import torch
 
     from bioim2im.errors import UserError
-    from bioim2im.plugins import get_registry
+    from bioim2im.plugin.manager import get_registry
 
     conv = get_registry().get("head", "conv")
     for mode in ("deconv", "interpolate"):

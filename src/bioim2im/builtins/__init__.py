@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bioim2im.hookspecs import hookimpl
-from bioim2im.registry import Registrar
+from bioim2im.plugin.hookspecs import hookimpl
+from bioim2im.plugin.registry import Registrar
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveInt
 
 from bioim2im.errors import UserError
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Norm = Literal["instance", "batch"]

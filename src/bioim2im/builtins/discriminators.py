@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 
 def patchgan(

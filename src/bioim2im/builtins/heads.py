@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import PositiveInt
 
 from bioim2im.errors import UserError
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 
 def identity() -> Any:

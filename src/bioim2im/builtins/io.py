@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioim2im.registry import Registrar, StrictModel
+from bioim2im.plugin.registry import Registrar, StrictModel
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from bioim2im.errors import UserError
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 ClassWeights = list[NonNegativeFloat] | None
 Smoothing = Annotated[float, Field(ge=0.0, lt=1.0)]

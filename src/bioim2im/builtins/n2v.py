@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field
 
 from bioim2im.errors import UserError
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from bioim2im.data.transforms import Augmentation

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,15 +123,12 @@ def watershed(
 
 
 def register(registry: Registrar) -> None:
-    for factory in (
-        sigmoid,
-        softmax,
-        argmax,
-        threshold,
-        connected_components,
-        remove_small_objects,
-        size_filter,
-        fill_holes,
-        watershed,
-    ):
+    # Each voxel on its own: run on every block as it is predicted.
+    for factory in (sigmoid, softmax, argmax, threshold):
+        registry.add(factory.__name__, factory, pointwise=True)
+    # Objects numbered: ids made unique across blocks, cut objects merged.
+    for factory in (connected_components, watershed):
+        registry.add(factory.__name__, factory, labels=True)
+    # Neighbourhoods of labels or masks: run on blocks with a halo.
+    for factory in (remove_small_objects, size_filter, fill_holes):
         registry.add(factory.__name__, factory)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from bioim2im.errors import UserError
-from bioim2im.registry import Registrar
+from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     from bioim2im.data.transforms import Augmentation, Normalization

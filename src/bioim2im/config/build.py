@@ -18,7 +18,7 @@ from bioim2im.config.schema import (
     TrainConfig,
 )
 from bioim2im.errors import PluginError
-from bioim2im.registry import ComponentRegistry, StrictModel
+from bioim2im.plugin.registry import ComponentRegistry, StrictModel
 
 
 class SchemaInfo:
@@ -154,6 +154,18 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 raise ValueError(
                     f"{key} {size} must be divisible by {divisor} along every axis for backbone "
                     f"'{backbone.name}' with these parameters; try {fixed}"
+                )
+    input_size_of = registry.get("backbone", backbone.name).extras.get("input_size")
+    if input_size_of is not None:
+        fixed_size = [int(n) for n in input_size_of(backbone.params())]
+        for key, size in (
+            ("data.patch_size", preset.data.patch_size),
+            ("predict.roi_size", preset.predict.roi_size),
+        ):
+            if size is not None and list(size) != fixed_size:
+                raise ValueError(
+                    f"{key} {size} must equal {fixed_size}, the only input size backbone "
+                    f"'{backbone.name}' with these parameters accepts"
                 )
     for head_name, head in preset.model.heads.items():
         needs = registry.get("head", head.name).extras.get("spatial_dims")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bioim2im.registry import suggest
+from bioim2im.plugin.registry import suggest
 
 
 def format_validation_errors(

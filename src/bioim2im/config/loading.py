@@ -15,7 +15,7 @@ from bioim2im.config.build import preset_model
 from bioim2im.config.errors import format_validation_errors
 from bioim2im.config.schema import HeadConfig, Preset
 from bioim2im.errors import UserError
-from bioim2im.registry import ComponentRegistry
+from bioim2im.plugin.registry import ComponentRegistry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -167,7 +167,7 @@ def load_preset(
 ) -> Preset:
     """Read, resolve and validate a preset file. Raises UserError on any problem."""
     if registry is None:
-        from bioim2im.plugins import get_registry
+        from bioim2im.plugin.manager import get_registry
 
         registry = get_registry()
     data = resolve(Path(path), overrides, registry)

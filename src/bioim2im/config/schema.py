@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioim2im.registry import StrictModel
+from bioim2im.plugin.registry import StrictModel
 
 
 class ComponentSpec(StrictModel):
@@ -23,12 +23,14 @@ class ComponentSpec(StrictModel):
     name: str
     """Registered name of the component (see `bioim2im list-plugins`)."""
 
-    component_params: ClassVar[frozenset[str]] = frozenset()
+    component_params: ClassVar[frozenset[str] | None] = None
+    """The component's parameter names, set on the models built from the registry (empty for a
+    component without parameters); None on this generic model, whose keys are all parameters."""
 
     def params(self) -> dict[str, Any]:
         """The component's parameters, without ``name`` and without preset-level keys."""
         data = self.model_dump()
-        keys = self.component_params or (set(data) - {"name"})
+        keys = set(data) - {"name"} if self.component_params is None else self.component_params
         return {k: data[k] for k in keys if k in data}
 
 

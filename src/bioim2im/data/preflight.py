@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from bioim2im.config.schema import Preset
-    from bioim2im.registry import ComponentRegistry
+    from bioim2im.plugin.registry import ComponentRegistry
 
 FULL_SCAN_VOXELS = 1 << 28
 BLOCK_VOXELS = 1 << 24
@@ -64,20 +64,38 @@ class Report:
     """Training images per split (a file with T or S axes gives one per time point / scene)."""
     files: list[FileSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    prep: Preparation | None = None
+    """The preset's preparation, when it could be built."""
+    opened: dict[str, list[Entry]] = field(default_factory=dict)
+    """The usable entries of each split (what training datasets are made of)."""
+    opened_targets: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
+    """Unpaired data only: per target name, the usable target entries of each split."""
 
 
-def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> Report:
-    """Scan ``preset``'s dataset: files per split, shapes, dtypes, value ranges, problems."""
+def preflight(
+    preset: Preset,
+    *,
+    registry: ComponentRegistry | None = None,
+    run_dir: Path | None = None,
+    scan: bool = True,
+) -> Report:
+    """Find, open and (``scan``) read through ``preset``'s dataset: files per split, shapes,
+    dtypes, value ranges, and every problem. The opened entries are kept in the report for the
+    training datasets; a seeded split is written to ``run_dir/split.json`` when given."""
     from bioim2im.data.dataset import unpaired_preparation
-    from bioim2im.data.pipeline import augmentation, preparation
+    from bioim2im.data.preparation import augmentation, preparation
 
     if registry is None:
-        from bioim2im.plugins import get_registry
+        from bioim2im.plugin.manager import get_registry
 
         registry = get_registry()
     data = preset.data
     splits = find_splits(
-        data, preset.model.heads, seed=preset.train.seed, suffixes=reader_suffixes(registry)
+        data,
+        preset.model.heads,
+        seed=preset.train.seed,
+        run_dir=run_dir,
+        suffixes=reader_suffixes(registry),
     )
     report = Report(data.path, splits.layout, problems=list(splits.problems))
     try:
@@ -89,6 +107,7 @@ def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> R
     except UserError as exc:
         report.problems.append(str(exc))
         return report
+    report.prep = prep
     opened: list[Entry] = []
     for split, pairs in splits.by_split().items():
         if not pairs:
@@ -96,9 +115,11 @@ def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> R
         entries, problems = open_entries(pairs, prep, registry)
         report.pairs[split] = len(pairs)
         report.entries[split] = len(entries)
+        report.opened[split] = entries
         report.problems += problems
-        for entry in entries:
-            report.problems += _scan(entry, split, prep, report)
+        if scan:
+            for entry in entries:
+                report.problems += _scan(entry, split, prep, report)
         opened += entries
     # Unpaired target files are images of their own, scanned like the inputs under their name.
     head_of = {head.target: head for head in prep.heads}
@@ -107,8 +128,10 @@ def preflight(preset: Preset, *, registry: ComponentRegistry | None = None) -> R
         for split, pairs in target_splits.by_split().items():
             entries, problems = open_entries(pairs, target_prep, registry)
             report.problems += problems
-            for entry in entries:
-                report.problems += _scan(entry, split, target_prep, report, image_role=target)
+            report.opened_targets.setdefault(target, {})[split] = entries
+            if scan:
+                for entry in entries:
+                    report.problems += _scan(entry, split, target_prep, report, image_role=target)
             opened += entries
     if splits.train and not report.entries.get("train"):
         report.problems.append(

@@ -38,7 +38,7 @@ from bioim2im.io.atomic import atomic_file
 
 if TYPE_CHECKING:
     from bioim2im.config.schema import DataConfig, HeadConfig
-    from bioim2im.registry import ComponentRegistry
+    from bioim2im.plugin.registry import ComponentRegistry
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

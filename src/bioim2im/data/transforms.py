@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bioim2im.errors import UserError
-from bioim2im.registry import suggest
+from bioim2im.plugin.registry import suggest
 
 Sample = dict[str, np.ndarray]
 Augmentation = Callable[[Sample, np.random.Generator], Sample]

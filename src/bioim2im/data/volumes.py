@@ -22,7 +22,7 @@ from bioim2im.data.sources import Pair
 from bioim2im.data.transforms import Normalization
 from bioim2im.errors import UserError
 from bioim2im.io import LazyImage, open_image
-from bioim2im.registry import ComponentRegistry
+from bioim2im.plugin.registry import ComponentRegistry
 
 Task = Literal["semantic", "instance", "regression"]
 SPATIAL = "ZYX"

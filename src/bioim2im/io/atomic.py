@@ -60,3 +60,9 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (UTF-8)."""
+    with atomic_file(path) as partial:
+        partial.write_text(text, encoding="utf-8")

@@ -80,10 +80,13 @@ class LazyImage(Protocol):
     path: str
     shape: tuple[int, ...]
     dtype: np.dtype
-    axes: str
-    """One letter from ``STCZYX`` per dimension, e.g. ``"CZYX"``."""
     voxel_size: tuple[float, ...] | None
     """Physical size in micrometers of each spatial axis, in the order they appear in ``axes``."""
+
+    @property
+    def axes(self) -> str:
+        """One letter from ``STCZYX`` per dimension, e.g. ``"CZYX"``."""
+        ...
 
     def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
         """The pixels of ``region`` (one slice per axis; None = everything), in native byte order."""
@@ -172,6 +175,48 @@ class ArrayImage:
             f"{type(self).__name__}({self.path!r}, shape={self.shape}, dtype={self.dtype}, "
             f"axes={self.axes!r}, voxel_size={self.voxel_size})"
         )
+
+
+class InMemoryImage:
+    """An array already in memory, seen as a :class:`LazyImage` (read by region).
+
+    ``axes`` are resolved like a file's when first asked for (given, else inferred from the
+    shape), so arrays whose axes nobody needs (block-wise prediction of a channel-first array)
+    may have any number of dimensions.
+    """
+
+    def __init__(
+        self,
+        array: Any,
+        *,
+        axes: str | None = None,
+        voxel_size: tuple[float, ...] | None = None,
+        path: str = "the array",
+    ) -> None:
+        self.array = np.asarray(array)
+        self.path = path
+        self.shape = tuple(self.array.shape)
+        self.dtype = self.array.dtype
+        self.voxel_size = voxel_size
+        self._axes = axes
+
+    @property
+    def axes(self) -> str:
+        if self._axes is None or self._axes != self._axes.upper():
+            self._axes = resolve_axes(self.path, self.shape, stored=None, given=self._axes)
+        return self._axes
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        """Positions of the spatial axes, in ZYX order."""
+        return tuple(self.axes.index(a) for a in SPATIAL_LETTERS if a in self.axes)
+
+    def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        # A copy, as a file's read gives: whoever reads may change it in place.
+        return np.array(self.array if region is None else self.array[region])
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def infer_axes(shape: Sequence[int]) -> str | None:

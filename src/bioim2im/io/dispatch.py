@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from bioim2im.errors import UserError
 from bioim2im.io.base import LazyImage
-from bioim2im.registry import Component, ComponentRegistry
+from bioim2im.plugin.registry import Component, ComponentRegistry
 
 
 def open_image(
@@ -69,7 +69,7 @@ def write_image(
 def _registry(registry: ComponentRegistry | None) -> ComponentRegistry:
     if registry is not None:
         return registry
-    from bioim2im.plugins import get_registry
+    from bioim2im.plugin.manager import get_registry
 
     return get_registry()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bioim2im.hookspecs import hookimpl
+from bioim2im.plugin.hookspecs import hookimpl
 
 
 def tiny_cnn(

@@ -1,0 +1,83 @@
+"""The network: one registered backbone feeding one or more registered heads, and the
+precision it runs in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bioim2im.config import Preset
+from bioim2im.plugin.registry import ComponentRegistry
+
+
+class Im2ImModel(nn.Module):
+    """``forward(image)`` returns a dict: head name -> that head's raw output (logits)."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(image)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+def build_model(preset: Preset, registry: ComponentRegistry) -> Im2ImModel:
+    dims, model = preset.spatial_dims, preset.model
+    backbone = registry.build(
+        "backbone",
+        model.backbone,
+        spatial_dims=dims,
+        in_channels=model.in_channels,
+        out_channels=model.features,
+    )
+    heads = {
+        name: registry.build(
+            "head",
+            head,
+            spatial_dims=dims,
+            in_channels=model.features,
+            out_channels=head.out_channels,
+        )
+        for name, head in model.heads.items()
+    }
+    return Im2ImModel(backbone, heads)
+
+
+def build_losses(preset: Preset, registry: ComponentRegistry) -> dict[str, nn.Module]:
+    return {
+        name: registry.build("loss", head.loss, spatial_dims=preset.spatial_dims)
+        for name, head in preset.model.heads.items()
+    }
+
+
+def components_used(preset: Preset, registry: ComponentRegistry) -> dict[str, str]:
+    """Package -> version of every plugin whose components this preset uses."""
+    specs: list[tuple[str, Any]] = [
+        ("backbone", preset.model.backbone),
+        ("transform", preset.data.normalize),
+        ("optimizer", preset.train.optimizer),
+        ("scheduler", preset.train.scheduler),
+        *(("transform", t) for t in preset.data.augment),
+    ]
+    for head in preset.model.heads.values():
+        specs += [("head", head), ("loss", head.loss)]
+        specs += [("postprocessor", p) for p in head.postprocess]
+        specs += [("metric", m) for m in head.metrics]
+    used = {}
+    for kind, spec in specs:
+        component = registry.get(kind, spec.name)
+        used[component.package] = component.version
+    return used
+
+
+def amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on GPUs that support it, fp16 on other GPUs, off on CPU."""
+    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return None
+    if choice == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if choice == "bf16" else torch.float16

@@ -1,0 +1,222 @@
+"""The plugin contract: the component kinds, one hook per kind, and what a registration says.
+
+A plugin is a module (or object) with functions marked ``@bioim2im.hookimpl`` and named after
+the hooks below, exposed through an entry point in the ``bioim2im`` group::
+
+    [project.entry-points.bioim2im]
+    my_plugin = "bioim2im_my_plugin"
+
+Every hook receives ``registry``, a :class:`bioim2im.plugin.registry.Registrar` bound to the
+hook's kind and to the plugin's distribution, and registers components by calling
+``registry.add(name, factory, description=None, *, params=None, **extras)``:
+
+- ``name``: what a preset writes, e.g. ``name = "unet"``; unique per kind across all plugins
+  (letters, digits, ``_``, ``-`` and ``.``).
+- ``factory``: a callable, or a ``"module:attr"`` string imported only when the component is
+  built, so that the plugin module stays light (no torch at import time).
+- ``description``: one line for ``bioim2im list-plugins``; defaults to the factory's docstring.
+- ``params``: a pydantic model of the user-facing parameters; defaults to one derived from the
+  factory's keyword parameters and type hints. The *structural* arguments of the kind (listed
+  in :data:`KINDS`) are passed by the engine and are never preset parameters.
+- ``extras``: what the engine needs to know about the component beyond its factory, by kind
+  (:data:`KINDS` lists each kind's extras and what they mean). An extra a kind does not have is
+  refused, so a misspelt one fails at registration.
+
+Return values are ignored. The built-in components are registered through these same hooks and
+declare their extras like any plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from bioim2im.plugin.registry import Registrar
+
+hookspec = pluggy.HookspecMarker("bioim2im")
+hookimpl = pluggy.HookimplMarker("bioim2im")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component: the hook that registers it, the arguments the engine passes its
+    factory by keyword, and the extras a registration may carry."""
+
+    name: str
+    hook: str
+    structural: frozenset[str] = frozenset()
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        "backbone",
+        "bioim2im_register_backbones",
+        frozenset({"spatial_dims", "in_channels", "out_channels"}),
+        {
+            "divisor": "function(params) -> int: every patch and window size must be a multiple "
+            "of it (the network's total downsampling); `check` refuses other sizes",
+            "input_size": "function(params) -> tuple: the one input size it accepts (e.g. a "
+            "transformer's fixed image size); patch and window sizes must equal it",
+        },
+    ),
+    Kind(
+        "head",
+        "bioim2im_register_heads",
+        frozenset({"spatial_dims", "in_channels", "out_channels"}),
+        {
+            "spatial_dims": "tuple of the input dimensionalities it works in, e.g. (3,)",
+            "output_spatial_dims": "int: spatial dimensions of its output when fewer than the "
+            "input's (a 3D -> 2D projection drops the first axis)",
+            "scale": "int, one int per output axis, or function(params) -> either: output voxels "
+            "per input voxel (an upsampling head); targets are expected at that resolution",
+        },
+    ),
+    Kind(
+        "discriminator",
+        "bioim2im_register_discriminators",
+        frozenset({"spatial_dims", "in_channels"}),
+    ),
+    Kind("loss", "bioim2im_register_losses", frozenset({"spatial_dims"})),
+    Kind(
+        "transform",
+        "bioim2im_register_transforms",
+        frozenset({"spatial_dims", "keys", "image_keys", "label_keys"}),
+        {
+            "role": '"normalize" or "augment": where a preset may use it (data.normalize and a '
+            "head's target_normalize, or data.augment)",
+            "runs_last": "bool: it must be the last augmentation (e.g. Noise2Void masking)",
+        },
+    ),
+    Kind(
+        "postprocessor",
+        "bioim2im_register_postprocessors",
+        frozenset({"spatial_dims"}),
+        {
+            "pointwise": "bool: maps each voxel on its own (sigmoid, threshold...), so it runs on "
+            "each block as it is predicted; other steps run afterwards on blocks with a halo",
+            "labels": "bool: numbers objects (connected components, watershed), so prediction "
+            "makes the ids unique and merges objects cut by block borders",
+        },
+    ),
+    Kind(
+        "reader",
+        "bioim2im_register_readers",
+        extras={"suffixes": 'tuple of the file suffixes it opens, e.g. (".czi",)'},
+    ),
+    Kind(
+        "writer",
+        "bioim2im_register_writers",
+        extras={
+            "suffixes": "tuple of the file suffixes it writes",
+            "format": "the format name a command chooses it by (default: its name)",
+        },
+    ),
+    Kind("metric", "bioim2im_register_metrics", frozenset({"spatial_dims"})),
+    Kind("optimizer", "bioim2im_register_optimizers", frozenset({"parameters"})),
+    Kind("scheduler", "bioim2im_register_schedulers", frozenset({"optimizer", "total_steps"})),
+    Kind("preset", "bioim2im_register_presets"),
+)
+"""Every component kind, in the order `list-plugins` shows them."""
+
+KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
+KIND_OF: dict[str, Kind] = {kind.name: kind for kind in KINDS}
+
+
+@hookspec
+def bioim2im_register_backbones(registry: Registrar) -> None:
+    """Register networks that map an image to a feature map.
+
+    Factories receive ``spatial_dims``, ``in_channels`` and ``out_channels`` (the feature
+    channels the heads consume) by keyword, plus the preset's parameters. Extras: ``divisor``,
+    ``input_size``.
+    """
+
+
+@hookspec
+def bioim2im_register_heads(registry: Registrar) -> None:
+    """Register heads that map the backbone's features to one task's output.
+
+    Factories receive ``spatial_dims``, ``in_channels`` and ``out_channels`` by keyword.
+    Extras: ``spatial_dims``, ``output_spatial_dims``, ``scale``.
+    """
+
+
+@hookspec
+def bioim2im_register_discriminators(registry: Registrar) -> None:
+    """Register discriminators for adversarial training (pix2pix, CycleGAN).
+
+    Factories receive ``spatial_dims`` and ``in_channels`` by keyword and return a network
+    mapping an image to a map (or vector) of real/fake logits.
+    """
+
+
+@hookspec
+def bioim2im_register_losses(registry: Registrar) -> None:
+    """Register losses: modules called as ``loss(prediction, target, weight=None)``.
+
+    ``weight`` is a cost map broadcastable to the prediction; pixels where it is 0 do not count.
+    Factories may accept ``spatial_dims`` by keyword.
+    """
+
+
+@hookspec
+def bioim2im_register_transforms(registry: Registrar) -> None:
+    """Register transforms: normalizations and augmentations applied to training samples.
+
+    A normalization's factory returns a callable on one image (C, *spatial) -> float32; pass
+    ``role="normalize"``. An augmentation's returns ``t(sample, rng) -> sample`` on a dict of
+    float32 arrays (C, *spatial) keyed ``image``, ``target/<head>``, ``weight/<head>``; pass
+    ``role="augment"``. Its factory may accept, by keyword, the structural arguments
+    ``spatial_dims``; ``keys`` (every array that moves with the image); ``image_keys`` (those an
+    intensity change applies to: the input); ``label_keys`` (labels and masks, to be resampled as
+    nearest; regression targets are in neither and are interpolated like the image). Extras:
+    ``role``, ``runs_last``.
+    """
+
+
+@hookspec
+def bioim2im_register_postprocessors(registry: Registrar) -> None:
+    """Register postprocessors: steps applied to a head's raw output at prediction time.
+
+    A factory returns a function from an array (C, *spatial) to an array (C', *spatial).
+    Extras: ``pointwise`` (runs on each block as predicted), ``labels`` (numbers objects).
+    """
+
+
+@hookspec
+def bioim2im_register_readers(registry: Registrar) -> None:
+    """Register image readers: a factory ``(path, **params) -> LazyImage`` (the built-in ones
+    take ``axes`` and ``level``). Extra: ``suffixes``."""
+
+
+@hookspec
+def bioim2im_register_writers(registry: Registrar) -> None:
+    """Register image writers: a factory ``(path, array, *, axes, voxel_size, is_label,
+    **params)`` that writes the file atomically. Extras: ``suffixes`` and ``format``."""
+
+
+@hookspec
+def bioim2im_register_metrics(registry: Registrar) -> None:
+    """Register metrics computed between a prediction and its ground truth."""
+
+
+@hookspec
+def bioim2im_register_optimizers(registry: Registrar) -> None:
+    """Register optimizers; factories receive the trainable ``parameters`` by keyword."""
+
+
+@hookspec
+def bioim2im_register_schedulers(registry: Registrar) -> None:
+    """Register learning-rate schedules; factories receive ``optimizer`` and ``total_steps``."""
+
+
+@hookspec
+def bioim2im_register_presets(registry: Registrar) -> None:
+    """Register presets that ``extends = "NAME"`` can name.
+
+    The factory is the path of a TOML file (``pathlib.Path`` or ``str``).
+    """

@@ -1,0 +1,474 @@
+"""Out-of-core sliding-window prediction: read, predict and write an image block by block.
+
+Three threads overlap the work: a reader prefetches the next blocks (lazy reads from disk and
+normalisation), the calling thread runs the windows through the model, and a writer hands the
+finished blocks to the sink. Bounded queues between them keep at most
+:data:`BLOCKS_IN_FLIGHT` blocks in memory whatever the size of the image. See
+:mod:`bioim2im.prediction.blockwise.blocks` for why the block-wise result equals a whole-image prediction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from bioim2im.io.base import InMemoryImage
+from bioim2im.prediction.blockwise.blocks import Block, BlockPlan, HeadGeometry, plan_blocks
+from bioim2im.prediction.blockwise.windows import importance_map
+
+BLOCKS_IN_FLIGHT = 5
+"""Most blocks alive at once: one being read, one queued, one being predicted, one queued for
+writing and one being written."""
+
+Sink = Callable[[int, dict[str, tuple[slice, ...]], dict[str, np.ndarray]], None]
+"""Receives ``(block_index, region per head, array per head)`` for each finished block; regions
+index the head's full output ``(channels, *spatial)``."""
+
+Progress = Callable[[int, int], None]
+"""Called with ``(blocks written, blocks to write)`` after each block."""
+
+
+class ReadableImage(Protocol):
+    """What prediction needs from an image: its shape and region reads (a LazyImage fits)."""
+
+    shape: tuple[int, ...]
+
+    def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray: ...
+
+
+def predict_blocks(
+    model: torch.nn.Module,
+    image: ReadableImage,
+    *,
+    roi_size: Sequence[int] | None = None,
+    out_channels: Mapping[str, int],
+    sink: Sink,
+    plan: BlockPlan | None = None,
+    spatial_axes: Sequence[int] | None = None,
+    overlap: float | Sequence[float] = 0.25,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    tta: bool | Sequence[Sequence[int]] = False,
+    device: str | torch.device = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    head_geometry: Mapping[str, HeadGeometry] | None = None,
+    block_size: Sequence[int] | None = None,
+    chunk_size: Sequence[int] | None = None,
+    skip_blocks: Collection[int] = (),
+    progress: Progress | None = None,
+) -> None:
+    """Predict ``image`` with a Gaussian- (or constant-) blended sliding window, block by block.
+
+    ``spatial_axes`` are the image's spatial axes (default: its last ``len(roi_size)``); the other
+    axes are read whole and flattened, in order, into the model's input channels. Each block is
+    read as channel-first float32 and passed through ``prepare`` (normalisation); ``prepare`` must
+    treat voxels independently of the block (statistics computed beforehand on the whole image),
+    or blocks would be normalised differently.
+
+    ``model`` (in eval mode) maps a batch ``(B, C_in, *roi_size)`` to a dict head -> tensor
+    ``(B, out_channels[head], *output window)``; a plain tensor is accepted for a single head.
+    ``head_geometry`` gives heads whose output is upsampled or drops an axis (default: same
+    grid). ``tta`` averages over flips: True = every combination of spatial axes, or a list of
+    axis subsets (the unflipped input always counts). ``amp_dtype`` (e.g. ``torch.bfloat16``)
+    runs the model under autocast.
+
+    The blocks are ``plan`` (a caller that planned them already passes its plan, which fixes
+    the window size and overlap too), else :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks`
+    of the spatial shape with ``roi_size``, ``overlap``, ``block_size`` and ``chunk_size``
+    (spanning axes a head drops). ``skip_blocks`` are left out (already written by an
+    interrupted run). Each finished block goes to ``sink``.
+    """
+    if plan is None and roi_size is None:
+        raise ValueError("give the window size (roi_size) or a block plan")
+    ndim = len(plan.roi_size if plan is not None else roi_size)  # type: ignore[arg-type]
+    axes = _spatial_axes(spatial_axes, len(image.shape), ndim)
+    heads = _head_geometries(out_channels, head_geometry, ndim)
+    dropped = sorted({a for geometry in heads.values() for a in geometry.dropped_axes})
+    shape = tuple(image.shape[a] for a in axes)
+    if plan is None:
+        plan = plan_blocks(shape, roi_size, overlap, block_size, chunk_size, whole_axes=dropped)  # type: ignore[arg-type]
+    elif plan.shape != shape or any(plan.block_size[a] != shape[a] for a in dropped):
+        raise ValueError(
+            f"the block plan (shape {plan.shape}, blocks {plan.block_size}) does not fit an image "
+            f"of spatial shape {shape} whose heads drop axes {dropped}"
+        )
+    skip = set(skip_blocks)
+    todo = [i for i in range(len(plan)) if i not in skip]
+    windows = _WindowRunner(
+        model,
+        plan,
+        out_channels,
+        heads,
+        blend,
+        batch_size,
+        _flip_sets(tta, ndim),
+        device,
+        amp_dtype,
+    )
+
+    def read(block: Block) -> np.ndarray:
+        if block.n_windows == 0:
+            # A carried block starting no window of its own only finishes the carried sums.
+            return np.zeros((0,) * (ndim + 1), np.float32)
+        return _read_block(image, block, axes, prepare)
+
+    def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
+        regions = {
+            head: (slice(0, out_channels[head]), *geometry.output_region(block.core))
+            for head, geometry in heads.items()
+        }
+        sink(block.index, regions, arrays)
+
+    _run_pipeline(plan.blocks(todo), read, windows, write, len(todo), progress)
+
+
+def predict_array(
+    model: torch.nn.Module,
+    array: np.ndarray,
+    *,
+    roi_size: Sequence[int],
+    out_channels: Mapping[str, int],
+    spatial_axes: Sequence[int] | None = None,
+    head_geometry: Mapping[str, HeadGeometry] | None = None,
+    **options: Any,
+) -> dict[str, np.ndarray]:
+    """:func:`predict_blocks` of an in-memory array; returns each head's ``(C, *spatial)`` output."""
+    array = np.asarray(array)
+    ndim = len(roi_size)
+    axes = _spatial_axes(spatial_axes, array.ndim, ndim)
+    spatial_shape = [array.shape[a] for a in axes]
+    outputs = {
+        head: np.empty((out_channels[head], *geometry.output_shape(spatial_shape)), np.float32)
+        for head, geometry in _head_geometries(out_channels, head_geometry, ndim).items()
+    }
+
+    def sink(
+        index: int, regions: dict[str, tuple[slice, ...]], arrays: dict[str, np.ndarray]
+    ) -> None:
+        for head, values in arrays.items():
+            outputs[head][regions[head]] = values
+
+    predict_blocks(
+        model,
+        InMemoryImage(array),
+        roi_size=roi_size,
+        out_channels=out_channels,
+        sink=sink,
+        spatial_axes=axes,
+        head_geometry=head_geometry,
+        **options,
+    )
+    return outputs
+
+
+def _spatial_axes(
+    spatial_axes: Sequence[int] | None, image_ndim: int, ndim: int
+) -> tuple[int, ...]:
+    if spatial_axes is None:
+        return tuple(range(image_ndim - ndim, image_ndim))
+    axes = tuple(a % image_ndim for a in spatial_axes)
+    if len(axes) != ndim or len(set(axes)) != ndim:
+        raise ValueError(
+            f"spatial_axes {tuple(spatial_axes)} must be {ndim} distinct axes (one per roi_size)"
+        )
+    return axes
+
+
+def _head_geometries(
+    out_channels: Mapping[str, int], head_geometry: Mapping[str, HeadGeometry] | None, ndim: int
+) -> dict[str, HeadGeometry]:
+    geometries = dict(head_geometry or {})
+    unknown = set(geometries) - set(out_channels)
+    if unknown:
+        raise ValueError(
+            f"head_geometry names heads {sorted(unknown)} that are not in out_channels"
+        )
+    heads = {head: geometries.get(head, HeadGeometry.same(ndim)) for head in out_channels}
+    for head, geometry in heads.items():
+        if len(geometry.scale) != ndim:
+            raise ValueError(
+                f"head {head!r}: geometry has {len(geometry.scale)} axes, the windows {ndim}"
+            )
+    return heads
+
+
+def _flip_sets(tta: bool | Sequence[Sequence[int]], ndim: int) -> list[tuple[int, ...]]:
+    """The axis subsets to flip; the empty one (no flip) first."""
+    if tta is False:
+        return [()]
+    if tta is True:
+        return [c for k in range(ndim + 1) for c in itertools.combinations(range(ndim), k)]
+    flips: list[tuple[int, ...]] = [()]
+    for subset in tta:
+        axes = tuple(sorted(set(subset)))
+        if any(not 0 <= a < ndim for a in axes):
+            raise ValueError(
+                f"tta flips axes {list(subset)}, but the windows have axes 0..{ndim - 1}"
+            )
+        if axes not in flips:
+            flips.append(axes)
+    return flips
+
+
+def _read_block(
+    image: ReadableImage,
+    block: Block,
+    spatial_axes: tuple[int, ...],
+    prepare: Callable[[np.ndarray], np.ndarray] | None,
+) -> np.ndarray:
+    """The block's read region as channel-first float32, prepared and padded to its windows."""
+    region = [slice(None)] * len(image.shape)
+    for axis, extent in zip(spatial_axes, block.read, strict=True):
+        region[axis] = extent
+    data = np.asarray(image.read(tuple(region)))
+    other = [a for a in range(data.ndim) if a not in spatial_axes]
+    data = data.transpose(*other, *spatial_axes)
+    data = data.reshape(-1, *data.shape[len(other) :]).astype(np.float32)
+    if prepare is not None:
+        data = np.asarray(prepare(data), dtype=np.float32)
+    if any(before or after for before, after in block.pad):
+        data = np.pad(data, ((0, 0), *block.pad), mode="reflect")
+    return np.ascontiguousarray(data)
+
+
+class _WindowRunner:
+    """Runs a block's windows through the model and blends them over the block's core."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        plan: BlockPlan,
+        out_channels: Mapping[str, int],
+        heads: Mapping[str, HeadGeometry],
+        blend: str,
+        batch_size: int,
+        flips: list[tuple[int, ...]],
+        device: str | torch.device,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model
+        self.roi = plan.roi_size
+        self.out_channels = dict(out_channels)
+        self.heads = dict(heads)
+        self.batch_size = batch_size
+        self.flips = flips
+        self.device = torch.device(device)
+        self.amp_dtype = amp_dtype
+        self.windows = {head: self._output_window(head) for head in heads}
+        self.weights = {
+            head: torch.from_numpy(importance_map(blend, window)).to(self.device)
+            for head, window in self.windows.items()
+        }
+        # Sums a block spilled past its core, by the carried block that continues from them.
+        self.carried: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        self.layer = math.prod(plan.grid[1:])
+
+    def _output_window(self, head: str) -> tuple[int, ...]:
+        geometry = self.heads[head]
+        return tuple(self.roi[a] * geometry.scale[a] for a in geometry.kept_axes)
+
+    def __call__(self, block: Block, data: np.ndarray) -> dict[str, np.ndarray]:
+        image = torch.from_numpy(data).to(self.device)
+        placements = {
+            head: self._placements(block, geometry) for head, geometry in self.heads.items()
+        }
+        # The core, plus the spill along the first axis that the next block carries on from.
+        extent = (block.core_shape[0] + block.spill, *block.core_shape[1:])
+        with torch.inference_mode():
+            sums, norms = {}, {}
+            for head, geometry in self.heads.items():
+                shape = geometry.output_shape(extent)
+                sums[head] = torch.zeros((self.out_channels[head], *shape), device=self.device)
+                norms[head] = torch.zeros(shape, device=self.device)
+            if block.carried:
+                # The sums of the earlier windows come first, as in a whole-image pass.
+                carried_sums, carried_norms = self.carried.pop(block.index)
+                for head in self.heads:
+                    n = min(len(carried_norms[head]), len(norms[head]))
+                    sums[head][:, :n] = carried_sums[head][:, :n]
+                    norms[head][:n] = carried_norms[head][:n]
+            for batch in _batched(block.windows(), self.batch_size):
+                outputs = self._forward(torch.stack([self._crop(image, start) for start in batch]))
+                for head, output in outputs.items():
+                    weighted = output * self.weights[head]
+                    kept = self.heads[head].kept_axes
+                    for i, start in enumerate(batch):
+                        src, dst = zip(*(placements[head][a][start[a]] for a in kept), strict=True)
+                        sums[head][(slice(None), *dst)] += weighted[(i, slice(None), *src)]
+                        norms[head][dst] += self.weights[head][src]
+            if block.spill:
+                # Blocks span the first axis whole when a head drops it: here every head keeps it.
+                core = {head: block.core_shape[0] * g.scale[0] for head, g in self.heads.items()}
+                self.carried[block.index + self.layer] = (
+                    {head: sums[head][:, core[head] :].clone() for head in self.heads},
+                    {head: norms[head][core[head] :].clone() for head in self.heads},
+                )
+                sums = {head: sums[head][:, : core[head]] for head in self.heads}
+                norms = {head: norms[head][: core[head]] for head in self.heads}
+            return {head: (sums[head] / norms[head]).cpu().numpy() for head in self.heads}
+
+    def _crop(self, image: torch.Tensor, start: tuple[int, ...]) -> torch.Tensor:
+        window = (slice(s, s + r) for s, r in zip(start, self.roi, strict=True))
+        return image[(slice(None), *window)]
+
+    def _placements(
+        self, block: Block, geometry: HeadGeometry
+    ) -> dict[int, dict[int, tuple[slice, slice]]]:
+        """Per kept axis and window start: (slice of the window output, slice of the core output)."""
+        placements: dict[int, dict[int, tuple[slice, slice]]] = {}
+        for a in geometry.kept_axes:
+            roi, factor = self.roi[a], geometry.scale[a]
+            lo = block.core_start[a]
+            hi = lo + block.core_shape[a] + (block.spill if a == 0 else 0)
+            placements[a] = {}
+            for start in block.window_starts[a]:
+                first, last = max(start, lo), min(start + roi, hi)
+                placements[a][start] = (
+                    slice((first - start) * factor, (last - start) * factor),
+                    slice((first - lo) * factor, (last - lo) * factor),
+                )
+        return placements
+
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's outputs for ``batch`` in float32, averaged over the TTA flips."""
+        totals: dict[str, torch.Tensor] = {}
+        for axes in self.flips:
+            inputs = torch.flip(batch, [2 + a for a in axes]) if axes else batch
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.amp_dtype)
+                if self.amp_dtype is not None
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                outputs = self._as_dict(self.model(inputs))
+            for head, geometry in self.heads.items():
+                output = outputs[head].float()
+                expected = (len(batch), self.out_channels[head], *self.windows[head])
+                if tuple(output.shape) != expected:
+                    raise ValueError(
+                        f"the model's {head!r} output has shape {tuple(output.shape)}, expected {expected}"
+                    )
+                kept = geometry.kept_axes
+                unflip = [2 + kept.index(a) for a in axes if a in kept]
+                if unflip:
+                    output = torch.flip(output, unflip)
+                totals[head] = totals[head] + output if head in totals else output
+        return {head: total / len(self.flips) for head, total in totals.items()}
+
+    def _as_dict(self, outputs: Any) -> Mapping[str, torch.Tensor]:
+        if isinstance(outputs, torch.Tensor) and len(self.heads) == 1:
+            return {next(iter(self.heads)): outputs}
+        if not isinstance(outputs, Mapping):
+            raise TypeError(
+                f"the model must return a dict head -> tensor, got {type(outputs).__name__}"
+            )
+        missing = set(self.heads) - set(outputs)
+        if missing:
+            raise ValueError(f"the model's outputs lack heads {sorted(missing)}")
+        return outputs
+
+
+def _batched(items: Iterable[tuple[int, ...]], size: int) -> Iterator[list[tuple[int, ...]]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+# Pipeline markers: the producer has no more items / the pipeline is stopping after an error.
+_END = object()
+_STOPPED = object()
+_POLL_SECONDS = 0.05
+
+
+def _run_pipeline(
+    blocks: Iterable[Block],
+    read: Callable[[Block], np.ndarray],
+    predict: Callable[[Block, np.ndarray], dict[str, np.ndarray]],
+    write: Callable[[Block, dict[str, np.ndarray]], None],
+    total: int,
+    progress: Progress | None,
+) -> None:
+    """Read in one thread, predict in this one, write in another; re-raise the first error."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    # Each queue holds one block; with the block each thread holds, BLOCKS_IN_FLIGHT in all.
+    to_predict: queue.Queue[Any] = queue.Queue(maxsize=1)
+    to_write: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def reader() -> None:
+        try:
+            for block in blocks:
+                if not _put(to_predict, (block, read(block)), stop):
+                    return
+            _put(to_predict, _END, stop)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    def writer() -> None:
+        try:
+            done = 0
+            while (item := _get(to_write, stop)) is not _END and item is not _STOPPED:
+                write(*item)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=reader, name="bioim2im-read", daemon=True),
+        threading.Thread(target=writer, name="bioim2im-write", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while (item := _get(to_predict, stop)) is not _END and item is not _STOPPED:
+            block, data = item
+            del item
+            result = predict(block, data)
+            del data
+            if not _put(to_write, (block, result), stop):
+                break
+        _put(to_write, _END, stop)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _put(channel: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item``, waiting for room; False when the pipeline stopped meanwhile."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(channel: queue.Queue[Any], stop: threading.Event) -> Any:
+    """The next item, or ``_STOPPED`` once the pipeline stopped."""
+    while not stop.is_set():
+        try:
+            return channel.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            continue
+    return _STOPPED

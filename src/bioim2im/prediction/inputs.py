@@ -1,0 +1,255 @@
+"""The images ``bioim2im predict`` reads: found from a path, glob, folder or CSV manifest,
+opened lazily, checked against the model, and normalised as in training.
+
+Normalisation. Training scales each image with statistics of the whole image (percentiles,
+mean and std...). Prediction computes the same statistics once per image (per time point),
+from an evenly strided subsample when the image is large, exactly as training's lazy reading
+does, then applies them to each block as it is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bioim2im.data.sources import image_stem
+from bioim2im.errors import UserError
+from bioim2im.io import LazyImage, open_image
+from bioim2im.io.base import InMemoryImage
+from bioim2im.prediction.trained_model import TrainedModel
+
+SPATIAL = "ZYX"
+STATISTICS_VOXELS = 1 << 24
+"""Voxels read to compute an image's normalisation statistics (as in training)."""
+
+
+@dataclass
+class InputImage:
+    """One input file, opened lazily, with the layout prediction needs."""
+
+    path: Path
+    stem: str
+    """The name its outputs are given: the file name without its image suffix."""
+    image: LazyImage
+
+    @property
+    def axes(self) -> str:
+        return self.image.axes
+
+    @property
+    def spatial(self) -> str:
+        """Its spatial axes in ZYX order."""
+        return "".join(a for a in SPATIAL if a in self.axes)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[self.axes.index(a)] for a in self.spatial)
+
+    @property
+    def channels(self) -> int:
+        return self.image.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def time_points(self) -> int:
+        return self.image.shape[self.axes.index("T")] if "T" in self.axes else 1
+
+    @property
+    def voxels(self) -> int:
+        """Voxels predicted: every time point's spatial voxels."""
+        return self.time_points * math.prod(self.spatial_shape)
+
+    @property
+    def voxel_size(self) -> tuple[float, ...] | None:
+        """Micrometers per voxel in ZYX order, when the file says."""
+        size = self.image.voxel_size
+        if size is None:
+            return None
+        stored = [a for a in self.axes if a in SPATIAL]
+        return tuple(size[stored.index(a)] for a in self.spatial)
+
+    def at(self, time_point: int) -> TimePoint:
+        return TimePoint(self.image, time_point)
+
+
+class TimePoint:
+    """One time point of an image (the image itself when it has no T axis), read by region.
+
+    Its axes are the image's without T; ``spatial_axes`` are their positions in ZYX order.
+    """
+
+    def __init__(self, image: LazyImage, time_point: int) -> None:
+        self.image = image
+        self.time_point = time_point
+        self._t = image.axes.index("T") if "T" in image.axes else None
+        self.axes = image.axes.replace("T", "")
+        self.shape = tuple(n for i, n in enumerate(image.shape) if i != self._t)
+        self.spatial_axes = tuple(self.axes.index(a) for a in SPATIAL if a in self.axes)
+
+    def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        region = region or tuple(slice(None) for _ in self.shape)
+        if self._t is None:
+            return self.image.read(region)
+        t = self.time_point
+        full = (*region[: self._t], slice(t, t + 1), *region[self._t :])
+        return self.image.read(full).squeeze(self._t)
+
+    def channel_first(self) -> np.ndarray:
+        """All of it as float32 (C, *spatial), spatial axes in ZYX order."""
+        data = self.read()
+        other = [a for a in range(data.ndim) if a not in self.spatial_axes]
+        data = data.transpose(*other, *self.spatial_axes)
+        return data.reshape(-1, *data.shape[len(other) :]).astype(np.float32, copy=False)
+
+
+def find_inputs(inputs: str, *, manifest_column: str, suffixes: Sequence[str]) -> list[Path]:
+    """The image files ``inputs`` names: one image, a glob, a folder or a CSV manifest.
+
+    A folder stands for the images directly in it (hidden ones left out), or for its
+    ``manifest_column`` subfolder when it holds no image itself (a training dataset's ``IM/``).
+    A manifest's paths are in the column ``manifest_column`` or ``path``, relative to the CSV.
+    """
+    path = Path(inputs).expanduser()
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return _from_manifest(path, manifest_column)
+    if path.exists():
+        if _is_image(path, suffixes) or not path.is_dir():
+            return [path]
+        found = _images_in(path, suffixes)
+        if not found and (path / manifest_column).is_dir():
+            found = _images_in(path / manifest_column, suffixes)
+        if not found:
+            raise UserError(f"no images in {path} (readable file types: {', '.join(suffixes)})")
+        return found
+    if glob.has_magic(inputs):
+        matches = sorted(Path(p) for p in glob.glob(str(path)))
+        found = [p for p in matches if _is_image(p, suffixes)]
+        if not found:
+            raise UserError(
+                f"no images match {inputs} (readable file types: {', '.join(suffixes)})"
+            )
+        return found
+    raise UserError(f"input {inputs}: no such file or directory")
+
+
+def _is_image(path: Path, suffixes: Sequence[str]) -> bool:
+    return image_stem(path, suffixes) is not None
+
+
+def _images_in(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if _is_image(p, suffixes)]
+
+
+def _from_manifest(path: Path, column: str) -> list[Path]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read the manifest {path}: {exc}") from None
+    columns = list(rows[0]) if rows else []
+    chosen = next((c for c in (column, "path") if c in columns), None)
+    if chosen is None:
+        raise UserError(
+            f"manifest {path} has no column '{column}' or 'path' "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
+    files = []
+    for line, row in enumerate(rows, start=2):
+        cell = (row.get(chosen) or "").strip()
+        if not cell:
+            raise UserError(f"{path} line {line}: no path in column '{chosen}'")
+        file = Path(cell).expanduser()
+        files.append(file if file.is_absolute() else path.parent / file)
+    if not files:
+        raise UserError(f"manifest {path} lists no images")
+    return files
+
+
+def open_inputs(
+    paths: Sequence[Path], model: TrainedModel, suffixes: Sequence[str]
+) -> list[InputImage]:
+    """Open every input (headers only) and check it fits ``model``; all problems at once."""
+    images, problems = [], []
+    for path in paths:
+        try:
+            image = open_image(path, axes=model.preset.data.axes, registry=model.registry)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        found = InputImage(path, image_stem(path, suffixes) or path.stem, image)
+        problem = mismatch(found, model)
+        if problem:
+            problems.append(problem)
+        else:
+            images.append(found)
+    by_stem: dict[str, list[Path]] = {}
+    for found in images:
+        by_stem.setdefault(found.stem, []).append(found.path)
+    problems += [
+        f"inputs {', '.join(map(str, same))} would all write outputs named '{stem}'"
+        for stem, same in by_stem.items()
+        if len(same) > 1
+    ]
+    if problems:
+        noun = "input cannot" if len(problems) == 1 else "inputs cannot"
+        raise UserError(f"{len(problems)} {noun} be predicted:", problems)
+    return images
+
+
+def mismatch(found: InputImage, model: TrainedModel) -> str | None:
+    """Why the model cannot predict ``found``, or None."""
+    image = found.image
+    if "S" in image.axes:
+        return (
+            f"{found.path}: axes {image.axes} have an S (sample) axis; "
+            "write each sample as its own image to predict it"
+        )
+    dims, channels = model.spatial_dims, model.in_channels
+    if len(found.spatial) != dims or found.channels != channels:
+        expected = "ZYX" if dims == 3 else "YX"
+        return (
+            f"{found.path}: shape {tuple(image.shape)} with axes {image.axes} has "
+            f"{found.channels} channel(s) and {len(found.spatial)} spatial axes "
+            f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
+            f"spatial axes ({expected})"
+        )
+    data = model.preset.data
+    if data.target_voxel_size is not None:
+        # Training resampled every image to this voxel size; prediction does not resample.
+        size = found.voxel_size or (tuple(data.voxel_size) if data.voxel_size else None)
+        if size is None or not np.allclose(size, data.target_voxel_size, rtol=1e-3):
+            return (
+                f"{found.path}: voxel size {size or 'unknown'}, but the model was trained on "
+                f"images resampled to {tuple(data.target_voxel_size)}; resample it to that "
+                "voxel size first"
+            )
+    return None
+
+
+def normalizer(
+    found: InputImage, view: TimePoint, model: TrainedModel
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, TimePoint | InMemoryImage]:
+    """How blocks of ``view`` are normalised, and what to read them from.
+
+    Normalisations with separate statistics (all built-in ones) get them once from a subsample
+    and are applied block by block; any other is applied to the whole time point, read into
+    memory.
+    """
+    from bioim2im.data.preparation import preparation
+    from bioim2im.data.volumes import Prepared, View
+
+    prep = preparation(model.preset, model.registry)
+    path = str(found.path)
+    fixed = {"T": view.time_point} if "T" in found.axes else {}
+    if hasattr(prep.normalize, "statistics"):
+        sample = View(found.image, fixed).subsample(STATISTICS_VOXELS)
+        stats = prep.normalize.statistics(Prepared(path, prep.nan_policy)(sample))
+        return Prepared(path, prep.nan_policy, normalize=prep.normalize, stats=stats), view
+    whole = Prepared(path, prep.nan_policy)(view.channel_first())
+    normalized = np.ascontiguousarray(prep.normalize(whole), dtype=np.float32)
+    return None, InMemoryImage(normalized, axes="C" + found.spatial, path=path)

@@ -1,0 +1,142 @@
+"""A killed or interrupted prediction resumes where it stopped; outputs of other settings are
+never taken over, finished ones never overwritten without asking."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from predict_helpers import INSTANCE, nuclei_image, read_zarr
+
+import bioim2im.prediction.job as predict_module
+from bioim2im.errors import UserError
+from bioim2im.prediction.blockwise import load_finished_blocks
+from bioim2im.prediction.job import predict_files
+
+SMALL_BLOCKS = "predict.block_size=[32, 32]"
+
+
+def finished_blocks(work_dir: Path) -> set[int]:
+    found: set[int] = set()
+    for path in (work_dir / "progress").glob("*.json"):
+        found |= load_finished_blocks(path)
+    return found
+
+
+def test_a_killed_prediction_resumes_without_predicting_finished_blocks_again(run_2d, tmp_path):
+    image = nuclei_image(tmp_path / "big.tif", (256, 256), seed=4)
+    out = tmp_path / "out"
+    overrides = [*INSTANCE, SMALL_BLOCKS]
+    command = [sys.executable, "-m", "bioim2im", "predict", str(run_2d), "-i", str(image)]
+    command += ["-o", str(out), *(a for text in overrides for a in ("--set", text))]
+    work = out / ".big.ome.zarr.partial"
+    # One thread, as in this process, for the same arithmetic on both sides.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(finished_blocks(work)) >= 6:
+                break
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.wait()
+    recorded = finished_blocks(work)
+    assert 6 <= len(recorded) < 64, "the run was not killed while predicting"
+    # What a killed run leaves is never mistaken for a finished output.
+    assert not (out / "big.ome.zarr").exists() and not (out / "predictions.csv").exists()
+
+    summary = predict_files(run_2d, str(image), out, overrides=overrides, progress=False)
+    blocks = summary.results[0].blocks
+    assert (blocks.total, blocks.resumed, blocks.predicted) == (
+        64,
+        len(recorded),
+        64 - len(recorded),
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["big.ome.zarr", "predictions.csv"]
+
+    reference = tmp_path / "reference"
+    predict_files(run_2d, str(image), reference, overrides=overrides, progress=False)
+    for head in ("seg", "prob"):
+        resumed = read_zarr(out / "big.ome.zarr" / head / "0")
+        expected = read_zarr(reference / "big.ome.zarr" / head / "0")
+        np.testing.assert_allclose(resumed, expected, atol=1e-6, err_msg=head)
+
+
+def interrupt_before_finishing(monkeypatch: pytest.MonkeyPatch, stem: str) -> None:
+    """Make the prediction stop (as on Ctrl-C) once ``stem``'s blocks are all predicted."""
+    finish = predict_module.finish_image
+
+    def finish_or_stop(model, found, store, tiling):  # type: ignore[no-untyped-def]
+        if found.stem == stem:
+            raise KeyboardInterrupt
+        finish(model, found, store, tiling)
+
+    monkeypatch.setattr(predict_module, "finish_image", finish_or_stop)
+
+
+def test_rerunning_the_command_takes_the_inputs_it_finished_as_done(
+    run_2d, images_2d, tmp_path, monkeypatch
+):
+    out = tmp_path / "out"
+    interrupt_before_finishing(monkeypatch, "cells_1")
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(run_2d, str(images_2d), out, progress=False)
+    assert (out / "cells_0.ome.zarr").is_dir() and not (out / "cells_1.ome.zarr").exists()
+    assert not (out / "predictions.csv").exists()
+    monkeypatch.undo()
+
+    summary = predict_files(run_2d, str(images_2d), out, progress=False)
+    assert [r.done_earlier for r in summary.results] == [True, False, False]
+    second = summary.results[1].blocks
+    assert second.resumed == second.total and second.predicted == 0
+    with open(out / "predictions.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells_0.ome.zarr",
+        "cells_1.ome.zarr",
+        "cells_2.ome.zarr",
+        "predictions.csv",
+    ]
+    # Once finished, the same command refuses to overwrite its outputs.
+    with pytest.raises(UserError, match="--overwrite"):
+        predict_files(run_2d, str(images_2d), out, progress=False)
+
+
+def test_an_unfinished_prediction_with_other_settings_is_refused_unless_overwrite(
+    run_2d, images_2d, tmp_path, monkeypatch
+):
+    image, out = str(images_2d / "cells_0.tif"), tmp_path / "out"
+    interrupt_before_finishing(monkeypatch, "cells_0")
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(run_2d, image, out, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"unfinished prediction .* other settings") as error:
+        predict_files(run_2d, image, out, overrides=["predict.tta=true"], progress=False)
+    assert ".cells_0.ome.zarr.partial" in str(error.value)
+    summary = predict_files(
+        run_2d, image, out, overrides=["predict.tta=true"], overwrite=True, progress=False
+    )
+    assert summary.results[0].blocks.resumed == 0
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_overwrite_replaces_a_finished_output(run_2d, images_2d, tmp_path):
+    image, out = str(images_2d / "cells_0.tif"), tmp_path / "out"
+    predict_files(run_2d, image, out, progress=False)
+    first = read_zarr(out / "cells_0.ome.zarr" / "prob" / "0")
+    predict_files(
+        run_2d, image, out, overrides=["predict.tta=true"], overwrite=True, progress=False
+    )
+    second = read_zarr(out / "cells_0.ome.zarr" / "prob" / "0")
+    assert second.shape == first.shape and not np.array_equal(second, first)
+    assert sorted(p.name for p in out.iterdir()) == ["cells_0.ome.zarr", "predictions.csv"]

@@ -1,0 +1,170 @@
+"""Training end to end on tiny synthetic data: learning, run directory, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bioim2im.api import train
+from bioim2im.model.checkpoint import load_checkpoint
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_model_learns_and_the_run_directory_is_complete(tiny_preset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train(tiny_preset(), overrides=["train.steps=80", "train.val_every=40"], run_dir=run)
+    assert result.step == 80
+
+    records = _records(run)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
+    vals = [r for r in records if "val/seg/dice" in r]
+    assert [r["step"] for r in vals] == [40, 80]
+    # A trivial all-foreground prediction scores 2f/(1+f) on the validation patches.
+    assert vals[-1]["val/seg/dice"] > 0.75
+
+    assert all("step" in r for r in records)
+    for name in (
+        "preset.toml",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "snapshots").glob("*.png")) == [
+        "step_0000040.png",
+        "step_0000080.png",
+    ]
+
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 80
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "preset", "versions"} <= set(state)
+    assert state["versions"]["bioim2im"]
+    assert 'name = "unet"' in state["preset"]
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best"] == max(r["val/seg/dice"] for r in vals)
+
+
+def test_same_seed_same_loss_curve(tiny_preset, tmp_path: Path) -> None:
+    curves = []
+    for name in ("a", "b"):
+        train(tiny_preset(), overrides=["train.steps=15"], run_dir=tmp_path / name)
+        curves.append([r["loss"] for r in _records(tmp_path / name) if "loss" in r])
+    assert curves[0] == curves[1]
+    other = tmp_path / "c"
+    train(tiny_preset(), overrides=["train.steps=15", "train.seed=4"], run_dir=other)
+    assert [r["loss"] for r in _records(other) if "loss" in r] != curves[0]
+
+
+def test_existing_run_directory_is_refused(tiny_preset, tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    train(tiny_preset(), overrides=["train.steps=2"], run_dir=run)
+    result = cli("train", tiny_preset(), "--run-dir", run)
+    assert result.code == 2
+    assert f"--resume {run}" in result.err
+
+
+def test_accumulation_and_clipping_and_ema_train(tiny_preset, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = train(
+        tiny_preset(),
+        overrides=[
+            "train.steps=6",
+            "train.accumulate=2",
+            "train.clip_grad_norm=1.0",
+            "train.ema=0.9",
+            "train.val_every=6",
+        ],
+        run_dir=run,
+    )
+    assert result.step == 6
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["ema"] is not None
+
+
+def test_batch_not_divisible_by_accumulation_is_a_clear_error(
+    tiny_preset, tmp_path: Path, cli
+) -> None:
+    result = cli("train", tiny_preset(), "--set", "train.accumulate=3", "--run-dir", tmp_path / "r")
+    assert result.code == 2
+    assert "data.batch_size 4 must be divisible" in result.err
+
+
+def test_fine_tuning_loads_matching_layers_and_freezes(tiny_preset, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(tiny_preset(), overrides=["train.steps=3"], run_dir=first)
+    second = tmp_path / "second"
+    train(
+        tiny_preset(),
+        overrides=[
+            f"train.init_from={first}",
+            "train.steps=3",
+            "train.freeze=['backbone.*']",
+            "model.heads.seg.out_channels=2",
+            "model.heads.seg.loss={name='dice_ce', sigmoid=false, softmax=true, to_onehot_y=true}",
+            "model.heads.seg.postprocess=[{name='softmax'}, {name='argmax'}]",
+        ],
+        run_dir=second,
+    )
+    a = load_checkpoint(first / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(second / "checkpoints" / "last.pt")["model"]
+    backbone = [k for k in a if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(a[k], b[k]) for k in backbone)  # loaded, then frozen
+    assert b["heads.seg.conv.weight"].shape[0] == 2 if "heads.seg.conv.weight" in b else True
+
+
+def test_nan_loss_stops_with_a_message_naming_the_step(tiny_preset, tmp_path: Path, cli) -> None:
+    result = cli(
+        "train",
+        tiny_preset(),
+        "--set",
+        "train.optimizer={name='sgd', lr=1e12}",
+        "--set",
+        "model.heads.seg.loss={name='mse'}",
+        "--set",
+        "train.steps=200",
+        "--run-dir",
+        tmp_path / "r",
+    )
+    assert result.code == 1, result.err
+    assert "the loss became" in result.err and "at step" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_amp_settings_run_on_cpu(tiny_preset, tmp_path: Path, amp: str) -> None:
+    assert (
+        train(
+            tiny_preset(), overrides=["train.steps=2", f"train.amp={amp}"], run_dir=tmp_path / amp
+        ).step
+        == 2
+    )
+
+
+# torch.compile imports torch.utils.mkldnn, which warns about its own use of torch.jit.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
+def test_channels_last_and_compile_train_the_same_model(
+    tiny_preset, tmp_path: Path, option: str
+) -> None:
+    settings = ["train.steps=4", "train.log_every=1", "train.val_every=4"]
+    train(tiny_preset(), overrides=settings, run_dir=tmp_path / "eager")
+    train(tiny_preset(), overrides=[*settings, option], run_dir=tmp_path / "other")
+    curves = [
+        [r["loss"] for r in _records(tmp_path / n) if "loss" in r] for n in ("eager", "other")
+    ]
+    assert len(curves[1]) == 4
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-3)
+    # The checkpoint holds the plain model (no torch.compile wrapper names): predict loads it.
+    eager, other = (
+        load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("eager", "other")
+    )
+    assert other["model"].keys() == eager["model"].keys()
