@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from bioim2im._version import __version__
 
 API = ("train", "predict", "predict_files", "evaluate", "load_preset", "TrainResult")
 __all__ = ["__version__", "hookimpl", *API]

@@ -14,10 +14,10 @@ import tifffile
 import zarr
 from predict_helpers import INSTANCE, matched_objects, nuclei_image, read_zarr
 
+from bioim2im import predict, predict_files
 from bioim2im.data.synthetic import nuclei
 from bioim2im.io import open_image
 from bioim2im.io.tiff import write_tiff
-from bioim2im import predict, predict_files
 
 SMALL_BLOCKS = "predict.block_size=[32, 32]"
 

@@ -204,3 +204,28 @@ def test_settings_that_cannot_work_are_refused(
     result = cli("train", preset, "--set", setting, "--run-dir", tmp_path / "run")
     assert result.code == 2, result.err
     assert message in result.err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("base", "setting", "message"),
+    [
+        ("cyclegan-2d", "adversarial.conditional=true", "set adversarial.conditional = false"),
+        ("cyclegan-2d", "model.heads.translated.task='semantic'", 'task = "regression"'),
+        (
+            "cyclegan-2d",
+            "model.heads.translated.out_channels=2;adversarial.identity_weight=1.0",
+            "identity_weight needs as many output channels",
+        ),
+        ("pix2pix-2d", "model.heads.extra={name='conv', loss={name='mse'}}", "adversarial.head"),
+    ],
+)
+def test_check_refuses_what_adversarial_training_would(
+    cli, datasets: dict[str, Path], tmp_path: Path, base: str, setting: str, message: str
+) -> None:
+    preset = tmp_path / "preset.toml"
+    preset.write_text(TINY.format(base=base, data=datasets[base]))
+    options = [part for text in setting.split(";") for part in ("--set", text)]
+    result = cli("check", preset, *options)
+    assert result.code == 2, result.err
+    assert message in result.err

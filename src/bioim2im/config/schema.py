@@ -329,6 +329,7 @@ class Preset(StrictModel):
                 )
             if adversarial.cycle and not self.data.unpaired:
                 raise ValueError("adversarial.cycle = true (CycleGAN) needs data.unpaired = true")
+            _adversarial_rules(self, adversarial)
         if self.data.unpaired and (adversarial is None or not adversarial.cycle):
             raise ValueError(
                 "data.unpaired = true needs [adversarial] with cycle = true (CycleGAN): a loss "
@@ -343,3 +344,33 @@ class Preset(StrictModel):
                     f"data.patch_size has {dims}"
                 )
         return self
+
+
+def _adversarial_rules(preset: Preset, adversarial: AdversarialConfig) -> None:
+    """Settings adversarial training cannot work with, each refused with its keys named."""
+    model = preset.model
+    head = adversarial.head or next(iter(model.heads))
+    spec = model.heads[head]
+    if spec.task != "regression":
+        raise ValueError(
+            f"adversarial training judges images: model.heads.{head} must have task = "
+            f'"regression", not "{spec.task}"'
+        )
+    if not adversarial.cycle:
+        return
+    if len(model.heads) != 1:
+        raise ValueError(
+            f"CycleGAN (adversarial.cycle = true) trains one head; model.heads has "
+            f"{len(model.heads)}: {', '.join(model.heads)}"
+        )
+    if adversarial.conditional:
+        raise ValueError(
+            "CycleGAN's discriminators cannot see the input next to an output (no target "
+            "matches an input): set adversarial.conditional = false"
+        )
+    if adversarial.identity_weight > 0 and spec.out_channels != model.in_channels:
+        raise ValueError(
+            f"adversarial.identity_weight needs as many output channels as input channels "
+            f"(model.heads.{head}.out_channels = {spec.out_channels}, model.in_channels = "
+            f"{model.in_channels}); set it to 0"
+        )

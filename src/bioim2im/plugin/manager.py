@@ -17,7 +17,7 @@ from typing import Any
 
 import pluggy
 
-from bioim2im import __version__
+from bioim2im._version import __version__
 from bioim2im.errors import PluginError
 from bioim2im.plugin import hookspecs
 from bioim2im.plugin.registry import ComponentRegistry, Registrar

@@ -38,10 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from bioim2im.config import Preset
-from bioim2im.config.schema import AdversarialConfig
 from bioim2im.distributed import DistEnv
 from bioim2im.errors import UserError
 from bioim2im.model.network import build_model
@@ -138,25 +136,12 @@ class GanTrainer(Trainer):
         assert adversarial is not None, "GanTrainer trains presets with an [adversarial] section"
         self.adversarial = adversarial
         self.head = adversarial.head or next(iter(preset.model.heads))
-        _check(preset, adversarial, self.head)
+        self.generator_ba: nn.Module | None = None
         super().__init__(preset, run_dir, env, registry, datasets)
         cfg = preset.train
         in_channels = preset.model.in_channels
         out_channels = preset.model.heads[self.head].out_channels
-
-        self.generator_ba: nn.Module | None = None
         if adversarial.cycle:
-            self.generator_ba = self._distributable(
-                build_model(reversed_preset(preset, self.head), registry)
-            )
-            # One optimizer for both generators, as in CycleGAN.
-            generators = [*self.model.parameters(), *self.generator_ba.parameters()]
-            self.optimizer = registry.build(
-                "optimizer", cfg.optimizer, parameters=[p for p in generators if p.requires_grad]
-            )
-            self.scheduler = registry.build(
-                "scheduler", cfg.scheduler, optimizer=self.optimizer, total_steps=self.total_steps
-            )
             judged = {"a": in_channels, "b": out_channels}
         else:
             judged = {"b": out_channels + (in_channels if adversarial.conditional else 0)}
@@ -184,6 +169,15 @@ class GanTrainer(Trainer):
         self.forward_discriminators = {d: self._parallel(m) for d, m in self.discriminators.items()}
 
     # ---- set-up helpers -------------------------------------------------------------------
+    def _more_generators(self) -> list[nn.Module]:
+        """CycleGAN's generator B -> A, trained by the model's optimizer (one optimizer for both
+        generators, as in CycleGAN)."""
+        if not self.adversarial.cycle:
+            return []
+        reverse = reversed_preset(self.preset, self.head)
+        self.generator_ba = self._distributable(build_model(reverse, self.registry))
+        return [self.generator_ba]
+
     def _discriminator(self, channels: int) -> nn.Module:
         spec = self.adversarial.discriminator
         network = self.registry.build(
@@ -294,44 +288,27 @@ class GanTrainer(Trainer):
         generators = [self.model] if self.generator_ba is None else [self.model, self.generator_ba]
         return [*generators, self.discriminators]
 
-    def _no_sync(self, sync: bool) -> contextlib.ExitStack:
-        """DDP's gradient synchronisation off for every network, but on the last micro-batch."""
-        stack = contextlib.ExitStack()
-        if not sync:
-            for module in (
-                self.forward_model,
-                self.forward_ba,
-                *self.forward_discriminators.values(),
-            ):
-                if isinstance(module, DistributedDataParallel):
-                    stack.enter_context(module.no_sync())
-        return stack
+    def _parallel_networks(self) -> list[nn.Module]:
+        generators = [self.forward_model] + ([] if self.forward_ba is None else [self.forward_ba])
+        return [*generators, *self.forward_discriminators.values()]
 
-    def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
-        for network in self._networks():
-            network.train()
+    def micro_step(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
+        """The generators' and the discriminators' gradients on the same micro-batch."""
+        self._pool_rng = np.random.default_rng([self.preset.train.seed, self.step, micro])
+        if self.generator_ba is None:
+            total, adv_d, values = self._pix2pix_losses(batch)
+        else:
+            total, adv_d, values = self._cyclegan_losses(batch)
         accumulate = self.preset.train.accumulate
-        sums: dict[str, torch.Tensor] = {}
-        for micro in range(accumulate):
-            batch = self.to_device(next(batches))
-            self._pool_rng = np.random.default_rng([self.preset.train.seed, self.step, micro])
-            with self._no_sync(sync=micro == accumulate - 1):
-                if self.generator_ba is None:
-                    total, adv_d, values = self._pix2pix_losses(batch)
-                else:
-                    total, adv_d, values = self._cyclegan_losses(batch)
-                self.scaler.scale(total / accumulate).backward()
-                self.discriminator_scaler.scale(adv_d / accumulate).backward()
-            for key, value in {"loss": total, **values}.items():
-                sums[key] = sums.get(key, 0) + value.detach() / accumulate
-        self.optimizer_step(self.optimizer, self.scaler, self.scheduler)
+        self.scaler.scale(total / accumulate).backward()
+        self.discriminator_scaler.scale(adv_d / accumulate).backward()
+        return {key: value.detach() for key, value in {"loss": total, **values}.items()}
+
+    def step_optimizers(self) -> None:
+        super().step_optimizers()
         self.optimizer_step(
             self.discriminator_optimizer, self.discriminator_scaler, self.discriminator_scheduler
         )
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        self.step += 1
-        return {key: float(value) for key, value in sums.items()}
 
     # ---- validation -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -367,31 +344,3 @@ class GanTrainer(Trainer):
         for domain, images in state.get("image_pools", {}).items():
             if domain in self.pools:
                 self.pools[domain].load(images, self.device)
-
-
-def _check(preset: Preset, adversarial: AdversarialConfig, head: str) -> None:
-    """Settings adversarial training cannot work with, each refused with its keys named."""
-    spec = preset.model.heads[head]
-    if spec.task != "regression":
-        raise UserError(
-            f"adversarial training judges images: model.heads.{head} must have task = "
-            f'"regression", not "{spec.task}"'
-        )
-    if not adversarial.cycle:
-        return
-    if len(preset.model.heads) != 1:
-        raise UserError(
-            f"CycleGAN (adversarial.cycle = true) trains one head; model.heads has "
-            f"{len(preset.model.heads)}: {', '.join(preset.model.heads)}"
-        )
-    if adversarial.conditional:
-        raise UserError(
-            "CycleGAN's discriminators cannot see the input next to an output (no target "
-            "matches an input): set adversarial.conditional = false"
-        )
-    if adversarial.identity_weight > 0 and spec.out_channels != preset.model.in_channels:
-        raise UserError(
-            f"adversarial.identity_weight needs as many output channels as input channels "
-            f"(model.heads.{head}.out_channels = {spec.out_channels}, model.in_channels = "
-            f"{preset.model.in_channels}); set it to 0"
-        )

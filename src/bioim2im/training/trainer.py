@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bioim2im import __version__
+from bioim2im._version import __version__
 from bioim2im.config import Preset, to_toml
 from bioim2im.distributed import DistEnv
 from bioim2im.errors import UserError
@@ -102,7 +102,8 @@ class Trainer:
         self._apply_init_and_freeze(model)
         self.model = model = self._distributable(model)
         self.losses = {k: v.to(self.device) for k, v in build_losses(preset, registry).items()}
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        generators = [model, *self._more_generators()]
+        trainable = [p for network in generators for p in network.parameters() if p.requires_grad]
         self.optimizer = registry.build("optimizer", cfg.optimizer, parameters=trainable)
         self.scheduler = registry.build(
             "scheduler", cfg.scheduler, optimizer=self.optimizer, total_steps=self.total_steps
@@ -140,6 +141,11 @@ class Trainer:
         if cfg.channels_last:
             module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
         return module
+
+    def _more_generators(self) -> list[nn.Module]:
+        """Networks trained with the model by the same optimizer (CycleGAN's generator B -> A),
+        built before the optimizer is."""
+        return []
 
     def _parallel(self, module: nn.Module) -> nn.Module:
         """What the training step calls: the network under DDP and ``train.compile``."""
@@ -206,30 +212,51 @@ class Trainer:
         return total, parts, outputs
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
-        self.model.train()
+        """One optimizer step over ``train.accumulate`` micro-batches; the mean of the losses."""
+        for network in self._networks():
+            network.train()
         accumulate = self.preset.train.accumulate
-        total_loss = torch.zeros((), device=self.device)
-        parts_sum: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
         for micro in range(accumulate):
             batch = self.to_device(next(batches))
-            sync = micro == accumulate - 1 or not isinstance(
-                self.forward_model, DistributedDataParallel
-            )
-            context = contextlib.nullcontext() if sync else self.forward_model.no_sync()  # type: ignore[operator]
-            with context:
-                loss, parts, _ = self.compute_losses(self.forward_model, batch)
-                self.scaler.scale(loss / accumulate).backward()
-            total_loss += loss.detach() / accumulate
-            for k, v in parts.items():
-                parts_sum[k] = (
-                    parts_sum.get(k, torch.zeros((), device=self.device)) + v / accumulate
-                )
-        self.optimizer_step(self.optimizer, self.scaler, self.scheduler)
+            # DDP's gradient synchronisation only on the last micro-batch.
+            with self._no_sync(sync=micro == accumulate - 1):
+                values = self.micro_step(batch, micro)
+            for key, value in values.items():
+                sums[key] = sums.get(key, torch.zeros((), device=self.device)) + value / accumulate
+        self.step_optimizers()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        values = {"loss": total_loss, **{f"loss/{k}": v for k, v in parts_sum.items()}}
-        return {k: float(v) for k, v in values.items()}
+        return {key: float(value) for key, value in sums.items()}
+
+    def micro_step(self, batch: dict[str, torch.Tensor], micro: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch (gradients scaled for the accumulation);
+        returns its detached losses: ``loss`` and ``loss/<part>``."""
+        loss, parts, _ = self.compute_losses(self.forward_model, batch)
+        self.scaler.scale(loss / self.preset.train.accumulate).backward()
+        return {"loss": loss.detach(), **{f"loss/{k}": v for k, v in parts.items()}}
+
+    def step_optimizers(self) -> None:
+        """Step every optimizer once the micro-batches' gradients are in."""
+        self.optimizer_step(self.optimizer, self.scaler, self.scheduler)
+
+    def _networks(self) -> list[nn.Module]:
+        """Every network the step trains."""
+        return [self.model]
+
+    def _parallel_networks(self) -> list[nn.Module]:
+        """What the step calls: the networks under DDP (and torch.compile)."""
+        return [self.forward_model]
+
+    def _no_sync(self, sync: bool) -> contextlib.ExitStack:
+        """DDP's gradient synchronisation off for every network unless ``sync``."""
+        stack = contextlib.ExitStack()
+        if not sync:
+            for module in self._parallel_networks():
+                if isinstance(module, DistributedDataParallel):
+                    stack.enter_context(module.no_sync())
+        return stack
 
     def optimizer_step(
         self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, scheduler: Any

@@ -1,0 +1,227 @@
+"""Every registered component, built from a minimal preset and run once (timm style).
+
+Parametrized over the live registry, so a component is tested the day it is registered: a preset
+that `check` accepts must build, and its network must train a step. A component whose required
+parameters have no example below fails ``test_every_required_parameter_has_an_example``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bioim2im.config.loading import validate
+from bioim2im.data.preparation import augmentation, preparation, sample_keys
+from bioim2im.model.network import build_losses, build_model
+from bioim2im.plugin.manager import get_registry
+
+REGISTRY = get_registry()
+COMPONENTS = [(c.kind, c.name) for c in REGISTRY]
+
+# Values for parameters that have no default.
+EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("backbone", "unetr"): {
+        "img_size": [32, 32],
+        "feature_size": 4,
+        "hidden_size": 48,
+        "mlp_dim": 96,
+        "num_heads": 2,
+    },
+    ("transform", "fixed_range"): {"min": 0.0, "max": 1.0},
+    ("transform", "monai"): {"transform": "RandGaussianNoised", "args": {"prob": 1.0}},
+    ("scheduler", "step"): {"step_size": 5},
+}
+# Smaller than the defaults, only to keep the test fast.
+TINY: dict[tuple[str, str], dict[str, Any]] = {
+    ("backbone", "unet"): {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+    ("backbone", "attention_unet"): {"channels": [4, 8], "strides": [2]},
+    ("backbone", "basic_unet"): {"features": [4, 4, 8, 8, 16, 4]},
+    ("backbone", "segresnet"): {"init_filters": 8},
+    ("backbone", "swin_unetr"): {"feature_size": 12, "depths": [1, 1, 1, 1]},
+    ("backbone", "dynunet"): {"filters": [4, 8, 16], "strides": [1, 2, 2]},
+}
+
+BASE: dict[str, Any] = {
+    "data": {"patch_size": [32, 32], "batch_size": 2, "normalize": {"name": "percentile"}},
+    "model": {
+        "in_channels": 1,
+        "features": 4,
+        "backbone": {"name": "unet", **TINY["backbone", "unet"]},
+        "heads": {
+            "seg": {
+                "name": "conv",
+                "task": "semantic",
+                "out_channels": 1,
+                "loss": {"name": "dice_ce", "sigmoid": True},
+                "postprocess": [{"name": "sigmoid"}, {"name": "threshold"}],
+                "metrics": [{"name": "dice"}],
+            }
+        },
+    },
+    "train": {"optimizer": {"name": "adamw", "lr": 1e-3}, "scheduler": {"name": "constant"}},
+}
+
+
+def _spec(kind: str, name: str) -> dict[str, Any]:
+    return {"name": name, **EXAMPLES.get((kind, name), {}), **TINY.get((kind, name), {})}
+
+
+def _preset_with(kind: str, name: str) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    head = data["model"]["heads"]["seg"]
+    if kind == "backbone":
+        data["model"]["backbone"] = _spec(kind, name)
+        if name == "swin_unetr":  # a window of 32 leaves one voxel at its bottom
+            data["data"]["patch_size"] = [64, 64]
+    elif kind == "head":
+        head.update(_spec(kind, name))
+        if name == "identity":  # its output is the backbone's features
+            head["out_channels"] = data["model"]["features"]
+        if name == "projection":
+            data["data"]["patch_size"] = [4, 32, 32]
+    elif kind == "loss":
+        head["loss"] = _spec(kind, name)
+        if name in ("mse", "l1", "smooth_l1", "ssim"):
+            head.update(task="regression", postprocess=[], metrics=[{"name": "mae"}])
+        elif name == "ce" or name == "focal":
+            head["loss"].update(_class_indices(name))
+            head["out_channels"] = 2
+            head["postprocess"] = [{"name": "softmax"}, {"name": "argmax"}]
+        elif "sigmoid" in REGISTRY.get(kind, name).params.model_fields:
+            head["loss"]["sigmoid"] = True
+    elif kind == "transform":
+        role = REGISTRY.get(kind, name).extras.get("role")
+        if role == "normalize":
+            data["data"]["normalize"] = _spec(kind, name)
+        else:
+            data["data"]["augment"] = [_spec(kind, name)]
+    elif kind == "postprocessor":
+        extras = REGISTRY.get(kind, name).extras
+        # Steps on masks or labels (hole filling, size filters) follow a threshold.
+        masked = not (extras.get("pointwise") or extras.get("labels"))
+        head["postprocess"] = [
+            {"name": "sigmoid"},
+            *([{"name": "threshold"}] if masked else []),
+            _spec(kind, name),
+        ]
+    elif kind == "metric":
+        head["metrics"] = [_spec(kind, name)]
+    elif kind in ("optimizer", "scheduler"):
+        data["train"][kind] = _spec(kind, name)
+    elif kind == "discriminator":
+        data["adversarial"] = {"discriminator": {**_spec(kind, name), "layers": 1}}
+        head.update(task="regression", loss={"name": "l1"}, postprocess=[], metrics=[])
+    return data
+
+
+def _class_indices(name: str) -> dict[str, Any]:
+    return {} if name == "ce" else {"softmax": True, "to_onehot_y": True}
+
+
+def _target(kind: str, name: str, shape: tuple[int, ...], task: str) -> torch.Tensor:
+    if task == "regression":
+        return torch.rand(shape)
+    if kind == "loss" and name in ("ce", "focal"):
+        return torch.randint(0, shape[1], (shape[0], 1, *shape[2:])).float()
+    return (torch.rand(shape) > 0.5).float()
+
+
+@pytest.mark.parametrize(("kind", "name"), COMPONENTS, ids=[f"{k}-{n}" for k, n in COMPONENTS])
+def test_a_checked_preset_builds_and_its_component_runs(
+    kind: str, name: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    if kind == "preset":
+        _check_shipped_preset_builds(name)
+        return
+    if kind in ("reader", "writer"):
+        _round_trip(kind, name, tmp_path)
+        return
+    preset = validate(_preset_with(kind, name), REGISTRY, f"{kind} {name}")
+    dims = preset.spatial_dims
+    network = build_model(preset, REGISTRY)
+    losses = build_losses(preset, REGISTRY)
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimizer = REGISTRY.build("optimizer", preset.train.optimizer, parameters=trainable)
+    scheduler = REGISTRY.build(
+        "scheduler", preset.train.scheduler, optimizer=optimizer, total_steps=10
+    )
+    image = torch.rand(2, 1, *preset.data.patch_size)
+    outputs = network(image)
+    head = preset.model.heads["seg"]
+    output = outputs["seg"]
+    assert output.shape[:2] == (2, head.out_channels)
+    target = _target(kind, name, tuple(output.shape), head.task)
+    loss = losses["seg"](output.float(), target, None)
+    assert torch.isfinite(loss)
+    loss.backward()
+    before = [p.detach().clone() for p in trainable]
+    optimizer.step()
+    if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainable, strict=True))
+
+    values = output[0].detach().numpy()
+    for step in head.postprocess:
+        values = np.asarray(REGISTRY.build("postprocessor", step)(values))
+    truth = (np.random.default_rng(0).random(values.shape) > 0.5).astype(np.int64)
+    for metric in head.metrics:
+        scores = REGISTRY.build("metric", metric)(values, truth)
+        assert scores and all(np.isfinite(v) or np.isnan(v) for v in scores.values())
+
+    prep = preparation(preset, REGISTRY)
+    raw = np.random.default_rng(0).random((1, *preset.data.patch_size)).astype(np.float32)
+    assert np.isfinite(prep.normalize(raw)).all()
+    augment = augmentation(preset, REGISTRY)
+    if augment is not None:
+        sample = {key: raw.copy() for key in sample_keys(list(preset.model.heads))}
+        changed = augment(sample, np.random.default_rng(0))
+        assert set(changed) == set(sample)
+        assert all(v.shape[1:] == raw.shape[1:] for v in changed.values())
+
+    if preset.adversarial is not None:
+        judge = REGISTRY.build(
+            "discriminator", preset.adversarial.discriminator, spatial_dims=dims, in_channels=3
+        )
+        assert torch.isfinite(judge(torch.rand(1, 3, *preset.data.patch_size))).all()
+
+
+def _check_shipped_preset_builds(name: str) -> None:
+    from bioim2im.config import load_preset
+
+    preset = load_preset(REGISTRY.get("preset", name).load())
+    network = build_model(preset, REGISTRY).eval()
+    with torch.no_grad():
+        outputs = network(torch.rand(1, preset.model.in_channels, *preset.data.patch_size))
+    assert set(outputs) == set(preset.model.heads)
+
+
+def _round_trip(kind: str, name: str, tmp_path: Path) -> None:
+    from bioim2im.io import open_image, write_image
+
+    component = REGISTRY.get(kind, name)
+    suffix = component.extras["suffixes"][0]
+    array = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    path = tmp_path / f"image{suffix}"
+    if kind == "writer":
+        write_image(path, array, axes="YX", format=component.extras.get("format", name))
+    else:
+        write_image(path, array, axes="YX")
+    np.testing.assert_array_equal(np.squeeze(open_image(path).read()), array)
+
+
+def test_every_required_parameter_has_an_example() -> None:
+    missing = []
+    for component in REGISTRY:
+        if component.kind in ("preset", "reader", "writer"):
+            continue
+        required = {n for n, f in component.params.model_fields.items() if f.is_required()}
+        given = set(EXAMPLES.get((component.kind, component.name), {}))
+        if required - given:
+            missing.append(f"{component.label}: {sorted(required - given)}")
+    assert not missing, "add an example to EXAMPLES for: " + "; ".join(missing)
