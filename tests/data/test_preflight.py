@@ -156,3 +156,28 @@ def test_a_normalisation_among_the_augmentations_is_a_problem(tmp_path: Path) ->
     assert problems == [
         "data.normalize: 'flip' is an augmentation, not a normalisation (it belongs in data.augment)"
     ]
+
+
+def test_a_volume_for_a_2d_model_gets_the_hint_that_fits_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.random((6, 32, 32)).astype(np.float32)
+    # Axes named by the file's metadata (OME-TIFF): data.axes cannot relabel them.
+    (tmp_path / "ome" / "IM").mkdir(parents=True)
+    tifffile.imwrite(
+        tmp_path / "ome" / "IM" / "v.ome.tif",
+        volume,
+        ome=True,
+        photometric="minisblack",
+        metadata={"axes": "ZYX"},
+    )
+    tif(tmp_path / "ome" / "GT" / "v.ome.tif", np.zeros((6, 32, 32), np.uint8))
+    report = preflight(preset(tmp_path / "ome"))
+    message = problem_about(report, tmp_path / "ome" / "IM" / "v.ome.tif", "3 spatial axes")
+    assert "metadata names its axes" in message and "data.axes" in message
+    assert 'set data.axes, e.g. "TYX"' not in message
+    # Axes only guessed from the shape (a plain TIFF): data.axes is the way out.
+    tif(tmp_path / "plain" / "IM" / "v.tif", volume)
+    tif(tmp_path / "plain" / "GT" / "v.tif", np.zeros((6, 32, 32), np.uint8))
+    report = preflight(preset(tmp_path / "plain"))
+    plain = next(p for p in report.problems if "spatial axes" in p)
+    assert 'set data.axes, e.g. "TYX"' in plain

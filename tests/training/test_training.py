@@ -168,3 +168,16 @@ def test_channels_last_and_compile_train_the_same_model(
         load_checkpoint(tmp_path / n / "checkpoints" / "last.pt") for n in ("eager", "other")
     )
     assert other["model"].keys() == eager["model"].keys()
+
+
+def test_a_warm_up_longer_than_a_quick_run_is_shortened_and_said(
+    tiny_preset, tmp_path: Path, cli
+) -> None:
+    result = cli(
+        "train", tiny_preset(), "--run-dir", tmp_path / "run",
+        "--set", "train.steps=20",
+        "--set", "train.scheduler={name = 'cosine', warmup_steps = 100}",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "warmup_steps = 100 is not below the 20 training steps" in result.err
+    assert "first 2 instead" in result.err

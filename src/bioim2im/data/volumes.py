@@ -248,9 +248,16 @@ def _check_image(image: LazyImage, prep: Preparation) -> list[str]:
     spatial = "".join(a for a in SPATIAL if a in image.axes)
     problems = []
     if len(spatial) != prep.spatial_dims:
-        hint = (
-            ' (set data.axes, e.g. "TYX", to train on its planes)' if prep.spatial_dims == 2 else ""
-        )
+        if getattr(image, "axes_in_file", False):
+            # data.axes cannot relabel axes the file's metadata names.
+            hint = (
+                f" (the file's metadata names its axes, so data.axes cannot change them: use a "
+                f"{len(spatial)}D preset, or save the planes as separate images)"
+            )
+        elif prep.spatial_dims == 2:
+            hint = ' (set data.axes, e.g. "TYX", to train on its planes)'
+        else:
+            hint = ""
         problems.append(
             f"{image.path}: axes {image.axes} have {len(spatial)} spatial axes but data.patch_size "
             f"has {prep.spatial_dims}{hint}"

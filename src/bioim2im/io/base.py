@@ -106,6 +106,8 @@ class ArrayImage:
 
     _array: Any = None
     _pid: int | None = None
+    axes_in_file: bool = False
+    """The file's metadata names its axes (then they win over any axes a caller gives)."""
 
     def __init__(
         self,

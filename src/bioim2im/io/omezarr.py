@@ -94,7 +94,7 @@ def open_zarr(
         sizes = {}
     check_dtype(path, array.dtype)
     image_axes = resolve_axes(path, array.shape, stored=stored, given=axes)
-    return ZarrImage(
+    image = ZarrImage(
         path,
         array.shape,
         array.dtype,
@@ -102,6 +102,8 @@ def open_zarr(
         voxel_size_for(image_axes, sizes),
         array_path=array_path,
     )
+    image.axes_in_file = stored is not None
+    return image
 
 
 def _inside(group: zarr.Group) -> str:

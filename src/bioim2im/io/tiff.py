@@ -99,7 +99,7 @@ def open_tiff(
         for i, a in enumerate(image_axes)
         if (size := sizes.get(a)) is not None
     }
-    return TiffImage(
+    image = TiffImage(
         path,
         shape,
         dtype,
@@ -108,6 +108,8 @@ def open_tiff(
         level=level,
         memmappable=memmappable,
     )
+    image.axes_in_file = stored is not None
+    return image
 
 
 class _ErrorRecords(logging.Handler):

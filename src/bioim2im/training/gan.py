@@ -138,7 +138,6 @@ class GanTrainer(Trainer):
         self.head = adversarial.head or next(iter(preset.model.heads))
         self.generator_ba: nn.Module | None = None
         super().__init__(preset, run_dir, env, registry, datasets)
-        cfg = preset.train
         in_channels = preset.model.in_channels
         out_channels = preset.model.heads[self.head].out_channels
         if adversarial.cycle:
@@ -153,12 +152,7 @@ class GanTrainer(Trainer):
         )
         # The discriminators follow the generators' schedule, as in pix2pix and CycleGAN. A
         # plateau schedule is stepped on the generators' validation metric only: theirs stays.
-        self.discriminator_scheduler = registry.build(
-            "scheduler",
-            cfg.scheduler,
-            optimizer=self.discriminator_optimizer,
-            total_steps=self.total_steps,
-        )
+        self.discriminator_scheduler = self.schedule(self.discriminator_optimizer)
         self.discriminator_scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.scaler.is_enabled()
         )

@@ -105,9 +105,9 @@ class Trainer:
         generators = [model, *self._more_generators()]
         trainable = [p for network in generators for p in network.parameters() if p.requires_grad]
         self.optimizer = registry.build("optimizer", cfg.optimizer, parameters=trainable)
-        self.scheduler = registry.build(
-            "scheduler", cfg.scheduler, optimizer=self.optimizer, total_steps=self.total_steps
-        )
+        self.notices: list[str] = []
+        """What the run decided for the user, said once when training starts."""
+        self.scheduler = self.schedule(self.optimizer)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
@@ -141,6 +141,23 @@ class Trainer:
         if cfg.channels_last:
             module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
         return module
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """``train.scheduler`` for ``optimizer``. A warm-up as long as the whole run (a quick run
+        of a preset, ``--set train.steps=40``) is shortened to a tenth of it, and the user told."""
+        spec = self.preset.train.scheduler
+        params = spec.params()
+        warmup = params.get("warmup_steps")
+        if isinstance(warmup, int) and warmup >= self.total_steps:
+            params["warmup_steps"] = self.total_steps // 10
+            notice = (
+                f"train.scheduler.warmup_steps = {warmup} is not below the {self.total_steps} "
+                f"training steps: warming up over the first {params['warmup_steps']} instead"
+            )
+            if notice not in self.notices:
+                self.notices.append(notice)
+        component = self.registry.get("scheduler", spec.name)
+        return component.build(params, optimizer=optimizer, total_steps=self.total_steps)
 
     def _more_generators(self) -> list[nn.Module]:
         """Networks trained with the model by the same optimizer (CycleGAN's generator B -> A),
@@ -338,6 +355,9 @@ class Trainer:
             if env.is_main
             else None
         )
+        if progress is not None:
+            for notice in self.notices:
+                progress.message(notice)
         deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
         last_val: dict[str, float] = {}
         window_start, window_samples = time.perf_counter(), 0
