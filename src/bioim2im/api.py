@@ -88,7 +88,8 @@ def train(
     resume: str | Path | None = None,
     devices: int | None = None,
 ) -> TrainResult:
-    """Train a model from ``preset`` into ``run_dir`` (default ``runs/<preset>-<time>``).
+    """Train a model from ``preset`` (a TOML file, or the name of a shipped or plugin preset)
+    into ``run_dir`` (default ``runs/<preset>-<time>``).
 
     ``resume`` continues a killed run from ``RUN_DIR/checkpoints/last.pt`` with the preset saved
     in that run (``overrides`` may still change e.g. ``train.steps``). ``devices=N`` (N > 1)
@@ -112,15 +113,14 @@ def train(
         preset = saved
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
-    preset_path = Path(preset)
-    resolved = load(preset_path, overrides)
-    chosen = Path(run_dir) if run_dir is not None else _default_run_dir(preset_path)
+    resolved = load(preset, overrides)
+    chosen = Path(run_dir) if run_dir is not None else _default_run_dir(Path(str(preset)))
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
         command = (
             ["train", "--resume", str(resume)]
             if resume is not None
-            else ["train", str(preset_path)]
+            else ["train", str(preset)]
         )
         command += [*set_options(overrides), "--run-dir", str(chosen)]
         relaunch(devices, command, "training")

@@ -109,7 +109,10 @@ def list_plugins(
 
 @app.command()
 def check(
-    preset: Annotated[Path, typer.Argument(help="The preset TOML file.", show_default=False)],
+    preset: Annotated[
+        str,
+        typer.Argument(help="A preset TOML file or a preset's name.", show_default=False),
+    ],
     overrides: SetOption = None,
     data: Annotated[
         bool, typer.Option("--data", help="Also scan the dataset the preset names.")
@@ -132,8 +135,10 @@ def check(
 @app.command()
 def train(
     preset: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Argument(help="The preset TOML file (not needed with --resume).", show_default=False),
+        Optional[str],  # noqa: UP045
+        typer.Argument(
+            help="A preset TOML file or a preset's name (not with --resume).", show_default=False
+        ),
     ] = None,
     overrides: SetOption = None,
     run_dir: Annotated[

@@ -115,3 +115,19 @@ def test_extends_a_toml_file_next_to_the_preset(write_preset) -> None:
     child = write_preset('extends = "base.toml"\n[data]\nbatch_size = 2\n', "child.toml")
     preset = load_preset(child)
     assert (preset.train.steps, preset.data.batch_size) == (7, 2)
+
+
+def test_a_preset_by_name_and_what_a_name_cannot_be(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    by_name = cli("check", "segmentation-2d")
+    assert by_name.code == 0, by_name.err
+    assert by_name.out == cli("check", PRESETS / "segmentation-2d.toml").out
+    typo = cli("check", "segmentaton-2d")
+    assert typo.code == 2
+    assert "did you mean 'segmentation-2d'" in typo.err and "Traceback" not in typo.err
+    # A file named like a preset is not silently taken for either.
+    (tmp_path / "segmentation-2d").write_text('extends = "segmentation-2d"\n')
+    both = cli("check", "segmentation-2d")
+    assert both.code == 2
+    assert "both a preset name and a file" in both.err and "./segmentation-2d" in both.err
+    assert cli("check", "./segmentation-2d").code == 0

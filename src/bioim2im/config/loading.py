@@ -15,7 +15,7 @@ from bioim2im.config.build import preset_model
 from bioim2im.config.errors import format_validation_errors
 from bioim2im.config.schema import HeadConfig, Preset
 from bioim2im.errors import UserError
-from bioim2im.plugin.registry import ComponentRegistry
+from bioim2im.plugin.registry import ComponentRegistry, suggest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -161,17 +161,47 @@ def validate(data: dict[str, Any], registry: ComponentRegistry, source: str) -> 
 
 
 def load_preset(
-    path: str | Path,
+    preset: str | Path,
     overrides: Sequence[str] = (),
     registry: ComponentRegistry | None = None,
 ) -> Preset:
-    """Read, resolve and validate a preset file. Raises UserError on any problem."""
+    """Read, resolve and validate a preset: a file, or the name of a shipped or plugin preset.
+    Raises UserError on any problem."""
     if registry is None:
         from bioim2im.plugin.manager import get_registry
 
         registry = get_registry()
-    data = resolve(Path(path), overrides, registry)
-    return validate(data, registry, f"preset {path}")
+    path = find_preset(preset, registry)
+    data = resolve(path, overrides, registry)
+    return validate(data, registry, f"preset {preset}")
+
+
+def find_preset(preset: str | Path, registry: ComponentRegistry) -> Path:
+    """The file of ``preset``: a path to a TOML file, or a registered preset's name.
+
+    A bare word that is both a preset's name and a file here is refused rather than guessed.
+    """
+    text = str(preset)
+    path = Path(text).expanduser()
+    looks_like_a_path = isinstance(preset, Path) or text.endswith(".toml") or "/" in text
+    named = not looks_like_a_path and ("preset", text) in registry
+    if named and path.exists():
+        raise UserError(
+            f"{text!r} is both a preset name and a file in {Path.cwd()}: write ./{text} for the "
+            f"file, or run from another folder for the {registry.get('preset', text).package} "
+            "preset"
+        )
+    if named:
+        return Path(registry.get("preset", text).load())
+    if path.is_dir():
+        raise UserError(f"preset path is a directory, not a TOML file: {path}")
+    if path.exists() or looks_like_a_path:
+        return path
+    names = registry.names("preset")
+    raise UserError(
+        f"no preset file or preset named {text!r}{suggest(text, names)} "
+        f"(presets: {', '.join(names) or 'none'})"
+    )
 
 
 def to_toml(preset: Preset) -> str:
