@@ -118,9 +118,7 @@ def train(
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
         command = (
-            ["train", "--resume", str(resume)]
-            if resume is not None
-            else ["train", str(preset)]
+            ["train", "--resume", str(resume)] if resume is not None else ["train", str(preset)]
         )
         command += [*set_options(overrides), "--run-dir", str(chosen)]
         relaunch(devices, command, "training")

@@ -193,12 +193,41 @@ def test_monai_spatial_transform_interpolates_labels_as_nearest() -> None:
 def test_monai_rejects_names_outside_monai_transforms() -> None:
     with pytest.raises(UserError, match="did you mean 'RandFlipd'"):
         build("monai", transform="RandFlipdd")
-    with pytest.raises(UserError, match=r"not a dictionary transform.*RandFlipd"):
+    with pytest.raises(UserError, match=r"not one of the MONAI transforms.*RandFlipd"):
         build("monai", transform="RandFlip")
-    with pytest.raises(UserError, match=r"not in monai\.transforms"):
+    with pytest.raises(UserError, match=r"not one of the MONAI transforms"):
         build("monai", transform="os.system")
     with pytest.raises(UserError, match="RandGaussianSmoothd"):
         build("monai", transform="RandGaussianSmoothd", args={"no_such_option": 1})
+
+
+@pytest.mark.parametrize("name", ["LoadImaged", "RandLambdad", "RandTorchVisiond", "Lambdad"])
+def test_monai_transforms_that_load_or_call_by_name_are_refused(name: str) -> None:
+    with pytest.raises(UserError, match=f"'{name}' is not one of the MONAI transforms"):
+        build("monai", transform=name, args={"reader": "os.system", "func": "os.system"})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"prob": 1.0, "mode": "os.system"},
+        {"prob": 1.0, "mode": ["bilinear", "builtins:eval"]},
+        {"prob": 1.0, "padding_mode": "../x"},
+        {"prob": 1.0, "range_x": {"nested": 1}},
+    ],
+)
+def test_monai_arguments_that_could_name_code_are_refused(args: dict) -> None:
+    with pytest.raises(UserError, match=r"args\.\w+ .*plain words"):
+        build("monai", transform="RandRotated", args=args)
+
+
+def test_monai_transforms_may_not_change_the_patch_size() -> None:
+    transform = build(
+        "monai", transform="RandZoomd", args={"prob": 1.0, "min_zoom": 2.0, "max_zoom": 2.0,
+                                              "keep_size": False},
+    )  # fmt: skip
+    with pytest.raises(UserError, match="changed the shape"):
+        transform(blobs((16, 16)), np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("name", ["affine", "elastic"])

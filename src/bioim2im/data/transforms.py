@@ -14,6 +14,7 @@ so that patches read lazily from a file are normalised with whole-image statisti
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -309,6 +310,12 @@ class _Monai(_Random):
         out = dict(sample)
         for key in self.transform_keys:
             out[key] = np.asarray(convert_to_numpy(result[key]), dtype=np.float32)
+            if out[key].shape != sample[key].shape:
+                raise UserError(
+                    f"MONAI transform {self.name} changed the shape of {key} from "
+                    f"{sample[key].shape} to {out[key].shape}; augmentations must keep the patch "
+                    "size (e.g. RandZoomd needs keep_size = true)"
+                )
         return out
 
     def __getstate__(self) -> dict[str, Any]:
@@ -361,6 +368,71 @@ def elastic(
     return _Monai(prob, spatial_dims, keys, image_keys, name, options, keys, "bilinear", label_keys)
 
 
+# MONAI dictionary transforms a preset may name: random intensity and spatial augmentations that
+# keep the patch's shape. Nothing else: other MONAI transforms load files, call functions by
+# name (LoadImaged's reader, RandLambdad, RandTorchVisiond...) or change the patch size.
+MONAI_TRANSFORMS = frozenset(
+    {
+        # intensity
+        "RandAdjustContrastd",
+        "RandBiasFieldd",
+        "RandCoarseDropoutd",
+        "RandCoarseShuffled",
+        "RandGaussianNoised",
+        "RandGaussianSharpend",
+        "RandGaussianSmoothd",
+        "RandGibbsNoised",
+        "RandHistogramShiftd",
+        "RandKSpaceSpikeNoised",
+        "RandRicianNoised",
+        "RandScaleIntensityFixedMeand",
+        "RandScaleIntensityd",
+        "RandShiftIntensityd",
+        "RandSmoothFieldAdjustContrastd",
+        "RandSmoothFieldAdjustIntensityd",
+        "RandStdShiftIntensityd",
+        # spatial
+        "Rand2DElasticd",
+        "Rand3DElasticd",
+        "RandAffined",
+        "RandAxisFlipd",
+        "RandFlipd",
+        "RandGridDistortiond",
+        "RandRotate90d",
+        "RandRotated",
+        "RandSimulateLowResolutiond",
+        "RandSmoothDeformd",
+        "RandZoomd",
+    }
+)
+_PLAIN_WORD = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+_MAX_NESTING = 3
+
+
+def check_monai_arguments(name: str, args: Mapping[str, Any]) -> None:
+    """Refuse arguments that could make MONAI import or call something by name: only numbers,
+    booleans, plain words (no dots, colons or slashes: no dotted paths) and lists of them."""
+    for key, value in args.items():
+        problem = _unsafe(value, 0)
+        if problem:
+            raise UserError(
+                f"transform 'monai' ({name}): args.{key} {problem}; arguments are numbers, "
+                "booleans, plain words (letters, digits, '_', '-') and lists of them"
+            )
+
+
+def _unsafe(value: Any, depth: int) -> str | None:
+    if value is None or isinstance(value, (bool, int, float)):
+        return None
+    if isinstance(value, str):
+        return None if _PLAIN_WORD.match(value) else f"= {value[:80]!r} is not a plain word"
+    if isinstance(value, (list, tuple)):
+        if depth >= _MAX_NESTING:
+            return "nests lists too deeply"
+        return next((p for v in value if (p := _unsafe(v, depth + 1))), None)
+    return f"is a {type(value).__name__}, which MONAI arguments cannot be here"
+
+
 def monai_transform(
     name: str,
     args: Mapping[str, Any],
@@ -376,29 +448,29 @@ def monai_transform(
     every key; a spatial transform that takes ``mode`` interpolates label keys (default: the
     non-image keys) with ``nearest`` unless ``args`` sets ``mode``.
     """
+    if name not in MONAI_TRANSFORMS:
+        raise UserError(
+            f"transform 'monai': '{name}' is not one of the MONAI transforms a preset may use"
+            f"{suggest(name, MONAI_TRANSFORMS)} (allowed: {', '.join(sorted(MONAI_TRANSFORMS))})"
+        )
+    check_monai_arguments(name, {k: v for k, v in args.items() if k != "keys"})
     import monai.transforms as mt
 
-    found = getattr(mt, name, None)
-    if not (isinstance(found, type) and issubclass(found, mt.MapTransform)):
-        dictionary = [
-            n
-            for n in dir(mt)
-            if isinstance(getattr(mt, n), type) and issubclass(getattr(mt, n), mt.MapTransform)
-        ]
-        what = (
-            "not in monai.transforms"
-            if found is None
-            else "not a dictionary transform of monai.transforms"
-        )
-        hint = (
-            suggest(name, dictionary)
-            or "; dictionary transforms end in 'd', e.g. 'RandGaussianSmoothd'"
-        )
-        raise UserError(f"transform 'monai': '{name}' is {what}{hint}")
+    found = getattr(mt, name)
     options = dict(args)
     intensity = found.__module__.startswith("monai.transforms.intensity")
     chosen = options.pop("keys", None)
+    if chosen is not None and not (
+        isinstance(chosen, list) and all(isinstance(k, str) for k in chosen)
+    ):
+        raise UserError(f"transform 'monai' ({name}): args.keys must be a list of sample keys")
     transform_keys = list(chosen) if chosen is not None else list(image_keys if intensity else keys)
+    unknown = [k for k in transform_keys if k not in keys]
+    if unknown:
+        raise UserError(
+            f"transform 'monai' ({name}): args.keys {unknown} are not keys of a training sample "
+            f"(keys: {', '.join(keys)})"
+        )
     mode = inspect.signature(found.__init__).parameters.get("mode")
     image_mode = None
     if mode is not None and "mode" not in options and not intensity:
