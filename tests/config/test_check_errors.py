@@ -179,3 +179,23 @@ PIX2PIX = 'extends = "pix2pix-2d"\n'
 )
 def test_rules_spanning_sections_name_the_keys(cli, write_preset, text: str, message: str) -> None:
     assert message in _check(cli, write_preset, text)
+
+
+def test_a_preset_cannot_run_a_command_through_a_monai_transform(
+    cli, write_preset, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_preset(
+        """
+extends = "segmentation-2d"
+[[data.augment]]
+name = "monai"
+transform = "LoadImaged"
+args = { reader = "os.system", command = "id > owned.txt" }
+"""
+    )
+    result = cli("check", path)
+    assert result.code == 2
+    assert "'LoadImaged' is not one of the MONAI transforms" in result.err
+    assert "args.reader = 'os.system' is not a plain word" in result.err
+    assert not (tmp_path / "owned.txt").exists()

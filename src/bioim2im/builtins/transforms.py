@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from bioim2im.errors import UserError
-from bioim2im.plugin.registry import Registrar
+from bioim2im.plugin.registry import Registrar, suggest
 
 if TYPE_CHECKING:
     from bioim2im.data.transforms import Augmentation, Normalization
@@ -204,16 +204,41 @@ def blur(
     return Blur(prob, spatial_dims, image_keys=image_keys, sigma_range=sigma_range)
 
 
+def _allowed_monai(name: str) -> str:
+    from bioim2im.data.transforms import MONAI_TRANSFORMS
+
+    if name not in MONAI_TRANSFORMS:
+        raise ValueError(
+            f"'{name}' is not one of the MONAI transforms a preset may use"
+            f"{suggest(name, MONAI_TRANSFORMS)} (allowed: {', '.join(sorted(MONAI_TRANSFORMS))})"
+        )
+    return name
+
+
+def _safe_monai_args(args: dict[str, Any] | None) -> dict[str, Any] | None:
+    from bioim2im.data.transforms import monai_argument_problem
+
+    for key, value in (args or {}).items():
+        problem = None if key == "keys" else monai_argument_problem(key, value)
+        if problem:
+            raise ValueError(problem)
+    return args
+
+
+MonaiName = Annotated[str, AfterValidator(_allowed_monai)]
+MonaiArgs = Annotated[dict[str, Any] | None, AfterValidator(_safe_monai_args)]
+
+
 def monai(
     *,
-    transform: str,
-    args: dict[str, Any] | None = None,
+    transform: MonaiName,
+    args: MonaiArgs = None,
     spatial_dims: int = 2,
     keys: Sequence[str] = DEFAULT_KEYS,
     image_keys: Sequence[str] = DEFAULT_KEYS,
     label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
-    """Any MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}."""
+    """A random MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}."""
     from bioim2im.data.transforms import monai_transform
 
     return monai_transform(

@@ -409,16 +409,25 @@ _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 _MAX_NESTING = 3
 
 
+def monai_argument_problem(key: str, value: Any) -> str | None:
+    """Why argument ``key`` could make MONAI import or call something by name, or None: only
+    numbers, booleans, plain words (no dots, colons or slashes: no dotted paths) and lists of
+    them are allowed."""
+    problem = _unsafe(value, 0)
+    if problem is None:
+        return None
+    return (
+        f"args.{key} {problem}; arguments are numbers, booleans, plain words (letters, digits, "
+        "'_', '-') and lists of them"
+    )
+
+
 def check_monai_arguments(name: str, args: Mapping[str, Any]) -> None:
-    """Refuse arguments that could make MONAI import or call something by name: only numbers,
-    booleans, plain words (no dots, colons or slashes: no dotted paths) and lists of them."""
+    """A UserError for the first argument :func:`monai_argument_problem` refuses."""
     for key, value in args.items():
-        problem = _unsafe(value, 0)
+        problem = monai_argument_problem(key, value)
         if problem:
-            raise UserError(
-                f"transform 'monai' ({name}): args.{key} {problem}; arguments are numbers, "
-                "booleans, plain words (letters, digits, '_', '-') and lists of them"
-            )
+            raise UserError(f"transform 'monai' ({name}): {problem}")
 
 
 def _unsafe(value: Any, depth: int) -> str | None:
