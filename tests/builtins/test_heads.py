@@ -58,7 +58,7 @@ def test_conv_upsamples(upsample_mode: str, dims: int) -> None:
 
 
 def test_conv_rejects_other_kernel_sizes() -> None:
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(UserError, match="kernel_size: Input should be 1 or 3"):
         build("conv", {"kernel_size": 5}, 2)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from bioim2im.errors import PluginError, UserError
 from bioim2im.plugin.hookspecs import KIND_NAMES, KIND_OF
@@ -121,7 +121,15 @@ class Component:
         factory = self.load()
         if self.kind == "preset":
             return factory
-        values = self.params.model_validate(dict(params or {})).model_dump()
+        try:
+            values = self.params.model_validate(dict(params or {})).model_dump()
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(map(str, e['loc'])) or 'parameters'}: "
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors(include_url=False)
+            ]
+            raise UserError(f"{self.label} cannot be built:", problems) from None
         accepted = inspect.signature(factory).parameters
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
         extra = {k: v for k, v in structural.items() if takes_kwargs or k in accepted}
