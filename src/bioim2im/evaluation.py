@@ -56,7 +56,7 @@ from rich.text import Text
 
 from bioim2im.errors import UserError
 from bioim2im.io import ngff, open_image
-from bioim2im.io.atomic import atomic_file
+from bioim2im.io.atomic import atomic_file, ensure_writable_file
 from bioim2im.metrics import aggregate, compute
 from bioim2im.metrics.cellmap import cellmap_score
 
@@ -137,6 +137,10 @@ def evaluate(
     """
     if task != "auto" and task not in TASKS:
         raise UserError(f"unknown task '{task}' (valid: auto, {', '.join(TASKS)})")
+    # Where the reports go is checked before any work, and never taken from what exists there.
+    for option, target in (("--json", json_path), ("--csv", csv_path)):
+        if target is not None:
+            ensure_writable_file(Path(target), option)
     pairs, unmatched_predictions, unmatched_truths = find_pairs(Path(pred), Path(truth), head=head)
     if task == "auto":
         task, reason = choose_task(pairs, classes)

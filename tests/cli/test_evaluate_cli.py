@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 
@@ -58,3 +59,22 @@ def test_missing_prediction_folder_is_a_clear_error(cli, tmp_path: Path) -> None
     assert result.code == 2
     assert str(tmp_path / "nope") in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_a_report_path_that_is_a_directory_is_refused_and_kept(
+    cli, tmp_path: Path, option: str
+) -> None:
+    from bioim2im.io import write_image
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 4:9] = 1
+    write_image(tmp_path / "P" / "a.tif", mask, axes="YX")
+    write_image(tmp_path / "T" / "a.tif", mask, axes="YX")
+    kept = tmp_path / "results"
+    kept.mkdir()
+    (kept / "precious.txt").write_text("keep me")
+    result = cli("evaluate", "--pred", tmp_path / "P", "--truth", tmp_path / "T", option, kept)
+    assert result.code == 2
+    assert f"{option} {kept} is a directory" in result.err and "Traceback" not in result.err
+    assert [p.name for p in kept.iterdir()] == ["precious.txt"]

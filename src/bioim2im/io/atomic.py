@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bioim2im.errors import UserError
+
 
 def partial_path(path: Path, tag: str | None = None) -> Path:
     """The hidden sibling an output is written to before it is complete: ``.NAME.partial[-TAG]``."""
@@ -22,22 +24,49 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def publish(partial: Path, path: Path) -> None:
-    """Move the complete ``partial`` to ``path``; an existing ``path`` is replaced only now."""
-    if path.exists() and (path.is_dir() or partial.is_dir()):
+def publish(partial: Path, path: Path, *, replace_directory: bool = False) -> None:
+    """Move the complete ``partial`` to ``path``; an existing ``path`` is replaced only now.
+
+    An existing directory at ``path`` is replaced only when the caller says it may be
+    (``replace_directory``: an output of its own the user asked to overwrite); otherwise it is
+    refused, so publishing never deletes what the command did not create.
+    """
+    if path.is_dir() and not path.is_symlink():
+        if not replace_directory:
+            raise UserError(
+                f"{path} is a directory; nothing was written there (give the path of a file, "
+                "or remove the directory yourself)"
+            )
         # A directory cannot be replaced in one rename: move the old one aside first.
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
         os.replace(partial, path)
         remove(old)
+    elif path.exists() and partial.is_dir():
+        raise UserError(f"{path} is in the way of the folder {partial.name} being published")
     else:
         os.replace(partial, path)
     _fsync_directory(path.parent)
 
 
+def ensure_writable_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file path that cannot take a file (``option`` names it
+    in the message, e.g. ``--json``)."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give the path of a file to write")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield the partial path to write ``path`` to; publish it on success, delete it on failure."""
+    """Yield the partial path to write ``path`` to; publish it on success, delete it on failure.
+
+    ``path`` must be a file's: an existing directory there is refused before anything is written.
+    """
+    if path.is_dir() and not path.is_symlink():
+        raise UserError(f"{path} is a directory; nothing was written there (give a file path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(path, str(os.getpid()))
     try:

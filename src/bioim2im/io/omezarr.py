@@ -245,6 +245,9 @@ def _parse_region(text: str) -> tuple[tuple[int, int], ...]:
 class OmeZarrStreamWriter:
     """Build an OME-Zarr container block by block, under a partial name until :meth:`finalize`.
 
+    A container already at ``path`` is replaced at :meth:`finalize` only with ``replace=True``
+    (an output the caller decided to overwrite); otherwise finishing refuses to delete it.
+
     The container is built in the hidden work directory ``.NAME.partial`` next to ``path``,
     which also logs the regions written. Opening a writer on a path whose work directory exists
     resumes it (``resume=True``): chunks already there are kept and
@@ -259,8 +262,11 @@ class OmeZarrStreamWriter:
         zarr_format: Literal[2, 3] = 2,
         compression: Compression = "zstd",
         resume: bool = True,
+        replace: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.replace = replace
+        """An existing container at ``path`` is replaced when finished; otherwise it is refused."""
         self.partial = partial_path(self.path)
         self._container = self.partial / self.path.name
         self.zarr_format = zarr_format
@@ -349,7 +355,7 @@ class OmeZarrStreamWriter:
         """Add pyramid levels and their metadata to every image, then publish at ``path``."""
         for group in self._images():
             self._add_pyramid(group, pyramid_levels)
-        publish(self._container, self.path)
+        publish(self._container, self.path, replace_directory=self.replace)
         remove(self.partial)
         return self.path
 

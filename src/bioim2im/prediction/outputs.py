@@ -238,7 +238,13 @@ class OmeZarrStore(_Scratch):
     ) -> None:
         from bioim2im.io import OmeZarrStreamWriter
 
-        self.writer = OmeZarrStreamWriter(outputs.container, zarr_format=zarr_format, resume=True)  # type: ignore[arg-type]
+        # Replacing an existing container was decided before (--overwrite, or our own output).
+        self.writer = OmeZarrStreamWriter(
+            outputs.container,
+            zarr_format=zarr_format,  # type: ignore[arg-type]
+            resume=True,
+            replace=True,
+        )
         self.pyramid_levels = pyramid_levels
         self.images = {
             head: self.writer.create_image(
