@@ -181,3 +181,56 @@ def test_a_warm_up_longer_than_a_quick_run_is_shortened_and_said(
     assert result.code == 0, result.err
     assert "warmup_steps = 100 is not below the 20 training steps" in result.err
     assert "first 2 instead" in result.err
+
+
+def test_init_from_says_what_it_loaded_and_refuses_another_network(
+    tiny_preset, tmp_path: Path, cli
+) -> None:
+    first = tmp_path / "first"
+    train(tiny_preset(), overrides=["train.steps=2"], run_dir=first)
+    # The same network with another head: most weights fit; the report names what did not.
+    fine = cli(
+        "train", tiny_preset(), "--run-dir", tmp_path / "fine",
+        "--set", f"train.init_from={first}", "--set", "train.steps=2",
+        "--set", "model.heads.seg.out_channels=2",
+        "--set", "model.heads.seg.loss={name='dice_ce', sigmoid=false, softmax=true, to_onehot_y=true}",
+        "--set", "model.heads.seg.postprocess=[{name='softmax'}, {name='argmax'}]",
+    )  # fmt: skip
+    assert fine.code == 0, fine.err
+    assert f"train.init_from {first / 'checkpoints' / 'best.pt'}: loaded" in fine.err
+    assert "loaded 14 of the model's 16 tensors (99.8% of its weights)" in fine.err
+    assert "heads.seg.0.conv.weight (shape [1, 8, 1, 1] in the checkpoint, [2, 8, 1, 1] here)" in (
+        fine.err
+    )
+    # Another architecture: too little fits -> refused, unless partial loading is asked for.
+    other = ["--set", "model.backbone.channels=[16, 32, 64]", "--set", "model.features=16"]
+    refused = cli(
+        "train", tiny_preset(), "--run-dir", tmp_path / "other",
+        "--set", f"train.init_from={first}", *other,
+    )  # fmt: skip
+    assert refused.code == 2
+    assert "fits; is it a checkpoint of another network?" in refused.err
+    assert "train.init_partial = true" in refused.err and "Traceback" not in refused.err
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    partial = cli(
+        "train", tiny_preset(), "--run-dir", tmp_path / "partial",
+        "--set", f"train.init_from={first}", "--set", "train.init_partial=true",
+        "--set", "train.steps=2", *other,
+    )  # fmt: skip
+    assert partial.code == 0, partial.err
+    assert "loaded" in partial.err
+
+
+def test_init_from_a_checkpoint_where_nothing_fits_is_refused_even_when_partial(
+    tiny_preset, tmp_path: Path, cli
+) -> None:
+    from bioim2im.model.checkpoint import save_checkpoint
+
+    foreign = tmp_path / "foreign.pt"
+    save_checkpoint({"model": {"encoder.weight": torch.zeros(3, 3)}, "preset": ""}, foreign)
+    result = cli(
+        "train", tiny_preset(), "--run-dir", tmp_path / "run",
+        "--set", f"train.init_from={foreign}", "--set", "train.init_partial=true",
+    )  # fmt: skip
+    assert result.code == 2
+    assert "loaded 0 of the model's" in result.err and "nothing fits" in result.err

@@ -205,7 +205,13 @@ class TrainConfig(StrictModel):
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop after this many validations without improvement of `checkpoint_metric`."""
     init_from: Path | None = None
-    """Start from the weights of this run directory or checkpoint (fine-tuning)."""
+    """Start from the weights of this run directory or checkpoint (fine-tuning): the tensors
+    whose names and shapes fit are loaded, and what was loaded and skipped is reported."""
+    init_min_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    """Least share of the model's weights `init_from` must provide; less stops with an error
+    (the checkpoint is likely of another network) unless `init_partial` is set."""
+    init_partial: bool = False
+    """Start from whatever `init_from` provides, however little (but not from nothing)."""
     freeze: list[str] = Field(default_factory=list)
     """Parameter-name patterns (fnmatch) kept frozen, e.g. "backbone.*"."""
 

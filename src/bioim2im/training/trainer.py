@@ -87,6 +87,8 @@ class Trainer:
         cfg = preset.train
         self.train_data, self.val_data = datasets
         self.device = env.device
+        self.notices: list[str] = []
+        """What the run decided for the user, said once when training starts."""
         torch.manual_seed(cfg.seed)
 
         per_step = env.world_size * cfg.accumulate
@@ -105,8 +107,6 @@ class Trainer:
         generators = [model, *self._more_generators()]
         trainable = [p for network in generators for p in network.parameters() if p.requires_grad]
         self.optimizer = registry.build("optimizer", cfg.optimizer, parameters=trainable)
-        self.notices: list[str] = []
-        """What the run decided for the user, said once when training starts."""
         self.scheduler = self.schedule(self.optimizer)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(
@@ -183,12 +183,7 @@ class Trainer:
     def _apply_init_and_freeze(self, model: nn.Module) -> None:
         cfg = self.preset.train
         if cfg.init_from is not None:
-            source = load_checkpoint(checkpoint_path(cfg.init_from), map_location="cpu")["model"]
-            own = model.state_dict()
-            loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-            skipped = sorted(set(source) - set(loaded)) + sorted(set(own) - set(source))
-            model.load_state_dict(loaded, strict=False)
-            self.init_report = (len(loaded), skipped)
+            self._initialise_from(model, cfg.init_from)
         if cfg.freeze:
             matched = 0
             for name, param in model.named_parameters():
@@ -200,6 +195,40 @@ class Trainer:
                     f"train.freeze {cfg.freeze} matches no parameter; names look like "
                     f"{', '.join(n for n, _ in list(model.named_parameters())[:3])}"
                 )
+
+    def _initialise_from(self, model: nn.Module, source_path: Path) -> None:
+        """Load the tensors of ``train.init_from`` that fit ``model``; say what was loaded and
+        what not, and refuse a source that fits too little of the model (another network?)."""
+        cfg = self.preset.train
+        path = checkpoint_path(source_path)
+        source = load_checkpoint(path, map_location="cpu")["model"]
+        own = model.state_dict()
+        loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        skipped = [
+            f"{k} ({'not in the checkpoint' if k not in source else _shapes(source[k], v)})"
+            for k, v in own.items()
+            if k not in loaded
+        ] + [f"{k} (not in this model)" for k in source if k not in own]
+        total = sum(v.numel() for v in own.values()) or 1
+        share = sum(v.numel() for v in loaded.values()) / total
+        summary = (
+            f"train.init_from {path}: loaded {len(loaded)} of the model's {len(own)} tensors "
+            f"({math.floor(share * 1000) / 10:g}% of its weights)"
+        )
+        if not loaded or (share < cfg.init_min_fraction and not cfg.init_partial):
+            why = "nothing fits" if not loaded else f"less than {cfg.init_min_fraction:.0%} fits"
+            raise UserError(
+                f"{summary}: {why}; is it a checkpoint of another network? Set "
+                "train.init_partial = true to start from these tensors anyway"
+                if loaded
+                else f"{summary}: nothing fits; is it a checkpoint of another network?",
+                skipped[:10] + ([f"... and {len(skipped) - 10} more"] if len(skipped) > 10 else []),
+            )
+        model.load_state_dict(loaded, strict=False)
+        listed = ", ".join(skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        self.notices.append(summary + (f"; not loaded: {listed}" if skipped else ""))
 
     # ---- one optimizer step ---------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -493,3 +522,7 @@ class Trainer:
 
     def snapshot(self, rows: list[list[np.ndarray]]) -> None:
         save_montage(rows, self.run_dir / "snapshots" / f"step_{self.step:07d}.png")
+
+
+def _shapes(theirs: torch.Tensor, ours: torch.Tensor) -> str:
+    return f"shape {list(theirs.shape)} in the checkpoint, {list(ours.shape)} here"
