@@ -211,3 +211,14 @@ def test_two_processes_predict_what_one_does(run_2d, images_2d, tmp_path):
     assert (tmp_path / "two" / "predictions.csv").read_text() == (
         single / "predictions.csv"
     ).read_text()
+
+
+def test_a_window_larger_than_the_image_is_cut_to_the_image(cli, run_2d, tmp_path: Path) -> None:
+    image = open_image(nuclei_image(tmp_path / "small.tif", (40, 50), seed=3)).read()
+    huge = predict(run_2d, image, overrides=["predict.roi_size=[100000, 100000]"])["prob"]
+    # The image rounded up to the network's divisor (2): one 40 x 50 window.
+    fitted = predict(run_2d, image, overrides=["predict.roi_size=[40, 50]"])["prob"]
+    np.testing.assert_allclose(huge, fitted, atol=1e-6)
+    refused = cli("check", run_2d / "preset.toml", "--set", "predict.roi_size=[0, 0]")
+    assert refused.code == 2
+    assert "predict.roi_size.0: Input should be greater than 0" in refused.err

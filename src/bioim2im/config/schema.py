@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from bioim2im.plugin.registry import StrictModel
 
@@ -219,8 +219,9 @@ class TrainConfig(StrictModel):
 class PredictConfig(StrictModel):
     """Sliding-window prediction settings."""
 
-    roi_size: list[int] | None = None
-    """Window size per spatial axis; default: the training patch size."""
+    roi_size: list[PositiveInt] | None = None
+    """Window size per spatial axis; default: the training patch size. A window larger than an
+    image is cut down to the image (rounded up to a size the network takes)."""
     overlap: float | list[float] = 0.25
     """Overlap between windows as a fraction of the window, one value or one per axis."""
     blend: Literal["gaussian", "constant"] = "gaussian"
@@ -230,7 +231,7 @@ class PredictConfig(StrictModel):
     axis subsets to flip, e.g. [[0], [1], [0, 1]]."""
     batch_size: int = Field(4, ge=1)
     """Windows per forward pass."""
-    block_size: list[int] | None = None
+    block_size: list[PositiveInt] | None = None
     """Size of the blocks streamed through memory; default: a few windows per axis."""
     format: Literal["ome-zarr", "tiff"] = "ome-zarr"
     """Output file format."""

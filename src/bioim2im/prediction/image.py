@@ -86,7 +86,7 @@ def _tiling(
 
     plan = plan_blocks(
         found.spatial_shape,
-        model.roi_size,
+        model.window(found.spatial_shape),
         model.preset.predict.overlap,
         block_size,
         chunks,
@@ -104,7 +104,7 @@ def slab_size(shape: Sequence[int], model: TrainedModel, chunks: Sequence[int]) 
     """
     from bioim2im.prediction.blockwise.blocks import default_block_size
 
-    roi = model.roi_size
+    roi = model.window(shape)
     if 0 in model.dropped_axes:
         # Blocks span an axis a head projects away: no slabs along it.
         return default_block_size(roi)
@@ -245,7 +245,7 @@ def finish_image(model: TrainedModel, found: InputImage, store: Store, tiling: T
         if not head.neighbourhood:
             continue
         cores = [head.geometry.output_region(plan.core(i)) for i in range(len(plan))]
-        halo = tuple(model.roi_size[a] * head.geometry.scale[a] for a in head.geometry.kept_axes)
+        halo = tuple(plan.roi_size[a] * head.geometry.scale[a] for a in head.geometry.kept_axes)
         for t in range(found.time_points):
             values = store.blockwise(name, t)
             if head.instance:

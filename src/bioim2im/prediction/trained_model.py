@@ -107,7 +107,22 @@ class TrainedModel:
 
     @property
     def roi_size(self) -> tuple[int, ...]:
+        """``predict.roi_size``, by default the training patch size."""
         return tuple(self.preset.predict.roi_size or self.preset.data.patch_size)
+
+    def window(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        """The sliding window for an image of ``spatial_shape``: :attr:`roi_size`, but no larger
+        than the image rounded up to a size the network takes (a larger window would only pad
+        the image, at any memory cost). A network with one fixed input size keeps it."""
+        component = self.registry.get("backbone", self.preset.model.backbone.name)
+        if "input_size" in component.extras:
+            return self.roi_size
+        divisor_of = component.extras.get("divisor")
+        divisor = int(divisor_of(self.preset.model.backbone.params())) if divisor_of else 1
+        return tuple(
+            min(roi, -(-n // divisor) * divisor)
+            for roi, n in zip(self.roi_size, spatial_shape, strict=True)
+        )
 
     @property
     def dropped_axes(self) -> tuple[int, ...]:

@@ -178,10 +178,11 @@ def _validation_outputs(
     for number in range(min(len(val.entries), MAX_IMAGES)):
         volume = val.volume(number)
         region = _centre_crop(volume.shape, [CROP_PATCHES * p for p in val.patch_size])
+        image = volume.image.read(region)
         outputs = predict_array(
             model.network,
-            volume.image.read(region),
-            roi_size=model.roi_size,
+            image,
+            roi_size=model.window(image.shape[-len(model.roi_size) :]),
             out_channels={name: model.heads[name].out_channels for name in heads},
             head_geometry={name: model.heads[name].geometry for name in heads},
             overlap=settings.overlap,
