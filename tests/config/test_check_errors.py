@@ -199,3 +199,23 @@ args = { reader = "os.system", command = "id > owned.txt" }
     assert "'LoadImaged' is not one of the MONAI transforms" in result.err
     assert "args.reader = 'os.system' is not a plain word" in result.err
     assert not (tmp_path / "owned.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("train.steps=true", "train.steps: Input should be a valid integer, got true"),
+        ("train.optimizer.lr=true", "train.optimizer.lr: Input should be a valid number, got true"),
+        ("data.patch_size=[true, true]", "data.patch_size.0: Input should be a valid integer"),
+        ("train.steps='40'", "train.steps: Input should be a valid integer, got '40'"),
+        ("predict.overlap=[0.25, true]", "predict.overlap.1: Input should be a valid number"),
+        ("predict.tta=[[0], [true]]", "predict.tta.1.0: Input should be a valid integer"),
+    ],
+)
+def test_booleans_and_text_are_not_numbers(cli, write_preset, setting: str, expected: str) -> None:
+    path = write_preset('extends = "segmentation-2d"\n')
+    result = cli("check", path, "--set", setting)
+    assert result.code == 2
+    assert expected in result.err
+    # The alternatives of a union the value was not written as stay out of the message.
+    assert ".float:" not in result.err and "list[" not in result.err

@@ -15,8 +15,18 @@ def format_validation_errors(
     exc: ValidationError, data: dict[str, Any], model: type[BaseModel], info: Any
 ) -> list[str]:
     problems: list[str] = []
-    for error in exc.errors(include_url=False):
-        keys, parent = _walk(model, data, error["loc"])
+    errors = exc.errors(include_url=False)
+    walks = [_walk(model, data, error["loc"]) for error in errors]
+    # Errors of a union's alternatives the value was not written as are left out, unless
+    # nothing else is left to say.
+    keep_all = all(walked is None for walked in walks)
+    for error, walked in zip(errors, walks, strict=True):
+        if walked is None:
+            if not keep_all:
+                continue
+            walked = _walk(model, data, error["loc"], keep_alternatives=True)
+            assert walked is not None
+        keys, parent = walked
         if error["type"] == "union_tag_invalid":
             keys.append("name")
         message = _message(error, keys, parent, info)
@@ -58,16 +68,28 @@ def _unknown_component(tag: Any, ctx: dict[str, Any], info: Any) -> str:
     return f"unknown {kind} {str(tag)!r}{suggest(str(tag), names)} (valid: {', '.join(names)})"
 
 
-def _walk(model: Any, data: Any, loc: tuple[Any, ...]) -> tuple[list[Any], type[BaseModel] | None]:
-    """The user's key path for a pydantic ``loc`` and the model that holds its last key.
+def _walk(
+    model: Any, data: Any, loc: tuple[Any, ...], *, keep_alternatives: bool = False
+) -> tuple[list[Any], type[BaseModel] | None] | None:
+    """The user's key path for a pydantic ``loc`` and the model that holds its last key; None
+    for an error of a union's alternative the value was not written as.
 
-    Pydantic puts a discriminated union's tag (the component name) into ``loc``; the user never
-    wrote that level, so it is dropped here.
+    Pydantic puts a discriminated union's tag (the component name) and the names of a plain
+    union's alternatives (``float``, ``list[float]``) into ``loc``; the user never wrote those
+    levels, so they are dropped here.
     """
     keys: list[Any] = []
     annotation: Any = model
     parent: type[BaseModel] | None = None
     for step in loc:
+        alternatives = _alternatives(annotation)
+        if isinstance(step, str) and not isinstance(data, dict) and len(alternatives) > 1:
+            written_as_list = isinstance(data, (list, tuple))
+            other_shape = written_as_list != step.startswith(("list[", "tuple[", "set["))
+            if other_shape and not keep_alternatives:
+                return None
+            annotation = _member_named(alternatives, step)
+            continue
         annotation = _choose(annotation, data)
         if isinstance(data, dict) and step not in data and data.get("name") == step:
             continue  # the union tag
@@ -118,3 +140,21 @@ def _literal_name(member: type[BaseModel]) -> Any:
     field = member.model_fields.get("name")
     args = typing.get_args(field.annotation) if field else ()
     return args[0] if args else None
+
+
+def _alternatives(annotation: Any) -> list[Any]:
+    """The members of a plain union (Annotated and None left out); [] for anything else."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    return [a for a in typing.get_args(annotation) if a is not type(None)]
+
+
+def _member_named(members: list[Any], tag: str) -> Any:
+    """The alternative of a union that pydantic's ``loc`` calls ``tag`` (e.g. ``list[float]``)."""
+    for member in members:
+        name = getattr(member, "__name__", None) if typing.get_origin(member) is None else None
+        if tag in (name, str(member).replace("typing.", "")):
+            return member
+    return Any

@@ -5,19 +5,29 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from bioim2im.errors import PluginError, UserError
 from bioim2im.plugin.hookspecs import KIND_NAMES, KIND_OF
 
 
 class StrictModel(BaseModel):
-    """Base of every preset section and every component's parameters: unknown keys are errors."""
+    """Base of every preset section and every component's parameters: unknown keys are errors,
+    and a number is a number (``true`` or ``"5"`` where a number is expected are refused, which
+    pydantic would otherwise read as 1 and 5)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -26,6 +36,68 @@ class StrictModel(BaseModel):
         validate_default=True,
         arbitrary_types_allowed=False,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        checked = dict(data)
+        for key, value in data.items():
+            field = cls.model_fields.get(key)
+            if field is not None and key != "name":
+                checked[key] = _refuse_non_numbers(field.annotation, value)
+        return checked
+
+
+class _NotANumber:
+    """A boolean or text given where only numbers are accepted: fails the field's validation
+    with the value shown as written."""
+
+    def __init__(self, value: bool | str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value).lower() if isinstance(self.value, bool) else repr(self.value)
+
+
+def _refuse_non_numbers(annotation: Any, value: Any) -> Any:
+    """``value`` with each boolean or text (also inside lists) wrapped in :class:`_NotANumber`
+    where ``annotation`` expects numbers there and no boolean or text."""
+    members = _members(annotation)
+    if isinstance(value, (list, tuple)):
+        items = [
+            a
+            for m in members
+            if typing.get_origin(m) in (list, tuple, set, frozenset)
+            for a in typing.get_args(m)
+            if a is not Ellipsis
+        ]
+        item_type = typing.Union[tuple(items)] if items else Any  # noqa: UP007
+        return [_refuse_non_numbers(item_type, item) for item in value]
+    if not isinstance(value, (bool, str)):
+        return value
+    scalars = {m for m in members if typing.get_origin(m) is None}
+    literals = [
+        v for m in members if typing.get_origin(m) is typing.Literal for v in typing.get_args(m)
+    ]
+    if Any in scalars or not scalars & {int, float}:
+        return value
+    if isinstance(value, bool):
+        accepted = bool in scalars or any(v is value for v in literals)
+    else:
+        accepted = bool(scalars & {str, Path}) or value in literals
+    return value if accepted else _NotANumber(value)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation, Annotated and Optional unwrapped."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a)]
+    return [] if annotation is type(None) else [annotation]
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
