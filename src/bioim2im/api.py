@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bioim2im.errors import UserError
+from bioim2im.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,6 +105,15 @@ def train(
     )
 
     if resume is not None:
+        if preset is not None:
+            raise UserError(
+                f"give a preset or --resume {resume}, not both: a resumed run continues with "
+                "the preset saved in its run directory (--set may still change it)"
+            )
+        if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+            raise UserError(
+                f"--resume {resume} continues that run directory; --run-dir {run_dir} names another"
+            )
         run_dir = Path(resume)
         saved = run_dir / "preset.toml"
         if not saved.is_file():
@@ -115,6 +125,8 @@ def train(
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     resolved = load(preset, overrides)
     chosen = Path(run_dir) if run_dir is not None else _default_run_dir(Path(str(preset)))
+    if chosen.exists() and not chosen.is_dir():
+        raise UserError(f"--run-dir {chosen} is a file; give a folder for the run")
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
         command = (
@@ -155,7 +167,7 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.data.datasets import training_datasets
     from bioim2im.distributed import distributed
     from bioim2im.io.atomic import write_text
-    from bioim2im.model.checkpoint import load_checkpoint
+    from bioim2im.model.checkpoint import load_checkpoint, remove_stale_temporaries
     from bioim2im.plugin.manager import get_registry
     from bioim2im.training.gan import GanTrainer
     from bioim2im.training.plots import save_loss_curve
@@ -164,22 +176,30 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.training.tuning import tune_postprocessing
 
     registry = get_registry()
+    created = not run_dir.exists()
     with distributed() as env:
-        if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(run_dir / "preset.toml", to_toml(preset))
-        env.barrier()
-        datasets = training_datasets(preset, run_dir, check=env.is_main, registry=registry)
-        trainer_class = Trainer if preset.adversarial is None else GanTrainer
-        trainer = trainer_class(preset, run_dir, env, registry, datasets)
-        if resuming:
-            trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
-        outcome = trainer.fit()
+        try:
+            if env.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_text(run_dir / "preset.toml", to_toml(preset))
+                remove_stale_temporaries(run_dir / "checkpoints")
+            env.barrier()
+            datasets = training_datasets(preset, run_dir, check=env.is_main, registry=registry)
+            trainer_class = Trainer if preset.adversarial is None else GanTrainer
+            trainer = trainer_class(preset, run_dir, env, registry, datasets)
+            if resuming:
+                trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+            outcome = trainer.fit()
+        except BaseException:
+            if created and env.is_main:
+                _remove_unstarted_run(run_dir)
+            raise
         tuning: dict[str, dict[str, Any]] = {}
         if env.is_main:
-            tuning = tune_postprocessing(
-                run_dir, preset, datasets[1], registry, device=env.device, report=_say
-            )
+            if outcome.signal is None:
+                tuning = tune_postprocessing(
+                    run_dir, preset, datasets[1], registry, device=env.device, report=_say
+                )
             save_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png")
         env.barrier()
         result = TrainResult(
@@ -192,7 +212,25 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
         )
         if env.is_main:
             write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2) + "\n")
+    if outcome.signal is not None:
+        name = signal.Signals(outcome.signal).name
+        raise Interrupted(
+            f"training stopped by {name} at step {result.step} of {result.total_steps}; the "
+            f"checkpoint is saved: continue with bioim2im train --resume {run_dir}",
+            outcome.signal,
+        )
     return result
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a run directory this command created when training failed before it logged or
+    saved anything: it holds nothing a user could continue or look at."""
+    import shutil
+
+    metrics = run_dir / "metrics.jsonl"
+    logged = metrics.is_file() and metrics.stat().st_size > 0
+    if not logged and not any((run_dir / "checkpoints").glob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _say(text: str) -> None:

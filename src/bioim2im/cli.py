@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from bioim2im import __version__
-from bioim2im.errors import UserError
+from bioim2im.errors import UserError, describe_os_error, os_error_cause
 from bioim2im.plugin.hookspecs import KIND_NAMES
 
 if TYPE_CHECKING:
@@ -295,16 +295,30 @@ def _console(stderr: bool = False) -> Console:
 
 
 def main() -> None:
-    """Entry point: user errors become one message and exit status 2, never a traceback."""
+    """Entry point: user errors become one message and exit status 2, never a traceback; what
+    the machine refuses (disk full, permissions) one message and exit status 1."""
     try:
         app(standalone_mode=True)
     except UserError as exc:
         if os.environ.get("BIOIM2IM_DEBUG"):
             raise
-        from rich.markup import escape
+        _fail(str(exc), exc.exit_code)
+    except (OSError, RuntimeError) as exc:
+        cause = os_error_cause(exc)
+        if cause is None or os.environ.get("BIOIM2IM_DEBUG"):
+            raise
+        _fail(describe_os_error(cause), 1)
+    except KeyboardInterrupt:
+        if os.environ.get("BIOIM2IM_DEBUG"):
+            raise
+        _fail("interrupted", 130)
 
-        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(exc.exit_code)
+
+def _fail(message: str, exit_code: int) -> None:
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

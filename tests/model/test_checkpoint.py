@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from bioim2im.errors import UserError
+from bioim2im.errors import EnvironmentFailure, UserError
 from bioim2im.model.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -25,10 +26,10 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path, mo
 
     def broken_save(obj, handle):
         handle.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(EnvironmentFailure, match=r"last\.pt: No space left on device"):
         save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
@@ -61,5 +62,42 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
         torch.save(
             {"format": "bioim2im-checkpoint", "payload": Evil()}, handle, pickle_module=pickle
         )
-    with pytest.raises(UserError, match="weights-only"):
+    with pytest.raises(UserError, match="weights-only") as refused:
         load_checkpoint(path)
+    # torch's advice to load it unsafely is not passed on.
+    assert "weights_only=False" not in str(refused.value)
+    assert "trust" not in str(refused.value).lower()
+
+
+def test_a_failed_write_names_the_checkpoint_and_the_system_s_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # A file-size limit makes writes fail as a full disk does (EFBIG instead of ENOSPC).
+    script = f"""
+import resource, signal, torch
+from pathlib import Path
+from bioim2im.errors import EnvironmentFailure
+from bioim2im.model.checkpoint import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+try:
+    save_checkpoint({{"w": torch.zeros(100000)}}, Path({str(tmp_path / "c.pt")!r}))
+except EnvironmentFailure as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"cannot write the checkpoint {tmp_path / 'c.pt'}: File too large" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    from bioim2im.model.checkpoint import remove_stale_temporaries
+
+    dead = tmp_path / ".last.pt.tmp-999999999"
+    dead.write_bytes(b"half")
+    mine = tmp_path / f".last.pt.tmp-{__import__('os').getpid()}"
+    mine.write_bytes(b"in progress")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert not dead.exists() and mine.exists()

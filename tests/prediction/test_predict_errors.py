@@ -121,3 +121,32 @@ def test_the_command_line_exits_with_status_2_and_one_message(run_2d, image, tmp
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output_format", ["ome-zarr", "tiff"])
+def test_a_full_disk_stops_with_one_message_and_the_same_command_then_finishes(
+    run_2d, images_2d, tmp_path: Path, output_format: str
+) -> None:
+    import resource
+    import signal
+
+    def full_disk() -> None:  # writes past 600 bytes fail, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bioim2im", "predict", str(run_2d), "--input",
+               str(images_2d), "--output", str(out), "--format", output_format]  # fmt: skip
+    failed = subprocess.run(command, preexec_fn=full_disk, capture_output=True, text=True)
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "File too large" in failed.stderr and "run the same command again" in failed.stderr
+    assert not any(p.name.startswith("cells") for p in out.iterdir())  # nothing published
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert (out / "predictions.csv").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        [*(f"cells_{i}" + (".ome.zarr" if output_format == "ome-zarr" else "_prob.tif")
+           for i in range(3)), *(f"cells_{i}_seg.tif" for i in range(3) if output_format == "tiff"),
+         "predictions.csv"]
+    )  # fmt: skip

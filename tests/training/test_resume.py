@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bioim2im.api import train
@@ -56,23 +58,38 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_preset, tmp_path: P
     assert b["step"] == a["step"] == 30
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6)
-    # No temporary or half-written checkpoint is left behind.
+    # No temporary or half-written checkpoint is left behind, and each step is logged once
+    # (the killed run had logged steps past its last checkpoint).
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in records if "loss" in r]
+    assert logged == sorted(set(logged)) and logged[-1] == 30
 
 
-def test_sigterm_stops_after_the_step_and_writes_a_checkpoint(tiny_preset, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_after_the_step_writes_a_checkpoint_and_fails_the_command(
+    tiny_preset, tmp_path: Path, cli, stop: signal.Signals, code: int
+) -> None:
     run = tmp_path / "run"
     process = _start(tiny_preset(), run, "train.steps=100000", "train.checkpoint_every=100000")
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGTERM)
+    os.kill(process.pid, stop)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err.decode()
+    # Non-zero, so that `train && predict` does not predict with an unfinished model.
+    assert process.returncode == code, err.decode()
+    assert "Traceback" not in err.decode()
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 0 < state["step"] < 100000
-    assert "SIGTERM" in err.decode() and "--resume" in err.decode()
+    assert stop.name in err.decode() and f"--resume {run}" in err.decode()
+    # The metrics log holds each step once after resuming.
+    resumed = cli("train", "--resume", run, "--set", f"train.steps={state['step'] + 12}")
+    assert resumed.code == 0, resumed.err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps))
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path: Path, cli) -> None:

@@ -44,15 +44,42 @@ def read_toml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read preset {path}: {exc}") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or too_deep(data):
+        raise UserError(f"{path} nests tables or arrays more than {MAX_DEPTH} deep")
+    return data
+
+
+MAX_DEPTH = 32
+"""The deepest a preset nests tables and arrays; real presets need about 6."""
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` deep (without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, (dict, list))
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b.c=VALUE"`` -> (["a", "b", "c"], VALUE parsed as TOML, or the bare string)."""
     key, sep, raw = text.partition("=")
     parts = key.strip().split(".")
+    if len(parts) > MAX_DEPTH:
+        raise UserError(f"--set {text[:60]!r}...: the key is more than {MAX_DEPTH} levels deep")
     if not sep or not all(p.strip() for p in parts):
         raise UserError(
             f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.steps=500 "
@@ -62,6 +89,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare string: --set data.path=my_data/
+    except RecursionError:
+        value = None
+    if value is None or too_deep(value, MAX_DEPTH - len(parts)):
+        raise UserError(
+            f"--set {key.strip()[:60]}=...: the value nests arrays or tables too deeply"
+        )
     return [p.strip() for p in parts], value
 
 

@@ -71,6 +71,12 @@ def atomic_file(path: Path) -> Iterator[Path]:
     partial = partial_path(path, str(os.getpid()))
     try:
         yield partial
+    except OSError as exc:
+        remove(partial)
+        if exc.errno is not None and exc.filename in (None, str(partial)):
+            # A failed write names no file, or the hidden one: name the output instead.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         remove(partial)
         raise

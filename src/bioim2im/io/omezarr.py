@@ -114,6 +114,14 @@ def _inside(group: zarr.Group) -> str:
     return f"; it holds the arrays {', '.join(arrays)}: open one of them" if arrays else ""
 
 
+def is_zarr_container(path: Path) -> bool:
+    """Whether ``path`` is a zarr group or array (v2 or v3), not just any folder."""
+    return path.is_dir() and any((path / name).is_file() for name in ZARR_METADATA)
+
+
+ZARR_METADATA = ("zarr.json", ".zgroup", ".zarray")
+
+
 def write_ome_zarr(
     path: str | os.PathLike[str],
     array: np.ndarray,
@@ -128,6 +136,8 @@ def write_ome_zarr(
 ) -> Path:
     """Write one image as OME-Zarr, atomically; axes are stored in OME order (``TCZYX``).
 
+    A zarr image already at ``path`` is replaced; a folder that is not zarr is refused.
+
     ``chunks`` follow ``axes`` as given; default: 1 along T and C, up to 256 x 256 in 2D and
     32 x 128 x 128 in 3D.
     """
@@ -139,8 +149,14 @@ def write_ome_zarr(
         if len(chunks) != array.ndim:
             raise UserError(f"{path}: chunks {tuple(chunks)} must have one size per axis of {axes}")
         chunks = tuple(chunks[i] for i in order)
+    # An image written to the path of an existing zarr image replaces it, as a file would be;
+    # any other folder there is refused when publishing.
     writer = OmeZarrStreamWriter(
-        path, zarr_format=zarr_format, compression=compression, resume=False
+        path,
+        zarr_format=zarr_format,
+        compression=compression,
+        resume=False,
+        replace=is_zarr_container(path),
     )
     try:
         image = writer.create_image(
@@ -330,9 +346,16 @@ class OmeZarrStreamWriter:
             label=is_label,
             zarr_format=self.zarr_format,
         )
+        created = self.partial / f"created-{name or '0'}"
+        wanted = _describe(shape, dtype, chunks, attrs)
+        if "0" in group and not created.exists():
+            array = _full_resolution(group)
+            if _describe(array.shape, array.dtype, array.chunks, group.attrs) != wanted:
+                # Its creation was interrupted (the disk filled up while its metadata was
+                # written, say): nothing can have been written to it yet, so it starts again.
+                del group["0"]
         if "0" in group:
             array = _full_resolution(group)
-            wanted = _describe(shape, dtype, chunks, attrs)
             found = _describe(array.shape, array.dtype, array.chunks, group.attrs)
             if found != wanted:
                 raise UserError(
@@ -349,6 +372,7 @@ class OmeZarrStreamWriter:
                 **_array_options(self.zarr_format, self.compression, axes),
             )
             group.attrs.update(attrs)
+        created.touch()
         return StreamedImage(array, axes, self.partial / f"written-{name or '0'}")
 
     def finalize(self, pyramid_levels: int = 0) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bioim2im.errors import UserError
+from bioim2im.errors import EnvironmentFailure, UserError, describe_os_error, os_error_cause
 
 FORMAT = "bioim2im-checkpoint"
 FORMAT_VERSION = 1
@@ -19,7 +19,7 @@ FORMAT_VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary sibling, fsync, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, handle)
@@ -27,8 +27,40 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:
+        # torch reports a failed write (disk full) as a RuntimeError over the OSError.
+        cause = os_error_cause(exc)
+        if cause is None:
+            raise
+        error = OSError(cause.errno, cause.strerror, str(path))
+        raise EnvironmentFailure(describe_os_error(error, "cannot write the checkpoint")) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMPORARY_PREFIX = "."
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a killed process left in ``folder``
+    (``.NAME.pt.tmp-PID`` of processes that are gone); returns what was removed."""
+    removed = []
+    for candidate in folder.glob(f"{TEMPORARY_PREFIX}*.pt.tmp-*"):
+        pid = candidate.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -62,10 +94,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Read a bioim2im checkpoint; anything else is refused with a clear message."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
+        # torch's message suggests loading unsafely; that advice is not passed on.
         raise UserError(
-            f"{path} holds objects that safe (weights-only) loading refuses; bioim2im only loads "
-            f"checkpoints made of tensors and plain values ({str(exc).splitlines()[0]})"
+            f"{path} holds objects that safe (weights-only) loading refuses: pickled code or "
+            "classes. bioim2im only loads checkpoints made of tensors and plain values"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise UserError(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bioim2im.errors import UserError
+from bioim2im.errors import EnvironmentFailure, UserError
 from bioim2im.io.base import InMemoryImage, LazyImage
 from bioim2im.prediction.display import BlockReporter
 from bioim2im.prediction.image import (
@@ -271,7 +271,10 @@ class _Job:
                 if not result.done_earlier:
                     started = time.monotonic()
                     restart = decisions[found.stem] == "restart"
-                    result.blocks = self._predict(found, restart, env, reporter, record)
+                    try:
+                        result.blocks = self._predict(found, restart, env, reporter, record)
+                    except OSError as exc:
+                        raise self._write_failure(found, exc) from exc
                     result.seconds = time.monotonic() - started
                 results.append(result)
         finally:
@@ -319,6 +322,15 @@ class _Job:
             finish_image(self.model, found, store, tiling)
         env.barrier()
         return counts
+
+    def _write_failure(self, found: InputImage, exc: OSError) -> EnvironmentFailure:
+        """What to tell when writing ``found``'s prediction failed (disk full, permissions)."""
+        where = exc.filename or self.outputs[found.stem].work_dir
+        return EnvironmentFailure(
+            f"cannot write the prediction of {found.path} ({where}: "
+            f"{exc.strerror or exc}); the blocks finished so far are kept: free space or fix the "
+            "permissions, then run the same command again to continue"
+        )
 
     def result(self, found: InputImage, done_earlier: bool) -> InputResult:
         return InputResult(

@@ -157,6 +157,8 @@ def load_model(
         data = tomllib.loads(state["preset"])
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: the checkpoint's preset is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: the checkpoint's preset nests tables too deeply") from None
     for text in overrides:
         data = apply_override(data, text)
     preset = validate(data, registry, f"the preset of checkpoint {path}")

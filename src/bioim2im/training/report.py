@@ -29,6 +29,26 @@ class MetricsLog:
         self._file.close()
 
 
+def trim_metrics(path: Path, after_step: int) -> None:
+    """Drop the records of steps after ``after_step`` (a resumed run logs them again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not _after(line, after_step)]
+    if len(kept) != len(lines):
+        from bioim2im.io.atomic import write_text
+
+        write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _after(line: str, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True  # the half-written last line of a killed run
+    return not isinstance(record, dict) or int(record.get("step", 0)) > step
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []

@@ -30,7 +30,7 @@ from bioim2im.model.checkpoint import checkpoint_path, load_checkpoint, save_che
 from bioim2im.model.network import amp_dtype, build_losses, build_model, components_used
 from bioim2im.plugin.registry import ComponentRegistry
 from bioim2im.training.plots import save_montage
-from bioim2im.training.report import MetricsLog, Progress
+from bioim2im.training.report import MetricsLog, Progress, trim_metrics
 
 
 @dataclass
@@ -42,6 +42,8 @@ class FitOutcome:
     stop_reason: str | None
     metrics: dict[str, float]
     """The last validation's metrics (empty without validation data)."""
+    signal: int | None = None
+    """The signal (SIGINT, SIGTERM) that stopped training early, if one did."""
 
 
 class TrainingFailed(UserError):
@@ -125,7 +127,7 @@ class Trainer:
         self.best: float | None = None
         self.bad_validations = 0
         self.stop_reason: str | None = None
-        self._stop_signal: str | None = None
+        self._stop_signal: int | None = None
 
     # ---- set-up helpers -------------------------------------------------------------------
     @property
@@ -346,9 +348,18 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            # torch's first line only says that something failed; the next ones say what.
+            detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]
+            raise UserError(
+                f"cannot continue the run in {self.run_dir}: its checkpoint does not fit the "
+                f"network, optimizer or schedule of the preset (changed by --set?): {detail}"
+            ) from None
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -378,6 +389,9 @@ class Trainer:
             seed=cfg.seed,
         )
         batches = iter(loader)
+        if env.is_main:
+            # A killed run logged steps past its last checkpoint; they are logged again now.
+            trim_metrics(self.run_dir / "metrics.jsonl", after_step=start_step)
         log = MetricsLog(self.run_dir / "metrics.jsonl") if env.is_main else None
         progress = (
             Progress(self.total_steps, start_step, self.preset.logging.progress)
@@ -432,7 +446,7 @@ class Trainer:
                 if deadline is not None and time.monotonic() > deadline:
                     self.stop_reason = f"train.max_minutes ({cfg.max_minutes}) reached"
                 if self._stop_signal is not None:
-                    self.stop_reason = f"{self._stop_signal} received"
+                    self.stop_reason = f"{signal.Signals(self._stop_signal).name} received"
                 if self._any_rank(self.stop_reason is not None):
                     self.stop_reason = self.stop_reason or "another process stopped"
                     break
@@ -451,7 +465,9 @@ class Trainer:
                 progress.close()
             if log is not None:
                 log.close()
-        return FitOutcome(self.step, self.total_steps, self.stop_reason, last_val)
+        return FitOutcome(
+            self.step, self.total_steps, self.stop_reason, last_val, signal=self._stop_signal
+        )
 
     def _validate_and_keep_best(
         self, log: MetricsLog | None, progress: Progress | None
@@ -509,7 +525,7 @@ class Trainer:
         previous: dict[int, Any] = {}
 
         def request_stop(signum: int, frame: Any) -> None:
-            self._stop_signal = signal.Signals(signum).name
+            self._stop_signal = signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
