@@ -95,7 +95,7 @@ def _dataset_sample(root: Path, cache_dir: Path, normalize: dict[str, object]) -
         },
         "model": {
             "backbone": {"name": "unet"},
-            "heads": {"seg": {"name": "conv", "loss": {"name": "dice_ce"}}},
+            "heads": {"seg": {"name": "conv", "loss": {"name": "dice_ce", "sigmoid": True}}},
         },
     }
     train, _ = training_datasets(validate(table, get_registry(), "test"), check=False)

@@ -18,7 +18,7 @@ from bioim2im.errors import UserError
 from bioim2im.io.tiff import write_tiff
 from bioim2im.plugin.manager import get_registry
 
-SEG = {"name": "conv", "loss": {"name": "dice_ce"}}
+SEG = {"name": "conv", "loss": {"name": "dice_ce", "sigmoid": True}}
 
 
 def preset(

@@ -23,7 +23,11 @@ def preset(path: Path, out_channels: int = 2, **data: Any) -> Preset:
         "model": {
             "backbone": {"name": "unet"},
             "heads": {
-                "seg": {"name": "conv", "out_channels": out_channels, "loss": {"name": "dice_ce"}}
+                "seg": {
+                    "name": "conv",
+                    "out_channels": out_channels,
+                    "loss": {"name": "dice_ce", "sigmoid": True},
+                }
             },
         },
     }

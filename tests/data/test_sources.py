@@ -22,7 +22,7 @@ def tif(path: Path, shape: tuple[int, ...] = (8, 8)) -> Path:
 
 
 def preset(path: Path | None, heads: dict[str, Any] | None = None, **data: Any) -> Preset:
-    heads = heads or {"seg": {"name": "conv", "loss": {"name": "dice_ce"}}}
+    heads = heads or {"seg": {"name": "conv", "loss": {"name": "dice_ce", "sigmoid": True}}}
     table = {
         "data": {"path": None if path is None else str(path), "patch_size": [8, 8], **data},
         "model": {"backbone": {"name": "unet"}, "heads": heads},
@@ -69,7 +69,7 @@ def test_folders_layout_reports_unmatched_files_and_missing_folders(tmp_path: Pa
 def test_one_folder_per_head_target(tmp_path: Path) -> None:
     root = folders(tmp_path, ["a", "b"], roles=("IM", "GT", "FLUO"))
     heads = {
-        "seg": {"name": "conv", "loss": {"name": "dice_ce"}},
+        "seg": {"name": "conv", "loss": {"name": "dice_ce", "sigmoid": True}},
         "fluo": {"name": "conv", "task": "regression", "target": "FLUO", "loss": {"name": "mse"}},
     }
     splits = find_splits(
@@ -109,7 +109,7 @@ def test_csv_with_split_column_and_several_target_columns(tmp_path: Path) -> Non
         "img/c.tif,lab/c.tif,fl/c.tif,,test\n"
     )
     heads = {
-        "seg": {"name": "conv", "loss": {"name": "dice_ce"}},
+        "seg": {"name": "conv", "loss": {"name": "dice_ce", "sigmoid": True}},
         "fluo": {"name": "conv", "task": "regression", "target": "FLUO", "loss": {"name": "mse"}},
     }
     p = preset(manifest, heads)

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
-from bioim2im.errors import UserError
 from bioim2im.plugin.registry import Registrar
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -31,14 +30,18 @@ _AFFINE_NORMS: dict[str, Any] = {"instance": ("instance", {"affine": True}), "ba
 def _unet_strides(channels: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
     """Halve the resolution between consecutive levels unless strides are given."""
     if len(channels) < 2:
-        raise UserError(f"channels needs at least 2 levels, got {list(channels)}")
+        raise ValueError(f"channels needs at least 2 levels, got {list(channels)}")
     if strides is None:
         return (2,) * (len(channels) - 1)
     if len(strides) != len(channels) - 1:
-        raise UserError(
+        raise ValueError(
             f"strides needs one entry fewer than channels ({len(channels) - 1}), got {list(strides)}"
         )
-    return strides
+    return tuple(strides)
+
+
+def _check_unet(*, channels: Any, strides: Any, **_: Any) -> None:
+    _unet_strides(tuple(channels), None if strides is None else tuple(strides))
 
 
 def unet(
@@ -128,12 +131,16 @@ def basic_unet(
 def _dynunet_strides(filters: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
     """Full resolution at the first level, then halve it at each deeper one, unless given."""
     if len(filters) < 3:
-        raise UserError(f"filters needs at least 3 levels, got {list(filters)}")
+        raise ValueError(f"filters needs at least 3 levels, got {list(filters)}")
     if strides is None:
         return (1,) + (2,) * (len(filters) - 1)
     if len(strides) != len(filters):
-        raise UserError(f"strides needs one entry per level ({len(filters)}), got {list(strides)}")
-    return strides
+        raise ValueError(f"strides needs one entry per level ({len(filters)}), got {list(strides)}")
+    return tuple(strides)
+
+
+def _check_dynunet(*, filters: Any, strides: Any, **_: Any) -> None:
+    _dynunet_strides(tuple(filters), None if strides is None else tuple(strides))
 
 
 def dynunet(
@@ -188,11 +195,6 @@ def segresnet(
 
     if blocks_up is None:
         blocks_up = (1,) * (len(blocks_down) - 1)
-    if len(blocks_up) != len(blocks_down) - 1:
-        raise UserError(
-            f"blocks_up needs one entry fewer than blocks_down ({len(blocks_down) - 1}), "
-            f"got {list(blocks_up)}"
-        )
     norms: dict[str, Any] = {
         "group": ("group", {"num_groups": num_groups}),
         "instance": ("instance", {"affine": True}),
@@ -233,11 +235,6 @@ def unetr(
     """Vision-transformer encoder with a U-Net decoder (MONAI UNETR); input size fixed to img_size."""
     from monai.networks.nets import UNETR
 
-    if len(img_size) != spatial_dims or any(size % _UNETR_PATCH for size in img_size):
-        raise UserError(
-            f"img_size needs {spatial_dims} sizes, each a multiple of {_UNETR_PATCH}; "
-            f"got {list(img_size)}"
-        )
     net = UNETR(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
@@ -297,23 +294,44 @@ def swin_unetr(
     )
 
 
+def _check_segresnet(*, blocks_down: Any, blocks_up: Any, **_: Any) -> None:
+    if blocks_up is not None and len(blocks_up) != len(blocks_down) - 1:
+        raise ValueError(
+            f"blocks_up needs one entry fewer than blocks_down ({len(blocks_down) - 1}), "
+            f"got {list(blocks_up)}"
+        )
+
+
+def _check_unetr(*, img_size: Any, spatial_dims: int | None, **_: Any) -> None:
+    wrong_length = spatial_dims is not None and len(img_size) != spatial_dims
+    if wrong_length or any(size % _UNETR_PATCH for size in img_size):
+        raise ValueError(
+            f"img_size needs {spatial_dims or 'one'} size(s) per spatial axis, each a multiple of "
+            f"{_UNETR_PATCH}; got {list(img_size)}"
+        )
+
+
 def _swin_unetr_divisor(params: Mapping[str, Any]) -> int:
     # SwinUNETR.forward checks divisibility by patch_size**5 (32 for the default patch_size 2).
     return int(params["patch_size"]) ** 5
 
 
 def register(registry: Registrar) -> None:
-    registry.add("unet", unet, divisor=_unet_divisor)
-    registry.add("attention_unet", attention_unet, divisor=_unet_divisor)
+    registry.add("unet", unet, divisor=_unet_divisor, check=_check_unet)
+    registry.add("attention_unet", attention_unet, divisor=_unet_divisor, check=_check_unet)
     registry.add("basic_unet", basic_unet, divisor=lambda params: 16)
-    registry.add("dynunet", dynunet, divisor=_dynunet_divisor)
+    registry.add("dynunet", dynunet, divisor=_dynunet_divisor, check=_check_dynunet)
     registry.add(
-        "segresnet", segresnet, divisor=lambda params: 2 ** (len(params["blocks_down"]) - 1)
+        "segresnet",
+        segresnet,
+        divisor=lambda params: 2 ** (len(params["blocks_down"]) - 1),
+        check=_check_segresnet,
     )
     registry.add(
         "unetr",
         unetr,
         divisor=lambda params: _UNETR_PATCH,
         input_size=lambda params: tuple(params["img_size"]),
+        check=_check_unetr,
     )
     registry.add("swin_unetr", swin_unetr, divisor=_swin_unetr_divisor)

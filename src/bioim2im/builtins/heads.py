@@ -31,16 +31,6 @@ def conv(
     """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample` (one factor, or one per (Z)YX axis)."""
     from bioim2im.builtins._heads import conv_head
 
-    if isinstance(upsample, list):
-        if len(upsample) != spatial_dims:
-            raise UserError(
-                f"head 'conv': upsample {upsample} needs one factor per spatial axis ({spatial_dims})"
-            )
-        if upsample_mode == "pixelshuffle" and len(set(upsample)) > 1:
-            raise UserError(
-                f"head 'conv': upsample_mode 'pixelshuffle' needs the same factor on every axis, "
-                f"got {upsample}; use 'deconv' or 'interpolate'"
-            )
     return conv_head(
         spatial_dims,
         in_channels,
@@ -69,6 +59,18 @@ def projection(
     return ProjectionHead(in_channels, out_channels, mode)
 
 
+def _check_conv(*, upsample: Any, upsample_mode: str, spatial_dims: int | None, **_: Any) -> None:
+    if not isinstance(upsample, list):
+        return
+    if spatial_dims is not None and len(upsample) != spatial_dims:
+        raise ValueError(f"upsample {upsample} needs one factor per spatial axis ({spatial_dims})")
+    if upsample_mode == "pixelshuffle" and len(set(upsample)) > 1:
+        raise ValueError(
+            f"upsample_mode 'pixelshuffle' needs the same factor on every axis, got {upsample}; "
+            "use 'deconv' or 'interpolate'"
+        )
+
+
 def _conv_scale(params: Mapping[str, Any]) -> int | tuple[int, ...]:
     upsample = params["upsample"]
     return tuple(upsample) if isinstance(upsample, list) else int(upsample)
@@ -76,5 +78,5 @@ def _conv_scale(params: Mapping[str, Any]) -> int | tuple[int, ...]:
 
 def register(registry: Registrar) -> None:
     registry.add("identity", identity)
-    registry.add("conv", conv, scale=_conv_scale)
-    registry.add("projection", projection, output_spatial_dims=2)
+    registry.add("conv", conv, scale=_conv_scale, check=_check_conv)
+    registry.add("projection", projection, output_spatial_dims=2, spatial_dims=(3,))

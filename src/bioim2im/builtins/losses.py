@@ -10,11 +10,11 @@ masks. Regression targets are values shaped like the prediction. ``weight`` is a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
-from bioim2im.errors import UserError
 from bioim2im.plugin.registry import Registrar
 
 ClassWeights = list[NonNegativeFloat] | None
@@ -24,11 +24,24 @@ Smoothing = Annotated[float, Field(ge=0.0, lt=1.0)]
 def _use_softmax(sigmoid: bool, softmax: bool) -> bool:
     """Whether the channels are exclusive classes; predictions are logits, so one must be chosen."""
     if sigmoid == softmax:
-        raise UserError(
+        raise ValueError(
             "set exactly one of sigmoid = true (independent channels, targets in {0, 1}) "
             "or softmax = true (exclusive classes)"
         )
     return softmax
+
+
+def _check_activation(
+    *, sigmoid: bool, softmax: bool, label_smoothing: float = 0.0, **_: Any
+) -> None:
+    use_softmax = _use_softmax(sigmoid, softmax)
+    if label_smoothing and not use_softmax:
+        raise ValueError("label_smoothing applies to the softmax cross-entropy only")
+
+
+def _check_ssim(*, win_size: int, **_: Any) -> None:
+    if win_size % 2 == 0:
+        raise ValueError(f"win_size must be odd, got {win_size}")
 
 
 def _classes(
@@ -159,8 +172,6 @@ def dice_ce(
     from bioim2im.builtins._losses import BinaryCrossEntropy, CrossEntropy, SumOfLosses
 
     use_softmax = _use_softmax(sigmoid, softmax)
-    if label_smoothing and not use_softmax:
-        raise UserError("label_smoothing applies to the softmax cross-entropy only")
     dice_loss = dice(
         sigmoid=sigmoid,
         softmax=softmax,
@@ -256,24 +267,17 @@ def ssim(
     """1 - structural similarity (Gaussian window), for restoration and label-free prediction."""
     from bioim2im.builtins._losses import SSIMLoss
 
-    if win_size % 2 == 0:
-        raise UserError(f"win_size must be odd, got {win_size}")
     return SSIMLoss(data_range=data_range, win_size=win_size, kernel_sigma=kernel_sigma)
 
 
 def register(registry: Registrar) -> None:
-    for factory in (
-        dice,
-        dice_ce,
-        dice_focal,
-        focal,
-        tversky,
-        generalized_dice,
-        bce,
-        ce,
-        mse,
-        l1,
-        smooth_l1,
-        ssim,
-    ):
+    # Losses on logits that need an activation chosen: sigmoid or softmax.
+    activated: tuple[Callable[..., Any], ...] = (
+        dice, dice_ce, dice_focal, focal, tversky, generalized_dice
+    )  # fmt: skip
+    for factory in activated:
+        registry.add(factory.__name__, factory, check=_check_activation)
+    plain: tuple[Callable[..., Any], ...] = (bce, ce, mse, l1, smooth_l1)
+    for factory in plain:
         registry.add(factory.__name__, factory)
+    registry.add("ssim", ssim, check=_check_ssim)

@@ -6,20 +6,16 @@ The main value is under the metric's name; arrays may carry a leading channel ax
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from bioim2im.errors import UserError
+from pydantic import Field, PositiveFloat
+
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
     import numpy as np
 
 Metric = Callable[["np.ndarray", "np.ndarray"], dict[str, float]]
-
-
-def _check_data_range(name: str, data_range: float | None) -> None:
-    if data_range is not None and data_range <= 0:
-        raise UserError(f"metric '{name}': data_range must be positive, got {data_range}")
 
 
 def _per_image(scores: Callable[[np.ndarray, np.ndarray], dict[str, float]]) -> Metric:
@@ -45,12 +41,10 @@ def iou(*, classes: list[int] | None = None) -> Metric:
     return _per_image(lambda pred, truth: scores(pred, truth, classes=classes))
 
 
-def instance_ap(*, threshold: float = 0.5) -> Metric:
+def instance_ap(*, threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5) -> Metric:
     """Instance average precision TP/(TP+FP+FN) at an IoU threshold, with precision, recall, f1."""
     from bioim2im.metrics.instance import detection_scores, instance_overlaps
 
-    if not 0 < threshold <= 1:
-        raise UserError(f"metric 'instance_ap': threshold must be in (0, 1], got {threshold}")
     t = f"{threshold:.2f}"
 
     def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -61,20 +55,16 @@ def instance_ap(*, threshold: float = 0.5) -> Metric:
     return _per_image(scores)
 
 
-def psnr(*, data_range: float | None = None) -> Metric:
+def psnr(*, data_range: PositiveFloat | None = None) -> Metric:
     """Peak signal-to-noise ratio in dB; data_range defaults to the truth's max - min."""
     from bioim2im.metrics.regression import psnr as score
-
-    _check_data_range("psnr", data_range)
 
     return _per_image(lambda pred, truth: {"psnr": score(pred, truth, data_range=data_range)})
 
 
-def ssim(*, data_range: float | None = None) -> Metric:
+def ssim(*, data_range: PositiveFloat | None = None) -> Metric:
     """Structural similarity, 2D or 3D; data_range defaults to the truth's max - min."""
     from bioim2im.metrics.regression import ssim as score
-
-    _check_data_range("ssim", data_range)
 
     return _per_image(lambda pred, truth: {"ssim": score(pred, truth, data_range=data_range)})
 

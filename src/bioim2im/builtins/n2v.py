@@ -11,7 +11,7 @@ network sees hidden.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -32,8 +32,6 @@ def n2v_mask(
     """Noise2Void blind spots: replace a fraction of input pixels by a random neighbour in a window and train the heads on those pixels only (last in data.augment)."""
     from bioim2im.builtins._n2v import BlindSpotMask
 
-    if window % 2 == 0:
-        raise UserError(f"transform 'n2v_mask': window must be odd, got {window}")
     present = [k.removeprefix("weight/") for k in keys if k.startswith("weight/")]
     chosen = present if heads is None else heads
     unknown = sorted(set(chosen) - set(present))
@@ -44,6 +42,11 @@ def n2v_mask(
     return BlindSpotMask(fraction, window, [f"weight/{h}" for h in chosen])
 
 
+def _check_n2v_mask(*, window: int, **_: Any) -> None:
+    if window % 2 == 0:
+        raise ValueError(f"window must be odd, got {window}")
+
+
 def register(registry: Registrar) -> None:
     # Interpolating augmentations after it would blend the hidden pixels back into view.
-    registry.add("n2v_mask", n2v_mask, role="augment", runs_last=True)
+    registry.add("n2v_mask", n2v_mask, role="augment", runs_last=True, check=_check_n2v_mask)

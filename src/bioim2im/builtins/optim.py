@@ -69,16 +69,20 @@ def sgd(
     """Stochastic gradient descent with (Nesterov) momentum."""
     import torch
 
-    if nesterov and momentum == 0:
-        raise UserError("nesterov = true needs a momentum above 0")
     return torch.optim.SGD(
         parameters, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
     )
 
 
+def _check_sgd(*, momentum: float, nesterov: bool, **_: Any) -> None:
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov = true needs a momentum above 0")
+
+
 def register_optimizers(registry: Registrar) -> None:
-    for factory in (adam, adamw, radam, sgd):
+    for factory in (adam, adamw, radam):
         registry.add(factory.__name__, factory)
+    registry.add("sgd", sgd, check=_check_sgd)
 
 
 def _warmed_up(

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from bioim2im.errors import UserError
 from bioim2im.plugin.registry import Registrar, suggest
 
 if TYPE_CHECKING:
@@ -27,22 +26,54 @@ DEFAULT_KEYS = ("image",)
 # hookspecs.bioim2im_register_transforms describes (label_keys None: every key but image_keys).
 
 
-def _ordered(transform: str, key: str, value: Range, minimum: float = 0.0) -> None:
+def _ordered(key: str, value: Range, minimum: float = 0.0) -> None:
     low, high = value
     if not minimum <= low <= high:
-        raise UserError(
-            f"transform '{transform}': {key} must be [low, high] with {minimum} <= low <= high, got {list(value)}"
+        raise ValueError(
+            f"{key} must be [low, high] with {minimum} <= low <= high, got {list(value)}"
         )
+
+
+def _check_percentile(*, lower: float, upper: float, **_: Any) -> None:
+    if not 0.0 <= lower < upper <= 100.0:
+        raise ValueError(f"need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
+
+
+def _check_fixed_range(*, min: float, max: float, **_: Any) -> None:
+    if not min < max:
+        raise ValueError(f"min ({min}) must be below max ({max})")
+
+
+def _check_flip(*, axes: list[int] | None, spatial_dims: int | None, **_: Any) -> None:
+    if (
+        axes is not None
+        and spatial_dims is not None
+        and any(not 0 <= a < spatial_dims for a in axes)
+    ):
+        raise ValueError(f"axes {axes} must be spatial axis numbers 0..{spatial_dims - 1}")
+
+
+def _check_elastic(
+    *, magnitude_range: Range | None, sigma_range: Range, spacing: float, **_: Any
+) -> None:
+    if magnitude_range is not None:
+        _ordered("magnitude_range", magnitude_range)
+    _ordered("sigma_range", sigma_range)
+    if spacing <= 0:
+        raise ValueError(f"spacing must be positive, got {spacing}")
+
+
+def _check_range(key: str, minimum: float = 0.0) -> Any:
+    def check(**params: Any) -> None:
+        _ordered(key, params[key], minimum)
+
+    return check
 
 
 def percentile(*, lower: float = 1.0, upper: float = 99.8, clip: bool = False) -> Normalization:
     """Map each channel's lower/upper percentile to 0/1 (per image, optionally clipped)."""
     from bioim2im.data.transforms import Percentile
 
-    if not 0.0 <= lower < upper <= 100.0:
-        raise UserError(
-            f"transform 'percentile': need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}"
-        )
     return Percentile(lower, upper, clip)
 
 
@@ -64,8 +95,6 @@ def fixed_range(*, min: float, max: float) -> Normalization:
     """Map the fixed values min/max to 0/1, the same for every image (e.g. 0 and 65535)."""
     from bioim2im.data.transforms import FixedRange
 
-    if not min < max:
-        raise UserError(f"transform 'fixed_range': min ({min}) must be below max ({max})")
     return FixedRange(min, max)
 
 
@@ -79,10 +108,6 @@ def flip(
     """Flip along each spatial axis (0 = first of (Z)YX; default all) with probability prob."""
     from bioim2im.data.transforms import Flip
 
-    if axes is not None and any(not 0 <= a < spatial_dims for a in axes):
-        raise UserError(
-            f"transform 'flip': axes {axes} must be spatial axis numbers 0..{spatial_dims - 1}"
-        )
     return Flip(prob, spatial_dims, keys, axes=axes)
 
 
@@ -136,10 +161,6 @@ def elastic(
     # MONAI's two elastic transforms scale the magnitude differently (control-point offsets in
     # 2D, a smoothed random field in 3D), hence per-dimension defaults.
     magnitude = magnitude_range or ((2.0, 5.0) if spatial_dims == 2 else (100.0, 200.0))
-    _ordered("elastic", "magnitude_range", magnitude)
-    _ordered("elastic", "sigma_range", sigma_range)
-    if spacing <= 0:
-        raise UserError(f"transform 'elastic': spacing must be positive, got {spacing}")
     return transforms.elastic(
         prob=prob,
         magnitude_range=magnitude,
@@ -173,7 +194,6 @@ def gamma(
     """Gamma correction with gamma drawn from gamma_range, within each channel's range (image only)."""
     from bioim2im.data.transforms import Gamma
 
-    _ordered("gamma", "gamma_range", gamma_range, minimum=1e-3)
     return Gamma(prob, image_keys=image_keys, gamma_range=gamma_range)
 
 
@@ -186,7 +206,6 @@ def contrast(
     """Scale each channel's contrast around its mean by a factor from contrast_range (image only)."""
     from bioim2im.data.transforms import Contrast
 
-    _ordered("contrast", "contrast_range", contrast_range)
     return Contrast(prob, image_keys=image_keys, contrast_range=contrast_range)
 
 
@@ -200,7 +219,6 @@ def blur(
     """Gaussian blur with sigma (pixels) drawn from sigma_range (image only)."""
     from bioim2im.data.transforms import Blur
 
-    _ordered("blur", "sigma_range", sigma_range)
     return Blur(prob, spatial_dims, image_keys=image_keys, sigma_range=sigma_range)
 
 
@@ -255,8 +273,20 @@ NORMALIZATIONS = (percentile, zscore, minmax, fixed_range)
 AUGMENTATIONS = (flip, rot90, affine, elastic, gaussian_noise, gamma, contrast, blur, monai)
 
 
+CHECKS: dict[str, Any] = {
+    "percentile": _check_percentile,
+    "fixed_range": _check_fixed_range,
+    "flip": _check_flip,
+    "elastic": _check_elastic,
+    "gamma": _check_range("gamma_range", minimum=1e-3),
+    "contrast": _check_range("contrast_range"),
+    "blur": _check_range("sigma_range"),
+}
+
+
 def register(registry: Registrar) -> None:
-    for normalization in NORMALIZATIONS:
-        registry.add(normalization.__name__, normalization, role="normalize")
-    for augmentation in AUGMENTATIONS:
-        registry.add(augmentation.__name__, augmentation, role="augment")
+    for role, factories in (("normalize", NORMALIZATIONS), ("augment", AUGMENTATIONS)):
+        for factory in factories:
+            check = CHECKS.get(factory.__name__)
+            extras = {"check": check} if check is not None else {}
+            registry.add(factory.__name__, factory, role=role, **extras)

@@ -140,7 +140,13 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
 
 
 def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
-    """Rules that need to know the components: sizes a backbone accepts, 3D-only heads."""
+    """Rules that need to know the components: each component's own ``check``, sizes a
+    backbone accepts, 3D-only heads."""
+    for key, kind, spec in _components(preset):
+        try:
+            registry.get(kind, spec.name).check(spec.params(), preset.spatial_dims)
+        except ValueError as exc:
+            raise ValueError(f"{key} ({kind} '{spec.name}'): {exc}") from None
     backbone = preset.model.backbone
     divisor_of = registry.get("backbone", backbone.name).extras.get("divisor")
     if divisor_of is not None:
@@ -174,3 +180,30 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 f"model.heads.{head_name}: head '{head.name}' needs {' or '.join(map(str, needs))}D "
                 f"input but data.patch_size is {preset.spatial_dims}D"
             )
+
+
+def _components(preset: Preset) -> list[tuple[str, str, Any]]:
+    """(key path, kind, spec) of every component a preset names."""
+    data, model, train = preset.data, preset.model, preset.train
+    found: list[tuple[str, str, Any]] = [
+        ("data.normalize", "transform", data.normalize),
+        *((f"data.augment.{i}", "transform", t) for i, t in enumerate(data.augment)),
+        ("model.backbone", "backbone", model.backbone),
+        ("train.optimizer", "optimizer", train.optimizer),
+        ("train.scheduler", "scheduler", train.scheduler),
+    ]
+    for name, head in model.heads.items():
+        where = f"model.heads.{name}"
+        found += [(where, "head", head), (f"{where}.loss", "loss", head.loss)]
+        found += [
+            (f"{where}.postprocess.{i}", "postprocessor", p) for i, p in enumerate(head.postprocess)
+        ]
+        found += [(f"{where}.metrics.{i}", "metric", m) for i, m in enumerate(head.metrics)]
+        if head.target_normalize is not None:
+            found.append((f"{where}.target_normalize", "transform", head.target_normalize))
+    if preset.adversarial is not None:
+        found += [
+            ("adversarial.discriminator", "discriminator", preset.adversarial.discriminator),
+            ("adversarial.optimizer", "optimizer", preset.adversarial.optimizer),
+        ]
+    return found

@@ -20,7 +20,8 @@ hook's kind and to the plugin's distribution, and registers components by callin
   in :data:`KINDS`) are passed by the engine and are never preset parameters.
 - ``extras``: what the engine needs to know about the component beyond its factory, by kind
   (:data:`KINDS` lists each kind's extras and what they mean). An extra a kind does not have is
-  refused, so a misspelt one fails at registration.
+  refused, so a misspelt one fails at registration. Every kind takes the extra ``check``:
+  :data:`CHECK`.
 
 Return values are ignored. The built-in components are registered through these same hooks and
 declare their extras like any plugin.
@@ -40,6 +41,15 @@ hookspec = pluggy.HookspecMarker("bioim2im")
 hookimpl = pluggy.HookimplMarker("bioim2im")
 
 
+CHECK = (
+    "function(*, spatial_dims, **params) -> None, raising ValueError for parameters the "
+    "component cannot be built with (e.g. two settings that exclude each other); `bioim2im "
+    "check` runs it without importing the factory's heavy libraries, and building runs it "
+    "first, so a preset that check accepts builds. spatial_dims is None where not known."
+)
+"""The ``check`` extra every kind takes."""
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of component: the hook that registers it, the arguments the engine passes its
@@ -48,7 +58,12 @@ class Kind:
     name: str
     hook: str
     structural: frozenset[str] = frozenset()
-    extras: dict[str, str] = field(default_factory=dict)
+    own_extras: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def extras(self) -> dict[str, str]:
+        """The registration extras this kind takes, and what each means."""
+        return {**self.own_extras, "check": CHECK}
 
 
 KINDS: tuple[Kind, ...] = (
@@ -105,12 +120,12 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         "reader",
         "bioim2im_register_readers",
-        extras={"suffixes": 'tuple of the file suffixes it opens, e.g. (".czi",)'},
+        own_extras={"suffixes": 'tuple of the file suffixes it opens, e.g. (".czi",)'},
     ),
     Kind(
         "writer",
         "bioim2im_register_writers",
-        extras={
+        own_extras={
             "suffixes": "tuple of the file suffixes it writes",
             "format": "the format name a command chooses it by (default: its name)",
         },

@@ -188,6 +188,13 @@ class Component:
             self._params = params_model_from_signature(self.load(), self.kind, self.label)
         return self._params
 
+    def check(self, params: Mapping[str, Any], spatial_dims: int | None = None) -> None:
+        """Run the component's ``check`` extra (ValueError for parameters it cannot be built
+        with); nothing when it has none."""
+        check = self.extras.get("check")
+        if check is not None:
+            check(spatial_dims=spatial_dims, **params)
+
     def build(self, params: Mapping[str, Any] | None = None, **structural: Any) -> Any:
         """Call the factory with validated parameters and the structural arguments it accepts."""
         factory = self.load()
@@ -202,6 +209,10 @@ class Component:
                 for e in exc.errors(include_url=False)
             ]
             raise UserError(f"{self.label} cannot be built:", problems) from None
+        try:
+            self.check(values, structural.get("spatial_dims"))
+        except ValueError as exc:
+            raise UserError(f"{self.label}: {exc}") from None
         accepted = inspect.signature(factory).parameters
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
         extra = {k: v for k, v in structural.items() if takes_kwargs or k in accepted}
