@@ -219,3 +219,29 @@ def test_booleans_and_text_are_not_numbers(cli, write_preset, setting: str, expe
     assert expected in result.err
     # The alternatives of a union the value was not written as stay out of the message.
     assert ".float:" not in result.err and "list[" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("model.backbone.channels=[]", "model.backbone (backbone 'unet'): channels needs at least"),
+        (
+            "model.heads.seg.loss={name='dice', sigmoid=false}",
+            "model.heads.seg.loss (loss 'dice'): set exactly one of sigmoid",
+        ),
+        (
+            "data.normalize={name='percentile', lower=50, upper=10}",
+            "data.normalize (transform 'percentile'): need 0 <= lower < upper",
+        ),
+        ("train.optimizer={name='sgd', momentum=0, nesterov=true}", "needs a momentum above 0"),
+        ("model.heads.seg.upsample=[2, 2, 2]", "needs one factor per spatial axis (2)"),
+    ],
+)
+def test_check_refuses_what_building_the_component_would(
+    cli, write_preset, setting: str, expected: str
+) -> None:
+    """A preset that check accepts builds: the components' own rules run at check time."""
+    path = write_preset('extends = "segmentation-2d"\n')
+    result = cli("check", path, "--set", setting)
+    assert result.code == 2, result.err
+    assert expected in result.err and "Traceback" not in result.err
