@@ -448,6 +448,12 @@ def _score(
     prediction, truth, recorded_size = _read_pair(pair)
     sizes = recorded_size if voxel_size is None else voxel_size
     if task == "regression":
+        bad = int(np.count_nonzero(~np.isfinite(prediction)))
+        if bad:
+            raise UserError(
+                f"{pair.pred}: {bad} NaN or infinite value(s) in the prediction; regression "
+                "metrics are computed on finite predictions only"
+            )
         return compute("regression", prediction, truth)
     prediction, truth = _labels(prediction, pair.pred, task), _labels(truth, pair.truth, task)
     if task == "semantic":

@@ -78,3 +78,16 @@ def test_a_report_path_that_is_a_directory_is_refused_and_kept(
     assert result.code == 2
     assert f"{option} {kept} is a directory" in result.err and "Traceback" not in result.err
     assert [p.name for p in kept.iterdir()] == ["precious.txt"]
+
+
+def test_a_nan_in_a_regression_prediction_is_named_not_averaged_away(cli, tmp_path: Path) -> None:
+    from bioim2im.io import write_image
+
+    truth = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    prediction = truth.copy()
+    prediction[3, 4] = np.nan
+    write_image(tmp_path / "P" / "a.tif", prediction, axes="YX")
+    write_image(tmp_path / "T" / "a.tif", truth, axes="YX")
+    result = cli("evaluate", "--pred", tmp_path / "P", "--truth", tmp_path / "T")
+    assert result.code == 2
+    assert "a.tif: 1 NaN or infinite value(s) in the prediction" in result.err
