@@ -245,3 +245,17 @@ def test_check_refuses_what_building_the_component_would(
     result = cli("check", path, "--set", setting)
     assert result.code == 2, result.err
     assert expected in result.err and "Traceback" not in result.err
+
+
+def test_extends_a_directory_or_a_symlink_loop_is_named(cli, tmp_path: Path) -> None:
+    (tmp_path / "folder.toml").mkdir()
+    (tmp_path / "a.toml").symlink_to(tmp_path / "b.toml")
+    (tmp_path / "b.toml").symlink_to(tmp_path / "a.toml")
+    for target, words in (("folder.toml", "is a directory"), ("a.toml", "loop of symbolic links")):
+        preset = tmp_path / f"child-{target}"
+        preset.write_text(f'extends = "{target}"\n')
+        result = cli("check", preset)
+        assert result.code == 2, result.err
+        assert f"extends = '{target}'" in result.err and words in result.err
+    looped = cli("check", tmp_path / "a.toml")
+    assert looped.code == 2 and "loop of symbolic links" in looped.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -147,16 +148,32 @@ def _absolutize(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 
 def _find_preset(name: str, relative_to: Path, registry: ComponentRegistry) -> Path:
-    if name.endswith(".toml"):
-        candidate = Path(name).expanduser()
-        candidate = candidate if candidate.is_absolute() else relative_to / candidate
-        if not candidate.is_file():
-            raise UserError(f"extends = {name!r}: no such file {candidate}")
-        return candidate
+    looks_like_a_path = name.endswith(".toml") or "/" in name
+    candidate = Path(name).expanduser()
+    candidate = candidate if candidate.is_absolute() else relative_to / candidate
+    if looks_like_a_path or ("preset", name) not in registry:
+        problem = _not_a_file(candidate)
+        if problem is None:
+            return candidate
+        if looks_like_a_path or candidate.exists() or candidate.is_symlink():
+            raise UserError(f"{relative_to}: extends = {name!r}: {problem}")
     try:
         return Path(registry.get("preset", name).load())
     except UserError as exc:
         raise UserError(f"{relative_to}: extends = {name!r}: {exc}") from None
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a preset file, or None."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a loop of symbolic links"
+        return f"no such file {path}"
+    if path.is_dir():
+        return f"{path} is a directory, not a TOML file"
+    return None
 
 
 def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -> dict[str, Any]:
@@ -168,6 +185,9 @@ def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -
 
 
 def _load_chain(path: Path, registry: ComponentRegistry, seen: tuple[Path, ...]) -> dict[str, Any]:
+    problem = _not_a_file(path)
+    if problem is not None:
+        raise UserError(f"preset file not found: {path}" if problem.startswith("no such") else problem)
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(p.name for p in (*seen, path))
