@@ -134,6 +134,10 @@ def training_datasets(
 
         registry = get_registry()
     data = preset.data
+    if data.layout == "cellmap":
+        from bioim2im.data.cellmap import cellmap_datasets
+
+        return cellmap_datasets(preset, run_dir, registry=registry)  # type: ignore[return-value]
     if check:
         from bioim2im.data.preflight import ensure_usable, preflight
 
