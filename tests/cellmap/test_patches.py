@@ -247,3 +247,25 @@ def test_two_dimensional_patches_are_planes(rows):
 
 def test_spec_sanity():
     assert {c.number for c in CROPS} == {1, 2, 3, 4}
+
+
+def test_crops_held_in_memory_give_the_same_patches(rows):
+    names = ["crop1", "crop2", "crop3"]
+    lazy = crops_of(rows, names)
+    context = (8 * 8.0,) * 3  # half a 16-voxel patch at 8 nm
+    held = crops_of(rows, names, memory=1 << 30, context=context)
+    assert all(c.raw.held and all(level.held for level in c.labels.values()) for c in held)
+    # The raw held is the crop plus the context (and a voxel), not the whole volume: crop 2
+    # covers 160..352 nm, so 88..424 nm, clipped to the volume's 384 nm.
+    assert held[1].raw.shape == (37, 37, 37) and held[1].raw.translation == (92.0,) * 3
+    assert held[1].labels["mito"].shape == (24, 24, 24)
+    options = {"foreground_fraction": 0.5, "excluded_by": exclusions(CLASSES)}
+    a, b = patches(lazy, **options), patches(held, **options)
+    for i in range(12):
+        sa, sb = a.sample(i), b.sample(i)
+        for key in sa:
+            np.testing.assert_array_equal(sa[key], sb[key], err_msg=f"{i} {key}")
+    # A budget for the smallest crop only: the others stay in their stores.
+    sizes = [c.raw.read().nbytes + sum(v.read().nbytes for v in c.labels.values()) for c in held]
+    partial = crops_of(rows, names, memory=min(sizes), context=context)
+    assert sum(c.raw.held for c in partial) == 1

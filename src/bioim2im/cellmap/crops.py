@@ -5,11 +5,17 @@ and for each class the crop annotates, its label level nearest the target scale.
 label array once gives the class counts (foreground and total voxels), from which crop sampling
 weights and per-class ``pos_weight`` follow, and a sample of foreground voxel positions, around
 which patches can be centred.
+
+With a memory budget, each crop's label arrays and the raw voxels around it (the crop plus the
+context a patch can reach) are kept in memory, crop after crop while they fit: patches are then
+slices of arrays that DataLoader workers share, with no store access. Crops beyond the budget
+are read from their stores patch by patch.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +61,12 @@ class OpenedCrops:
     problems: list[str]
     """What makes the datasplit unusable as it is."""
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the crops held in memory."""
+        held = [c for c in self.crops if c.raw.held]
+        return sum(level.read().nbytes for c in held for level in [c.raw, *c.labels.values()])
+
 
 def open_crops(
     rows: Sequence[CropRow],
@@ -64,14 +76,28 @@ def open_crops(
     target_scale: Sequence[float],
     skip_coarser: bool = False,
     count: bool = True,
+    memory: int = 0,
+    context: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> OpenedCrops:
-    """Open the crops of ``rows`` that annotate any of ``classes``; collect every problem."""
+    """Open the crops of ``rows`` that annotate any of ``classes``; collect every problem.
+
+    ``memory``: bytes of crops to hold in memory (labels and the raw within ``context`` nm of
+    the crop), 0 for none.
+    """
     notes: list[str] = []
     problems: list[str] = []
+    budget = _Budget(memory)
 
     def one(row: CropRow) -> tuple[Crop | None, list[str], list[str]]:
         try:
-            return _open(row, classes, input_scale, target_scale, skip_coarser, count)
+            crop, crop_notes, crop_problems = _open(
+                row, classes, input_scale, target_scale, skip_coarser
+            )
+            if crop is not None and memory:
+                _hold(crop, context, budget)  # first, so that counting reads the held labels
+            if crop is not None and count:
+                _count(crop)
+            return crop, crop_notes, crop_problems
         except UserError as exc:
             return None, [], [f"{row.label}: {exc}"]
 
@@ -92,7 +118,6 @@ def _open(
     input_scale: Sequence[float],
     target_scale: Sequence[float],
     skip_coarser: bool,
-    count: bool,
 ) -> tuple[Crop | None, list[str], list[str]]:
     wanted = [c for c in classes if c in row.classes]
     if not wanted:
@@ -122,10 +147,41 @@ def _open(
         return None, notes, []
     lows = np.min([level.start for level in labels.values()], axis=0)
     highs = np.max([level.stop for level in labels.values()], axis=0)
-    crop = Crop(row, raw, labels, (lows, highs))
-    if count:
-        _count(crop)
-    return crop, notes, []
+    return Crop(row, raw, labels, (lows, highs)), notes, []
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        with self._lock:
+            if nbytes > self.left:
+                return False
+            self.left -= nbytes
+            return True
+
+
+def _hold(crop: Crop, context: Sequence[float], budget: _Budget) -> None:
+    """Keep the crop's labels and the raw around it in memory, if the budget allows."""
+    margin = np.asarray(context) + np.asarray(crop.raw.scale)
+    low, high = crop.box[0] - margin, crop.box[1] + margin
+    raw = crop.raw
+    corners = np.clip((np.asarray([low, high]) - raw.start) / np.asarray(raw.scale), 0, raw.shape)
+    raw_bytes = int(np.prod(np.ceil(corners[1]) - np.floor(corners[0]))) * raw.dtype.itemsize
+    label_bytes = sum(
+        math.prod(level.shape) * level.dtype.itemsize for level in crop.labels.values()
+    )
+    if not budget.take(raw_bytes + label_bytes):
+        return
+    crop.raw = raw.region(low, high)
+    crop.labels = {
+        name: level
+        if level.held
+        else Level.in_memory(level.read(), level.scale, level.translation, level.location)
+        for name, level in crop.labels.items()
+    }
 
 
 def _count(crop: Crop) -> None:
@@ -182,11 +238,3 @@ def describe_counts(crops: Sequence[Crop], classes: Sequence[str]) -> list[str]:
         fraction = f"{foreground / total:.3%}" if total else "-"
         lines.append(f"{name}: {len(annotating)} crop(s), foreground {fraction}")
     return lines
-
-
-def box_extent(box: tuple[np.ndarray, np.ndarray]) -> list[float]:
-    return [float(h - lo) for lo, h in zip(*box, strict=True)]
-
-
-def voxels(crop: Crop) -> int:
-    return sum(math.prod(level.shape) for level in crop.labels.values())

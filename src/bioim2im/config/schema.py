@@ -423,6 +423,11 @@ def _check_cellmap(preset: Preset) -> None:
             f"model.heads.{name}.loss: CellMap classes overlap and are annotated one by one; use "
             "independent channels (sigmoid = true, or bce), not softmax classes"
         )
+    if data.cache == "disk":
+        raise ValueError(
+            'data.cache = "disk" is not available with data.layout = "cellmap": use "memory" '
+            '(crops held in memory while they fit) or "none" (read from the stores patch by patch)'
+        )
     cellmap = data.cellmap
     target = cellmap.target_shape if cellmap is not None else None
     if target is not None and (

@@ -1,16 +1,16 @@
 """Training patches from CellMap crops (``data.layout = "cellmap"``).
 
 Like :class:`~bioim2im.data.dataset.PatchDataset`, item ``i`` is a pure function of
-``(seed, i)`` (exact resume, disjoint DDP ranks) and maps to float32 arrays:
+``(seed, i)`` (exact resume, disjoint DDP ranks) and maps to arrays:
 
 - ``"image"``: (1, *patch_size), the raw data at ``data.cellmap.input_scale``, read from the
   pyramid level nearest that scale (linear resampling when it differs), normalised patch by
   patch (the presets' ``fixed_range`` maps 0..255 to 0..1 whatever the patch);
-- ``"target/<head>"``: (C, *patch_size), one mask per class of ``data.classes``, on the
+- ``"target/<head>"``: (C, *patch_size) uint8, one mask per class of ``data.classes``, on the
   input's grid: the label level nearest ``target_scale`` read as nearest neighbour, > 0;
-- ``"weight/<head>"``: (C, *patch_size), per class: 1 where that class is annotated, 0 where it
-  is not, so a class missing from a crop (or outside it, or NaN) gives no loss and no gradient
-  for that class only. Only the central ``target_shape`` voxels are supervised: the rest of the
+- ``"weight/<head>"``: (C, *patch_size) float32 (float16 as a tensor), per class: 1 where that
+  class is annotated, 0 where it is not, so a class missing from a crop (or outside it, or NaN)
+  gives no loss and no gradient for that class only. Only the central ``target_shape`` voxels are supervised: the rest of the
   input is context. With ``mutual_exclusion``, a class the crop does not annotate counts as a
   known negative (weight 1, target 0) wherever an annotated class excluding it is present. With
   ``pos_weight``, a class's positive voxels weigh ``pos_weight[c]`` (its background/foreground
@@ -47,6 +47,7 @@ from bioim2im.cellmap.crops import (
 from bioim2im.cellmap.datasplit import CropRow, read_datasplit
 from bioim2im.data.transforms import Augmentation, Normalization
 from bioim2im.errors import UserError
+from bioim2im.io.multiscale import Level
 
 if TYPE_CHECKING:
     from bioim2im.config.schema import CellMapConfig, Preset
@@ -138,12 +139,13 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         first = centre - (np.asarray(self.shape) / 2 - 0.5) * self.scale
         raw = crop.raw
         if np.allclose(raw.scale, self.scale, rtol=0.01):
-            steps = np.rint((first - np.asarray(raw.translation)) / self.scale)
+            # Halves round up (not to even), so the grid does not depend on the level's origin.
+            steps = np.floor((first - np.asarray(raw.translation)) / self.scale + 0.5)
             first = np.asarray(raw.translation) + steps * self.scale
         return first
 
     def sample(self, index: int) -> dict[str, np.ndarray]:
-        """Item ``index`` as float32 arrays (what ``dataset[index]`` returns, before torch)."""
+        """Item ``index`` as arrays (what ``dataset[index]`` returns, before torch)."""
         rng = np.random.default_rng([self.seed, index])
         crop = self._crop_for(index, rng)
         first = self._first_voxel(crop, self._centre(crop, rng))
@@ -165,37 +167,59 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         return sample
 
     def _targets(self, crop: Crop, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (uint8) and weights (float32), one channel per class."""
         n = len(self.classes)
-        target = np.zeros((n, *self.shape), dtype=np.float32)
+        positive = np.zeros((n, *self.shape), dtype=bool)
         known = np.zeros((n, *self.shape), dtype=bool)
-        inside = np.zeros(self.shape, dtype=bool)
-        inside[self._supervised] = True
+        centres = [
+            f + s * np.arange(k) for f, s, k in zip(first, self.scale, self.shape, strict=True)
+        ]
         for c, name in enumerate(self.classes):
             level = crop.labels.get(name)
             if level is None:
                 continue
-            values = level.sample(first, self.scale, self.shape, order=0, outside=np.nan)
-            known[c] = np.isfinite(values) & inside
-            target[c] = np.where(known[c], values > 0, False)
+            # Voxels outside the crop are unannotated; NaN in a float label array too.
+            known[c] = self._within(centres, level)
+            floating = level.dtype.kind == "f"
+            values = level.sample(first, self.scale, self.shape, order=0)
+            if floating:
+                known[c] &= np.isfinite(values)
+            np.greater(values, 0, out=positive[c], where=known[c])
         for c, name in enumerate(self.classes):
             if name in crop.labels or name not in self.excluded_by:
                 continue
             for other in self.excluded_by[name]:
                 if other in crop.labels:
-                    o = self.classes.index(other)
-                    known[c] |= known[o] & (target[o] > 0)
+                    known[c] |= positive[self.classes.index(other)]
         weight = known.astype(np.float32)
         if self.pos_weight is not None:
-            weight *= np.where(target > 0, self.pos_weight[:, None, None, None], 1.0).astype(
-                np.float32
-            )
-        return target, weight
+            for c in range(n):
+                np.putmask(weight[c], positive[c], self.pos_weight[c])
+        return positive.view(np.uint8), weight
+
+    def _within(self, centres: Sequence[np.ndarray], level: Level) -> np.ndarray:
+        """Voxels of the patch's supervised box whose centre lies in ``level``."""
+        masks = []
+        for axis, (c, lo, hi, box) in enumerate(
+            zip(centres, level.start, level.stop, self._supervised, strict=True)
+        ):
+            mask = (c >= lo) & (c < hi)
+            mask[: box.start] = False
+            mask[box.stop :] = False
+            shape = [1, 1, 1]
+            shape[axis] = -1
+            masks.append(mask.reshape(shape))
+        return masks[0] & masks[1] & masks[2]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {
-            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-            for k, v in self.sample(index).items()
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.sample(index).items()
         }
+        # Compact types halve what workers pass to the training process: masks are uint8,
+        # weights (0, 1 or a class's pos_weight) float16; losses cast both to the prediction's.
+        key = f"weight/{self.head}"
+        tensors[key] = tensors[key].to(torch.float16)
+        return tensors
 
 
 # --- from a preset --------------------------------------------------------------------------
@@ -213,8 +237,9 @@ def scales(preset: Preset) -> tuple[list[float], list[float]]:
     return list(cellmap.input_scale), list(cellmap.target_scale or cellmap.input_scale)
 
 
-def open_split(preset: Preset, *, count: bool = True) -> dict[str, OpenedCrops]:
-    """The crops of each split of ``preset``'s datasplit (after ``force_all_classes``)."""
+def open_split(preset: Preset, *, count: bool = True, hold: bool = False) -> dict[str, OpenedCrops]:
+    """The crops of each split of ``preset``'s datasplit (after ``force_all_classes``); with
+    ``hold`` and ``data.cache = "memory"``, as many crops as fit held in memory."""
     data = preset.data
     if data.path is None:
         raise UserError("data.path is not set: give the CellMap datasplit CSV")
@@ -222,6 +247,14 @@ def open_split(preset: Preset, *, count: bool = True) -> dict[str, OpenedCrops]:
     classes = list(data.classes or [])
     input_scale, target_scale = scales(preset)
     force = settings(preset).force_all_classes
+    memory = 0
+    if hold and data.cache == "memory":
+        from bioim2im.data.cache import ArrayCache
+
+        memory = ArrayCache("memory").memory_limit
+    # A patch centred anywhere in a crop reaches half a patch beyond it.
+    patch = [1] * (3 - len(data.patch_size)) + list(data.patch_size)
+    context = [n * s / 2 for n, s in zip(patch, input_scale, strict=True)]
     result: dict[str, OpenedCrops] = {}
     for usage in ("train", "validate"):
         chosen: list[CropRow] = []
@@ -241,9 +274,12 @@ def open_split(preset: Preset, *, count: bool = True) -> dict[str, OpenedCrops]:
             target_scale=target_scale,
             skip_coarser=settings(preset).skip_coarser,
             count=count,
+            memory=memory,
+            context=context,
         )
         opened.notes[:0] = notes
         result[usage] = opened
+        memory = max(0, memory - opened.held_bytes)
     if not result["train"].crops and not result["train"].problems:
         result["train"].problems.append(
             f"{data.path}: no training crop annotates any of {', '.join(classes)}"
@@ -270,7 +306,7 @@ def cellmap_datasets(
 
     data, cellmap = preset.data, settings(preset)
     classes = list(data.classes or [])
-    splits = open_split(preset)
+    splits = open_split(preset, hold=True)
     problems = splits["train"].problems + splits["validate"].problems
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
@@ -324,6 +360,7 @@ def _write_summary(
         **{
             usage: {
                 "crops": [c.name for c in opened.crops],
+                "held_in_memory": [c.name for c in opened.crops if c.raw.held],
                 "left_out": opened.notes,
                 "classes": describe_counts(opened.crops, classes),
             }

@@ -55,6 +55,8 @@ class Level:
     """The level's path inside its group (e.g. ``s0``), empty for a single array."""
     _array: Any = field(default=None, repr=False, compare=False)
     _pid: int | None = field(default=None, repr=False, compare=False)
+    _memory: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The level's voxels held in memory (they survive a fork and travel with a pickle)."""
 
     @property
     def ndim(self) -> int:
@@ -71,17 +73,35 @@ class Level:
         return self.start + np.asarray(self.shape) * np.asarray(self.scale)
 
     @classmethod
-    def in_memory(cls, array: np.ndarray, scale: ArrayLike, translation: ArrayLike) -> Level:
+    def in_memory(
+        cls, array: np.ndarray, scale: ArrayLike, translation: ArrayLike, location: str = "<memory>"
+    ) -> Level:
         """A level over an array in memory (e.g. a prediction), to resample like a stored one."""
         level = cls(
-            "<memory>",
+            location,
             tuple(array.shape),
             tuple(float(v) for v in np.ravel(scale)),
             tuple(float(v) for v in np.ravel(translation)),
             array.dtype,
         )
-        level._array, level._pid = array, os.getpid()
+        level._memory = array
         return level
+
+    @property
+    def held(self) -> bool:
+        """Whether the voxels are in memory."""
+        return self._memory is not None
+
+    def region(self, low: ArrayLike, high: ArrayLike) -> Level:
+        """The voxels covering the world box [low, high) (clipped to the level), read into a
+        level of their own."""
+        lower = np.floor((np.asarray(low) - self.start) / np.asarray(self.scale)).astype(int)
+        upper = np.ceil((np.asarray(high) - self.start) / np.asarray(self.scale)).astype(int)
+        lower = np.clip(lower, 0, np.asarray(self.shape))
+        upper = np.clip(upper, lower, np.asarray(self.shape))
+        values = self.read([slice(int(a), int(b)) for a, b in zip(lower, upper, strict=True)])
+        first = np.asarray(self.translation) + lower * np.asarray(self.scale)
+        return Level.in_memory(values, self.scale, first, location=self.location)
 
     def array(self) -> zarr.Array:
         """The zarr array, opened once per process (handles do not survive a fork)."""
@@ -97,6 +117,8 @@ class Level:
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray:
         """Voxels of ``region`` (all when None), spatial axes only."""
+        if self._memory is not None:
+            return self._memory[tuple(region or [slice(None)] * self.ndim)]
         array = self.array()
         lead: tuple[int, ...] = (0,) * (array.ndim - self.ndim)
         index: tuple[Any, ...] = (*lead, *(region or [slice(None)] * self.ndim))
