@@ -208,6 +208,8 @@ def predict(
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
     if crops is not None or raw is not None:
+        if output_format is not None or devices is not None:
+            raise UserError("--format and --devices do not apply to CellMap test crops (--crops)")
         _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs)
         return
     if inputs is None:
