@@ -269,3 +269,29 @@ def test_crops_held_in_memory_give_the_same_patches(rows):
     sizes = [c.raw.read().nbytes + sum(v.read().nbytes for v in c.labels.values()) for c in held]
     partial = crops_of(rows, names, memory=min(sizes), context=context)
     assert sum(c.raw.held for c in partial) == 1
+
+
+def test_nan_labels_are_unannotated_for_their_class_only():
+    from bioim2im.cellmap.crops import Crop
+    from bioim2im.cellmap.datasplit import CropRow
+    from bioim2im.io.multiscale import Level
+
+    raw = Level.in_memory(np.full((8, 8, 8), 100, np.uint8), (8, 8, 8), (4, 4, 4))
+    mito = np.zeros((8, 8, 8), np.float32)
+    mito[:, :, 4:] = 1
+    mito[:4] = np.nan  # the top half unknown for mito
+    er = np.ones((8, 8, 8), np.uint8)
+    labels = {
+        "mito": Level.in_memory(mito, (8, 8, 8), (4, 4, 4)),
+        "er": Level.in_memory(er, (8, 8, 8), (4, 4, 4)),
+    }
+    row = CropRow("train", "a.zarr", "raw", "a.zarr", "crop1", ("mito", "er"))
+    crop = Crop(row, raw, labels, (np.zeros(3), np.full(3, 64.0)))
+    sample = patches([crop], patch_size=[8, 8, 8], validation=True).sample(0)
+    weight, target = sample["weight/seg"], sample["target/seg"]
+    np.testing.assert_array_equal(weight[0, :4], 0)
+    np.testing.assert_array_equal(weight[0, 4:], 1)
+    np.testing.assert_array_equal(weight[2], 1)  # er annotated everywhere
+    np.testing.assert_array_equal(weight[1], 0)  # nuc not annotated
+    np.testing.assert_array_equal(target[0, 4:], (mito[4:] > 0).astype(np.uint8))
+    assert target[0, :4].sum() == 0
