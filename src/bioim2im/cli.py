@@ -174,18 +174,34 @@ def predict(
     model: Annotated[
         Path, typer.Argument(help="A run directory or a checkpoint file.", show_default=False)
     ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the predictions.", show_default=False)
+    ],
     inputs: Annotated[
-        str,
+        Optional[str],  # noqa: UP045
         typer.Option(
             "--input",
             "-i",
             help="An image, a glob, a folder or a CSV manifest.",
             show_default=False,
         ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder for the predictions.", show_default=False)
-    ],
+    ] = None,
+    crops: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--crops",
+            help="CellMap: the test-crop manifest (test_crop_manifest.csv); writes crop<N>/<class> "
+            "arrays for `bioim2im pack`.",
+        ),
+    ] = None,
+    raw: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--raw",
+            help="CellMap: each dataset's raw data, with {dataset}, e.g. "
+            "'data/{dataset}/{dataset}.zarr/recon-1/em/fibsem-uint8' (or an s3:// URL).",
+        ),
+    ] = None,
     overrides: SetOption = None,
     output_format: Annotated[
         Optional[str],  # noqa: UP045
@@ -200,6 +216,15 @@ def predict(
     ] = False,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
+    if crops is not None or raw is not None:
+        if output_format is not None or devices is not None:
+            raise UserError("--format and --devices do not apply to CellMap test crops (--crops)")
+        _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs)
+        return
+    if inputs is None:
+        raise UserError(
+            "give the images to predict with --input (or CellMap test crops with --crops)"
+        )
     from bioim2im import api
     from bioim2im.prediction.display import render_summary
 
@@ -213,6 +238,40 @@ def predict(
         devices=devices,
     )
     render_summary(summary, _console(stderr=True))
+
+
+def _predict_crops(
+    model: Path,
+    crops: Path | None,
+    raw: str | None,
+    output: Path,
+    overrides: list[str],
+    overwrite: bool,
+    inputs: str | None,
+) -> None:
+    if crops is None or raw is None:
+        raise UserError("CellMap prediction needs both --crops MANIFEST and --raw PATTERN")
+    if inputs is not None:
+        raise UserError("give either --input (images) or --crops (CellMap test crops), not both")
+    from bioim2im.prediction.cellmap import predict_crops
+
+    console = _console(stderr=True)
+    result = predict_crops(
+        model,
+        crops,
+        raw,
+        output,
+        overrides=overrides,
+        overwrite=overwrite,
+        report=lambda line: console.print(f"predicted {line}", highlight=False),
+    )
+    for note in result.skipped:
+        console.print(f"[yellow]skipped[/] {note}", highlight=False)
+    console.print(
+        f"[green]✓[/] {result.arrays} arrays of {result.crops} crops in {result.output}; "
+        f"pack them with: bioim2im pack {result.output} --crops {crops} -o submission.zip",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -245,12 +304,196 @@ def evaluate(
         typer.Option("--csv", help="Write one row per image plus an aggregate row as CSV."),
     ] = None,
 ) -> None:
-    """Score predictions against ground truth; a table per image and overall."""
+    """Score predictions against ground truth; a table per image and overall.
+
+    With --task cellmap and a truth that is a zarr group of crop<N> groups, scores a whole
+    CellMap submission (zip or zarr) as the challenge does."""
+    if task == "cellmap":
+        from bioim2im.cellmap.evaluation import evaluate_submission, is_truth_store, render
+
+        if is_truth_store(truth):
+            if csv_path is not None:
+                raise UserError("--csv does not apply to a CellMap submission; use --json")
+            render(evaluate_submission(pred, truth, json_path=json_path), _console())
+            return
     from bioim2im import api
     from bioim2im.evaluation import render_report
 
     report = api.evaluate(pred, truth, task=task, head=head, json_path=json_path, csv_path=csv_path)
     render_report(report, _console())
+
+
+@app.command()
+def datasplit(
+    search_path: Annotated[
+        str,
+        typer.Argument(
+            help="Where the crops are, with {dataset} and {crop}, e.g. "
+            "'data/{dataset}/{dataset}.zarr/recon-1/labels/groundtruth/{crop}' (or s3://...).",
+            show_default=False,
+        ),
+    ],
+    classes: Annotated[
+        str,
+        typer.Option(
+            "--classes", "-c", help="Comma-separated classes, e.g. nuc,mito.", show_default=False
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV to write.")] = Path(
+        "datasplit.csv"
+    ),
+    raw: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--raw",
+            help="Each dataset's raw data, with {dataset}; default: em/fibsem-uint8 beside the "
+            "labels/groundtruth/{crop} of the search path.",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option("--val-fraction", min=0.0, max=0.99, help="Fraction of crops to validate on."),
+    ] = 0.1,
+    datasets: Annotated[
+        str, typer.Option("--datasets", help="Comma-separated dataset names or globs.")
+    ] = "*",
+    crops: Annotated[
+        str, typer.Option("--crops", help="Comma-separated crop names/numbers or globs.")
+    ] = "*",
+    scale: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--scale",
+            help="Keep a class in a crop only if annotated at this voxel size (nm) or finer: "
+            "8 or 8,8,8.",
+        ),
+    ] = None,
+    force_all_classes: Annotated[
+        str,
+        typer.Option(
+            "--force-all-classes",
+            help="no, train, validate or both: crops lacking a class move out of that split "
+            "(both: are left out).",
+        ),
+    ] = "no",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validate split.")] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be written; write nothing.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing CSV.")
+    ] = False,
+) -> None:
+    """Write a CellMap datasplit CSV (the challenge toolbox's format) of the crops found."""
+    from rich.table import Table
+
+    from bioim2im.cellmap.datasplit import make_datasplit, write_datasplit
+
+    if force_all_classes not in ("no", "train", "validate", "both"):
+        raise UserError(
+            f"--force-all-classes {force_all_classes!r}: choose no, train, validate or both"
+        )
+    found = make_datasplit(
+        search_path,
+        _names(classes, "--classes"),
+        raw=raw,
+        val_fraction=val_fraction,
+        datasets=_names(datasets, "--datasets"),
+        crops=_names(crops, "--crops"),
+        scale=_scale(scale),
+        force_all_classes=force_all_classes,  # type: ignore[arg-type]
+        seed=seed,
+    )
+    console = _console(stderr=True)
+    table = Table("usage", "dataset", "crop", "classes", box=None, header_style="bold")
+    for row in found.rows:
+        table.add_row(row.usage, row.dataset, row.name, ", ".join(row.classes))
+    console.print(table)
+    for note in found.skipped:
+        console.print(f"[yellow]left out[/] {note}", highlight=False)
+    counts = {u: sum(r.usage == u for r in found.rows) for u in ("train", "validate")}
+    summary = f"{counts['train']} train, {counts['validate']} validate crop(s)"
+    if dry_run:
+        console.print(f"dry run: {summary}; nothing written", highlight=False)
+        return
+    write_datasplit(found.rows, output, overwrite=overwrite)
+    console.print(f"[green]✓[/] {output}: {summary}", highlight=False)
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"{option}: give at least one name")
+    return names
+
+
+def _scale(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--scale {text!r}: give one number or three (Z,Y,X) in nm") from None
+    if len(values) not in (1, 3) or any(v <= 0 for v in values):
+        raise UserError(f"--scale {text!r}: give one positive number or three (Z,Y,X) in nm")
+    return values * 3 if len(values) == 1 else values
+
+
+@app.command()
+def pack(
+    predictions: Annotated[
+        Path,
+        typer.Argument(
+            help="A zarr group of crop<N>/<class> predictions (e.g. from predict --crops), or with "
+            "--check a submission zip.",
+            show_default=False,
+        ),
+    ],
+    crops: Annotated[
+        Path,
+        typer.Option(
+            "--crops", help="The test-crop manifest (test_crop_manifest.csv).", show_default=False
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The submission zip.")] = Path(
+        "submission.zip"
+    ),
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Only check the zip PREDICTIONS; write nothing.")
+    ] = False,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing", help="Pack even when crops or classes are missing (scored as empty)."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing zip.")
+    ] = False,
+) -> None:
+    """Write the CellMap submission zip and check it; every problem is named (exit 2 if any)."""
+    from bioim2im.cellmap.submission import check_submission
+    from bioim2im.cellmap.submission import pack as pack_submission
+
+    console = _console(stderr=True)
+    if check_only:
+        problems = check_submission(predictions, crops, required=not allow_missing)
+        if problems:
+            noun = "problem" if len(problems) == 1 else "problems"
+            raise UserError(f"{predictions}: {len(problems)} {noun}:", problems)
+        console.print(
+            f"[green]✓[/] {predictions} is a valid submission for {crops}", highlight=False
+        )
+        return
+    result = pack_submission(
+        predictions, crops, output, overwrite=overwrite, allow_missing=allow_missing
+    )
+    for note in result.missing:
+        console.print(f"[yellow]missing[/] {note}", highlight=False)
+    console.print(
+        f"[green]✓[/] {result.path}: {result.arrays} arrays, checked against {crops}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Every loss is called as ``loss(prediction, target, weight=None)`` and returns a scalar.
 ``prediction`` holds logits (or values, for regression) shaped (B, C, *spatial). ``weight`` is a
-cost map >= 0 shaped (B, 1, *spatial), or anything that broadcasts to the prediction. Each pixel's
+cost map >= 0 shaped (B, 1, *spatial), or (B, C, *spatial) to weigh each channel (class) on its
+own, or anything else that broadcasts to the prediction. Each pixel's
 terms are multiplied by its weight, so a pixel of weight 0 neither counts nor gets a gradient, and
 its target is replaced by 0 first so that NaNs or ignore labels stored there are harmless.
 """
@@ -106,6 +107,10 @@ class Classes:
         """Drop the background channel of a (B, C, ...) map unless it is included."""
         return values if self.include_background else values[:, 1:]
 
+    def channel_weight(self, weight: Tensor) -> Tensor:
+        """A per-class weight map with the channels :meth:`foreground` keeps; (B, 1, ...) as is."""
+        return weight if weight.shape[1] == 1 else self.foreground(weight)
+
     def weigh(self, loss: Tensor) -> Tensor:
         """Scale a per-channel map (B, C, ...) by the class weights, background dropped if so."""
         if self.class_weights is None:
@@ -203,6 +208,7 @@ class OverlapLoss(ClassLoss):
     def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
         probs = logits.softmax(dim=1) if self.softmax else logits.sigmoid()
         probs, onehot = self.classes.foreground(probs), self.classes.foreground(onehot)
+        weight = self.classes.channel_weight(weight)
         spatial = list(range(2, probs.ndim))
         tp = (weight * probs * onehot).sum(spatial)
         fp = (weight * probs * (1 - onehot)).sum(spatial)
@@ -233,7 +239,9 @@ class FocalLoss(ClassLoss):
         alpha = None if self.alpha is None else torch.as_tensor(self.alpha, device=logits.device)
         focal = softmax_focal_loss if self.softmax else sigmoid_focal_loss
         loss = focal(logits, onehot, self.gamma, alpha)
-        return masked_mean(self.classes.weigh(self.classes.foreground(loss)), weight)
+        return masked_mean(
+            self.classes.weigh(self.classes.foreground(loss)), self.classes.channel_weight(weight)
+        )
 
 
 class BinaryCrossEntropy(ClassLoss):
@@ -269,7 +277,8 @@ class CrossEntropy(ClassLoss):
             label_smoothing=self.label_smoothing,
             reduction="none",
         )
-        return masked_mean(loss.unsqueeze(1), weight)
+        # Softmax classes share each pixel: it counts only where every class is annotated.
+        return masked_mean(loss.unsqueeze(1), weight.amin(dim=1, keepdim=True))
 
 
 class SumOfLosses(nn.Module):

@@ -29,6 +29,7 @@ PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("data", "val_path"),
     ("data", "cache_dir"),
     ("train", "init_from"),
+    ("data", "cellmap", "class_table"),
 )
 # Keys of a head table that are not its component's parameters: kept when `name` changes.
 HEAD_KEYS = frozenset(HeadConfig.model_fields) - {"name"}
@@ -139,8 +140,10 @@ def apply_override(data: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 def _absolutize(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    for section, key in PATH_KEYS:
-        table = data.get(section)
+    for *sections, key in PATH_KEYS:
+        table: Any = data
+        for section in sections:
+            table = table.get(section) if isinstance(table, dict) else None
         if isinstance(table, dict) and isinstance(table.get(key), str):
             value = Path(table[key]).expanduser()
             table[key] = str(value if value.is_absolute() else (base_dir / value).resolve())
@@ -187,7 +190,9 @@ def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -
 def _load_chain(path: Path, registry: ComponentRegistry, seen: tuple[Path, ...]) -> dict[str, Any]:
     problem = _not_a_file(path)
     if problem is not None:
-        raise UserError(f"preset file not found: {path}" if problem.startswith("no such") else problem)
+        raise UserError(
+            f"preset file not found: {path}" if problem.startswith("no such") else problem
+        )
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(p.name for p in (*seen, path))

@@ -10,7 +10,9 @@ grid (without the axes it projects away, times its upsampling):
 
 - ``"image"``: the normalised input;
 - ``"target/<head>"``: the head's target, encoded for its task (see :mod:`bioim2im.data.targets`);
-- ``"weight/<head>"``: 1 channel, the cost map times 0 where the target is unannotated;
+- ``"weight/<head>"``: the cost map times 0 where the target is unannotated: 1 channel, or one
+  per class for a semantic target of one mask per class (a class unannotated at a pixel drops
+  that class only);
 - validation only, ``"truth/<head>"``: the target before encoding (labels as float, or the
   normalised regression target), for metrics on postprocessed predictions.
 
@@ -213,7 +215,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
                 continue  # unpaired: the target comes from another image (_unpaired_targets)
             target = volume.targets[head.head].read(head.region(region))
             weights = head.cost_map(cost_map) if cost_map is not None else None
-            target, weight = split_valid(target, head.ignore_value, weights)
+            per_class = head.task == "semantic" and target.shape[0] > 1
+            target, weight = split_valid(target, head.ignore_value, weights, per_channel=per_class)
             sample[f"target/{head.head}"] = padded(target, head.padding(padding), "constant")
             sample[f"weight/{head.head}"] = padded(weight, head.padding(padding), "constant")
         return sample
@@ -222,9 +225,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         labelled: np.ndarray | None = None
         for head in self.prep.heads:
             if head.is_label and head.same_grid:
-                mask = (sample[f"target/{head.head}"] > 0).any(axis=0) & (
-                    sample[f"weight/{head.head}"][0] > 0
-                )
+                annotated = sample[f"weight/{head.head}"] > 0
+                mask = np.asarray(((sample[f"target/{head.head}"] > 0) & annotated).any(axis=0))
                 labelled = mask if labelled is None else labelled | mask
         return 0.0 if labelled is None else float(labelled.mean())
 

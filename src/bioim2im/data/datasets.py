@@ -38,6 +38,10 @@ def training_datasets(
 
         registry = get_registry()
     data = preset.data
+    if data.layout == "cellmap":
+        from bioim2im.data.cellmap import cellmap_datasets
+
+        return cellmap_datasets(preset, run_dir, registry=registry)  # type: ignore[return-value]
     report = preflight(preset, registry=registry, run_dir=run_dir, scan=check)
     ensure_usable(report)
     assert report.prep is not None, "a report without problems has its preparation"

@@ -90,6 +90,8 @@ def preflight(
 
         registry = get_registry()
     data = preset.data
+    if data.layout == "cellmap":
+        return _cellmap(preset)
     splits = find_splits(
         data,
         preset.model.heads,
@@ -196,6 +198,22 @@ def _expectation(head: HeadTarget) -> str:
     if head.task == "semantic":
         return f"classes 0..{head.out_channels - 1} of semantic head '{head.head}' (out_channels = {head.out_channels})"
     return f"object ids 0, 1, 2, ... of instance head '{head.head}'"
+
+
+def _cellmap(preset: Preset) -> Report:
+    """The crops of a CellMap datasplit per split, and every problem in opening them."""
+    from bioim2im.data.cellmap import open_split
+
+    report = Report(preset.data.path, "cellmap")
+    try:
+        splits = open_split(preset)
+    except UserError as exc:
+        report.problems.append(str(exc))
+        return report
+    for usage, opened in splits.items():
+        report.pairs[usage] = report.entries[usage] = len(opened.crops)
+        report.problems += opened.problems
+    return report
 
 
 def _scan(

@@ -10,8 +10,10 @@ Encodings, all float32 (C, *spatial):
   pixels (scikit-image ``find_boundaries``, mode "inner"), so touching objects stay apart;
 - ``regression``: the (already normalised) target as is.
 
-The weight ("cost map") is 1 channel: the user's cost map (1 where none is given) times 0
-wherever the target is unannotated (``ignore_value``) or not finite.
+The weight ("cost map") is the user's cost map (1 where none is given) times 0 wherever the
+target is unannotated (``ignore_value``) or not finite: 1 channel, or with ``per_channel`` (a
+target of one mask per class) one channel per class, so that a class unannotated at a pixel
+leaves the other classes' loss there untouched.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ INSTANCE_CHANNELS = (1, 2, 3)
 
 
 def split_valid(
-    target: np.ndarray, ignore_value: float | None, cost_map: np.ndarray | None
+    target: np.ndarray,
+    ignore_value: float | None,
+    cost_map: np.ndarray | None,
+    *,
+    per_channel: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(target with unannotated pixels set to 0, weight (1, *spatial))."""
+    """(target with unannotated pixels set to 0, weight (1 or C, *spatial))."""
     valid = np.isfinite(target)
     if ignore_value is not None:
         valid &= target != ignore_value
-    weight = valid.all(axis=0, keepdims=True).astype(np.float32)
+    weight = (valid if per_channel else valid.all(axis=0, keepdims=True)).astype(np.float32)
     if cost_map is not None:
         weight *= cost_map[:1]
     if not valid.all():

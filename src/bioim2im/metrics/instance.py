@@ -121,9 +121,12 @@ def match_at_threshold(overlaps: Overlaps, threshold: float) -> np.ndarray:
     return candidates[chosen]
 
 
-def match_overlapping(overlaps: Overlaps) -> np.ndarray:
-    """The matching of overlapping objects with the largest total IoU (CellMap's), as pair indices."""
-    return _assign(overlaps.rows, overlaps.cols, overlaps.iou)
+def match_overlapping(overlaps: Overlaps, weights: np.ndarray | None = None) -> np.ndarray:
+    """The matching of overlapping objects with the largest total IoU (CellMap's), as pair indices.
+
+    ``weights`` (one per overlapping pair, positive) replace the IoUs as what is maximised.
+    """
+    return _assign(overlaps.rows, overlaps.cols, overlaps.iou if weights is None else weights)
 
 
 def max_distance(shape: Sequence[int], voxel_size: ArrayLike) -> float:
