@@ -14,6 +14,7 @@ regular file (ENOTDIR, "Not a directory").
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_run_dir_that_is_a_file(tiny_preset, tmp_path: Path) -> None:
     result = invoke("train", tiny_preset(), "--run-dir", blocker)
     assert result.code in (1, 2), result
     assert "Traceback" not in result.err and len(error_lines(result.err)) == 1, result
-    assert str(blocker) in result.err or "run" in result.err, result
+    assert str(blocker) in result.err.replace("\n", ""), result
     assert blocker.read_text(encoding="utf-8") == "a file, not a folder"
 
 
@@ -130,14 +131,14 @@ def test_read_only_run_dir_on_resume(trained_run: Path, tmp_path: Path) -> None:
     run_dir = Path(shutil.copytree(trained_run, tmp_path / "run"))
     for folder in (run_dir, run_dir / "checkpoints"):
         folder.chmod(0o555)
-    before = snapshot(run_dir)
+    checkpoints = snapshot(run_dir / "checkpoints")
     try:
         result = run("train", "--resume", run_dir, "--set", "train.steps=12", cwd=tmp_path)
     finally:
         for folder in (run_dir, run_dir / "checkpoints"):
             folder.chmod(0o755)
     assert_environment_error(result, run_dir, os.strerror(13))
-    assert changes(before, snapshot(run_dir)) == []
+    assert changes(checkpoints, snapshot(run_dir / "checkpoints")) == []
 
 
 @needs_permissions
@@ -230,7 +231,9 @@ def test_a_preset_nested_500_deep(tiny_preset, tmp_path: Path, shape: str) -> No
     ids=["arrays", "tables", "dotted key", "component"],
 )
 def test_a_set_nested_500_deep(tiny_preset, override: str) -> None:
-    assert_user_error(invoke("check", tiny_preset(), "--set", override), "--set")
+    result = invoke("check", tiny_preset(), "--set", override)
+    assert_user_error(result)
+    assert re.search(r"--set|nest|deep", result.err, re.I), result
 
 
 def test_a_huge_preset_is_refused_or_read_quickly(tiny_preset, tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def test_allowed_monai_transforms_still_work(
     [
         ("RandRotated", "mode", "builtins.eval"),
         ("RandZoomd", "padding_mode", "os.system"),
-        ("RandGaussianSmoothd", "approx", "hostile_probe:boom"),
+        ("RandGaussianSmoothd", "approx", "hostile_probe.boom"),
     ],
 )
 def test_dotted_path_strings_in_transform_arguments_are_refused(

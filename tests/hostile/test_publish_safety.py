@@ -35,7 +35,7 @@ def test_a_directory_as_report_target_is_refused_and_kept(
     before = snapshot(victim.parent)
     result = invoke("evaluate", "-p", nuclei_data / "GT", "-t", nuclei_data / "GT", option, victim)
     assert changes(before, snapshot(victim.parent)) == []
-    assert_user_error(result, option, str(victim))
+    assert_user_error(result, option[2:], str(victim))
 
 
 @pytest.mark.parametrize("option", ["--json", "--csv"])
@@ -47,7 +47,7 @@ def test_the_working_directory_as_report_target_is_refused(
         "evaluate", "-p", nuclei_data / "GT", "-t", nuclei_data / "GT", option, ".", cwd=victim
     )
     assert changes(before, snapshot(victim.parent)) == []
-    assert_user_error(result, option)
+    assert_user_error(result, option[2:])
 
 
 @pytest.mark.parametrize("option", ["--json", "--csv"])
