@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s plugins`, `nox -s bench`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s plugins`, `nox -s bench`,
+`nox -s fuzz`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,23 @@ def tests(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-e", ".[dev]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The hostile-input suite with many random examples, its long variants, and every
+    command in a fresh `python -m bioim2im` process (CI runs a small, derandomized share)."""
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "tests/hostile",
+        *session.posargs,
+        env={"BIOIM2IM_FUZZ": "thorough", "BIOIM2IM_HOSTILE_SPAWN": "1", "OMP_NUM_THREADS": "1"},
+    )
 
 
 @nox.session
