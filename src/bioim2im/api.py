@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import Interrupted, UserError
+from bioim2im.io.atomic import remove
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,7 +144,7 @@ def train(
         and (chosen / "checkpoints" / "last.pt").is_file()
     ):
         resume = chosen
-    if resume is None and (chosen / "checkpoints").exists():
+    if resume is None and any((chosen / "checkpoints").glob("*.pt")):
         raise UserError(
             f"run directory {chosen} already holds a run; continue it with --resume {chosen} "
             "or choose another --run-dir"
@@ -176,23 +177,26 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.training.tuning import tune_postprocessing
 
     registry = get_registry()
-    created = not run_dir.exists()
+    existing = set(run_dir.iterdir()) if run_dir.is_dir() else None
     with distributed() as env:
         try:
             if env.is_main:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                write_text(run_dir / "preset.toml", to_toml(preset))
                 remove_stale_temporaries(run_dir / "checkpoints")
+                if not resuming:
+                    write_text(run_dir / "preset.toml", to_toml(preset))
             env.barrier()
             datasets = training_datasets(preset, run_dir, check=env.is_main, registry=registry)
             trainer_class = Trainer if preset.adversarial is None else GanTrainer
             trainer = trainer_class(preset, run_dir, env, registry, datasets)
             if resuming:
                 trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+                if env.is_main:  # the preset it goes on with, --set changes included
+                    write_text(run_dir / "preset.toml", to_toml(preset))
             outcome = trainer.fit()
         except BaseException:
-            if created and env.is_main:
-                _remove_unstarted_run(run_dir)
+            if env.is_main:
+                _remove_unstarted_run(run_dir, existing)
             raise
         tuning: dict[str, dict[str, Any]] = {}
         if env.is_main:
@@ -222,15 +226,21 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     return result
 
 
-def _remove_unstarted_run(run_dir: Path) -> None:
-    """Delete a run directory this command created when training failed before it logged or
-    saved anything: it holds nothing a user could continue or look at."""
+def _remove_unstarted_run(run_dir: Path, existing: set[Path] | None) -> None:
+    """Remove what this command put in ``run_dir`` (the folder too, if it made it) when
+    training failed before it logged or saved anything: nothing there to continue or look at.
+    ``existing`` is what the folder held before (None: it did not exist)."""
     import shutil
 
     metrics = run_dir / "metrics.jsonl"
     logged = metrics.is_file() and metrics.stat().st_size > 0
-    if not logged and not any((run_dir / "checkpoints").glob("*.pt")):
+    if logged or any((run_dir / "checkpoints").glob("*.pt")) or not run_dir.is_dir():
+        return
+    if existing is None:
         shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in set(run_dir.iterdir()) - existing:
+        remove(entry)
 
 
 def _say(text: str) -> None:

@@ -546,15 +546,37 @@ def main() -> None:
         if os.environ.get("BIOIM2IM_DEBUG"):
             raise
         _fail(str(exc), exc.exit_code)
-    except (OSError, RuntimeError) as exc:
-        cause = os_error_cause(exc)
-        if cause is None or os.environ.get("BIOIM2IM_DEBUG"):
+    except MemoryError:
+        if os.environ.get("BIOIM2IM_DEBUG"):
             raise
-        _fail(describe_os_error(cause), 1)
+        _fail(_NO_MEMORY, 1)
+    except (OSError, RuntimeError) as exc:
+        if os.environ.get("BIOIM2IM_DEBUG"):
+            raise
+        cause = os_error_cause(exc)
+        if cause is not None:
+            _fail(describe_os_error(cause), 1)
+        if _out_of_memory(exc):
+            _fail(f"{_NO_MEMORY} ({str(exc).strip().splitlines()[0]})", 1)
+        raise
     except KeyboardInterrupt:
         if os.environ.get("BIOIM2IM_DEBUG"):
             raise
         _fail("interrupted", 130)
+
+
+_NO_MEMORY = (
+    "not enough memory for these settings: use smaller sizes (data.patch_size, "
+    "data.batch_size, the network's channels, predict.roi_size or predict.batch_size)"
+)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch reports a failed allocation as a RuntimeError (OutOfMemoryError on GPUs)."""
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or any(
+        words in text for words in ("can't allocate memory", "not enough memory", "out of memory")
+    )
 
 
 def _fail(message: str, exit_code: int) -> None:

@@ -224,7 +224,7 @@ def test_booleans_and_text_are_not_numbers(cli, write_preset, setting: str, expe
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("model.backbone.channels=[]", "model.backbone (backbone 'unet'): channels needs at least"),
+        ("model.backbone.channels=[]", "model.backbone.channels: needs at least 2 levels"),
         (
             "model.heads.seg.loss={name='dice', sigmoid=false}",
             "model.heads.seg.loss (loss 'dice'): set exactly one of sigmoid",

@@ -367,17 +367,14 @@ def _spawn(argv: list[str], cwd: Path, limits: Limits, env: dict[str, str]) -> C
 
 _WARM_MODULES = (
     # What train / predict / evaluate import on first use: loaded once here, before forking,
-    # instead of in every child. A module that has moved is simply not preloaded.
+    # instead of in every child.
     "bioim2im.api",
     "bioim2im.cli",
-    "bioim2im.evaluate",
     "bioim2im.evaluation",
-    "bioim2im.predict",
-    "bioim2im.prediction",
-    "bioim2im.engine.trainer",
+    "bioim2im.prediction.job",
     "bioim2im.training.trainer",
-    "bioim2im.data.pipeline",
-    "bioim2im.plugins",
+    "bioim2im.data.datasets",
+    "bioim2im.plugin.manager",
     "monai.networks.nets",
     "monai.losses",
     "monai.transforms",
@@ -398,7 +395,7 @@ def _warm_up() -> None:
     for name in _WARM_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    from bioim2im.plugins import get_registry
+    from bioim2im.plugin.manager import get_registry
 
     get_registry()
     _warm = True

@@ -143,10 +143,15 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
     """Rules that need to know the components: each component's own ``check``, sizes a
     backbone accepts, 3D-only heads."""
     for key, kind, spec in _components(preset):
+        params = spec.params()
         try:
-            registry.get(kind, spec.name).check(spec.params(), preset.spatial_dims)
+            registry.get(kind, spec.name).check(params, preset.spatial_dims)
         except ValueError as exc:
-            raise ValueError(f"{key} ({kind} '{spec.name}'): {exc}") from None
+            message = str(exc)
+            first, _, rest = message.partition(" ")
+            if first in params:  # the message is about one parameter: name its key
+                raise ValueError(f"{key}.{first}: {rest}") from None
+            raise ValueError(f"{key} ({kind} '{spec.name}'): {message}") from None
     backbone = preset.model.backbone
     divisor_of = registry.get("backbone", backbone.name).extras.get("divisor")
     if divisor_of is not None:

@@ -366,6 +366,14 @@ class Preset(StrictModel):
                     f"{key} has {len(value)} numbers but data.patch_size has {dims} "
                     f"({'ZYX' if dims == 3 else 'YX'}); give {dims}"
                 )
+        tta = self.predict.tta
+        if isinstance(tta, list):
+            for subset in tta:
+                if any(not 0 <= axis < dims for axis in subset):
+                    raise ValueError(
+                        f"predict.tta flips axes {subset}, but a {dims}D image has spatial axes "
+                        f"0..{dims - 1} ({'ZYX' if dims == 3 else 'YX'})"
+                    )
         overlap = self.predict.overlap
         if isinstance(overlap, list) and len(overlap) != dims:
             raise ValueError(

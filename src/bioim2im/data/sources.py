@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bioim2im.errors import UserError
-from bioim2im.io.atomic import atomic_file
+from bioim2im.io.atomic import write_text
 
 if TYPE_CHECKING:
     from bioim2im.config.schema import DataConfig, HeadConfig
@@ -432,5 +432,4 @@ def write_split(splits: Splits, file: Path, *, seed: int, val_fraction: float) -
     if splits.unpaired_targets:
         record["unpaired_targets"] = {t: files(s) for t, s in splits.unpaired_targets.items()}
     # Atomic: every DDP rank writes the same record, and a reader never sees half of one.
-    with atomic_file(file) as partial:
-        partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_text(file, json.dumps(record, indent=2) + "\n")

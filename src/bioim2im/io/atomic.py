@@ -56,7 +56,7 @@ def ensure_writable_file(path: Path, option: str) -> None:
         raise UserError(f"{option} {path} is a directory; give the path of a file to write")
     parent = path.parent
     if parent.exists() and not parent.is_dir():
-        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+        raise UserError(f"{option} {path}: {parent} is a file, not a directory")
 
 
 @contextmanager
@@ -98,6 +98,12 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a small text file atomically (UTF-8)."""
+    """Write a small text file atomically (UTF-8); a file that already says ``text`` is left
+    untouched (resuming a run rewrites nothing it does not change)."""
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     with atomic_file(path) as partial:
         partial.write_text(text, encoding="utf-8")

@@ -70,7 +70,7 @@ _MICROMETERS_PER_UNIT = {
 # What decoding a damaged file raises (tifffile, imagecodecs, numcodecs, short reads).
 # Decoding errors: imagecodecs raises RuntimeError subclasses, Python's zlib (used by tifffile
 # when imagecodecs is not installed) raises zlib.error.
-_UNREADABLE = (OSError, ValueError, RuntimeError, zlib.error)
+_UNREADABLE = (OSError, ValueError, RuntimeError, TypeError, ZeroDivisionError, zlib.error)
 
 
 @runtime_checkable

@@ -66,8 +66,13 @@ def open_zarr(
     """Open an OME-Zarr image (at pyramid ``level``) or a plain zarr array, lazily."""
     try:
         node = zarr.open(path, mode="r")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a zarr array or OME-Zarr image ({exc})") from exc
+    except PermissionError:
+        raise
+    except Exception as exc:  # zarr fails in many ways on damaged metadata (TypeError, ...)
+        raise UserError(
+            f"{path}: not a zarr array or OME-Zarr image, or its metadata is damaged "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     stored: str | None
     if isinstance(node, zarr.Group):
         entry = ngff.multiscales(node.attrs)
@@ -82,7 +87,14 @@ def open_zarr(
                 f"(0..{len(datasets) - 1})"
             )
         array_path = os.path.join(path, datasets[level]["path"])
-        array = zarr.open_array(array_path, mode="r")
+        try:
+            array = zarr.open_array(array_path, mode="r")
+        except PermissionError:
+            raise
+        except Exception as exc:
+            raise UserError(
+                f"{array_path}: not a readable zarr array ({type(exc).__name__}: {exc})"
+            ) from exc
         stored = ngff.axes_letters(entry.get("axes", []))
         sizes = ngff.physical_sizes(entry, level) if stored else {}
     else:
@@ -93,6 +105,8 @@ def open_zarr(
         stored = ngff.axes_letters(names) if names and all(names) else None
         sizes = {}
     check_dtype(path, array.dtype)
+    if any(int(c) < 1 for c in array.chunks):
+        raise UserError(f"{path}: damaged zarr metadata: chunk sizes {array.chunks} below 1")
     image_axes = resolve_axes(path, array.shape, stored=stored, given=axes)
     image = ZarrImage(
         path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +99,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path} holds objects that safe (weights-only) loading refuses: pickled code or "
             "classes. bioim2im only loads checkpoints made of tensors and plain values"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a checkpoint file") from None
+    except PermissionError:
+        raise  # the machine's refusal: reported as such
+    except Exception as exc:  # torch fails in many ways on what is not a checkpoint
         raise UserError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}"
+            f"{path} is not a readable checkpoint (not one, truncated or corrupt?): "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a bioim2im checkpoint (no '{FORMAT}' marker)")

@@ -230,7 +230,7 @@ class Trainer:
         listed = ", ".join(skipped[:5]) + (
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         )
-        self.notices.append(summary + (f"; not loaded: {listed}" if skipped else ""))
+        self.notices.append(summary + (f"; skipped: {listed}" if skipped else ""))
 
     # ---- one optimizer step ---------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
