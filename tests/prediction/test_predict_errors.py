@@ -105,13 +105,19 @@ def test_missing_input(cli, run_2d, tmp_path):
 def test_an_existing_output_is_refused_without_overwrite(cli, run_2d, image, tmp_path):
     out = tmp_path / "out"
     assert cli("predict", run_2d, "-i", image, "-o", out).code == 0
-    before = sorted(p.name for p in out.iterdir())
-    result = cli("predict", run_2d, "-i", image, "-o", out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    # Another command (other settings) does not take these outputs for its own.
+    other = ("--set", "predict.tta=true")
+    result = cli("predict", run_2d, "-i", image, "-o", out, *other)
     assert (
         result.code == 2 and "cells.ome.zarr exists" in result.err and "--overwrite" in result.err
     )
-    assert sorted(p.name for p in out.iterdir()) == before
-    assert cli("predict", run_2d, "-i", image, "-o", out, "--overwrite").code == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # The same command again finds its own finished outputs and leaves them be.
+    again = cli("predict", run_2d, "-i", image, "-o", out)
+    assert again.code == 0 and "done earlier" in again.err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert cli("predict", run_2d, "-i", image, "-o", out, *other, "--overwrite").code == 0
 
 
 def test_the_command_line_exits_with_status_2_and_one_message(run_2d, image, tmp_path):

@@ -107,9 +107,12 @@ def test_rerunning_the_command_takes_the_inputs_it_finished_as_done(
         "cells_2.ome.zarr",
         "predictions.csv",
     ]
-    # Once finished, the same command refuses to overwrite its outputs.
+    # Once finished, the same command has nothing left to do (a kill after its last write, or
+    # a scheduler running it twice, costs nothing); other settings are refused.
+    again = predict_files(run_2d, str(images_2d), out, progress=False)
+    assert [r.done_earlier for r in again.results] == [True, True, True]
     with pytest.raises(UserError, match="--overwrite"):
-        predict_files(run_2d, str(images_2d), out, progress=False)
+        predict_files(run_2d, str(images_2d), out, overrides=["predict.tta=true"], progress=False)
 
 
 def test_an_unfinished_prediction_with_other_settings_is_refused_unless_overwrite(

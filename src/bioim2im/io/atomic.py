@@ -100,10 +100,11 @@ def _fsync_directory(directory: Path) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write a small text file atomically (UTF-8); a file that already says ``text`` is left
     untouched (resuming a run rewrites nothing it does not change)."""
+    data = text.encode("utf-8")
     try:
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
+        if path.is_file() and path.read_bytes() == data:
             return
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         pass
     with atomic_file(path) as partial:
-        partial.write_text(text, encoding="utf-8")
+        partial.write_bytes(data)

@@ -10,22 +10,19 @@ from typing import Any
 import torch
 
 from bioim2im.errors import EnvironmentFailure, UserError, describe_os_error, os_error_cause
+from bioim2im.io.atomic import atomic_file
 
 FORMAT = "bioim2im-checkpoint"
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary sibling, fsync, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMPORARY_PREFIX}{path.name}.tmp-{os.getpid()}")
+    """Write to a hidden partial sibling, fsync, then rename: a reader never sees half a file."""
     try:
-        with open(tmp, "wb") as handle:
+        with atomic_file(path) as partial, open(partial, "wb") as handle:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except (OSError, RuntimeError) as exc:
         # torch reports a failed write (disk full) as a RuntimeError over the OSError.
         cause = os_error_cause(exc)
@@ -33,18 +30,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             raise
         error = OSError(cause.errno, cause.strerror, str(path))
         raise EnvironmentFailure(describe_os_error(error, "cannot write the checkpoint")) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-TEMPORARY_PREFIX = "."
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of checkpoint writes a killed process left in ``folder``
-    (``.NAME.pt.tmp-PID`` of processes that are gone); returns what was removed."""
+    """Delete the partial files of checkpoint writes a killed process left in ``folder``
+    (``.NAME.pt.partial-PID`` of processes that are gone); returns what was removed."""
     removed = []
-    for candidate in folder.glob(f"{TEMPORARY_PREFIX}*.pt.tmp-*"):
+    for candidate in folder.glob(".*.pt.partial-*"):
         pid = candidate.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             candidate.unlink(missing_ok=True)
@@ -60,17 +52,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best") -> Path:

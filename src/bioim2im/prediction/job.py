@@ -55,6 +55,7 @@ from bioim2im.prediction.outputs import (
     Outputs,
     RunRecord,
     WorkDir,
+    read_table,
     write_table,
 )
 from bioim2im.prediction.trained_model import TrainedModel, load_model
@@ -238,12 +239,18 @@ class _Job:
         """Per input: ``done`` (by an earlier run of this command), ``new``, ``resume`` or
         ``restart``; a UserError listing every output that stands in the way."""
         record = RunRecord(self.folder, self.fingerprint)
+        table = read_table(self.folder)
         decisions, problems = {}, []
         for found in self.images:
             outputs = self.outputs[found.stem]
             existing = outputs.finished()
-            # This command finished the input (or was publishing its outputs when it stopped).
-            ours = found.stem in record.done
+            # This command finished the input (or was publishing its outputs when it stopped),
+            # in the run now interrupted or in an earlier one whose table says so.
+            made_by = self._input_fingerprint(found)
+            listed = all(
+                table.get(self._relative(path)) == made_by for path in outputs.table_paths
+            )
+            ours = found.stem in record.done or listed
             if ours and len(existing) == len(outputs.published):
                 decisions[found.stem] = "done"
                 continue
@@ -337,6 +344,9 @@ class _Job:
             found.path, self.outputs[found.stem].published, found.voxels, done_earlier
         )
 
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.folder).as_posix()
+
     def _rows(self) -> list[dict[str, str]]:
         rows = []
         for found in self.images:
@@ -347,10 +357,11 @@ class _Job:
                     {
                         "input": str(found.path.resolve()),
                         "head": head,
-                        "output": outputs.path(head).relative_to(self.folder).as_posix(),
+                        "output": self._relative(outputs.path(head)),
                         "axes": spec.axes,
                         "shape": "x".join(map(str, spec.shape)),
                         "dtype": str(spec.dtype),
+                        "made_by": self._input_fingerprint(found),
                     }
                 )
         return rows

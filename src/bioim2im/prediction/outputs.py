@@ -19,6 +19,7 @@ fingerprint continues it; the work directory of other settings is never taken ov
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bioim2im.io.atomic import atomic_file, partial_path, remove
+from bioim2im.io.atomic import atomic_file, partial_path, remove, write_text
 from bioim2im.io.base import spatial_axes
 
 Region = tuple[slice, ...]
@@ -118,6 +119,11 @@ class Outputs:
         if self.format == "tiff":
             return [self.path(head) for head in self.heads]
         return [self.container]
+
+    @property
+    def table_paths(self) -> list[Path]:
+        """The paths ``predictions.csv`` lists for this input: one per head."""
+        return [self.path(head) for head in self.heads]
 
     @property
     def work_dir(self) -> Path:
@@ -392,12 +398,27 @@ class RunRecord:
         remove(self.path)
 
 
+TABLE_COLUMNS = ["input", "head", "output", "axes", "shape", "dtype", "made_by"]
+"""``made_by`` identifies the model, settings and input that made an output, so that running the
+same command again takes its outputs as done."""
+
+
+def read_table(folder: Path) -> dict[str, str]:
+    """``predictions.csv`` of an earlier run: output path (relative) -> its ``made_by``."""
+    try:
+        with (folder / TABLE).open(newline="", encoding="utf-8") as handle:
+            return {row["output"]: row.get("made_by") or "" for row in csv.DictReader(handle)}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError):
+        return {}
+
+
 def write_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """``predictions.csv``: one row per input and head, written atomically."""
+    """``predictions.csv``: one row per input and head, written atomically (left as it is when
+    it already says the same)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=TABLE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
     path = folder / TABLE
-    columns = ["input", "head", "output", "axes", "shape", "dtype"]
-    with atomic_file(path) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(path, text.getvalue())
     return path
