@@ -141,6 +141,13 @@ def evaluate(
     for option, target in (("--json", json_path), ("--csv", csv_path)):
         if target is not None:
             ensure_writable_file(Path(target), option)
+    if json_path is not None and csv_path is not None:
+        reports = sorted((Path(json_path).absolute(), Path(csv_path).absolute()))
+        if reports[0] == reports[1] or reports[0] in reports[1].parents:
+            raise UserError(
+                f"--json {json_path} and --csv {csv_path}: give two files, neither inside the "
+                "other"
+            )
     pairs, unmatched_predictions, unmatched_truths = find_pairs(Path(pred), Path(truth), head=head)
     if task == "auto":
         task, reason = choose_task(pairs, classes)

@@ -165,6 +165,13 @@ def _materialise(args: list[str], root: Path) -> tuple[list[str], list[Path]]:
     for option, value in itertools.pairwise(real):
         if option in OUTPUT_OPTIONS:
             outputs.append(Path(value or ".").absolute() if value not in (".", "") else root)
+    # The folders an output path needs are made for it (only those that are not there yet).
+    outputs += [
+        parent
+        for path in list(outputs)
+        for parent in path.parents
+        if root in parent.parents and not parent.exists()
+    ]
     return real, outputs
 
 
