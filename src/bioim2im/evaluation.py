@@ -339,7 +339,9 @@ def _image_in(path: Path, head: str | None) -> Path:
 
     try:
         node = zarr.open(path, mode="r")
-    except (OSError, ValueError):
+    except PermissionError:
+        raise
+    except Exception:  # damaged metadata fails in many ways
         return path  # open_image says what is wrong with it
     if isinstance(node, zarr.Array) or ngff.multiscales(node.attrs):
         return path

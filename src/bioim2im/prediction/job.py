@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import EnvironmentFailure, UserError
+from bioim2im.io.atomic import remove
 from bioim2im.io.base import InMemoryImage, LazyImage
 from bioim2im.prediction.display import BlockReporter
 from bioim2im.prediction.image import (
@@ -275,6 +276,11 @@ class _Job:
         try:
             for found in self.images:
                 result = self.result(found, decisions[found.stem] == "done")
+                if result.done_earlier and env.is_main:
+                    # A run killed between publishing and tidying up left its work directory.
+                    work = WorkDir(self.outputs[found.stem].work_dir)
+                    if work.state(self._input_fingerprint(found)) == "same":
+                        remove(work.path)
                 if not result.done_earlier:
                     started = time.monotonic()
                     restart = decisions[found.stem] == "restart"

@@ -113,15 +113,19 @@ class TrainedModel:
     def window(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """The sliding window for an image of ``spatial_shape``: :attr:`roi_size`, but no larger
         than the image rounded up to a size the network takes (a larger window would only pad
-        the image, at any memory cost). A network with one fixed input size keeps it."""
+        the image, at any memory cost), nor smaller than the training patch. A network with one
+        fixed input size keeps it."""
         component = self.registry.get("backbone", self.preset.model.backbone.name)
         if "input_size" in component.extras:
             return self.roi_size
         divisor_of = component.extras.get("divisor")
         divisor = int(divisor_of(self.preset.model.backbone.params())) if divisor_of else 1
+        # Never below the training patch, though: the network is known to work on that size
+        # (a 2-pixel window can leave a normalisation layer a single voxel).
+        patch = self.preset.data.patch_size
         return tuple(
-            min(roi, -(-n // divisor) * divisor)
-            for roi, n in zip(self.roi_size, spatial_shape, strict=True)
+            max(min(roi, -(-n // divisor) * divisor), min(roi, p))
+            for roi, n, p in zip(self.roi_size, spatial_shape, patch, strict=True)
         )
 
     @property
