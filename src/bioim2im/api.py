@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import Interrupted, UserError
-from bioim2im.io.atomic import remove
+from bioim2im.io.atomic import remove, remove_stale_partials
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,7 +168,7 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.data.datasets import training_datasets
     from bioim2im.distributed import distributed
     from bioim2im.io.atomic import write_text
-    from bioim2im.model.checkpoint import load_checkpoint, remove_stale_temporaries
+    from bioim2im.model.checkpoint import load_checkpoint
     from bioim2im.plugin.manager import get_registry
     from bioim2im.training.gan import GanTrainer
     from bioim2im.training.plots import save_loss_curve
@@ -182,7 +182,9 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
         try:
             if env.is_main:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                remove_stale_temporaries(run_dir / "checkpoints")
+                # What a killed run left half-written (checkpoints, preset.toml) goes.
+                for folder in (run_dir, run_dir / "checkpoints"):
+                    remove_stale_partials(folder)
                 if not resuming:
                     write_text(run_dir / "preset.toml", to_toml(preset))
             env.barrier()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -540,8 +540,16 @@ def _console(stderr: bool = False) -> Console:
 def main() -> None:
     """Entry point: user errors become one message and exit status 2, never a traceback; what
     the machine refuses (disk full, permissions) one message and exit status 1."""
+    usage_error, no_args = _click_usage_errors()
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+    except no_args:
+        sys.exit(2)  # the help was printed
+    except usage_error as exc:
+        # One line, like every other mistake, instead of a framed box.
+        context: Any = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "bioim2im"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", 2)  # type: ignore[attr-defined]
     except UserError as exc:
         if os.environ.get("BIOIM2IM_DEBUG"):
             raise
@@ -563,6 +571,20 @@ def main() -> None:
         if os.environ.get("BIOIM2IM_DEBUG"):
             raise
         _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_usage_errors() -> tuple[type[Exception], type[Exception]]:
+    """The command-line parser's usage errors (typer vendors click in recent releases)."""
+    import importlib
+
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            errors = importlib.import_module(module)
+        except ImportError:  # pragma: no cover (the other typer)
+            continue
+        return errors.UsageError, errors.NoArgsIsHelpError
+    raise ImportError("typer's command-line parser is not installed")
 
 
 _NO_MEMORY = (

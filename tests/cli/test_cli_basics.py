@@ -154,3 +154,18 @@ def test_list_plugins_unknown_kind_suggests(cli) -> None:
     assert result.code == 2
     assert "did you mean 'loss'" in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("train", "--set"), "Option '--set' requires an argument."),
+        (("nosuch",), "No such command 'nosuch'."),
+        (("check",), "Missing argument 'preset'."),
+    ],
+)
+def test_a_malformed_command_line_is_one_error_line(cli, args, words) -> None:
+    result = cli(*args)
+    assert result.code == 2
+    assert result.err.startswith("error: ") and words in result.err
+    assert result.err.count("\n") == 1 and "╭" not in result.err

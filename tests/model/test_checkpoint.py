@@ -93,11 +93,11 @@ except EnvironmentFailure as exc:
 
 
 def test_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
-    from bioim2im.model.checkpoint import remove_stale_temporaries
+    from bioim2im.io.atomic import remove_stale_partials
 
     dead = tmp_path / ".last.pt.partial-999999999"
     dead.write_bytes(b"half")
     mine = tmp_path / f".last.pt.partial-{__import__('os').getpid()}"
     mine.write_bytes(b"in progress")
-    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert remove_stale_partials(tmp_path) == [dead]
     assert not dead.exists() and mine.exists()

@@ -108,3 +108,25 @@ def write_text(path: Path, text: str) -> None:
         pass
     with atomic_file(path) as partial:
         partial.write_bytes(data)
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the partial files of atomic writes that a killed process left in ``folder``
+    (``.NAME.partial-PID`` of processes that are gone); returns what was removed."""
+    removed = []
+    for candidate in folder.glob(".*.partial-*"):
+        pid = candidate.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

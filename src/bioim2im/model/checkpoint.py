@@ -32,28 +32,6 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise EnvironmentFailure(describe_os_error(error, "cannot write the checkpoint")) from None
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the partial files of checkpoint writes a killed process left in ``folder``
-    (``.NAME.pt.partial-PID`` of processes that are gone); returns what was removed."""
-    removed = []
-    for candidate in folder.glob(".*.pt.partial-*"):
-        pid = candidate.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best") -> Path:
     """A checkpoint file, given itself or a run directory (``best.pt``, else ``last.pt``)."""
     path = Path(run_or_checkpoint)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import EnvironmentFailure, UserError
-from bioim2im.io.atomic import remove
+from bioim2im.io.atomic import remove, remove_stale_partials
 from bioim2im.io.base import InMemoryImage, LazyImage
 from bioim2im.prediction.display import BlockReporter
 from bioim2im.prediction.image import (
@@ -273,6 +273,8 @@ class _Job:
     ) -> list[InputResult]:
         record = RunRecord(self.folder, self.fingerprint)
         results = []
+        if env.is_main:
+            remove_stale_partials(self.folder)  # what a killed run left half-written
         try:
             for found in self.images:
                 result = self.result(found, decisions[found.stem] == "done")
