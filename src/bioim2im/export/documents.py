@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +130,8 @@ def _size(layout: Layout, axis: int) -> str:
 def _operations(operations: Sequence[Mapping[str, object]]) -> str:
     shown = []
     for operation in operations:
-        kwargs = operation.get("kwargs") or {}
-        text = ", ".join(f"{k}={v}" for k, v in kwargs.items())  # type: ignore[union-attr]
+        kwargs: Any = operation.get("kwargs") or {}
+        text = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         shown.append(f"`{operation['id']}({text})`")
     return " → ".join(shown) or "none"
 

@@ -39,7 +39,8 @@ TOLERANCE = 1e-4
 """Largest difference allowed between the network and its conversion (float32), absolute and
 relative to the network's output."""
 
-Outputs = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+Outputs = Callable[[torch.Tensor], Any]
+"""A network run: its outputs as a tensor, a sequence or a dict (in order)."""
 
 
 @contextmanager
@@ -110,7 +111,7 @@ def to_onnx(
         torch.onnx.export(
             module,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]
             input_names=[INPUT_NAME],
             output_names=list(output_names),
             dynamic_axes=dynamic,

@@ -85,6 +85,16 @@ class OnnxRuntimeNetwork:
                 f"{len(self.heads)} ({', '.join(self.heads)})"
             )
 
+    def renamed(self, heads: Sequence[str]) -> OnnxRuntimeNetwork:
+        """This network answering with ``heads`` as the names of its outputs, in order."""
+        if len(heads) != len(self.heads):
+            raise UserError(
+                f"the ONNX graph has {len(self.heads)} outputs ({', '.join(map(str, self.heads))}), "
+                f"expected {len(heads)} ({', '.join(heads)})"
+            )
+        self.heads = list(heads)
+        return self
+
     @property
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)

@@ -11,7 +11,7 @@ conversion cannot record). benchmarks/bench_predict.py measures both on the same
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import UserError
 
@@ -44,7 +44,7 @@ def use_backend(model: TrainedModel) -> TrainedModel:
     return dataclasses.replace(model, network=network, amp_dtype=None)
 
 
-def onnxruntime_network(model: TrainedModel):  # type: ignore[no-untyped-def]
+def onnxruntime_network(model: TrainedModel) -> Any:
     """The model's network as an ONNX graph run by ONNX Runtime, checked against torch."""
     import torch
 

@@ -187,8 +187,8 @@ def _apply(
     name, kwargs = operation["id"], _kwargs(operation)
     eps = np.float32(kwargs.get("eps", 1e-6))
     if name == "scale_range":
-        low, high = stats["low"].astype(np.float32), stats["high"].astype(np.float32)
-        return (image - low) / (high - low + eps)
+        lower, upper = stats["low"].astype(np.float32), stats["high"].astype(np.float32)
+        return (image - lower) / (upper - lower + eps)
     if name == "zero_mean_unit_variance":
         mean, std = stats["mean"].astype(np.float32), stats["std"].astype(np.float32)
         return (image - mean) / (std + eps)
@@ -203,8 +203,8 @@ def _apply(
         offset = _along(kwargs.get("offset", 0.0), axis, axis_ids, image.ndim)
         return image * gain + offset
     if name == "clip":
-        low = stats["low"] if "low" in stats else kwargs.get("min")
-        high = stats["high"] if "high" in stats else kwargs.get("max")
+        low: Any = stats["low"] if "low" in stats else kwargs.get("min")
+        high: Any = stats["high"] if "high" in stats else kwargs.get("max")
         return np.clip(image, low, high)
     if name == "sigmoid":
         from scipy import special
