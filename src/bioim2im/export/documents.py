@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bioim2im import __version__
+from bioim2im._version import __version__
 from bioim2im.export.layout import Layout
 from bioim2im.export.source import Source
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bioim2im import __version__
+from bioim2im._version import __version__
 from bioim2im.errors import UserError
 from bioim2im.export.source import Source
 from bioim2im.model.conversion import GRAPH_FORMAT
