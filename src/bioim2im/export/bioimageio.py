@@ -12,7 +12,6 @@ README says so.
 
 from __future__ import annotations
 
-import gc
 import getpass
 import io
 import itertools
@@ -403,9 +402,9 @@ class _BioimageIO:
     @contextmanager
     def _offline(self, urls: Sequence[str], root: Path | None = None) -> Iterator[None]:
         from bioimageio.spec import ValidationContext
-        from loguru import logger
 
-        logger.disable("bioimageio")
+        from bioim2im.prediction.model_files import bioimageio_calls
+
         options: dict[str, Any] = {
             "known_files": {url: None for url in urls},
             "disable_cache": True,
@@ -414,11 +413,8 @@ class _BioimageIO:
         }
         if root is not None:
             options["root"] = root
-        try:
-            with ValidationContext(**options):
-                yield
-        finally:
-            logger.enable("bioimageio")
+        with bioimageio_calls(), ValidationContext(**options):
+            yield
 
     def build(self, table: dict[str, Any], root: Path, urls: Sequence[str]) -> Any:
         from typing import get_args
@@ -454,15 +450,8 @@ class _BioimageIO:
     def test(self, package: Path, urls: Sequence[str]) -> None:
         from bioimageio.core import test_model
 
-        # The test collects garbage after each model it loads (ten times per package); with the
-        # objects alive before it frozen out of the collector's way, that takes milliseconds
-        # instead of seconds in a process holding many (an interactive session, a test suite).
-        gc.freeze()
-        try:
-            with self._offline(urls), _quiet_output():
-                summary = test_model(package)
-        finally:
-            gc.unfreeze()
+        with self._offline(urls), _quiet_output():
+            summary = test_model(package)
         if summary.status != "passed":
             problems = _problems(summary)
             raise UserError(
@@ -485,13 +474,8 @@ def _problems(summary: Any) -> list[str]:
 @contextmanager
 def _quiet_output() -> Iterator[None]:
     import contextlib
-    import warnings
 
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
+    with contextlib.redirect_stdout(io.StringIO()):
         yield
 
 
