@@ -51,5 +51,3 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     preset.write_text(TRAINED.format(data=data), encoding="utf-8")
     train(preset, run_dir=root / "run")
     return root / "run"
-
-

@@ -296,6 +296,12 @@ def _geometry(path: Path, name: str, shape: tuple[int, ...], roi: Sequence[int])
 
 
 def _load_package(path: Path, overrides: Sequence[str], device: torch.device) -> TrainedModel:
+    # The description holds the package's zip open: it is read and let go in here.
+    with bioimageio_calls():
+        return _read_package(path, overrides, device)
+
+
+def _read_package(path: Path, overrides: Sequence[str], device: torch.device) -> TrainedModel:
     from bioim2im.plugin.manager import get_registry
     from bioim2im.prediction.bioimageio_ops import Preprocessing, postprocessing_steps
 
@@ -393,8 +399,7 @@ def _description(path: Path) -> Any:
         ) from None
     source = path / next(n for n in RDF_NAMES if (path / n).is_file()) if path.is_dir() else path
     try:
-        with bioimageio_calls():
-            descr = load_model_description(source, perform_io_checks=False, format_version="latest")
+        descr = load_model_description(source, perform_io_checks=False, format_version="latest")
     except Exception as exc:  # bioimageio.spec refuses what is not a model description
         raise UserError(f"{path} is not a readable bioimage.io model: {_first(exc)}") from None
     if isinstance(descr, InvalidDescr) or not isinstance(descr, ModelDescr):
