@@ -61,6 +61,7 @@ def export_package(
     from bioim2im.model.runtimes import NamedOutputs, OnnxRuntimeNetwork
 
     bioimageio = _bioimageio()
+    bioimageio.check_license(source.model.preset.export.license)
     layout = plan_layout(source)
     network = HeadsInOrder(source.model.network, source.heads).eval()
     found = test_image(source, image)
@@ -416,18 +417,20 @@ class _BioimageIO:
         with bioimageio_calls(), ValidationContext(**options):
             yield
 
-    def build(self, table: dict[str, Any], root: Path, urls: Sequence[str]) -> Any:
+    def check_license(self, license: str) -> None:
         from typing import get_args
 
-        from bioimageio.spec import InvalidDescr, build_description
         from bioimageio.spec._internal import _generated_spdx_license_literals as spdx
 
         known = {*get_args(spdx.LicenseId), *get_args(spdx.DeprecatedLicenseId)}
-        if table["license"] not in known:
+        if license not in known:
             raise UserError(
-                f"export.license {table['license']!r} is not an SPDX license identifier "
+                f"export.license {license!r} is not an SPDX license identifier "
                 "(e.g. CC-BY-4.0, MIT, BSD-3-Clause; see https://spdx.org/licenses)"
             )
+
+    def build(self, table: dict[str, Any], root: Path, urls: Sequence[str]) -> Any:
+        from bioimageio.spec import InvalidDescr, build_description
 
         with self._offline(urls, root):
             descr = build_description(table)
