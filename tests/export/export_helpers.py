@@ -89,6 +89,10 @@ def untrained_run(name: str, root: Path) -> Path:
     (run / "checkpoints").mkdir(parents=True)
     (run / "preset.toml").write_text(to_toml(preset), encoding="utf-8")
     state = {"model": network.state_dict(), "preset": to_toml(preset), "step": 0}
+    if preset.adversarial is not None:
+        # As a GAN run's checkpoint: the discriminators' weights beside the generator's.
+        discriminator = torch.nn.Conv2d(2, 1, 3)
+        state["discriminators"] = {"patchgan": discriminator.state_dict()}
     save_checkpoint(state, run / "checkpoints" / "best.pt")
     return run
 

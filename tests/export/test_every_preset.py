@@ -4,6 +4,7 @@ network's on random inputs of two sizes."""
 
 from __future__ import annotations
 
+import io
 import warnings
 import zipfile
 from pathlib import Path
@@ -48,6 +49,10 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
     with zipfile.ZipFile(package.path) as archive:
         rdf = yaml.safe_load(archive.read("rdf.yaml"))
     assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
+    with zipfile.ZipFile(package.path) as archive:
+        weights = torch.load(io.BytesIO(archive.read("weights.pt")), weights_only=True)
+    # The generator's weights only, for a GAN too.
+    assert set(weights) == {f"network.{k}" for k in network.network.state_dict()}
     assert [o["id"] for o in rdf["outputs"]] == source.heads
     axes = {o["id"]: o["axes"][2:] for o in rdf["outputs"]}
     if name == "superres-3d":  # an upsampling head: voxels twice as fine as the input's

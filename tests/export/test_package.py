@@ -133,9 +133,10 @@ def test_a_package_from_another_tool_runs_with_its_own_processing(
     (foreign / "rdf.yaml").write_text(yaml.safe_dump(rdf))
     window = ("predict.roi_size=[32, 32]", "predict.overlap=0.25")
     expected = predictions(trained_run, images, tmp_path / "run")
-    found = predictions(foreign, images, tmp_path / "package", *window)
-    for name, array in expected.items():
-        assert np.abs(found[name].astype(float) - array.astype(float)).max() <= 1e-4, name
+    for model in (foreign, foreign / "rdf.yaml"):  # the folder, or its description
+        found = predictions(model, images, tmp_path / model.name, *window)
+        for name, array in expected.items():
+            assert np.abs(found[name].astype(float) - array.astype(float)).max() <= 1e-4, name
 
 
 def test_a_bare_onnx_file_runs_with_the_window_given(tmp_path: Path, images: Path) -> None:
