@@ -18,6 +18,11 @@ only by the Gaussian weights' floor at window borders.
 
     python benchmarks/bench_predict.py            # 128x512x512 and 512x512x512, some minutes
     python benchmarks/bench_predict.py --quick    # 56x320x320 and 224x320x320
+    python benchmarks/bench_predict.py --backend both --no-monai   # torch vs ONNX Runtime
+
+``--backend`` chooses what runs bioim2im's network (``predict.backend``): ``torch`` (the
+default), ``onnxruntime``, or ``both`` (then ``onnxruntime_vs_torch`` is ONNX Runtime's
+voxels/s over torch's, per volume and as a geometric mean).
 
 The last line printed is one JSON object with every figure.
 """
@@ -181,6 +186,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller volumes, a smoke run")
     parser.add_argument("--workdir", type=Path, help="keep data, model and outputs here")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnxruntime", "both"), default="torch",
+        help="what runs bioim2im's network (predict.backend)",
+    )  # fmt: skip
+    parser.add_argument("--no-monai", action="store_true", help="leave the MONAI variant out")
     parser.add_argument("--monai-worker", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monai_worker:
@@ -190,22 +200,32 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     run = train_model(root)
     rows: list[dict[str, Any]] = []
+    backends = ["torch", "onnxruntime"] if args.backend == "both" else [args.backend]
     for shape in SIZES["quick" if args.quick else "full"]:
         name = "x".join(map(str, shape))
         volume = write_volume(root / f"volume_{name}.ome.zarr", shape)
         voxels = math.prod(shape)
-        ours = run_measured(
-            [sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(volume),
-             "--output", str(root / f"bioim2im_{name}"), "--overwrite"]
-        )  # fmt: skip
-        theirs_path = root / f"monai_{name}.zarr"
-        theirs = run_measured(
-            [sys.executable, __file__, "--monai-worker", str(run), str(volume), str(theirs_path)]
-        )
-        mean_difference, max_difference = compare(
-            root / f"bioim2im_{name}" / f"volume_{name}.ome.zarr" / "seg" / "0", theirs_path
-        )
-        for variant, figures in (("bioim2im", ours), ("monai", theirs)):
+        measured, outputs = {}, {}
+        for backend in backends:
+            # The first backend is "bioim2im"; a second one is named after itself.
+            variant = "bioim2im" if backend == backends[0] else f"bioim2im-{backend}"
+            folder = root / f"{variant}_{name}"
+            measured[variant] = run_measured(
+                [sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(volume),
+                 "--output", str(folder), "--overwrite", "--set", f"predict.backend={backend}"]
+            )  # fmt: skip
+            outputs[variant] = folder / f"volume_{name}.ome.zarr" / "seg" / "0"
+        reference = outputs["bioim2im"]
+        if not args.no_monai:
+            outputs["monai"] = root / f"monai_{name}.zarr"
+            measured["monai"] = run_measured(
+                [sys.executable, __file__, "--monai-worker", str(run), str(volume),
+                 str(outputs["monai"])]
+            )  # fmt: skip
+        for variant, figures in measured.items():
+            mean_difference, max_difference = (
+                compare(reference, outputs[variant]) if variant != "bioim2im" else (0.0, 0.0)
+            )
             rows.append(
                 {
                     "volume": name,
@@ -215,14 +235,15 @@ def main() -> None:
                     "cpu_seconds": round(figures["cpu_seconds"], 2),
                     "voxels_per_s": round(voxels / figures["seconds"]),
                     "peak_mib": round(figures["peak_mib"]),
+                    # against bioim2im's first backend
                     "mean_abs_difference": mean_difference,
                     "max_abs_difference": max_difference,
                 }
             )
-    report(rows)
+    report(rows, backends)
 
 
-def report(rows: list[dict[str, Any]]) -> None:
+def report(rows: list[dict[str, Any]], backends: list[str]) -> None:
     print(
         f"{'volume':>12} {'variant':>9} {'seconds':>8} {'CPU s':>7} {'Mvoxel/s':>9} {'peak MiB':>9}"
     )
@@ -233,12 +254,28 @@ def report(rows: list[dict[str, Any]]) -> None:
         )
     by = {(r["volume"], r["variant"]): r for r in rows}
     volumes = list(dict.fromkeys(r["volume"] for r in rows))
+    summary: dict[str, Any] = {"rows": rows, "backends": backends}
+    if len(backends) == 2:
+        second = f"bioim2im-{backends[1]}"
+        speedups = {
+            v: by[v, second]["voxels_per_s"] / by[v, "bioim2im"]["voxels_per_s"] for v in volumes
+        }
+        summary[f"{backends[1]}_vs_{backends[0]}"] = math.exp(
+            sum(math.log(r) for r in speedups.values()) / len(speedups)
+        )
+        summary[f"{backends[1]}_vs_{backends[0]}_by_volume"] = speedups
+        summary[f"{backends[1]}_vs_{backends[0]}_cpu_by_volume"] = {
+            v: by[v, "bioim2im"]["cpu_seconds"] / by[v, second]["cpu_seconds"] for v in volumes
+        }
+        print(f"{backends[1]}_vs_{backends[0]}: {summary[f'{backends[1]}_vs_{backends[0]}']:.3f}")
+    if not any(r["variant"] == "monai" for r in rows):
+        print(json.dumps(summary))
+        return
     ratios = {
         v: by[v, "bioim2im"]["voxels_per_s"] / by[v, "monai"]["voxels_per_s"] for v in volumes
     }
     small, large = volumes[0], volumes[-1]
-    summary = {
-        "rows": rows,
+    summary |= {
         "ratio": math.exp(sum(math.log(r) for r in ratios.values()) / len(ratios)),
         "ratio_by_volume": ratios,
         # CPU seconds MONAI needs per CPU second bioim2im needs: the work each does, which a

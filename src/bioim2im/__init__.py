@@ -9,7 +9,15 @@ from typing import Any
 
 from bioim2im._version import __version__
 
-API = ("train", "predict", "predict_files", "evaluate", "load_preset", "TrainResult")
+API = (
+    "train",
+    "predict",
+    "predict_files",
+    "evaluate",
+    "export",
+    "load_preset",
+    "TrainResult",
+)
 __all__ = ["__version__", "hookimpl", *API]
 
 

@@ -6,10 +6,12 @@
   :class:`~bioim2im.prediction.job.PredictionSummary`.
 - :func:`evaluate`: predictions against ground truth; an
   :class:`~bioim2im.evaluation.EvaluationReport`.
+- :func:`export`: a run as a bioimage.io package, a TorchScript or an ONNX file; an
+  :class:`~bioim2im.export.ExportResult`.
 - :func:`load_preset`: read, resolve and validate a preset.
 
-The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint)
-or a checkpoint file. Options are keyword-only. Heavy libraries are imported by the functions
+The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint),
+a checkpoint file, or an exported model (a bioimage.io package, an ONNX or TorchScript file). Options are keyword-only. Heavy libraries are imported by the functions
 that need them, so ``import bioim2im`` stays light.
 """
 
@@ -33,12 +35,14 @@ if TYPE_CHECKING:
 
     from bioim2im.config import Preset
     from bioim2im.evaluation import EvaluationReport
+    from bioim2im.export import ExportResult
     from bioim2im.io.base import LazyImage
     from bioim2im.prediction.job import PredictionSummary
 
 __all__ = [
     "TrainResult",
     "evaluate",
+    "export",
     "load_preset",
     "predict",
     "predict_files",
@@ -324,4 +328,30 @@ def evaluate(
     return run(
         pred, truth, task=task, head=head, classes=classes, voxel_size=voxel_size,
         json_path=json_path, csv_path=csv_path,
+    )  # fmt: skip
+
+
+def export(
+    model: str | Path,
+    format: str,
+    *,
+    output: str | Path | None = None,
+    heads: Sequence[str] = (),
+    folder: bool = False,
+    overrides: Sequence[str] = (),
+    test_image: str | Path | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export a run directory (its best checkpoint) or a checkpoint as ``format``:
+    ``bioimageio`` (a model package, a zip or with ``folder`` a folder, tested with
+    bioimageio.core before it is written), ``torchscript`` or ``onnx`` (one graph, one output
+    per head, checked against the network). ``heads`` picks heads (default all);
+    ``overrides`` change the preset (e.g. ``export.license=MIT``); ``test_image`` is the image
+    the package's test tensors are cut from (default: one of the run's validation images).
+    Nothing is written unless every check passes."""
+    from bioim2im.export import export_model
+
+    return export_model(
+        model, format, output=output, heads=heads, folder=folder, overrides=overrides,
+        test_image=test_image, overwrite=overwrite,
     )  # fmt: skip

@@ -172,7 +172,13 @@ def train(
 @app.command()
 def predict(
     model: Annotated[
-        Path, typer.Argument(help="A run directory or a checkpoint file.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A run directory, a checkpoint, a bioimage.io package (zip, folder or rdf.yaml), "
+            "or an ONNX or TorchScript file (--set predict.roi_size=[...] when it was not "
+            "exported by bioim2im).",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for the predictions.", show_default=False)
@@ -270,6 +276,119 @@ def _predict_crops(
     console.print(
         f"[green]✓[/] {result.arrays} arrays of {result.crops} crops in {result.output}; "
         f"pack them with: bioim2im pack {result.output} --crops {crops} -o submission.zip",
+        highlight=False,
+    )
+
+
+@app.command()
+def export(
+    model: Annotated[
+        Path, typer.Argument(help="A run directory or a checkpoint file.", show_default=False)
+    ],
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="bioimageio (a model package), torchscript or onnx.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output", "-o", help="Where to write it (default: <run name>.zip/.pt/.onnx here)."
+        ),
+    ] = None,
+    heads: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--head", help="Export this head (repeatable; default: all heads)."),
+    ] = None,
+    folder: Annotated[
+        bool, typer.Option("--folder", help="bioimageio: write a folder instead of a zip.")
+    ] = False,
+    test_image: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--test-image",
+            help="bioimageio: the image test tensors are cut from (default: a validation image "
+            "of the run).",
+        ),
+    ] = None,
+    name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--name", help="The model's name (export.name)."),
+    ] = None,
+    description: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--description", help="What the model does (export.description)."),
+    ] = None,
+    authors: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--author", help="An author's name (repeatable; export.authors)."),
+    ] = None,
+    license: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--license", help="SPDX license id of the weights (export.license)."),
+    ] = None,
+    cite: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--cite", help="A reference's text (export.cite; with --doi or --url)."),
+    ] = None,
+    doi: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--doi", help="The DOI of --cite."),
+    ] = None,
+    url: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--url", help="The URL of --cite (not checked: the export is offline)."),
+    ] = None,
+    tags: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--tag", help="A keyword (repeatable; export.tags)."),
+    ] = None,
+    overrides: SetOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
+) -> None:
+    """Share a trained model: a bioimage.io package (tested with bioimageio.core, offline), or
+    the network as TorchScript or ONNX (checked against the network). Nothing is written unless
+    every check passes."""
+    import json
+
+    from bioim2im import api
+
+    metadata = list(overrides or [])
+    for key, value in (("name", name), ("description", description), ("license", license)):
+        if value is not None:
+            metadata.append(f"export.{key}={json.dumps(value)}")
+    if authors:
+        listed = ", ".join(f"{{ name = {json.dumps(a)} }}" for a in authors)
+        metadata.append(f"export.authors=[{listed}]")
+    if cite is not None or doi is not None or url is not None:
+        if cite is None or (doi is None and url is None):
+            raise UserError("--cite needs the reference's text and its --doi or --url")
+        entry = {"text": cite, **({"doi": doi} if doi else {}), **({"url": url} if url else {})}
+        fields = ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items())
+        metadata.append(f"export.cite=[{{ {fields} }}]")
+    if tags:
+        metadata.append(f"export.tags={json.dumps(tags)}")
+    result = api.export(
+        model,
+        output_format,
+        output=output,
+        heads=heads or [],
+        folder=folder,
+        overrides=metadata,
+        test_image=test_image,
+        overwrite=overwrite,
+    )
+    console = _console(stderr=True)
+    for check in result.checks:
+        console.print(f"[green]✓[/] {check}", highlight=False)
+    console.print(
+        f"[green]✓[/] {result.path} ({result.format}; heads {', '.join(result.heads)})",
         highlight=False,
     )
 

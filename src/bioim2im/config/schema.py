@@ -285,6 +285,9 @@ class PredictConfig(StrictModel):
     """Zarr format version of OME-Zarr outputs (2 = NGFF 0.4, 3 = NGFF 0.5)."""
     pyramid_levels: int = Field(0, ge=0)
     """Extra downsampled levels written into OME-Zarr outputs."""
+    backend: Literal["auto", "torch", "onnxruntime"] = "torch"
+    """What runs the network: torch, or ONNX Runtime (the network converted to ONNX when the
+    model is loaded, needs the `onnx` extra); auto = ONNX Runtime on the CPU when installed."""
 
     @field_validator("overlap")
     @classmethod
@@ -323,6 +326,41 @@ class AdversarialConfig(StrictModel):
     older outputs, which keeps it from chasing the generator's latest step. 0: no pool."""
 
 
+class AuthorConfig(StrictModel):
+    """An author of an exported model."""
+
+    name: str
+    affiliation: str | None = None
+    email: str | None = None
+    orcid: str | None = None
+
+
+class CitationConfig(StrictModel):
+    """A reference for an exported model: its text and a DOI or URL."""
+
+    text: str
+    doi: str | None = None
+    url: str | None = None
+
+
+class ExportConfig(StrictModel):
+    """The metadata of the model `bioim2im export` writes (bioimage.io packages)."""
+
+    name: str | None = None
+    """The model's name (letters, digits, spaces, _+-()); default: from the run directory."""
+    description: str | None = None
+    """One paragraph saying what the model does; default: from the preset."""
+    authors: list[AuthorConfig] = Field(default_factory=list)
+    """Who made the model, e.g. [{ name = "Ada Lovelace", affiliation = "..." }]; default: the
+    user running the export."""
+    license: str = "CC-BY-4.0"
+    """An SPDX license identifier for the weights, e.g. "MIT" or "CC-BY-4.0"."""
+    cite: list[CitationConfig] = Field(default_factory=list)
+    """References, e.g. [{ text = "...", doi = "10.1234/abc" }]; default: MONAI's paper."""
+    tags: list[str] = Field(default_factory=list)
+    """Keywords, added to those derived from the model (dimensions, task, backbone)."""
+
+
 class LoggingConfig(StrictModel):
     """What a run writes besides checkpoints."""
 
@@ -346,6 +384,8 @@ class Preset(StrictModel):
     logging: LoggingConfig = Field(default_factory=_empty)
     adversarial: AdversarialConfig | None = None
     """Adversarial training (pix2pix / CycleGAN); none when unset."""
+    export: ExportConfig = Field(default_factory=_empty)
+    """Metadata of exported models (`bioim2im export`)."""
 
     @property
     def spatial_dims(self) -> int:

@@ -240,16 +240,17 @@ def normalizer(
     and are applied block by block; any other is applied to the whole time point, read into
     memory.
     """
-    from bioim2im.data.preparation import preparation
     from bioim2im.data.volumes import Prepared, View
 
-    prep = preparation(model.preset, model.registry)
+    normalize, nan_policy = model.input_normalization()
     path = str(found.path)
     fixed = {"T": view.time_point} if "T" in found.axes else {}
-    if hasattr(prep.normalize, "statistics"):
+    if normalize is None:  # a network taking images as they are (a bare ONNX file)
+        return Prepared(path, nan_policy), view
+    if hasattr(normalize, "statistics"):
         sample = View(found.image, fixed).subsample(STATISTICS_VOXELS)
-        stats = prep.normalize.statistics(Prepared(path, prep.nan_policy)(sample))
-        return Prepared(path, prep.nan_policy, normalize=prep.normalize, stats=stats), view
-    whole = Prepared(path, prep.nan_policy)(view.channel_first())
-    normalized = np.ascontiguousarray(prep.normalize(whole), dtype=np.float32)
+        stats = normalize.statistics(Prepared(path, nan_policy)(sample))
+        return Prepared(path, nan_policy, normalize=normalize, stats=stats), view
+    whole = Prepared(path, nan_policy)(view.channel_first())
+    normalized = np.ascontiguousarray(normalize(whole), dtype=np.float32)
     return None, InMemoryImage(normalized, axes="C" + found.spatial, path=path)

@@ -90,7 +90,8 @@ class TrainedModel:
     checkpoint: Path
     preset: Preset
     registry: ComponentRegistry
-    network: torch.nn.Module
+    network: Any
+    """A torch module in eval mode, or a converted graph called like one (batch -> dict)."""
     heads: dict[str, HeadOutput]
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -133,6 +134,13 @@ class TrainedModel:
         """Spatial axes some head projects away (blocks span them whole)."""
         return tuple(sorted({a for h in self.heads.values() for a in h.geometry.dropped_axes}))
 
+    def input_normalization(self) -> tuple[Any, Any]:
+        """How input images are normalised (``data.normalize``) and the NaN policy."""
+        from bioim2im.data.preparation import preparation
+
+        prep = preparation(self.preset, self.registry)
+        return prep.normalize, prep.nan_policy
+
 
 def load_model(
     run_or_checkpoint: str | Path,
@@ -142,12 +150,27 @@ def load_model(
     """Read a run directory's best checkpoint (or a checkpoint file) for prediction.
 
     ``overrides`` (``KEY.PATH=VALUE``, e.g. ``predict.tta=true``) change the checkpoint's preset
-    before it is validated. Checkpoint problems raise a UserError naming the file.
+    before it is validated. Checkpoint problems raise a UserError naming the file. A bioimage.io
+    package, an ONNX or a TorchScript file is read by :mod:`bioim2im.prediction.model_files`.
+    The network runs with the backend ``predict.backend`` chooses.
     """
+    from bioim2im.prediction import model_files
+    from bioim2im.prediction.backends import use_backend
+
+    if model_files.is_model_file(run_or_checkpoint):
+        return model_files.load_model_file(Path(run_or_checkpoint), overrides, device)
+    return use_backend(load_checkpoint_model(run_or_checkpoint, overrides, device))
+
+
+def load_checkpoint_model(
+    run_or_checkpoint: str | Path,
+    overrides: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> TrainedModel:
+    """:func:`load_model` of a run directory or a checkpoint, its network a torch module."""
     import torch
 
     from bioim2im.config.loading import apply_override, to_toml, validate
-    from bioim2im.data.preparation import preparation
     from bioim2im.model.checkpoint import checkpoint_path, load_checkpoint
     from bioim2im.model.network import amp_dtype, build_model
     from bioim2im.plugin.manager import get_registry
@@ -177,12 +200,7 @@ def load_model(
         ) from None
     device = torch.device(device)
     network.to(device).eval()
-    # The output geometry training used: the axes each head drops, its upsampling factors.
-    targets = {target.head: target for target in preparation(preset, registry).heads}
-    heads = {
-        name: _head_output(name, head, targets[name], preset.spatial_dims, registry)
-        for name, head in preset.model.heads.items()
-    }
+    heads = head_outputs(preset, registry)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for piece in iter(lambda: handle.read(1 << 20), b""):
@@ -198,6 +216,18 @@ def load_model(
         amp_dtype=amp_dtype(preset.train.amp, device),
         fingerprint=digest.hexdigest(),
     )
+
+
+def head_outputs(preset: Preset, registry: ComponentRegistry) -> dict[str, HeadOutput]:
+    """Per head of ``preset``, what prediction writes, with the output geometry training used
+    (the axes each head drops, its upsampling factors)."""
+    from bioim2im.data.preparation import preparation
+
+    targets = {target.head: target for target in preparation(preset, registry).heads}
+    return {
+        name: _head_output(name, head, targets[name], preset.spatial_dims, registry)
+        for name, head in preset.model.heads.items()
+    }
 
 
 def _prediction_weights(state: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -230,23 +260,43 @@ def _head_output(
     split = 0
     while split < len(steps) and declared(steps[split][0], "pointwise"):
         split += 1
-    pointwise = tuple(step for _, step in steps[:split])
-    neighbourhood = tuple(step for _, step in steps[split:])
-    labelling = any(declared(n, "labels") for n, _ in steps[split:])
+    return head_output(
+        name,
+        head.out_channels,
+        geometry,
+        pointwise=tuple(step for _, step in steps[:split]),
+        neighbourhood=tuple(step for _, step in steps[split:]),
+        instance=any(declared(n, "labels") for n, _ in steps[split:]),
+        output_dtype=head.output_dtype,
+    )
+
+
+def head_output(
+    name: str,
+    out_channels: int,
+    geometry: HeadGeometry,
+    *,
+    pointwise: tuple[Step, ...],
+    neighbourhood: tuple[Step, ...],
+    instance: bool,
+    output_dtype: str | None,
+) -> HeadOutput:
+    """What prediction writes for a head whose raw output has ``out_channels`` and goes through
+    ``pointwise`` then ``neighbourhood`` steps (``instance``: they number objects)."""
     # What the chain makes of a block: run it on a small one.
-    probe = np.zeros((head.out_channels, *[8] * len(geometry.kept_axes)), np.float32)
+    probe = np.zeros((out_channels, *[8] * len(geometry.kept_axes)), np.float32)
     blockwise = _run(pointwise, probe)
     final = _run(neighbourhood, blockwise)
     integer = final.dtype.kind in "uib"
-    wanted = head.output_dtype or ("uint32" if integer else "float32")
+    wanted = output_dtype or ("uint32" if integer else "float32")
     dtype = np.dtype(wanted)
     return HeadOutput(
         name=name,
-        out_channels=head.out_channels,
+        out_channels=out_channels,
         geometry=geometry,
         pointwise=pointwise,
         neighbourhood=neighbourhood,
-        instance=labelling,
+        instance=instance,
         blockwise_channels=blockwise.shape[0],
         blockwise_dtype=np.dtype(np.float32 if blockwise.dtype.kind == "f" else blockwise.dtype),
         channels=final.shape[0],
