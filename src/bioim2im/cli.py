@@ -107,6 +107,59 @@ def list_plugins(
     _console().print(table)
 
 
+presets_app = typer.Typer(
+    help="The presets you can name: shipped ones and those of installed plugins.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.callback()
+def presets(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
+) -> None:
+    """List every preset by name with its description and the package that provides it;
+    `bioim2im presets show NAME` prints one resolved."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from bioim2im.config.reference import preset_rows
+    from bioim2im.plugin.manager import get_registry
+
+    rows = preset_rows(get_registry())
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("name", "description", "package", box=None, header_style="bold")
+    for row in rows:
+        table.add_row(row["name"], row["description"], f"{row['package']} {row['version']}")
+    _console().print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="A preset's name.", show_default=False)],
+    overrides: SetOption = None,
+    as_written: Annotated[
+        bool,
+        typer.Option("--as-written", help="The file as it is, not resolved (extends kept)."),
+    ] = False,
+) -> None:
+    """Print a preset resolved (its extends merged, every default filled in): save it, change
+    it, and train it by path."""
+    from bioim2im.config.reference import show_preset
+    from bioim2im.plugin.manager import get_registry
+
+    sys.stdout.write(show_preset(name, get_registry(), overrides or [], as_written=as_written))
+
+
 @app.command()
 def check(
     preset: Annotated[

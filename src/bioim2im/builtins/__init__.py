@@ -106,10 +106,15 @@ def bioim2im_register_presets(registry: Registrar) -> None:
 
 
 def _preset_description(path: Path) -> str:
-    # The first comment line of a preset is its description.
+    # The first sentence of a preset's leading comment is its description.
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
+            if line.strip() or words:
+                break
+            continue
+        words.append(line.lstrip("# ").strip())
+        if words[-1].endswith(".") or len(words) == 3:
             break
-    return ""
+    text = " ".join(w for w in words if w)
+    return text.split(". ")[0].removesuffix(".") + "." if text else ""
