@@ -91,6 +91,13 @@ def bioim2im_register_schedulers(registry: Registrar) -> None:
     optim.register_schedulers(registry)
 
 
+@hookimpl
+def bioim2im_register_loggers(registry: Registrar) -> None:
+    from bioim2im.builtins import loggers
+
+    loggers.register(registry)
+
+
 def presets_dir() -> Path:
     """The shipped presets: inside the installed wheel, or the repo's top-level ``presets/``."""
     packaged = Path(__file__).resolve().parent.parent / "presets"
