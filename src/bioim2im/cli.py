@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -72,12 +72,20 @@ def list_plugins(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
     ] = False,
+    params: Annotated[
+        bool,
+        typer.Option("--params", help="Also each component's parameters: type, default, meaning."),
+    ] = False,
 ) -> None:
     """List every registered component with the package that provides it."""
     import json
 
     from bioim2im.plugin.manager import get_registry
     from bioim2im.plugin.registry import suggest
+
+    if params:
+        _list_parameters(kind, as_json)
+        return
 
     if kind is not None and kind not in KIND_NAMES:
         raise UserError(
@@ -105,6 +113,140 @@ def list_plugins(
     for row in rows:
         table.add_row(*(row[k] for k in ("kind", "name", "package", "version", "description")))
     _console().print(table)
+
+
+def _list_parameters(kind: str | None, as_json: bool) -> None:
+    import json
+
+    from bioim2im.config.reference import parameter_options
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.plugin.registry import suggest
+
+    if kind is not None and kind not in KIND_NAMES:
+        raise UserError(
+            f"--kind {kind!r} is not a component kind{suggest(kind, KIND_NAMES)} (valid: {', '.join(KIND_NAMES)})"
+        )
+    components = [c for c in get_registry() if kind is None or c.kind == kind]
+    if as_json:
+        rows = [
+            {
+                "kind": c.kind,
+                "name": c.name,
+                "package": c.package,
+                "version": c.version,
+                "description": c.description,
+                "params": [o.to_json() for o in parameter_options(c)],
+            }
+            for c in components
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    console = _console()
+    for component in components:
+        _print_component(console, component, parameter_options(component))
+
+
+def _print_component(console: Console, component: Any, options: list[Any]) -> None:
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]{component.kind} {escape(component.name)}[/] ({component.package} "
+        f"{component.version}): {escape(component.description)}",
+        highlight=False,
+    )
+    if not options:
+        console.print("    no parameters", highlight=False)
+    for option in options:
+        console.print(f"    {_option_line(option)}", highlight=False)
+
+
+def _option_line(option: Any) -> str:
+    from rich.markup import escape
+
+    default = f" = {option.default}" if option.default else ""
+    described = f"\n        {option.description}" if option.description else ""
+    return escape(f"{option.key}: {option.type}{default}{described}")
+
+
+@app.command()
+def options(
+    section: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(
+            help="Only the keys under this one, e.g. train, data.cellmap, model.heads.seg.loss; "
+            "a key naming a component (model.backbone) also lists each one's parameters.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Every preset key with its type, default and meaning, from the schema itself."""
+    import json
+
+    from bioim2im.config.reference import find_options, parameter_options
+    from bioim2im.plugin.manager import get_registry
+
+    registry = get_registry()
+    found = find_options(registry, section)
+    # A key naming a component: each registered one of that kind, with its parameters.
+    kinds = [o.kind for o in found if o.kind is not None and section is not None]
+    kind = kinds[0] if len(found) == 1 and kinds else None
+    components = [c for c in registry if c.kind == kind]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "options": [o.to_json() for o in found],
+                    "components": [
+                        {
+                            "kind": c.kind,
+                            "name": c.name,
+                            "package": c.package,
+                            "description": c.description,
+                            "params": [o.to_json() for o in parameter_options(c)],
+                        }
+                        for c in components
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = _console()
+    for option in found:
+        console.print(_option_line(option), highlight=False)
+    if components:
+        console.print(f"\n[bold]Each {kind} and its parameters:[/]", highlight=False)
+    for component in components:
+        _print_component(console, component, parameter_options(component))
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Write it to this file (default: print it)."),
+    ] = None,
+) -> None:
+    """A JSON Schema of preset files, with every installed component, for editors: save it and
+    start a preset with the line  #:schema ./bioim2im-preset.schema.json"""
+    import json
+
+    from bioim2im.config.reference import json_schema
+    from bioim2im.plugin.manager import get_registry
+
+    text = json.dumps(json_schema(get_registry()), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UserError(
+            f"--output {output} is a directory; give a file name, e.g. {output}/bioim2im-preset.schema.json"
+        )
+    from bioim2im.io.atomic import write_text
+
+    write_text(output, text)
+    _console(stderr=True).print(f"[green]✓[/] {output}", highlight=False)
 
 
 presets_app = typer.Typer(
