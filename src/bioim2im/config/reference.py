@@ -225,8 +225,8 @@ def _one_type(annotation: Any) -> str:
         inner = " | ".join(dict.fromkeys(type_name(a) for a in args)) if args else "any"
         return f"list[{inner}]"
     if origin is dict:
-        args = typing.get_args(annotation)
-        return f"table of {type_name(args[1])}" if args else "table"
+        pair = typing.get_args(annotation)
+        return f"table of {type_name(pair[1])}" if pair else "table"
     if annotation is typing.Any:
         return "any"
     if isinstance(annotation, type) and issubclass(annotation, Path):
