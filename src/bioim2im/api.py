@@ -301,6 +301,7 @@ def predict_files(
     overwrite: bool = False,
     devices: int | None = None,
     progress: bool = True,
+    split: str | None = None,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -308,13 +309,14 @@ def predict_files(
     stopped when the same call is made again. ``format`` (``ome-zarr`` or ``tiff``) overrides
     ``predict.format``; ``overwrite`` replaces existing outputs; ``devices=N`` (N > 1) runs N
     processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is not
-    a terminal).
+    a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
+    ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
     """
     from bioim2im.prediction.job import predict_files as run
 
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
-        devices=devices, progress=progress,
+        devices=devices, progress=progress, split=split,
     )  # fmt: skip
 
 

@@ -409,11 +409,21 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs.")
     ] = False,
+    split: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--split",
+            help="A CSV manifest with a split column: predict these rows (train, val, test or "
+            "all); default test.",
+        ),
+    ] = None,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
     if crops is not None or raw is not None:
-        if output_format is not None or devices is not None:
-            raise UserError("--format and --devices do not apply to CellMap test crops (--crops)")
+        if output_format is not None or devices is not None or split is not None:
+            raise UserError(
+                "--format, --devices and --split do not apply to CellMap test crops (--crops)"
+            )
         _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs)
         return
     if inputs is None:
@@ -431,6 +441,7 @@ def predict(
         format=output_format,
         overwrite=overwrite,
         devices=devices,
+        split=split,
     )
     render_summary(summary, _console(stderr=True))
 
