@@ -481,6 +481,61 @@ def _predict_crops(
 
 
 @app.command()
+def postprocess(
+    model: Annotated[
+        Path, typer.Argument(help="The run directory (or checkpoint).", show_default=False)
+    ],
+    inputs: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Saved predictions: a predict output folder (its predictions.csv says which "
+            "steps each went through), or image files of one head's raw output.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the results.", show_default=False)
+    ],
+    overrides: SetOption = None,
+    heads: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--head",
+            help="Only this head (repeatable); needed for files of a run with several heads.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--format", help="ome-zarr (default) or tiff."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+) -> None:
+    """Run a head's postprocessing over saved predictions, without the network: try thresholds
+    or watershed settings on a large volume; block by block, resumable."""
+    from bioim2im.prediction.postprocess import postprocess_files
+
+    console = _console(stderr=True)
+    summary = postprocess_files(
+        model,
+        inputs,
+        output,
+        overrides=overrides or [],
+        heads=heads or [],
+        format=output_format,
+        overwrite=overwrite,
+        report=lambda line: console.print(line, highlight=False),
+    )
+    console.print(
+        f"[green]✓[/] {len(summary.outputs)} output(s) in {output} ({summary.table.name})",
+        highlight=False,
+    )
+
+
+@app.command()
 def evaluate(
     pred: Annotated[
         Path,

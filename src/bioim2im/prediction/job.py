@@ -373,6 +373,7 @@ class _Job:
                         "axes": spec.axes,
                         "shape": "x".join(map(str, spec.shape)),
                         "dtype": str(spec.dtype),
+                        "postprocess": steps_json(self.model.preset.model.heads[head].postprocess),
                     }
                 )
         return rows
@@ -381,6 +382,13 @@ class _Job:
         self, results: list[InputResult], seconds: float, *, quiet: bool
     ) -> PredictionSummary:
         return PredictionSummary(results, self.folder / TABLE, seconds, quiet=quiet)
+
+
+def steps_json(steps: Sequence[Any]) -> str:
+    """Postprocessing steps as predictions.csv records them: ``[{"name": ..., params}]``."""
+    import json
+
+    return json.dumps([{"name": step.name, **step.params()} for step in steps])
 
 
 def _say(text: str) -> None:

@@ -393,9 +393,11 @@ class RunRecord:
 
 
 def write_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """``predictions.csv``: one row per input and head, written atomically."""
+    """``predictions.csv``: one row per input and head, written atomically. ``postprocess`` is
+    the head's postprocessing steps the output went through (JSON), which `bioim2im
+    postprocess` continues from."""
     path = folder / TABLE
-    columns = ["input", "head", "output", "axes", "shape", "dtype"]
+    columns = ["input", "head", "output", "axes", "shape", "dtype", "postprocess"]
     with atomic_file(path) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
