@@ -3,7 +3,6 @@ tracking store; what it logged is read back with MLflow's own client."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -13,36 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.plugin_helpers import install_plugin, registry_with
 
 import bioim2im
 from bioim2im.training.report import read_metrics
 
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "plugins" / "bioim2im-mlflow"
 pytest.importorskip("mlflow", reason="the dev extra installs mlflow-skinny")
 
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(PLUGIN)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return target
+    return install_plugin("bioim2im-mlflow", tmp_path_factory.mktemp("site"))
 
 
 @pytest.fixture(scope="module")
 def plugin_registry(plugin_path: Path) -> Iterator[Any]:
     """The registry a fresh process would build with the plugin installed."""
-    from bioim2im.plugin import manager
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(plugin_path))
-        importlib.invalidate_caches()
-        yield manager.build_registry(manager.discover())
+    with registry_with(plugin_path) as registry:
+        yield registry
 
 
 @pytest.fixture
