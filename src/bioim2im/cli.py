@@ -241,8 +241,11 @@ def schema(
         return
     if output.is_dir():
         raise UserError(
-            f"--output {output} is a directory; give a file name, e.g. {output}/bioim2im-preset.schema.json"
+            f"--output {output} is a directory; give a file name, e.g. "
+            f"{output}/bioim2im-preset.schema.json"
         )
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: {output.parent} is not a folder")
     from bioim2im.io.atomic import write_text
 
     write_text(output, text)

@@ -109,8 +109,9 @@ def postprocess_files(
     chosen = format or preset.predict.format
     if chosen not in FORMATS:
         raise UserError(f"--format {chosen!r}: choose one of {', '.join(FORMATS)}")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--output {folder} is a file; give a folder for the results")
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"--output {folder}: {in_the_way} is a file; give a folder for the results")
     saved = _find_saved(Path(inputs), preset, registry, heads)
     problems = []
     for item in saved:
