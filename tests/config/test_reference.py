@@ -152,3 +152,16 @@ def test_argument_docs_reads_google_style_args() -> None:
         "value": "The value over two lines.",
         "other": "Another.",
     }
+
+
+def test_every_built_in_component_parameter_is_described() -> None:
+    from bioim2im.plugin.manager import get_registry
+
+    undocumented = [
+        f"{c.kind} {c.name}: {name}"
+        for c in get_registry()
+        if c.package == "bioim2im" and c.kind != "preset"
+        for name, field in c.params.model_fields.items()
+        if not field.description
+    ]
+    assert undocumented == []
