@@ -72,6 +72,8 @@ class _Saved:
     path: Path
     applied: list[dict[str, Any]]
     """The steps its values already went through."""
+    table: Path | None = None
+    """The predictions.csv that listed it."""
     image: InputImage | None = None
     output: HeadOutput | None = None
     chain: list[dict[str, Any]] | None = None
@@ -123,6 +125,12 @@ def postprocess_files(
         raise UserError(f"{len(problems)} of the inputs cannot be postprocessed:", problems)
     by_stem: dict[str, list[_Saved]] = {}
     for item in saved:
+        same = [s for s in by_stem.get(item.stem, []) if s.head == item.head]
+        if same:
+            raise UserError(
+                f"{same[0].path} and {item.path} would both write {item.stem}'s {item.head}; "
+                "postprocess them into separate folders"
+            )
         by_stem.setdefault(item.stem, []).append(item)
     fingerprint = _digest(checkpoint, chosen, *(_fingerprint(s) for s in saved))
     record = RunRecord(folder, fingerprint)
@@ -130,6 +138,7 @@ def postprocess_files(
         stem: Outputs(folder, stem, tuple(s.head for s in items), chosen)
         for stem, items in by_stem.items()
     }
+    _refuse_replacing_inputs(saved, outputs, folder)
     _decide(outputs, by_stem, record, overwrite)
     total = resumed = 0
     for stem, items in by_stem.items():
@@ -211,7 +220,7 @@ def _from_table(table: Path, known: Sequence[str]) -> list[_Saved]:
         if not isinstance(applied, list) or not all(isinstance(s, dict) for s in applied):
             raise UserError(f"{table} line {line}: the postprocess column is not a list of steps")
         path = table.parent / output
-        saved.append(_Saved(_stem(path, head), head, path, applied))
+        saved.append(_Saved(_stem(path, head), head, path, applied, table))
     return saved
 
 
@@ -435,6 +444,26 @@ def _decide(
             problems.append(f"{target.work_dir} holds an unfinished run of other settings")
     if problems:
         raise UserError("outputs are in the way (use --overwrite to replace them):", problems)
+
+
+def _refuse_replacing_inputs(
+    saved: Sequence[_Saved], outputs: dict[str, Outputs], folder: Path
+) -> None:
+    """The results may not replace what they are computed from."""
+    written = [p.resolve() for target in outputs.values() for p in target.published]
+    written.append((folder / TABLE).resolve())
+    for item in saved:
+        source = item.path.resolve()
+        if any(source == p or source.is_relative_to(p) for p in written):
+            raise UserError(
+                f"--output {folder} would replace {item.path}, which it reads; choose another "
+                "folder for the results"
+            )
+        if item.table is not None and item.table.resolve() in written:
+            raise UserError(
+                f"--output {folder} would replace {item.table}, which it reads; choose another "
+                "folder for the results"
+            )
 
 
 def _stem_fingerprint(items: Sequence[_Saved]) -> str:
