@@ -51,10 +51,15 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def plugins(session: nox.Session) -> None:
-    """Install the example plugin and check that bioim2im discovers it."""
+    """Install the plugins of plugins/ and check that bioim2im discovers them."""
     session.install(TORCH)
-    session.install("-e", ".", "-e", "plugins/bioim2im-example")
+    session.install(
+        "-e", ".", "-e", "plugins/bioim2im-example", "-e", "plugins/bioim2im-mlflow",
+        "-e", "plugins/bioim2im-bioio[czi]",
+    )  # fmt: skip
     session.run("bioim2im", "list-plugins", "--kind", "backbone")
+    session.run("bioim2im", "list-plugins", "--kind", "logger", "--params")
+    session.run("bioim2im", "list-plugins", "--kind", "reader")
     session.run(
         "bioim2im",
         "check",

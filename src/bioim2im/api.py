@@ -177,11 +177,13 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.training.gan import GanTrainer
     from bioim2im.training.plots import save_loss_curve
     from bioim2im.training.report import read_metrics
+    from bioim2im.training.tracking import Tracker
     from bioim2im.training.trainer import Trainer
     from bioim2im.training.tuning import tune_postprocessing
 
     registry = get_registry()
     existing = set(run_dir.iterdir()) if run_dir.is_dir() else None
+    tracker = Tracker()
     with distributed() as env:
         try:
             if env.is_main:
@@ -199,29 +201,41 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
                 trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
                 if env.is_main:  # the preset it goes on with, --set changes included
                     write_text(run_dir / "preset.toml", to_toml(preset))
+            if env.is_main:
+                tracker = trainer.tracker = Tracker.open(preset, run_dir, registry, trainer.step)
             outcome = trainer.fit()
         except BaseException:
+            tracker.close("failed")
             if env.is_main:
                 _remove_unstarted_run(run_dir, existing)
             raise
         tuning: dict[str, dict[str, Any]] = {}
-        if env.is_main:
-            if outcome.signal is None:
-                tuning = tune_postprocessing(
-                    run_dir, preset, datasets[1], registry, device=env.device, report=_say
-                )
-            save_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png")
-        env.barrier()
-        result = TrainResult(
-            run_dir=run_dir,
-            step=outcome.step,
-            total_steps=outcome.total_steps,
-            stop_reason=outcome.stop_reason,
-            metrics=outcome.metrics,
-            tuning=tuning,
+        try:
+            if env.is_main:
+                if outcome.signal is None:
+                    tuning = tune_postprocessing(
+                        run_dir, preset, datasets[1], registry, device=env.device, report=_say
+                    )
+                save_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png")
+            env.barrier()
+            result = TrainResult(
+                run_dir=run_dir,
+                step=outcome.step,
+                total_steps=outcome.total_steps,
+                stop_reason=outcome.stop_reason,
+                metrics=outcome.metrics,
+                tuning=tuning,
+            )
+            if env.is_main:
+                write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2) + "\n")
+        except BaseException:
+            tracker.close("failed")
+            raise
+        # Stopped early by a signal or the time budget: it may be resumed. Early stopping ends.
+        resumable = outcome.step < outcome.total_steps and "early stopping" not in str(
+            outcome.stop_reason
         )
-        if env.is_main:
-            write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2) + "\n")
+        tracker.close("stopped" if resumable else "finished")
     if outcome.signal is not None:
         name = signal.Signals(outcome.signal).name
         raise Interrupted(
@@ -293,6 +307,7 @@ def predict_files(
     overwrite: bool = False,
     devices: int | None = None,
     progress: bool = True,
+    split: str | None = None,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -300,13 +315,14 @@ def predict_files(
     stopped when the same call is made again. ``format`` (``ome-zarr`` or ``tiff``) overrides
     ``predict.format``; ``overwrite`` replaces existing outputs; ``devices=N`` (N > 1) runs N
     processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is not
-    a terminal).
+    a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
+    ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
     """
     from bioim2im.prediction.job import predict_files as run
 
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
-        devices=devices, progress=progress,
+        devices=devices, progress=progress, split=split,
     )  # fmt: skip
 
 

@@ -72,12 +72,20 @@ def list_plugins(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list instead of a table.")
     ] = False,
+    params: Annotated[
+        bool,
+        typer.Option("--params", help="Also each component's parameters: type, default, meaning."),
+    ] = False,
 ) -> None:
     """List every registered component with the package that provides it."""
     import json
 
     from bioim2im.plugin.manager import get_registry
     from bioim2im.plugin.registry import suggest
+
+    if params:
+        _list_parameters(kind, as_json)
+        return
 
     if kind is not None and kind not in KIND_NAMES:
         raise UserError(
@@ -105,6 +113,196 @@ def list_plugins(
     for row in rows:
         table.add_row(*(row[k] for k in ("kind", "name", "package", "version", "description")))
     _console().print(table)
+
+
+def _list_parameters(kind: str | None, as_json: bool) -> None:
+    import json
+
+    from bioim2im.config.reference import parameter_options
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.plugin.registry import suggest
+
+    if kind is not None and kind not in KIND_NAMES:
+        raise UserError(
+            f"--kind {kind!r} is not a component kind{suggest(kind, KIND_NAMES)} (valid: {', '.join(KIND_NAMES)})"
+        )
+    components = [c for c in get_registry() if kind is None or c.kind == kind]
+    if as_json:
+        rows = [
+            {
+                "kind": c.kind,
+                "name": c.name,
+                "package": c.package,
+                "version": c.version,
+                "description": c.description,
+                "params": [o.to_json() for o in parameter_options(c)],
+            }
+            for c in components
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    console = _console()
+    for component in components:
+        _print_component(console, component, parameter_options(component))
+
+
+def _print_component(console: Console, component: Any, options: list[Any]) -> None:
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]{component.kind} {escape(component.name)}[/] ({component.package} "
+        f"{component.version}): {escape(component.description)}",
+        highlight=False,
+    )
+    if not options:
+        console.print("    no parameters", highlight=False)
+    for option in options:
+        console.print(f"    {_option_line(option)}", highlight=False)
+
+
+def _option_line(option: Any) -> str:
+    from rich.markup import escape
+
+    default = f" = {option.default}" if option.default else ""
+    described = f"\n        {option.description}" if option.description else ""
+    return escape(f"{option.key}: {option.type}{default}{described}")
+
+
+@app.command()
+def options(
+    section: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(
+            help="Only the keys under this one, e.g. train, data.cellmap, model.heads.seg.loss; "
+            "a key naming a component (model.backbone) also lists each one's parameters.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Every preset key with its type, default and meaning, from the schema itself."""
+    import json
+
+    from bioim2im.config.reference import find_options, parameter_options
+    from bioim2im.plugin.manager import get_registry
+
+    registry = get_registry()
+    found = find_options(registry, section)
+    # A key naming a component: each registered one of that kind, with its parameters.
+    kinds = [o.kind for o in found if o.kind is not None and section is not None]
+    kind = kinds[0] if len(found) == 1 and kinds else None
+    components = [c for c in registry if c.kind == kind]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "options": [o.to_json() for o in found],
+                    "components": [
+                        {
+                            "kind": c.kind,
+                            "name": c.name,
+                            "package": c.package,
+                            "description": c.description,
+                            "params": [o.to_json() for o in parameter_options(c)],
+                        }
+                        for c in components
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = _console()
+    for option in found:
+        console.print(_option_line(option), highlight=False)
+    if components:
+        console.print(f"\n[bold]Each {kind} and its parameters:[/]", highlight=False)
+    for component in components:
+        _print_component(console, component, parameter_options(component))
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Write it to this file (default: print it)."),
+    ] = None,
+) -> None:
+    """A JSON Schema of preset files, with every installed component, for editors: save it and
+    start a preset with the line  #:schema ./bioim2im-preset.schema.json"""
+    import json
+
+    from bioim2im.config.reference import json_schema
+    from bioim2im.plugin.manager import get_registry
+
+    text = json.dumps(json_schema(get_registry()), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_dir():
+        raise UserError(
+            f"--output {output} is a directory; give a file name, e.g. "
+            f"{output}/bioim2im-preset.schema.json"
+        )
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: {output.parent} is not a folder")
+    from bioim2im.io.atomic import write_text
+
+    write_text(output, text)
+    _console(stderr=True).print(f"[green]✓[/] {output}", highlight=False)
+
+
+presets_app = typer.Typer(
+    help="The presets you can name: shipped ones and those of installed plugins.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.callback()
+def presets(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list instead of a table.")
+    ] = False,
+) -> None:
+    """List every preset by name with its description and the package that provides it;
+    `bioim2im presets show NAME` prints one resolved."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from bioim2im.config.reference import preset_rows
+    from bioim2im.plugin.manager import get_registry
+
+    rows = preset_rows(get_registry())
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("name", "description", "package", box=None, header_style="bold")
+    for row in rows:
+        table.add_row(row["name"], row["description"], f"{row['package']} {row['version']}")
+    _console().print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="A preset's name.", show_default=False)],
+    overrides: SetOption = None,
+    as_written: Annotated[
+        bool,
+        typer.Option("--as-written", help="The file as it is, not resolved (extends kept)."),
+    ] = False,
+) -> None:
+    """Print a preset resolved (its extends merged, every default filled in): save it, change
+    it, and train it by path."""
+    from bioim2im.config.reference import show_preset
+    from bioim2im.plugin.manager import get_registry
+
+    sys.stdout.write(show_preset(name, get_registry(), overrides or [], as_written=as_written))
 
 
 @app.command()
@@ -220,11 +418,21 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs.")
     ] = False,
+    split: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--split",
+            help="A CSV manifest with a split column: predict these rows (train, val, test or "
+            "all); default test.",
+        ),
+    ] = None,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
     if crops is not None or raw is not None:
-        if output_format is not None or devices is not None:
-            raise UserError("--format and --devices do not apply to CellMap test crops (--crops)")
+        if output_format is not None or devices is not None or split is not None:
+            raise UserError(
+                "--format, --devices and --split do not apply to CellMap test crops (--crops)"
+            )
         _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs)
         return
     if inputs is None:
@@ -242,6 +450,7 @@ def predict(
         format=output_format,
         overwrite=overwrite,
         devices=devices,
+        split=split,
     )
     render_summary(summary, _console(stderr=True))
 
@@ -611,6 +820,61 @@ def pack(
         console.print(f"[yellow]missing[/] {note}", highlight=False)
     console.print(
         f"[green]✓[/] {result.path}: {result.arrays} arrays, checked against {crops}",
+        highlight=False,
+    )
+
+
+@app.command()
+def postprocess(
+    model: Annotated[
+        Path, typer.Argument(help="The run directory (or checkpoint).", show_default=False)
+    ],
+    inputs: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Saved predictions: a predict output folder (its predictions.csv says which "
+            "steps each went through), or image files of one head's raw output.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the results.", show_default=False)
+    ],
+    overrides: SetOption = None,
+    heads: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--head",
+            help="Only this head (repeatable); needed for files of a run with several heads.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--format", help="ome-zarr (default) or tiff."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+) -> None:
+    """Run a head's postprocessing over saved predictions, without the network: try thresholds
+    or watershed settings on a large volume; block by block, resumable."""
+    from bioim2im.prediction.postprocess import postprocess_files
+
+    console = _console(stderr=True)
+    summary = postprocess_files(
+        model,
+        inputs,
+        output,
+        overrides=overrides or [],
+        heads=heads or [],
+        format=output_format,
+        overwrite=overwrite,
+        report=lambda line: console.print(line, highlight=False),
+    )
+    console.print(
+        f"[green]✓[/] {len(summary.outputs)} output(s) in {output} ({summary.table.name})",
         highlight=False,
     )
 

@@ -145,8 +145,7 @@ def evaluate(
         reports = sorted((Path(json_path).absolute(), Path(csv_path).absolute()))
         if reports[0] == reports[1] or reports[0] in reports[1].parents:
             raise UserError(
-                f"--json {json_path} and --csv {csv_path}: give two files, neither inside the "
-                "other"
+                f"--json {json_path} and --csv {csv_path}: give two files, neither inside the other"
             )
     pairs, unmatched_predictions, unmatched_truths = find_pairs(Path(pred), Path(truth), head=head)
     if task == "auto":

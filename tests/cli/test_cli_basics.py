@@ -39,6 +39,10 @@ def _probe(*args: str) -> subprocess.CompletedProcess[str]:
         ("--version",),
         ("list-plugins", "--json"),
         ("check", str(PRESETS / "segmentation-2d.toml")),
+        ("presets", "show", "segmentation-2d"),
+        ("options", "model.backbone"),
+        ("schema",),
+        ("list-plugins", "--params"),
     ],
 )
 def test_light_commands_do_not_import_heavy_libraries(args: tuple[str, ...]) -> None:

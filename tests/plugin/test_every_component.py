@@ -142,6 +142,9 @@ def test_a_checked_preset_builds_and_its_component_runs(
     if kind in ("reader", "writer"):
         _round_trip(kind, name, tmp_path)
         return
+    if kind == "logger":
+        _log_and_close(name, tmp_path)
+        return
     preset = validate(_preset_with(kind, name), REGISTRY, f"{kind} {name}")
     dims = preset.spatial_dims
     network = build_model(preset, REGISTRY)
@@ -189,6 +192,18 @@ def test_a_checked_preset_builds_and_its_component_runs(
             "discriminator", preset.adversarial.discriminator, spatial_dims=dims, in_channels=3
         )
         assert torch.isfinite(judge(torch.rand(1, 3, *preset.data.patch_size))).all()
+
+
+def _log_and_close(name: str, run_dir: Path) -> None:
+    """A logger takes a record, a snapshot and the end of the run, and writes nothing outside
+    the run directory."""
+    preset = validate(copy.deepcopy(BASE), REGISTRY, "base").model_dump(mode="json")
+    logger = REGISTRY.get("logger", name).build(
+        EXAMPLES.get(("logger", name), {}), run_dir=run_dir, preset=preset, start_step=0
+    )
+    logger.log_metrics(1, {"loss": 0.5, "val/seg/dice": 0.25})
+    logger.log_image(1, "snapshot", np.zeros((8, 24), np.uint8))
+    logger.close("finished")
 
 
 def _check_shipped_preset_builds(name: str) -> None:

@@ -91,6 +91,13 @@ def bioim2im_register_schedulers(registry: Registrar) -> None:
     optim.register_schedulers(registry)
 
 
+@hookimpl
+def bioim2im_register_loggers(registry: Registrar) -> None:
+    from bioim2im.builtins import loggers
+
+    loggers.register(registry)
+
+
 def presets_dir() -> Path:
     """The shipped presets: inside the installed wheel, or the repo's top-level ``presets/``."""
     packaged = Path(__file__).resolve().parent.parent / "presets"
@@ -106,10 +113,15 @@ def bioim2im_register_presets(registry: Registrar) -> None:
 
 
 def _preset_description(path: Path) -> str:
-    # The first comment line of a preset is its description.
+    # The first sentence of a preset's leading comment is its description.
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
+            if line.strip() or words:
+                break
+            continue
+        words.append(line.lstrip("# ").strip())
+        if words[-1].endswith(".") or len(words) == 3:
             break
-    return ""
+    text = " ".join(w for w in words if w)
+    return text.split(". ")[0].removesuffix(".") + "." if text else ""

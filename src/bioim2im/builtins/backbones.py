@@ -316,7 +316,73 @@ def _swin_unetr_divisor(params: Mapping[str, Any]) -> int:
     return int(params["patch_size"]) ** 5
 
 
+# What each parameter means, for the Args: section every backbone's docstring gets (MONAI's
+# names; see bioim2im list-plugins --kind backbone --params).
+_PARAMETERS = {
+    "channels": "Feature channels of each level, from the top (full resolution) down.",
+    "strides": "Downsampling from each level to the next (one fewer than channels); default 2 "
+    "each. Patch sizes must be multiples of their product.",
+    "kernel_size": "Size of the convolutions.",
+    "up_kernel_size": "Size of the transposed convolutions that upsample.",
+    "num_res_units": "Residual units per level (0: plain convolutions).",
+    "norm": "Normalisation layers.",
+    "dropout": "Dropout probability.",
+    "features": "Channels of the five encoder levels and of the last decoder level.",
+    "upsample": 'How the decoder upsamples: "deconv" (transposed convolution), '
+    '"nontrainable" (interpolation) or "pixelshuffle".',
+    "filters": "Feature channels of each level, from the top down.",
+    "norm_name": "Normalisation layers.",
+    "res_block": "Residual blocks instead of plain convolution blocks.",
+    "init_filters": "Feature channels of the first level; each deeper level doubles them.",
+    "blocks_down": "Residual blocks of each encoder level (its length is the number of levels).",
+    "blocks_up": "Residual blocks of each decoder level (one fewer than blocks_down); default 1 "
+    "each.",
+    "num_groups": "Groups of group normalisation.",
+    "dropout_prob": "Dropout probability; none when unset.",
+    "upsample_mode": 'How the decoder upsamples: "nontrainable" (interpolation), "deconv" or '
+    '"pixelshuffle".',
+    "img_size": "The one input size it takes (per spatial axis); patch and window sizes must "
+    "equal it.",
+    "feature_size": "Feature channels of the decoder's first level.",
+    "hidden_size": "Width of the transformer's tokens.",
+    "mlp_dim": "Width of the transformer's feed-forward layers.",
+    "num_heads": "Attention heads (per stage for swin_unetr).",
+    "proj_type": 'How patches become tokens: "conv" or "perceptron".',
+    "dropout_rate": "Dropout probability.",
+    "depths": "Transformer blocks of each of the four stages.",
+    "window_size": "Side of the attention windows, in tokens.",
+    "patch_size": "Side of the patches that become tokens; inputs must be multiples of "
+    "patch_size^5.",
+    "drop_rate": "Dropout probability.",
+    "attn_drop_rate": "Dropout probability of the attention weights.",
+    "dropout_path_rate": "Stochastic depth: probability of skipping a block.",
+    "use_checkpoint": "Recompute activations in the backward pass (less memory, more time).",
+    "use_v2": "SwinUNETR v2 (a residual convolution block before each stage).",
+}
+
+
+_MEANINGS = {
+    ("dynunet", "strides"): "Stride of each level's first convolution, one per entry of "
+    "filters; default 1 at the top, then 2. Patch sizes must be multiples of their product.",
+}
+
+
+def _document(factory: Any) -> None:
+    """Add the Args: section of ``factory``'s parameters to its docstring."""
+    import inspect
+
+    names = [n for n in inspect.signature(factory).parameters if n in _PARAMETERS]
+    if names and "Args:" not in (factory.__doc__ or ""):
+        lines = [
+            f"    {name}: {_MEANINGS.get((factory.__name__, name), _PARAMETERS[name])}"
+            for name in names
+        ]
+        factory.__doc__ = f"{factory.__doc__}\n\nArgs:\n" + "\n".join(lines)
+
+
 def register(registry: Registrar) -> None:
+    for factory in (unet, attention_unet, basic_unet, dynunet, segresnet, unetr, swin_unetr):
+        _document(factory)
     registry.add("unet", unet, divisor=_unet_divisor, check=_check_unet)
     registry.add("attention_unet", attention_unet, divisor=_unet_divisor, check=_check_unet)
     registry.add("basic_unet", basic_unet, divisor=lambda params: 16)

@@ -17,7 +17,13 @@ def patchgan(
     layers: Annotated[int, Field(ge=1)] = 3,
     norm: Literal["instance", "batch", "none"] = "instance",
 ) -> Any:
-    """PatchGAN of pix2pix: one real/fake logit per overlapping patch (70x70 with 3 layers)."""
+    """PatchGAN of pix2pix: one real/fake logit per overlapping patch (70x70 with 3 layers).
+
+    Args:
+        channels: Channels of the first convolution; each further layer doubles them (to 8x).
+        layers: Strided convolution layers: more layers judge larger patches.
+        norm: Normalisation between layers: "instance", "batch" or "none".
+    """
     from bioim2im.builtins._discriminators import PatchGAN
 
     return PatchGAN(spatial_dims, in_channels, channels=channels, layers=layers, norm=norm)

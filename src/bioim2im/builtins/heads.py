@@ -28,7 +28,19 @@ def conv(
     upsample: PositiveInt | list[PositiveInt] = 1,
     upsample_mode: Literal["deconv", "pixelshuffle", "interpolate"] = "deconv",
 ) -> Any:
-    """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample` (one factor, or one per (Z)YX axis)."""
+    """Convolution to out_channels, optionally after a hidden layer and an upsampling by `upsample` (one factor, or one per (Z)YX axis).
+
+    Args:
+        kernel_size: Size of its convolutions: 1 (each voxel on its own) or 3 (with its
+            neighbours).
+        hidden_channels: Channels of a hidden convolution (with ReLU) before the output one;
+            none when unset.
+        upsample: Output voxels per input voxel: one factor for every axis, or one per (Z)YX
+            axis (super-resolution); targets are expected at that resolution.
+        upsample_mode: How it upsamples, before its convolutions: "deconv" (transposed
+            convolution), "pixelshuffle" (sub-pixel convolution; one factor for every axis)
+            or "interpolate" (interpolation, no weights).
+    """
     from bioim2im.builtins._heads import conv_head
 
     return conv_head(
@@ -49,7 +61,11 @@ def projection(
     out_channels: int,
     mode: Literal["max", "mean", "learned"] = "learned",
 ) -> Any:
-    """3D features to a 2D output: pool over Z (max, mean or learned weights), then a 1x1 conv."""
+    """3D features to a 2D output: pool over Z (max, mean or learned weights), then a 1x1 conv.
+
+    Args:
+        mode: How Z is pooled: "max", "mean" or "learned" (a softmax over Z of learned scores).
+    """
     from bioim2im.builtins._heads import ProjectionHead
 
     if spatial_dims != 3:

@@ -270,14 +270,71 @@ def ssim(
     return SSIMLoss(data_range=data_range, win_size=win_size, kernel_sigma=kernel_sigma)
 
 
+# What each parameter means, for the Args: section every loss's docstring gets (see
+# bioim2im list-plugins --kind loss --params); per-loss meanings in _MEANINGS.
+_PARAMETERS = {
+    "sigmoid": "Independent channels: a sigmoid per channel, targets in {0, 1} (masks that may "
+    "overlap). Set this or softmax.",
+    "softmax": "Exclusive classes: a softmax over the channels, one class per pixel. Set this or "
+    "sigmoid.",
+    "to_onehot_y": "The target holds class indices (B, 1, *spatial), turned into one channel per "
+    "class; otherwise it has one channel per class already.",
+    "include_background": "Score channel 0 too; false leaves the background class out of the "
+    "overlap term.",
+    "class_weights": "One weight per channel (background included), e.g. to favour rare classes; "
+    "none weighs them alike.",
+    "batch": "Sum the overlap over the whole batch before the ratio, instead of per sample (steadier "
+    "for classes absent from some patches).",
+    "jaccard": "Score the Jaccard index (IoU) instead of Dice.",
+    "smooth_nr": "Added to the numerator of the overlap ratio (an empty prediction of an empty "
+    "target scores 1).",
+    "smooth_dr": "Added to the denominator of the overlap ratio (no division by zero).",
+    "lambda_dice": "Weight of the Dice term.",
+    "lambda_ce": "Weight of the cross-entropy term.",
+    "lambda_focal": "Weight of the focal term.",
+    "label_smoothing": "Share of each one-hot target spread evenly over the classes (softmax only).",
+    "gamma": "Focusing exponent: pixels predicted right with probability p weigh (1 - p)^gamma.",
+    "alpha": "Balance of the classes: with sigmoid, the weight of positives (negatives weigh "
+    "1 - alpha); with softmax, one weight per class; none when unset.",
+    "pos_weight": "Weight of the positive pixels (one value, or one per channel), e.g. "
+    "background/foreground pixel ratio for sparse masks; none weighs them like the negatives.",
+    "w_type": 'Class weights of the generalized Dice: "square" (1 / volume²), "simple" '
+    '(1 / volume) or "uniform".',
+    "beta": "Below this difference the loss is squared, above it absolute.",
+    "data_range": "The range of the values compared (1.0 for targets in [0, 1]).",
+    "win_size": "Side of the Gaussian window, odd.",
+    "kernel_sigma": "Standard deviation of the Gaussian window, in pixels.",
+}
+_MEANINGS = {
+    ("tversky", "alpha"): "Weight of the false positives.",
+    ("tversky", "beta"): "Weight of the false negatives (above alpha favours recall).",
+}
+
+
+def _document(factory: Callable[..., Any]) -> None:
+    """Add the Args: section of ``factory``'s parameters to its docstring."""
+    import inspect
+
+    names = [n for n in inspect.signature(factory).parameters if n in _PARAMETERS]
+    lines = [
+        f"    {name}: {_MEANINGS.get((factory.__name__, name), _PARAMETERS[name])}"
+        for name in names
+    ]
+    if lines:
+        factory.__doc__ = f"{factory.__doc__}\n\nArgs:\n" + "\n".join(lines)
+
+
 def register(registry: Registrar) -> None:
     # Losses on logits that need an activation chosen: sigmoid or softmax.
     activated: tuple[Callable[..., Any], ...] = (
         dice, dice_ce, dice_focal, focal, tversky, generalized_dice
     )  # fmt: skip
+    plain: tuple[Callable[..., Any], ...] = (bce, ce, mse, l1, smooth_l1)
+    for factory in (*activated, *plain, ssim):
+        if "Args:" not in (factory.__doc__ or ""):
+            _document(factory)
     for factory in activated:
         registry.add(factory.__name__, factory, check=_check_activation)
-    plain: tuple[Callable[..., Any], ...] = (bce, ce, mse, l1, smooth_l1)
     for factory in plain:
         registry.add(factory.__name__, factory)
     registry.add("ssim", ssim, check=_check_ssim)

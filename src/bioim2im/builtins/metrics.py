@@ -28,21 +28,35 @@ def _per_image(scores: Callable[[np.ndarray, np.ndarray], dict[str, float]]) -> 
 
 
 def dice(*, classes: list[int] | None = None) -> Metric:
-    """Dice overlap per class and its mean (label maps or binary masks)."""
+    """Dice overlap per class and its mean (label maps or binary masks).
+
+    Args:
+        classes: The class values scored (default: every value but 0 found in the prediction
+            or the truth); the mean is over these.
+    """
     from bioim2im.metrics.semantic import dice as scores
 
     return _per_image(lambda pred, truth: scores(pred, truth, classes=classes))
 
 
 def iou(*, classes: list[int] | None = None) -> Metric:
-    """Intersection over union (Jaccard) per class and its mean (label maps or binary masks)."""
+    """Intersection over union (Jaccard) per class and its mean (label maps or binary masks).
+
+    Args:
+        classes: The class values scored (default: every value but 0 found in the prediction
+            or the truth); the mean is over these.
+    """
     from bioim2im.metrics.semantic import iou as scores
 
     return _per_image(lambda pred, truth: scores(pred, truth, classes=classes))
 
 
 def instance_ap(*, threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5) -> Metric:
-    """Instance average precision TP/(TP+FP+FN) at an IoU threshold, with precision, recall, f1."""
+    """Instance average precision TP/(TP+FP+FN) at an IoU threshold, with precision, recall, f1.
+
+    Args:
+        threshold: IoU at which a predicted object matches a true one.
+    """
     from bioim2im.metrics.instance import detection_scores, instance_overlaps
 
     t = f"{threshold:.2f}"
@@ -56,14 +70,24 @@ def instance_ap(*, threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5) -> 
 
 
 def psnr(*, data_range: PositiveFloat | None = None) -> Metric:
-    """Peak signal-to-noise ratio in dB; data_range defaults to the truth's max - min."""
+    """Peak signal-to-noise ratio in dB; data_range defaults to the truth's max - min.
+
+    Args:
+        data_range: The range of possible values (e.g. 1.0 for images in [0, 1]); default:
+            the truth's max - min.
+    """
     from bioim2im.metrics.regression import psnr as score
 
     return _per_image(lambda pred, truth: {"psnr": score(pred, truth, data_range=data_range)})
 
 
 def ssim(*, data_range: PositiveFloat | None = None) -> Metric:
-    """Structural similarity, 2D or 3D; data_range defaults to the truth's max - min."""
+    """Structural similarity, 2D or 3D; data_range defaults to the truth's max - min.
+
+    Args:
+        data_range: The range of possible values (e.g. 1.0 for images in [0, 1]); default:
+            the truth's max - min.
+    """
     from bioim2im.metrics.regression import ssim as score
 
     return _per_image(lambda pred, truth: {"ssim": score(pred, truth, data_range=data_range)})

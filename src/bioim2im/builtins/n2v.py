@@ -29,7 +29,13 @@ def n2v_mask(
     heads: list[str] | None = None,
     keys: Sequence[str] = ("image",),
 ) -> Augmentation:
-    """Noise2Void blind spots: replace a fraction of input pixels by a random neighbour in a window and train the heads on those pixels only (last in data.augment)."""
+    """Noise2Void blind spots: replace a fraction of input pixels by a random neighbour in a window and train the heads on those pixels only (last in data.augment).
+
+    Args:
+        fraction: Share of each patch's pixels hidden (and trained on).
+        window: Side of the odd-sized window a hidden pixel's replacement is drawn from.
+        heads: The heads trained on the hidden pixels only; default every head.
+    """
     from bioim2im.builtins._n2v import BlindSpotMask
 
     present = [k.removeprefix("weight/") for k in keys if k.startswith("weight/")]

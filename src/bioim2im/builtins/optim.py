@@ -26,7 +26,13 @@ def adam(
     betas: Betas = (0.9, 0.999),
     weight_decay: NonNegativeFloat = 0.0,
 ) -> Any:
-    """Adam; weight_decay is an L2 penalty added to the gradient."""
+    """Adam; weight_decay is an L2 penalty added to the gradient.
+
+    Args:
+        lr: Learning rate (the schedule scales it).
+        betas: Decay rates of the running averages of the gradient and of its square.
+        weight_decay: L2 penalty on the weights, added to the gradient.
+    """
     import torch
 
     return torch.optim.Adam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -39,7 +45,14 @@ def adamw(
     betas: Betas = (0.9, 0.999),
     weight_decay: NonNegativeFloat = 1e-2,
 ) -> Any:
-    """AdamW: Adam with decoupled weight decay."""
+    """AdamW: Adam with decoupled weight decay.
+
+    Args:
+        lr: Learning rate (the schedule scales it).
+        betas: Decay rates of the running averages of the gradient and of its square.
+        weight_decay: Share of each weight removed at each step (times lr), apart from the
+            gradient.
+    """
     import torch
 
     return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -52,7 +65,13 @@ def radam(
     betas: Betas = (0.9, 0.999),
     weight_decay: NonNegativeFloat = 0.0,
 ) -> Any:
-    """RAdam: Adam with a rectified warm-up of the adaptive learning rate."""
+    """RAdam: Adam with a rectified warm-up of the adaptive learning rate.
+
+    Args:
+        lr: Learning rate (the schedule scales it).
+        betas: Decay rates of the running averages of the gradient and of its square.
+        weight_decay: L2 penalty on the weights, added to the gradient.
+    """
     import torch
 
     return torch.optim.RAdam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -66,7 +85,14 @@ def sgd(
     nesterov: bool = False,
     weight_decay: NonNegativeFloat = 0.0,
 ) -> Any:
-    """Stochastic gradient descent with (Nesterov) momentum."""
+    """Stochastic gradient descent with (Nesterov) momentum.
+
+    Args:
+        lr: Learning rate (the schedule scales it).
+        momentum: Share of the previous update carried into the next.
+        nesterov: Nesterov's momentum (the gradient taken after the momentum step).
+        weight_decay: L2 penalty on the weights, added to the gradient.
+    """
     import torch
 
     return torch.optim.SGD(
@@ -113,7 +139,12 @@ def _lambda_schedule(optimizer: Any, factor: Callable[[int], float]) -> Any:
 
 
 def constant(*, optimizer: Any, total_steps: int, warmup_steps: NonNegativeInt = 0) -> Any:
-    """Constant learning rate, after an optional linear warm-up."""
+    """Constant learning rate, after an optional linear warm-up.
+
+    Args:
+        warmup_steps: Optimizer steps over which the learning rate rises linearly from near
+            0 to lr.
+    """
     return _lambda_schedule(optimizer, _warmed_up(lambda progress: 1.0, warmup_steps, total_steps))
 
 
@@ -124,7 +155,13 @@ def cosine(
     warmup_steps: NonNegativeInt = 0,
     min_lr_ratio: Ratio = 0.0,
 ) -> Any:
-    """Linear warm-up, then cosine decay reaching min_lr_ratio x lr at total_steps."""
+    """Linear warm-up, then cosine decay reaching min_lr_ratio x lr at total_steps.
+
+    Args:
+        warmup_steps: Optimizer steps over which the learning rate rises linearly from near
+            0 to lr.
+        min_lr_ratio: The learning rate at the end, as a fraction of lr.
+    """
 
     def decay(progress: float) -> float:
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -139,14 +176,25 @@ def poly(
     warmup_steps: NonNegativeInt = 0,
     power: PositiveFloat = 0.9,
 ) -> Any:
-    """Linear warm-up, then polynomial decay (1 - progress)^power, as nnU-Net."""
+    """Linear warm-up, then polynomial decay (1 - progress)^power, as nnU-Net.
+
+    Args:
+        warmup_steps: Optimizer steps over which the learning rate rises linearly from near
+            0 to lr.
+        power: Exponent of the decay; 1 is linear, smaller decays later.
+    """
     return _lambda_schedule(
         optimizer, _warmed_up(lambda progress: (1 - progress) ** power, warmup_steps, total_steps)
     )
 
 
 def step(*, optimizer: Any, step_size: PositiveInt, gamma: PositiveFloat = 0.1) -> Any:
-    """Multiply the learning rate by gamma every step_size steps."""
+    """Multiply the learning rate by gamma every step_size steps.
+
+    Args:
+        step_size: Optimizer steps between two decreases.
+        gamma: Factor applied at each decrease.
+    """
     import torch
 
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
@@ -160,7 +208,16 @@ def plateau(
     patience: NonNegativeInt = 10,
     min_lr: NonNegativeFloat = 0.0,
 ) -> Any:
-    """Multiply the learning rate by factor when the validation metric stops improving."""
+    """Multiply the learning rate by factor when the validation metric stops improving.
+
+    The metric is train.checkpoint_metric, at each validation.
+
+    Args:
+        mode: "min" if a lower metric is better, "max" if a higher one is.
+        factor: Factor applied to the learning rate at each decrease.
+        patience: Validations without improvement before a decrease.
+        min_lr: The learning rate never goes below this.
+    """
     import torch
 
     return torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -46,14 +46,23 @@ def argmax() -> Postprocessor:
 
 
 def threshold(*, value: float = 0.5) -> Postprocessor:
-    """Mask of values above `value`, channel by channel (uint8 0/1)."""
+    """Mask of values above `value`, channel by channel (uint8 0/1).
+
+    Args:
+        value: Values above it are 1, the others 0 (a probability after sigmoid).
+    """
     from bioim2im.builtins import _postprocess
 
     return functools.partial(_postprocess.threshold, value=value)
 
 
 def connected_components(*, connectivity: Connectivity = 1) -> Postprocessor:
-    """Label the connected components of each mask channel (uint32, 0 = background)."""
+    """Label the connected components of each mask channel (uint32, 0 = background).
+
+    Args:
+        connectivity: Which voxels touch: 1 = sharing a face (4 neighbours in 2D, 6 in 3D), up
+            to the number of spatial axes = sharing a corner too (8 in 2D, 26 in 3D).
+    """
     from bioim2im.builtins import _postprocess
 
     return functools.partial(_postprocess.connected_components, connectivity=connectivity)
@@ -62,7 +71,13 @@ def connected_components(*, connectivity: Connectivity = 1) -> Postprocessor:
 def remove_small_objects(
     *, min_size: NonNegativeInt = 64, connectivity: Connectivity = 1
 ) -> Postprocessor:
-    """Remove objects under min_size pixels: mask components or labels of a label image."""
+    """Remove objects under min_size pixels: mask components or labels of a label image.
+
+    Args:
+        min_size: Objects with fewer voxels are removed.
+        connectivity: Which voxels touch when a mask is split into objects (1 = sharing a
+            face; the number of spatial axes = sharing a corner).
+    """
     return size_filter(min_size=min_size, connectivity=connectivity)
 
 
@@ -72,7 +87,14 @@ def size_filter(
     max_size: PositiveInt | None = None,
     connectivity: Connectivity = 1,
 ) -> Postprocessor:
-    """Keep objects of min_size to max_size pixels: mask components or labels of a label image."""
+    """Keep objects of min_size to max_size pixels: mask components or labels of a label image.
+
+    Args:
+        min_size: Objects with fewer voxels are removed.
+        max_size: Objects with more voxels are removed; none when unset.
+        connectivity: Which voxels touch when a mask is split into objects (1 = sharing a
+            face; the number of spatial axes = sharing a corner).
+    """
     from bioim2im.builtins import _postprocess
 
     return functools.partial(
@@ -107,6 +129,19 @@ def watershed(
     ``probability`` seeds at the components of ``seed_channel > seed_threshold``, e.g. an
     object-interior (foreground minus boundary) map; ``boundary`` reads ``seed_channel`` as an
     object-boundary map and seeds at the interior ``foreground * (1 - boundary) > seed_threshold``.
+
+    Args:
+        mode: How seeds are found: "distance" (peaks of the distance transform),
+            "probability" (components of a seed map) or "boundary" (interior of foreground
+            minus a boundary map).
+        fg_channel: The channel holding the foreground probability.
+        threshold: Foreground probability above which a voxel belongs to an object.
+        min_distance: Least distance in voxels between two seeds (mode "distance").
+        h: Seeds at the h-maxima of the distance transform instead of its peaks (mode
+            "distance"); peaks lower than h above their surroundings are merged.
+        seed_channel: The channel of the seed map (mode "probability") or of the boundary
+            probability (mode "boundary").
+        seed_threshold: Seed-map (or interior) value above which a voxel is part of a seed.
     """
     from bioim2im.builtins import _postprocess
 

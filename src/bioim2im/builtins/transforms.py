@@ -71,7 +71,13 @@ def _check_range(key: str, minimum: float = 0.0) -> Any:
 
 
 def percentile(*, lower: float = 1.0, upper: float = 99.8, clip: bool = False) -> Normalization:
-    """Map each channel's lower/upper percentile to 0/1 (per image, optionally clipped)."""
+    """Map each channel's lower/upper percentile to 0/1 (per image, optionally clipped).
+
+    Args:
+        lower: Percentile mapped to 0.
+        upper: Percentile mapped to 1.
+        clip: Clip the result to [0, 1].
+    """
     from bioim2im.data.transforms import Percentile
 
     return Percentile(lower, upper, clip)
@@ -92,7 +98,12 @@ def minmax() -> Normalization:
 
 
 def fixed_range(*, min: float, max: float) -> Normalization:
-    """Map the fixed values min/max to 0/1, the same for every image (e.g. 0 and 65535)."""
+    """Map the fixed values min/max to 0/1, the same for every image (e.g. 0 and 65535).
+
+    Args:
+        min: Value mapped to 0.
+        max: Value mapped to 1.
+    """
     from bioim2im.data.transforms import FixedRange
 
     return FixedRange(min, max)
@@ -105,7 +116,12 @@ def flip(
     spatial_dims: int = 2,
     keys: Sequence[str] = DEFAULT_KEYS,
 ) -> Augmentation:
-    """Flip along each spatial axis (0 = first of (Z)YX; default all) with probability prob."""
+    """Flip along each spatial axis (0 = first of (Z)YX; default all) with probability prob.
+
+    Args:
+        prob: Probability of a flip, along each axis on its own.
+        axes: The spatial axes that may be flipped (0 = the first of (Z)YX); default all.
+    """
     from bioim2im.data.transforms import Flip
 
     return Flip(prob, spatial_dims, keys, axes=axes)
@@ -114,7 +130,11 @@ def flip(
 def rot90(
     *, prob: Probability = 0.5, spatial_dims: int = 2, keys: Sequence[str] = DEFAULT_KEYS
 ) -> Augmentation:
-    """Rotate by 90°, 180° or 270° in the YX plane (180° only for non-square patches)."""
+    """Rotate by 90°, 180° or 270° in the YX plane (180° only for non-square patches).
+
+    Args:
+        prob: Probability that a patch is transformed.
+    """
     from bioim2im.data.transforms import Rot90
 
     return Rot90(prob, spatial_dims, keys)
@@ -130,7 +150,13 @@ def affine(
     image_keys: Sequence[str] = DEFAULT_KEYS,
     label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
-    """Random rotation (±rotate_range radians, in-plane) and scaling (1 ± scale_range) via MONAI RandAffine."""
+    """Random rotation (±rotate_range radians, in-plane) and scaling (1 ± scale_range) via MONAI RandAffine.
+
+    Args:
+        prob: Probability that a patch is transformed.
+        rotate_range: Largest rotation in radians, either way, in the YX plane.
+        scale_range: Largest change of scale, up or down (0.1: 0.9 to 1.1).
+    """
     from bioim2im.data import transforms
 
     return transforms.affine(
@@ -155,7 +181,15 @@ def elastic(
     image_keys: Sequence[str] = DEFAULT_KEYS,
     label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
-    """Elastic deformation via MONAI Rand2DElastic (control-point spacing) / Rand3DElastic (sigma_range)."""
+    """Elastic deformation via MONAI Rand2DElastic (control-point spacing) / Rand3DElastic (sigma_range).
+
+    Args:
+        prob: Probability that a patch is transformed.
+        magnitude_range: Range of the deformation's magnitude; default (2, 5) in 2D (pixels
+            of control-point offset), (100, 200) in 3D (MONAI's scale of its random field).
+        spacing: Distance in pixels between the control points (2D).
+        sigma_range: Range of the smoothing of the random field (3D).
+    """
     from bioim2im.data import transforms
 
     # MONAI's two elastic transforms scale the magnitude differently (control-point offsets in
@@ -179,7 +213,12 @@ def gaussian_noise(
     std: Annotated[float, Field(ge=0.0)] = 0.1,
     image_keys: Sequence[str] = DEFAULT_KEYS,
 ) -> Augmentation:
-    """Add Gaussian noise with a standard deviation drawn from [0, std] (image only)."""
+    """Add Gaussian noise with a standard deviation drawn from [0, std] (image only).
+
+    Args:
+        prob: Probability that a patch is transformed.
+        std: Largest standard deviation of the noise, on the normalised image's scale.
+    """
     from bioim2im.data.transforms import GaussianNoise
 
     return GaussianNoise(prob, image_keys=image_keys, std=std)
@@ -191,7 +230,12 @@ def gamma(
     gamma_range: Range = (0.7, 1.5),
     image_keys: Sequence[str] = DEFAULT_KEYS,
 ) -> Augmentation:
-    """Gamma correction with gamma drawn from gamma_range, within each channel's range (image only)."""
+    """Gamma correction with gamma drawn from gamma_range, within each channel's range (image only).
+
+    Args:
+        prob: Probability that a patch is transformed.
+        gamma_range: The range gamma is drawn from.
+    """
     from bioim2im.data.transforms import Gamma
 
     return Gamma(prob, image_keys=image_keys, gamma_range=gamma_range)
@@ -203,7 +247,12 @@ def contrast(
     contrast_range: Range = (0.75, 1.25),
     image_keys: Sequence[str] = DEFAULT_KEYS,
 ) -> Augmentation:
-    """Scale each channel's contrast around its mean by a factor from contrast_range (image only)."""
+    """Scale each channel's contrast around its mean by a factor from contrast_range (image only).
+
+    Args:
+        prob: Probability that a patch is transformed.
+        contrast_range: The range the factor is drawn from.
+    """
     from bioim2im.data.transforms import Contrast
 
     return Contrast(prob, image_keys=image_keys, contrast_range=contrast_range)
@@ -216,7 +265,12 @@ def blur(
     spatial_dims: int = 2,
     image_keys: Sequence[str] = DEFAULT_KEYS,
 ) -> Augmentation:
-    """Gaussian blur with sigma (pixels) drawn from sigma_range (image only)."""
+    """Gaussian blur with sigma (pixels) drawn from sigma_range (image only).
+
+    Args:
+        prob: Probability that a patch is transformed.
+        sigma_range: The range sigma (pixels) is drawn from.
+    """
     from bioim2im.data.transforms import Blur
 
     return Blur(prob, spatial_dims, image_keys=image_keys, sigma_range=sigma_range)
@@ -256,7 +310,14 @@ def monai(
     image_keys: Sequence[str] = DEFAULT_KEYS,
     label_keys: Sequence[str] | None = None,
 ) -> Augmentation:
-    """A random MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}."""
+    """A random MONAI dictionary transform by class name, e.g. transform = "RandGaussianSmoothd", args = {prob = 0.2}.
+
+    Args:
+        transform: The MONAI class name; one of an allowlist of random intensity and spatial
+            dictionary transforms that keep the patch's shape.
+        args: Its arguments: numbers, booleans, plain words or lists of them (keys are set by
+            bioim2im).
+    """
     from bioim2im.data.transforms import monai_transform
 
     return monai_transform(

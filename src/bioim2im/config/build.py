@@ -13,6 +13,7 @@ from bioim2im.config.schema import (
     ComponentSpec,
     DataConfig,
     HeadConfig,
+    LoggingConfig,
     ModelConfig,
     Preset,
     TrainConfig,
@@ -122,6 +123,9 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
         optimizer=_union(registry, "optimizer", info),
     )
 
+    logger = _union(registry, "logger", info)
+    logging = _override(LoggingConfig, "LoggingConfig", loggers=list[logger])  # type: ignore[valid-type]
+
     def components_fit(preset: Preset) -> Preset:
         _check_components(preset, registry)
         return preset
@@ -134,6 +138,7 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
         data=(data, _copy(Preset.model_fields["data"])),
         model=(model, _copy(Preset.model_fields["model"])),
         train=(train, _copy(Preset.model_fields["train"])),
+        logging=(logging, _copy(Preset.model_fields["logging"])),
         adversarial=(Optional[adversarial], _copy(Preset.model_fields["adversarial"])),  # noqa: UP045
     )
     return preset, info
@@ -206,6 +211,11 @@ def _components(preset: Preset) -> list[tuple[str, str, Any]]:
         found += [(f"{where}.metrics.{i}", "metric", m) for i, m in enumerate(head.metrics)]
         if head.target_normalize is not None:
             found.append((f"{where}.target_normalize", "transform", head.target_normalize))
+    found += [
+        (f"logging.loggers.{i}" if i < len(preset.logging.loggers) else "logging.tensorboard",
+         "logger", spec)
+        for i, spec in enumerate(preset.logging.chosen_loggers())
+    ]  # fmt: skip
     if preset.adversarial is not None:
         found += [
             ("adversarial.discriminator", "discriminator", preset.adversarial.discriminator),

@@ -244,6 +244,9 @@ class TrainConfig(StrictModel):
     """Stop a validation after this many seconds."""
     checkpoint_every: int = Field(500, ge=1)
     """Write `checkpoints/last.pt` every this many steps (and at the end)."""
+    keep_checkpoints: int = Field(0, ge=0)
+    """Also keep the N most recent of the checkpoints written every `checkpoint_every` steps,
+    as `checkpoints/step_<step>.pt` (besides `last.pt` and `best.pt`); 0 keeps none."""
     checkpoint_metric: str = "val/loss"
     """Metric that picks `checkpoints/best.pt`, e.g. "val/loss" or "val/seg/dice"."""
     checkpoint_mode: Literal["min", "max"] = "min"
@@ -364,12 +367,23 @@ class ExportConfig(StrictModel):
 class LoggingConfig(StrictModel):
     """What a run writes besides checkpoints."""
 
+    loggers: list[ComponentSpec] = Field(default_factory=list)
+    """Experiment trackers the run reports its metrics and snapshots to (loggers, see `bioim2im
+    list-plugins --kind logger`), e.g. [{ name = "tensorboard" }, { name = "mlflow",
+    tracking_uri = "http://127.0.0.1:5000" }]."""
     tensorboard: bool = False
-    """Write TensorBoard events (needs the `tensorboard` extra)."""
+    """Shorthand for loggers = [{ name = "tensorboard" }]: TensorBoard event files in the run's
+    tensorboard/ folder (needs the `tensorboard` extra)."""
     snapshots: bool = True
     """Write PNG montages of input / target / prediction at each validation."""
     progress: Literal["auto", "bar", "lines"] = "auto"
     """Rich progress bar on a terminal, plain periodic lines otherwise."""
+
+    def chosen_loggers(self) -> list[ComponentSpec]:
+        """``loggers``, plus TensorBoard when the ``tensorboard`` shorthand asks for it."""
+        named = [spec.name for spec in self.loggers]
+        shorthand = [ComponentSpec(name="tensorboard")] if self.tensorboard else []
+        return [*self.loggers, *(s for s in shorthand if s.name not in named)]
 
 
 class Preset(StrictModel):

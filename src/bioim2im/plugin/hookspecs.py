@@ -133,6 +133,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("metric", "bioim2im_register_metrics", frozenset({"spatial_dims"})),
     Kind("optimizer", "bioim2im_register_optimizers", frozenset({"parameters"})),
     Kind("scheduler", "bioim2im_register_schedulers", frozenset({"optimizer", "total_steps"})),
+    Kind("logger", "bioim2im_register_loggers", frozenset({"run_dir", "preset", "start_step"})),
     Kind("preset", "bioim2im_register_presets"),
 )
 """Every component kind, in the order `list-plugins` shows them."""
@@ -227,6 +228,32 @@ def bioim2im_register_optimizers(registry: Registrar) -> None:
 @hookspec
 def bioim2im_register_schedulers(registry: Registrar) -> None:
     """Register learning-rate schedules; factories receive ``optimizer`` and ``total_steps``."""
+
+
+@hookspec
+def bioim2im_register_loggers(registry: Registrar) -> None:
+    """Register experiment trackers that ``logging.loggers`` chooses.
+
+    Factories receive ``run_dir`` (the run directory, a ``pathlib.Path``), ``preset`` (the
+    resolved preset as plain data, what ``bioim2im check`` prints) and ``start_step`` (0, or
+    the step a resumed run continues from: what was logged after it is logged again) by
+    keyword, and return an object with three methods, called on the process that writes the
+    run (rank 0) only:
+
+    - ``log_metrics(step: int, values: dict[str, float])``: every logged training step
+      (``loss``, ``loss/<head>``, ``lr``, ``samples_per_s``) and every validation
+      (``val/loss``, ``val/<head>/<metric>``); the values are finite;
+    - ``log_image(step: int, name: str, image: numpy.ndarray)``: a validation snapshot, a
+      (H, W) uint8 montage of input / target / prediction;
+    - ``close(status: str)``: once, when the run ends: ``"finished"``, ``"stopped"`` (a
+      signal or the time budget; it may be resumed) or ``"failed"``. Every file of the run
+      directory (checkpoints, ``metrics.jsonl``, snapshots, ``loss_curve.png``,
+      ``tuning.json``, ``result.json``) is written by then.
+
+    A factory raises ``bioim2im.errors.UserError`` for settings it cannot work with (a tracker
+    that cannot be reached): the run stops before training. An exception from a method
+    during the run is reported once and that logger is dropped; training goes on.
+    """
 
 
 @hookspec

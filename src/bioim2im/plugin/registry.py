@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     ValidationError,
     create_model,
     model_validator,
@@ -115,6 +116,39 @@ def _resolve_annotation(annotation: Any, globalns: dict[str, Any]) -> Any:
     return annotation
 
 
+def argument_docs(docstring: str) -> dict[str, str]:
+    """Each parameter's description from the ``Args:`` section of a (Google-style) docstring::
+
+    Args:
+        threshold: Probability above which a voxel is foreground.
+        min_size: Objects smaller than this many voxels are removed;
+            continued lines are indented further.
+    """
+    docs: dict[str, str] = {}
+    lines = docstring.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() in ("Args:", "Arguments:"))
+    except StopIteration:
+        return docs
+    indent: int | None = None
+    current = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        name, colon, text = line.strip().partition(":")
+        if depth == indent and colon and name.split(" ")[0].isidentifier():
+            current = name.split(" ")[0]
+            docs[current] = text.strip()
+        elif current is not None:
+            docs[current] = f"{docs[current]} {line.strip()}".strip()
+    return docs
+
+
 def params_model_from_signature(
     factory: Callable[..., Any], kind: str, label: str
 ) -> type[StrictModel]:
@@ -125,6 +159,7 @@ def params_model_from_signature(
     """
     signature = inspect.signature(factory)
     globalns = getattr(factory, "__globals__", {})
+    documented = argument_docs(inspect.getdoc(factory) or "")
     fields: dict[str, Any] = {}
     extra_allowed = False
     for pname, param in signature.parameters.items():
@@ -139,7 +174,7 @@ def params_model_from_signature(
         if annotation is inspect.Parameter.empty:
             annotation = Any
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[pname] = (annotation, default)
+        fields[pname] = (annotation, Field(default, description=documented.get(pname)))
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in label)
     model: type[StrictModel] = create_model(model_name, __base__=StrictModel, **fields)
     if extra_allowed:

@@ -107,16 +107,32 @@ class TimePoint:
         return data.reshape(-1, *data.shape[len(other) :]).astype(np.float32, copy=False)
 
 
-def find_inputs(inputs: str, *, manifest_column: str, suffixes: Sequence[str]) -> list[Path]:
+def find_inputs(
+    inputs: str,
+    *,
+    manifest_column: str,
+    suffixes: Sequence[str],
+    split_column: str = "split",
+    split: str | None = None,
+    report: Callable[[str], None] | None = None,
+) -> list[Path]:
     """The image files ``inputs`` names: one image, a glob, a folder or a CSV manifest.
 
     A folder stands for the images directly in it (hidden ones left out), or for its
     ``manifest_column`` subfolder when it holds no image itself (a training dataset's ``IM/``).
     A manifest's paths are in the column ``manifest_column`` or ``path``, relative to the CSV.
+    A manifest with a ``split_column`` (train / val / test, as training reads it) stands for
+    its ``split`` rows, by default ``test``; ``split="all"`` takes every row. ``report`` is told
+    which rows were taken.
     """
     path = Path(inputs).expanduser()
     if path.suffix.lower() == ".csv" and path.is_file():
-        return _from_manifest(path, manifest_column)
+        return _from_manifest(path, manifest_column, split_column, split, report)
+    if split is not None:
+        raise UserError(
+            f"--split {split} chooses rows of a CSV manifest with a '{split_column}' column; "
+            f"{inputs} is not a CSV file"
+        )
     if path.exists():
         if _is_image(path, suffixes) or not path.is_dir():
             return [path]
@@ -145,13 +161,26 @@ def _images_in(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if _is_image(p, suffixes)]
 
 
-def _from_manifest(path: Path, column: str) -> list[Path]:
+def _from_manifest(
+    path: Path,
+    column: str,
+    split_column: str,
+    split: str | None,
+    report: Callable[[str], None] | None,
+) -> list[Path]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read the manifest {path}: {exc}") from None
     columns = list(rows[0]) if rows else []
+    if split_column in columns:
+        rows = _split_rows(path, rows, split_column, split, report)
+    elif split is not None and split != "all":
+        raise UserError(
+            f"--split {split}: manifest {path} has no '{split_column}' column "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
     chosen = next((c for c in (column, "path") if c in columns), None)
     if chosen is None:
         raise UserError(
@@ -168,6 +197,44 @@ def _from_manifest(path: Path, column: str) -> list[Path]:
     if not files:
         raise UserError(f"manifest {path} lists no images")
     return files
+
+
+def _split_rows(
+    path: Path,
+    rows: list[dict[str, str]],
+    column: str,
+    split: str | None,
+    report: Callable[[str], None] | None,
+) -> list[dict[str, str]]:
+    """The rows of ``split`` (default ``test``; ``all``: every row), said through ``report``."""
+    from bioim2im.data.sources import SPLIT_NAMES
+
+    def name(value: str | None) -> str:
+        text = (value or "").strip().lower()
+        return SPLIT_NAMES.get(text, text)
+
+    if split == "all":
+        if report is not None:
+            report(f"{path}: predicting all {len(rows)} rows (--split all)")
+        return rows
+    wanted = name(split or "test")
+    chosen = [row for row in rows if name(row.get(column)) == wanted]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[name(row.get(column))] = counts.get(name(row.get(column)), 0) + 1
+    if not chosen:
+        found = ", ".join(f"{count} {value or '(empty)'}" for value, count in counts.items())
+        raise UserError(
+            f"manifest {path} has no '{wanted}' rows in its '{column}' column (it has: "
+            f"{found or 'no rows'}); choose rows with --split {'|'.join(counts) or 'NAME'}|all"
+        )
+    if report is not None:
+        how = "--split to choose others, --split all for every row" if split is None else ""
+        report(
+            f"{path}: predicting its {len(chosen)} '{wanted}' rows of {len(rows)} "
+            f"(column '{column}'{'; ' + how if how else ''})"
+        )
+    return chosen
 
 
 def open_inputs(

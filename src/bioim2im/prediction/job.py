@@ -26,8 +26,9 @@ single process writes.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,13 +142,15 @@ def predict_files(
     overwrite: bool = False,
     devices: int | None = None,
     progress: bool = True,
+    split: str | None = None,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
     ``format`` (``ome-zarr`` or ``tiff``) overrides ``predict.format``; ``overwrite`` replaces
     existing outputs and discards unfinished ones of other settings; ``devices=N`` (N > 1) runs
     N processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is
-    not a terminal).
+    not a terminal). ``split`` chooses the rows of a CSV manifest with a split column (default
+    ``test``; ``all`` for every row).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -162,17 +165,21 @@ def predict_files(
     share_one_heap()
     if devices is not None and devices > 1 and not launched_by_torchrun():
         # Check everything here first: a mistake is reported once, before any worker starts.
-        job = _Job.plan(load_model(model, overrides), inputs, output, format)
+        job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
         decisions = job.decide(overwrite)
         command = ["predict", str(model), "--input", inputs, "--output", str(output)]
         command += set_options(overrides)
+        command += ["--split", split] if split is not None else []
         command += ["--format", format] if format is not None else []
         command += ["--overwrite"] if overwrite else []
         relaunch(devices, command, "prediction")
         results = [job.result(found, decisions[found.stem] == "done") for found in job.images]
         return job.summary(results, time.monotonic() - started, quiet=True)
     with distributed() as env:
-        job = _Job.plan(load_model(model, overrides, env.device), inputs, output, format)
+        say = _say if progress and env.is_main else None
+        job = _Job.plan(
+            load_model(model, overrides, env.device), inputs, output, format, split, say
+        )
         # Rank 0 decides what to do with existing outputs; every rank follows, or fails alike.
         decision: tuple[str, Any] = ("ok", None)
         if env.is_main:
@@ -204,14 +211,29 @@ class _Job:
     format: str
 
     @classmethod
-    def plan(cls, model: TrainedModel, inputs: str, folder: Path, format: str | None) -> _Job:
+    def plan(
+        cls,
+        model: TrainedModel,
+        inputs: str,
+        folder: Path,
+        format: str | None,
+        split: str | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> _Job:
         chosen = format or model.preset.predict.format
         if chosen not in FORMATS:
             raise UserError(f"--format {chosen!r}: choose one of {', '.join(FORMATS)}")
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--output {folder} is a file; give a folder for the predictions")
         suffixes = _readable_suffixes(model)
-        paths = find_inputs(inputs, manifest_column=model.preset.data.source, suffixes=suffixes)
+        paths = find_inputs(
+            inputs,
+            manifest_column=model.preset.data.source,
+            suffixes=suffixes,
+            split_column=model.preset.data.split_column,
+            split=split,
+            report=report,
+        )
         images = open_inputs(paths, model, suffixes)
         heads = tuple(model.heads)
         outputs = {found.stem: Outputs(folder, found.stem, heads, chosen) for found in images}
@@ -248,9 +270,7 @@ class _Job:
             # This command finished the input (or was publishing its outputs when it stopped),
             # in the run now interrupted or in an earlier one whose table says so.
             made_by = self._input_fingerprint(found)
-            listed = all(
-                table.get(self._relative(path)) == made_by for path in outputs.table_paths
-            )
+            listed = all(table.get(self._relative(path)) == made_by for path in outputs.table_paths)
             ours = found.stem in record.done or listed
             if ours and len(existing) == len(outputs.published):
                 decisions[found.stem] = "done"
@@ -357,6 +377,8 @@ class _Job:
 
     def _rows(self) -> list[dict[str, str]]:
         rows = []
+        # A package of another tool has its own processing, not bioim2im steps, for its outputs.
+        configured = self.model.preset.model.heads
         for found in self.images:
             outputs = self.outputs[found.stem]
             specs = image_specs(self.model, found, self.tilings[found.stem])
@@ -369,6 +391,9 @@ class _Job:
                         "axes": spec.axes,
                         "shape": "x".join(map(str, spec.shape)),
                         "dtype": str(spec.dtype),
+                        "postprocess": (
+                            steps_json(configured[head].postprocess) if head in configured else ""
+                        ),
                         "made_by": self._input_fingerprint(found),
                     }
                 )
@@ -378,6 +403,17 @@ class _Job:
         self, results: list[InputResult], seconds: float, *, quiet: bool
     ) -> PredictionSummary:
         return PredictionSummary(results, self.folder / TABLE, seconds, quiet=quiet)
+
+
+def steps_json(steps: Sequence[Any]) -> str:
+    """Postprocessing steps as predictions.csv records them: ``[{"name": ..., params}]``."""
+    import json
+
+    return json.dumps([{"name": step.name, **step.params()} for step in steps])
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _digest(*parts: str) -> str:

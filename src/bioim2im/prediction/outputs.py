@@ -398,9 +398,10 @@ class RunRecord:
         remove(self.path)
 
 
-TABLE_COLUMNS = ["input", "head", "output", "axes", "shape", "dtype", "made_by"]
-"""``made_by`` identifies the model, settings and input that made an output, so that running the
-same command again takes its outputs as done."""
+TABLE_COLUMNS = ["input", "head", "output", "axes", "shape", "dtype", "postprocess", "made_by"]
+"""``postprocess`` is the head's postprocessing steps the output went through (JSON), which
+`bioim2im postprocess` continues from; ``made_by`` identifies the model, settings and input that
+made an output, so that running the same command again takes its outputs as done."""
 
 
 def read_table(folder: Path) -> dict[str, str]:
@@ -413,8 +414,8 @@ def read_table(folder: Path) -> dict[str, str]:
 
 
 def write_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """``predictions.csv``: one row per input and head, written atomically (left as it is when
-    it already says the same)."""
+    """``predictions.csv``: one row per input and head (:data:`TABLE_COLUMNS`), written
+    atomically (left as it is when it already says the same)."""
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=TABLE_COLUMNS)
     writer.writeheader()

@@ -24,8 +24,9 @@ def middle_plane(array: np.ndarray) -> np.ndarray:
     return plane
 
 
-def save_montage(rows: list[list[np.ndarray]], path: Path) -> None:
-    """Each row: arrays shaped (C, *spatial), drawn side by side (input / target / prediction)."""
+def save_montage(rows: list[list[np.ndarray]], path: Path) -> np.ndarray:
+    """Each row: arrays shaped (C, *spatial), drawn side by side (input / target / prediction);
+    returns the montage written, (H, W) uint8."""
     tiles = [[_to_uint8(middle_plane(a)) for a in row] for row in rows]
     height = max(t.shape[0] for row in tiles for t in row)
     width = max(sum(t.shape[1] for t in row) + 4 * (len(row) - 1) for row in tiles)
@@ -37,6 +38,7 @@ def save_montage(rows: list[list[np.ndarray]], path: Path) -> None:
             x += tile.shape[1] + 4
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+    return np.asarray(canvas)
 
 
 def save_loss_curve(

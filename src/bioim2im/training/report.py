@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,8 +14,10 @@ from typing import Any, TextIO
 class MetricsLog:
     """Appends one JSON object per logged step or validation to ``metrics.jsonl``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
+        self.forward = forward
+        """Also given every record (the run's experiment trackers)."""
         self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -24,6 +27,8 @@ class MetricsLog:
         }
         self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
+        if self.forward is not None:
+            self.forward(record)
 
     def close(self) -> None:
         self._file.close()

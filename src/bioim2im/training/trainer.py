@@ -31,6 +31,7 @@ from bioim2im.model.network import amp_dtype, build_losses, build_model, compone
 from bioim2im.plugin.registry import ComponentRegistry
 from bioim2im.training.plots import save_montage
 from bioim2im.training.report import MetricsLog, Progress, trim_metrics
+from bioim2im.training.tracking import Tracker
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Trainer:
         self.bad_validations = 0
         self.stop_reason: str | None = None
         self._stop_signal: int | None = None
+        self.tracker = Tracker()
+        """The run's experiment trackers (``logging.loggers``), set by whoever runs ``fit``."""
 
     # ---- set-up helpers -------------------------------------------------------------------
     @property
@@ -373,6 +376,16 @@ class Trainer:
         save_checkpoint(self.state_dict(), path)
         return path
 
+    def save_periodic(self) -> None:
+        """``checkpoints/step_<step>.pt``, keeping the ``train.keep_checkpoints`` most recent."""
+        keep = self.preset.train.keep_checkpoints
+        if not keep:
+            return
+        self.save(f"step_{self.step:07d}")
+        periodic = sorted((self.run_dir / "checkpoints").glob("step_*.pt"))
+        for old in periodic[:-keep]:
+            old.unlink(missing_ok=True)
+
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> FitOutcome:
         from bioim2im.data.loader import make_loader
@@ -392,7 +405,11 @@ class Trainer:
         if env.is_main:
             # A killed run logged steps past its last checkpoint; they are logged again now.
             trim_metrics(self.run_dir / "metrics.jsonl", after_step=start_step)
-        log = MetricsLog(self.run_dir / "metrics.jsonl") if env.is_main else None
+        log = (
+            MetricsLog(self.run_dir / "metrics.jsonl", forward=self.tracker.metrics)
+            if env.is_main
+            else None
+        )
         progress = (
             Progress(self.total_steps, start_step, self.preset.logging.progress)
             if env.is_main
@@ -442,6 +459,7 @@ class Trainer:
                 if self.step % cfg.val_every == 0 or self.step == self.total_steps:
                     last_val = self._validate_and_keep_best(log, progress)
                 if self.step % cfg.checkpoint_every == 0 and env.is_main:
+                    self.save_periodic()
                     self.save("last")
                 if deadline is not None and time.monotonic() > deadline:
                     self.stop_reason = f"train.max_minutes ({cfg.max_minutes}) reached"
@@ -537,7 +555,8 @@ class Trainer:
             signal.signal(sig, handler)
 
     def snapshot(self, rows: list[list[np.ndarray]]) -> None:
-        save_montage(rows, self.run_dir / "snapshots" / f"step_{self.step:07d}.png")
+        montage = save_montage(rows, self.run_dir / "snapshots" / f"step_{self.step:07d}.png")
+        self.tracker.image(self.step, "snapshot", montage)
 
 
 def _shapes(theirs: torch.Tensor, ours: torch.Tensor) -> str:
