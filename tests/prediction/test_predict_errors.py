@@ -156,3 +156,11 @@ def test_a_full_disk_stops_with_one_message_and_the_same_command_then_finishes(
            for i in range(3)), *(f"cells_{i}_seg.tif" for i in range(3) if output_format == "tiff"),
          "predictions.csv"]
     )  # fmt: skip
+
+
+def test_an_output_folder_under_a_file_is_refused(cli, run_2d, image, tmp_path):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a folder")
+    result = cli("predict", run_2d, "-i", image, "-o", plain / "out")
+    assert result.code == 2
+    assert f"{plain} is a file, not a directory" in result.err

@@ -225,6 +225,9 @@ class _Job:
             raise UserError(f"--format {chosen!r}: choose one of {', '.join(FORMATS)}")
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--output {folder} is a file; give a folder for the predictions")
+        existing = next((p for p in folder.absolute().parents if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserError(f"--output {folder}: {existing} is a file, not a directory")
         suffixes = _readable_suffixes(model)
         paths = find_inputs(
             inputs,
