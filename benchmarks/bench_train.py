@@ -80,7 +80,7 @@ def bioim2im_hand_case(data: Path, case: dict, steps: int, warmup: int, run_dir:
             "model.backbone.num_res_units=2",
             "model.features=2",
             "model.heads.seg.out_channels=2",
-            "model.heads.seg.loss={name = 'dice_ce', softmax = true, to_onehot_y = true}",
+            "model.heads.seg.loss={name = 'dice_ce', sigmoid = false, softmax = true, to_onehot_y = true}",
             "model.heads.seg.postprocess=[{name = 'softmax'}, {name = 'argmax'}]",
             "model.heads.seg.metrics=[]",
             f"train.steps={warmup + steps}",
