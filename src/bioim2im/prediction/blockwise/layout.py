@@ -18,7 +18,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -39,7 +39,7 @@ class Layout:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,
         ndim: int,
         device: torch.device,
         choice: Choice,
@@ -52,7 +52,10 @@ class Layout:
         self.current = False
         self.trials: list[bool] = []
         self.seconds: dict[bool, list[float]] = {False: [], True: []}
-        if self.channels_last_format is None or choice is False:
+        # Only an eager torch module can change its layout: not an ONNX Runtime session, a
+        # TorchScript graph or a package's wrapped network.
+        eager = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+        if self.channels_last_format is None or choice is False or not eager:
             return
         if choice is True:
             self._switch(True)
@@ -107,7 +110,7 @@ class Layout:
         if channels_last == self.current:
             return
         memory_format = self.channels_last_format if channels_last else torch.contiguous_format
-        self.model.to(memory_format=memory_format)  # type: ignore[call-overload]
+        self.model.to(memory_format=memory_format)
         self.current = channels_last
 
     def _synchronize(self) -> None:
