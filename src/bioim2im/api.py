@@ -308,6 +308,8 @@ def predict_files(
     devices: int | None = None,
     progress: bool = True,
     split: str | None = None,
+    part: str | None = None,
+    finalize: bool = False,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -317,12 +319,14 @@ def predict_files(
     processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is not
     a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
     ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
+    ``part="K/N"`` predicts one of N independent shares (cluster jobs without torchrun) and
+    ``finalize`` publishes what the parts predicted.
     """
     from bioim2im.prediction.job import predict_files as run
 
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
-        devices=devices, progress=progress, split=split,
+        devices=devices, progress=progress, split=split, part=part, finalize=finalize,
     )  # fmt: skip
 
 

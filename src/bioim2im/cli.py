@@ -426,9 +426,25 @@ def predict(
             "all); default test.",
         ),
     ] = None,
+    part: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--part",
+            help="K/N: predict the K-th of N shares of every image, as one of N independent "
+            "jobs (e.g. a SLURM array); the last part to finish publishes the outputs.",
+        ),
+    ] = None,
+    finalize: Annotated[
+        bool,
+        typer.Option(
+            "--finalize", help="Finish and publish what the --part jobs predicted (no prediction)."
+        ),
+    ] = False,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
     if crops is not None or raw is not None:
+        if part is not None or finalize:
+            raise UserError("--part and --finalize do not apply to CellMap test crops (--crops)")
         if output_format is not None or devices is not None or split is not None:
             raise UserError(
                 "--format, --devices and --split do not apply to CellMap test crops (--crops)"
@@ -451,6 +467,8 @@ def predict(
         overwrite=overwrite,
         devices=devices,
         split=split,
+        part=part,
+        finalize=finalize,
     )
     render_summary(summary, _console(stderr=True))
 

@@ -69,7 +69,8 @@ def test_a_killed_prediction_resumes_without_predicting_finished_blocks_again(ru
     for head in ("seg", "prob"):
         resumed = read_zarr(out / "big.ome.zarr" / head / "0")
         expected = read_zarr(reference / "big.ome.zarr" / head / "0")
-        np.testing.assert_allclose(resumed, expected, atol=1e-6, err_msg=head)
+        # Blocks next to finished ones add the same windows up in another order.
+        np.testing.assert_allclose(resumed, expected, atol=1e-5, err_msg=head)
 
 
 def interrupt_before_finishing(monkeypatch: pytest.MonkeyPatch, stem: str) -> None:

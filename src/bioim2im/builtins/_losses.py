@@ -21,24 +21,30 @@ from monai.networks.utils import one_hot
 from torch import Tensor, nn
 
 
-def masked_mean(loss: Tensor, weight: Tensor) -> Tensor:
-    """Weighted mean of a loss map over all its elements; 0 when every weight is 0."""
+def masked_mean(loss: Tensor, weight: Tensor | None) -> Tensor:
+    """Weighted mean of a loss map over all its elements (plain mean without weights); 0 when
+    every weight is 0."""
+    if weight is None:
+        return loss.mean()
     total = weight.expand_as(loss).sum()
     return (loss * weight).sum() / total.clamp_min(torch.finfo(loss.dtype).eps)
 
 
 class WeightedLoss(nn.Module):
-    """Fills in a unit cost map and clears targets under zero weight, then calls ``weighted``."""
+    """Clears targets under zero weight, then calls ``weighted``.
+
+    Without a cost map (``weight`` None) every pixel counts once, and ``weighted`` takes the
+    shorter way: no map of ones multiplies every term, forward and backward.
+    """
 
     def forward(self, prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-        if weight is None:
-            weight = torch.ones_like(prediction[:, :1])
-        weight = weight.to(prediction.dtype)
         target = target.to(prediction.dtype)
-        target = torch.where(weight > 0, target, torch.zeros_like(target))
+        if weight is not None:
+            weight = weight.to(prediction.dtype)
+            target = torch.where(weight > 0, target, torch.zeros_like(target))
         return self.weighted(prediction, target, weight)
 
-    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         raise NotImplementedError
 
 
@@ -49,7 +55,7 @@ class ElementwiseLoss(WeightedLoss):
         super().__init__()
         self.elementwise = elementwise
 
-    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         return masked_mean(self.elementwise(prediction, target), weight)
 
 
@@ -90,7 +96,19 @@ class Classes:
         channels = logits.shape[1]
         if self.to_onehot_y:
             target = one_hot(target, num_classes=channels, dtype=logits.dtype, dim=1)
-        if target.shape != logits.shape:
+        self._check(target, logits, fits=target.shape == logits.shape)
+        return target
+
+    def index_targets(self, target: Tensor, logits: Tensor) -> Tensor:
+        """The class indices (B, *spatial) of a ``to_onehot_y`` target, checked alike (cheaper
+        than one-hot for a cross-entropy)."""
+        fits = target.shape[:1] + target.shape[2:] == logits.shape[:1] + logits.shape[2:]
+        self._check(target, logits, fits=fits and target.shape[1] == 1)
+        return target[:, 0].long()
+
+    def _check(self, target: Tensor, logits: Tensor, *, fits: bool) -> None:
+        channels = logits.shape[1]
+        if not fits:
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match the prediction's "
                 f"{tuple(logits.shape)}; with to_onehot_y the target holds class indices (B, 1, ...)"
@@ -101,15 +119,14 @@ class Classes:
             )
         if not self.include_background and channels == 1:
             raise ValueError("include_background = false needs more than one channel")
-        return target
 
     def foreground(self, values: Tensor) -> Tensor:
         """Drop the background channel of a (B, C, ...) map unless it is included."""
         return values if self.include_background else values[:, 1:]
 
-    def channel_weight(self, weight: Tensor) -> Tensor:
+    def channel_weight(self, weight: Tensor | None) -> Tensor | None:
         """A per-class weight map with the channels :meth:`foreground` keeps; (B, 1, ...) as is."""
-        return weight if weight.shape[1] == 1 else self.foreground(weight)
+        return weight if weight is None or weight.shape[1] == 1 else self.foreground(weight)
 
     def weigh(self, loss: Tensor) -> Tensor:
         """Scale a per-channel map (B, C, ...) by the class weights, background dropped if so."""
@@ -125,10 +142,10 @@ class ClassLoss(WeightedLoss):
         super().__init__()
         self.classes = classes
 
-    def weighted(self, logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    def weighted(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         return self.class_loss(logits, self.classes.onehot_targets(target, logits), weight)
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
+    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         raise NotImplementedError
 
 
@@ -205,14 +222,17 @@ class OverlapLoss(ClassLoss):
         self.smooth_nr = smooth_nr
         self.smooth_dr = smooth_dr
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
+    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         probs = logits.softmax(dim=1) if self.softmax else logits.sigmoid()
         probs, onehot = self.classes.foreground(probs), self.classes.foreground(onehot)
         weight = self.classes.channel_weight(weight)
         spatial = list(range(2, probs.ndim))
-        tp = (weight * probs * onehot).sum(spatial)
-        fp = (weight * probs * (1 - onehot)).sum(spatial)
-        fn = (weight * (1 - probs) * onehot).sum(spatial)
+        # fp = sum(w p (1 - t)) = sum(w p) - tp and fn = sum(w t) - tp: three full-size products
+        # fewer, forward and backward.
+        weighted = probs if weight is None else weight * probs
+        tp = (weighted * onehot).sum(spatial)
+        fp = weighted.sum(spatial) - tp
+        fn = (onehot if weight is None else weight * onehot).sum(spatial) - tp
         if self.batch:
             tp, fp, fn = (t.sum(0, keepdim=True) for t in (tp, fp, fn))
         loss = 1 - self.score(tp, fp, fn, self.smooth_nr, self.smooth_dr)
@@ -235,7 +255,7 @@ class FocalLoss(ClassLoss):
         self.gamma = gamma
         self.alpha = alpha
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
+    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         alpha = None if self.alpha is None else torch.as_tensor(self.alpha, device=logits.device)
         focal = softmax_focal_loss if self.softmax else sigmoid_focal_loss
         loss = focal(logits, onehot, self.gamma, alpha)
@@ -253,7 +273,7 @@ class BinaryCrossEntropy(ClassLoss):
         super().__init__(classes)
         self.pos_weight = pos_weight
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
+    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         pos_weight = None if self.pos_weight is None else _per_channel(self.pos_weight, logits)
         loss = F.binary_cross_entropy_with_logits(
             logits, onehot, pos_weight=pos_weight, reduction="none"
@@ -268,7 +288,13 @@ class CrossEntropy(ClassLoss):
         super().__init__(classes)
         self.label_smoothing = label_smoothing
 
-    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor) -> Tensor:
+    def weighted(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        if self.classes.to_onehot_y:
+            # Class indices as they come: the same loss as against their one-hot form, cheaper.
+            return self.class_loss(logits, self.classes.index_targets(target, logits), weight)
+        return super().weighted(logits, target, weight)
+
+    def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         class_weights = self.classes.class_weights
         loss = F.cross_entropy(
             logits,
@@ -278,7 +304,8 @@ class CrossEntropy(ClassLoss):
             reduction="none",
         )
         # Softmax classes share each pixel: it counts only where every class is annotated.
-        return masked_mean(loss.unsqueeze(1), weight.amin(dim=1, keepdim=True))
+        where = None if weight is None else weight.amin(dim=1, keepdim=True)
+        return masked_mean(loss.unsqueeze(1), where)
 
 
 class SumOfLosses(nn.Module):
@@ -317,7 +344,9 @@ class SSIMLoss(WeightedLoss):
         self.c1 = (k1 * data_range) ** 2
         self.c2 = (k2 * data_range) ** 2
 
-    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    def weighted(self, prediction: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        if weight is None:
+            weight = torch.ones_like(prediction[:, :1])
         valid = (weight > 0).to(prediction.dtype).expand_as(prediction)
         offsets = torch.arange(self.win_size, dtype=prediction.dtype, device=prediction.device)
         offsets = offsets - self.win_size // 2

@@ -281,7 +281,14 @@ class PredictConfig(StrictModel):
     batch_size: int = Field(4, ge=1)
     """Windows per forward pass."""
     block_size: list[PositiveInt] | None = None
-    """Size of the blocks streamed through memory; default: a few windows per axis."""
+    """Size of the blocks streamed through memory; default: the largest that `memory_gb` holds."""
+    memory_gb: float = Field(0.5, gt=0)
+    """Memory for the image data in flight (blocks being read, predicted and written, and the
+    sums handed between blocks), in GB; the network's own memory comes on top. Sets the default
+    `block_size`: larger blocks re-read less of their neighbours' input."""
+    channels_last: bool | Literal["auto"] = "auto"
+    """Run the network in the channels-last memory layout (faster for many convolutional
+    networks, slower for some); auto = measure both on the first batches and keep the faster."""
     format: Literal["ome-zarr", "tiff"] = "ome-zarr"
     """Output file format."""
     zarr_format: Literal[2, 3] = 2

@@ -114,6 +114,14 @@ def render_summary(summary: PredictionSummary, console: Console) -> None:
             rate = rate_text(result.voxels / result.seconds) if result.seconds > 0 else ""
         table.add_row(str(result.input), outputs, time_text, rate)
     console.print(table)
+    waiting = summary.waiting
+    if summary.part is not None and waiting:
+        console.print(
+            f"part {summary.part}: {len(waiting)} image(s) wait for the other parts; the last "
+            "part to finish (or `bioim2im predict ... --finalize`) publishes them",
+            highlight=False,
+        )
+        return
     console.print(
         f"{len(summary.results)} image(s), {summary.voxels:,} voxels in {summary.seconds:.1f} s "
         f"({rate_text(summary.voxels_per_second)}); table: {summary.table}",

@@ -2,11 +2,11 @@
 postprocessing steps (one process).
 
 Blocks. The image (each time point) is cut into the blocks of
-:func:`~bioim2im.prediction.blockwise.plan_blocks` (by default slabs along the first axis, which run no
-window twice, see :func:`slab_size`), whose borders lie on output chunk borders, so processes
-sharing the work never write the same chunk: process ``r`` of ``n`` predicts the ``r``-th
-contiguous share of the blocks (its first one runs again the windows it shares with the share
-before). Each block's raw output goes through its head's pointwise
+:func:`~bioim2im.prediction.blockwise.plan_blocks` (by default the largest that
+``predict.memory_gb`` holds, see :func:`memory_block_size`; a pass runs no window twice whatever
+their size), whose borders lie on output chunk borders, so processes sharing the work never
+write the same chunk: process ``r`` of ``n`` predicts the ``r``-th contiguous share of the
+blocks in sweep order (the windows across the border between two shares run in both). Each block's raw output goes through its head's pointwise
 postprocessing steps, then either straight to the output or, when neighbourhood steps follow,
 to a scratch array. A block is recorded as finished (``WorkDir.progress_file``) once all of
 its heads are written, so an interrupted run resumes with the blocks it had not finished.
@@ -43,10 +43,6 @@ CHUNKS = {2: (256, 256), 3: (32, 128, 128)}
 
 Report = Callable[[int, int], None]
 
-BLOCK_VOXELS = 1 << 24
-"""Most voxels in the core of a default block: with the float32 buffers of the blocks in flight,
-a few hundred MiB per channel, whatever the size of the image."""
-
 
 @dataclass(frozen=True)
 class Tiling:
@@ -71,10 +67,10 @@ class BlockCounts:
 
 
 def file_tiling(model: TrainedModel, found: InputImage) -> Tiling:
-    """Blocks of ``predict.block_size`` (default :func:`slab_size`); output chunks of the
-    writer's default size, or of the block when that is smaller."""
+    """Blocks of ``predict.block_size`` (default: the largest ``predict.memory_gb`` holds);
+    output chunks of the writer's default size, or of the block when that is smaller."""
     shape, defaults = found.spatial_shape, CHUNKS[len(found.spatial_shape)]
-    wanted = model.preset.predict.block_size or slab_size(shape, model, defaults)
+    wanted = model.preset.predict.block_size or memory_block_size(shape, model, defaults)
     chunks = tuple(max(1, min(c, b, n)) for c, b, n in zip(defaults, wanted, shape, strict=True))
     return _tiling(model, found, wanted, chunks)
 
@@ -95,26 +91,29 @@ def _tiling(
     return Tiling(plan, tuple(chunks))
 
 
-def slab_size(shape: Sequence[int], model: TrainedModel, chunks: Sequence[int]) -> tuple[int, ...]:
-    """Slabs one window (or chunk) thick along the first axis, spanning the others whole.
+def memory_block_size(
+    shape: Sequence[int], model: TrainedModel, chunks: Sequence[int]
+) -> tuple[int, ...]:
+    """The largest block whose data in flight fit ``predict.memory_gb``.
 
-    Successive slabs carry their sums over (see :mod:`bioim2im.prediction.blockwise.blocks`), so no window
-    runs twice; only a slab larger than :data:`BLOCK_VOXELS` is also cut along the other axes,
-    halving the one with the most windows, whose cuts cost some windows twice.
+    Blocks never run a window twice (they hand their sums on), so their size trades memory
+    against re-reading the input their windows share with their neighbours.
     """
-    from bioim2im.prediction.blockwise.blocks import default_block_size
+    from bioim2im.prediction.blockwise.blocks import memory_block_size as fitting
 
-    roi = model.window(shape)
-    if 0 in model.dropped_axes:
-        # Blocks span an axis a head projects away: no slabs along it.
-        return default_block_size(roi)
-    block = [max(roi[0], chunks[0]), *shape[1:]]
-    while math.prod(block) > BLOCK_VOXELS:
-        axis = max(range(1, len(block)), key=lambda a: block[a] / roi[a])
-        if block[axis] <= roi[axis]:
-            break
-        block[axis] = math.ceil(block[axis] / 2)
-    return tuple(block)
+    values = sum(
+        head.out_channels * math.prod(head.geometry.scale[a] for a in head.geometry.kept_axes)
+        for head in model.heads.values()
+    )
+    return fitting(
+        shape,
+        model.window(shape),
+        int(model.preset.predict.memory_gb * 1e9),
+        in_channels=model.in_channels,
+        out_channels=values,
+        chunk_size=chunks,
+        whole_axes=model.dropped_axes,
+    )
 
 
 def whole_tiling(model: TrainedModel, found: InputImage) -> Tiling:
@@ -151,9 +150,11 @@ def image_specs(model: TrainedModel, found: InputImage, tiling: Tiling) -> dict[
     return specs
 
 
-def share(count: int, rank: int, world: int) -> range:
-    """Process ``rank``'s contiguous share of ``count`` blocks."""
-    return range(count * rank // world, count * (rank + 1) // world)
+def share(plan: BlockPlan, rank: int, world: int) -> list[int]:
+    """Process ``rank``'s share of the plan's blocks: a contiguous run of its sweep order, so
+    that only the windows across the borders between shares run twice."""
+    order = plan.sweep_order()
+    return order[len(order) * rank // world : len(order) * (rank + 1) // world]
 
 
 def predict_image(
@@ -165,12 +166,14 @@ def predict_image(
     work: WorkDir | None = None,
     rank: int = 0,
     world: int = 1,
+    name: str | None = None,
     report: Callable[[int, int], Report] | None = None,
 ) -> BlockCounts:
-    """Predict this process's share of ``found``'s blocks into ``store``.
+    """Predict share ``rank`` of ``world`` of ``found``'s blocks into ``store``.
 
-    ``work`` records finished blocks and lets a re-run skip them; ``report(blocks, voxels)``
-    returns the progress callback of one time point, given what it will predict.
+    ``work`` records finished blocks (in the progress files of ``name``, default
+    ``rank<rank>``) and lets a re-run skip them; ``report(blocks, voxels)`` returns the progress
+    callback of one time point, given what it will predict.
     """
     from bioim2im.prediction.blockwise import BlockProgress, load_finished_blocks, predict_blocks
 
@@ -185,14 +188,16 @@ def predict_image(
         if work is not None:
             for path in work.progress_files(t):
                 finished |= load_finished_blocks(path, record)
-        mine = set(share(len(plan), rank, world))
+        mine = set(share(plan, rank, world))
         todo = sorted(mine - finished)
         counts.total += len(mine)
         counts.resumed += len(mine & finished)
         counts.predicted += len(todo)
         if not todo:
             continue
-        progress = BlockProgress(work.progress_file(t, rank), record) if work else None
+        progress = (
+            BlockProgress(work.progress_file(t, name or f"rank{rank}"), record) if work else None
+        )
         prepare, source = normalizer(found, view, model)
 
         def sink(
@@ -226,6 +231,7 @@ def predict_image(
             tta=settings.tta,
             device=model.device,
             amp_dtype=model.amp_dtype,
+            channels_last=settings.channels_last,
             prepare=prepare,
             head_geometry={name: head.geometry for name, head in heads.items()},
             skip_blocks=set(range(len(plan))) - set(todo),

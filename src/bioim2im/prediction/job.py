@@ -121,6 +121,13 @@ class PredictionSummary:
     quiet: bool = False
     """Nothing to render here: rank 0 of the torchrun workers reports (this process is another
     rank, or the one that launched them)."""
+    part: str | None = None
+    """``K/N`` when this process predicted one part (``--part``)."""
+
+    @property
+    def waiting(self) -> list[InputResult]:
+        """Inputs whose outputs wait for other parts (not published yet)."""
+        return [r for r in self.results if not all(p.exists() for p in r.outputs)]
 
     @property
     def voxels(self) -> int:
@@ -143,6 +150,8 @@ def predict_files(
     devices: int | None = None,
     progress: bool = True,
     split: str | None = None,
+    part: str | None = None,
+    finalize: bool = False,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -150,7 +159,9 @@ def predict_files(
     existing outputs and discards unfinished ones of other settings; ``devices=N`` (N > 1) runs
     N processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is
     not a terminal). ``split`` chooses the rows of a CSV manifest with a split column (default
-    ``test``; ``all`` for every row).
+    ``test``; ``all`` for every row). ``part="K/N"`` predicts the K-th of N shares of every
+    image, and ``finalize`` finishes what the parts predicted (see
+    :mod:`bioim2im.prediction.parts`).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -163,6 +174,10 @@ def predict_files(
     started = time.monotonic()
     inputs, output = str(inputs), Path(output)
     share_one_heap()
+    if part is not None or finalize:
+        return _parts(
+            model, inputs, output, overrides, format, overwrite, devices, progress, part, split
+        )
     if devices is not None and devices > 1 and not launched_by_torchrun():
         # Check everything here first: a mistake is reported once, before any worker starts.
         job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
@@ -193,6 +208,37 @@ def predict_files(
         reporter = BlockReporter(enabled=progress and env.is_main)
         results = job.run(decision[1], env, reporter)
         return job.summary(results, time.monotonic() - started, quiet=not env.is_main)
+
+
+def _parts(
+    model: str | Path,
+    inputs: str,
+    output: Path,
+    overrides: Sequence[str],
+    format: str | None,
+    overwrite: bool,
+    devices: int | None,
+    progress: bool,
+    part: str | None,
+    split: str | None,
+) -> PredictionSummary:
+    """``--part K/N`` or ``--finalize``: one independent part, or the finishing step."""
+    from bioim2im.distributed import launched_by_torchrun
+    from bioim2im.prediction import parts
+
+    started = time.monotonic()
+    if part is not None and ((devices is not None and devices > 1) or launched_by_torchrun()):
+        raise UserError("--part runs one process per part: leave out --devices and torchrun")
+    share = parts.parse_part(part) if part is not None else None
+    job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
+    if share is None:
+        results = parts.finalize(job)
+    else:
+        reporter = BlockReporter(enabled=progress)
+        results = parts.predict_part(job, share, overwrite=overwrite, reporter=reporter)
+    summary = job.summary(results, time.monotonic() - started, quiet=False)
+    summary.part = part
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +292,10 @@ class _Job:
     @property
     def fingerprint(self) -> str:
         """The command: the model and its settings, the format and the inputs."""
-        inputs = (self._input_fingerprint(found) for found in self.images)
+        inputs = (self.input_fingerprint(found) for found in self.images)
         return _digest(self.model.fingerprint, self.format, *inputs)
 
-    def _input_fingerprint(self, found: InputImage) -> str:
+    def input_fingerprint(self, found: InputImage) -> str:
         stat = found.path.stat()
         return _digest(
             self.model.fingerprint,
@@ -272,7 +318,7 @@ class _Job:
             existing = outputs.finished()
             # This command finished the input (or was publishing its outputs when it stopped),
             # in the run now interrupted or in an earlier one whose table says so.
-            made_by = self._input_fingerprint(found)
+            made_by = self.input_fingerprint(found)
             listed = all(table.get(self._relative(path)) == made_by for path in outputs.table_paths)
             ours = found.stem in record.done or listed
             if ours and len(existing) == len(outputs.published):
@@ -280,7 +326,7 @@ class _Job:
                 continue
             if existing and not (overwrite or ours):
                 problems.append(f"{', '.join(map(str, existing))} exists (from {found.path})")
-            state = WorkDir(outputs.work_dir).state(self._input_fingerprint(found))
+            state = WorkDir(outputs.work_dir).state(self.input_fingerprint(found))
             if state == "other" and not overwrite:
                 problems.append(
                     f"{outputs.work_dir} holds an unfinished prediction of {found.path} made with "
@@ -304,7 +350,7 @@ class _Job:
                 if result.done_earlier and env.is_main:
                     # A run killed between publishing and tidying up left its work directory.
                     work = WorkDir(self.outputs[found.stem].work_dir)
-                    if work.state(self._input_fingerprint(found)) == "same":
+                    if work.state(self.input_fingerprint(found)) == "same":
                         remove(work.path)
                 if not result.done_earlier:
                     started = time.monotonic()
@@ -312,13 +358,13 @@ class _Job:
                     try:
                         result.blocks = self._predict(found, restart, env, reporter, record)
                     except OSError as exc:
-                        raise self._write_failure(found, exc) from exc
+                        raise self.write_failure(found, exc) from exc
                     result.seconds = time.monotonic() - started
                 results.append(result)
         finally:
             reporter.close()
         if env.is_main:
-            write_table(self.folder, self._rows())
+            write_table(self.folder, self.rows())
             record.close()
         return results
 
@@ -338,7 +384,7 @@ class _Job:
         options = {"zarr_format": settings.zarr_format, "pyramid_levels": settings.pyramid_levels}
         # Rank 0 creates the work directory and the images; the others then open them.
         if env.is_main:
-            work.start(self._input_fingerprint(found), fresh=restart)
+            work.start(self.input_fingerprint(found), fresh=restart)
             store = outputs.open_store(specs, **options)
         env.barrier()
         if not env.is_main:
@@ -361,7 +407,7 @@ class _Job:
         env.barrier()
         return counts
 
-    def _write_failure(self, found: InputImage, exc: OSError) -> EnvironmentFailure:
+    def write_failure(self, found: InputImage, exc: OSError) -> EnvironmentFailure:
         """What to tell when writing ``found``'s prediction failed (disk full, permissions)."""
         where = exc.filename or self.outputs[found.stem].work_dir
         return EnvironmentFailure(
@@ -378,7 +424,7 @@ class _Job:
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.folder).as_posix()
 
-    def _rows(self) -> list[dict[str, str]]:
+    def rows(self) -> list[dict[str, str]]:
         rows = []
         # A package of another tool has its own processing, not bioim2im steps, for its outputs.
         configured = self.model.preset.model.heads
@@ -397,7 +443,7 @@ class _Job:
                         "postprocess": (
                             steps_json(configured[head].postprocess) if head in configured else ""
                         ),
-                        "made_by": self._input_fingerprint(found),
+                        "made_by": self.input_fingerprint(found),
                     }
                 )
         return rows

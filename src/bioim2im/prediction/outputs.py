@@ -11,7 +11,7 @@ Each image is ``(T, C, Z, Y, X)`` without the axes the input lacks (C is always 
 
 The work directory (``.cells.ome.zarr.partial`` or ``.cells.tif.partial``) holds the
 unfinished images, ``fingerprint.json`` (which command and settings it belongs to),
-``progress/`` (finished blocks, one file per time point and process) and ``scratch/`` (values
+``progress/`` (finished blocks, one file per time point and process or part) and ``scratch/`` (values
 between the pointwise and the neighbourhood postprocessing steps). A re-run with the same
 fingerprint continues it; the work directory of other settings is never taken over silently.
 """
@@ -176,11 +176,12 @@ class WorkDir:
             with atomic_file(record) as partial:
                 partial.write_text(json.dumps({"fingerprint": fingerprint}), encoding="utf-8")
 
-    def progress_file(self, time_point: int, rank: int) -> Path:
-        return self.path / "progress" / f"t{time_point:05d}-rank{rank}.json"
+    def progress_file(self, time_point: int, process: str) -> Path:
+        """Where ``process`` (``rank0``, ``part2of8``...) records its finished blocks."""
+        return self.path / "progress" / f"t{time_point:05d}-{process}.json"
 
     def progress_files(self, time_point: int) -> list[Path]:
-        return sorted((self.path / "progress").glob(f"t{time_point:05d}-rank*.json"))
+        return sorted((self.path / "progress").glob(f"t{time_point:05d}-*.json"))
 
 
 # ---------------------------------------------------------------------------------------------

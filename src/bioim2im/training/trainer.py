@@ -243,7 +243,13 @@ class Trainer:
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         non_blocking = self.device.type == "cuda"
-        out = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        out = {
+            k: v.to(self.device, non_blocking=non_blocking)
+            for k, v in batch.items()
+            # A cost map of ones changes no loss: without it the losses skip a full-size
+            # product per term, forward and backward (and nothing is copied to the GPU).
+            if not (k.startswith("weight/") and bool(torch.all(v == 1)))
+        }
         if self.preset.train.channels_last:
             out["image"] = out["image"].contiguous(memory_format=self._memory_format)
         return out

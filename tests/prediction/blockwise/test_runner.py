@@ -16,7 +16,7 @@ from torch import nn
 
 from bioim2im.prediction.blockwise.blocks import HeadGeometry, plan_blocks
 from bioim2im.prediction.blockwise.record import BlockProgress, load_finished_blocks
-from bioim2im.prediction.blockwise.runner import BLOCKS_IN_FLIGHT, predict_array, predict_blocks
+from bioim2im.prediction.blockwise.runner import blocks_in_flight, predict_array, predict_blocks
 from bioim2im.prediction.blockwise.windows import gaussian_importance_map
 
 RNG = np.random.default_rng(0)
@@ -133,8 +133,9 @@ def test_a_constant_network_gives_the_constant_everywhere(blend: str) -> None:
         Constant(), image, roi_size=(16, 16), out_channels={"y": 2}, blend=blend, block_size=(12, 4)
     )["y"]
     assert out.shape == (2, 70, 9)
-    np.testing.assert_array_equal(out[0], 0.5)
-    np.testing.assert_array_equal(out[1], -2.0)
+    # Up to rounding: the weights' sums are products of per-axis sums.
+    np.testing.assert_allclose(out[0], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(out[1], -2.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +289,8 @@ def test_an_interrupted_run_resumes_with_the_blocks_it_had_not_written(tmp_path:
     reader = ArrayImage(image)
     predict_blocks(net, reader, sink=sink, skip_blocks=finished, **options)
     assert sorted(written) == sorted(set(range(len(plan))) - finished)
-    assert reader.reads == len(plan) - 3
+    # Only the blocks left are read (those whose windows all ran in earlier ones not even that).
+    assert 0 < reader.reads <= len(plan) - 3
     np.testing.assert_allclose(output[:], expected, atol=1e-5)
     assert load_finished_blocks(progress_file, plan.fingerprint()) == set(range(len(plan)))
     assert load_finished_blocks(tmp_path / "missing.json") == set()
@@ -329,7 +331,7 @@ def test_blocks_in_memory_stay_bounded_whatever_the_image_size(size: int) -> Non
     n_blocks = (size // 8) ** 2
     assert sorted(written) == list(range(n_blocks))
     assert calls == [(i + 1, n_blocks) for i in range(n_blocks)]
-    assert 1 <= most_in_flight <= BLOCKS_IN_FLIGHT
+    assert 1 <= most_in_flight <= blocks_in_flight(4)
 
 
 def test_errors_in_any_stage_stop_the_pipeline_and_reach_the_caller() -> None:

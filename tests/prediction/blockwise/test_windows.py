@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from bioim2im.prediction.blockwise.blocks import HeadGeometry, default_block_siz
 from bioim2im.prediction.blockwise.windows import (
     constant_importance_map,
     gaussian_importance_map,
+    gaussian_profiles,
     importance_map,
     pad_widths,
     window_starts,
@@ -21,7 +24,13 @@ def test_gaussian_map_peaks_in_the_centre_and_has_no_zero_weight(roi: tuple[int,
     assert weights.shape == roi
     assert weights.dtype == np.float32
     assert weights.max() == pytest.approx(1.0)
-    assert weights.min() >= 1e-3
+    assert weights.min() >= 1e-3 ** len(roi)
+    # One profile per axis: the sums of the weights of a grid of windows are separable too.
+    profiles = gaussian_profiles(roi)
+    product = profiles[0]
+    for profile in profiles[1:]:
+        product = np.multiply.outer(product, profile)
+    np.testing.assert_allclose(weights, product, rtol=1e-6)
     # Symmetric under every flip, so TTA and mirrored windows weigh alike.
     for axis in range(len(roi)):
         np.testing.assert_array_equal(weights, np.flip(weights, axis))
@@ -107,11 +116,13 @@ def test_block_cores_tile_the_image_and_run_exactly_the_windows_touching_them(
     hits = np.zeros(shape, int)
     for b in plan:
         hits[b.core] += 1
+        per_axis = []
         for axis, region in enumerate(b.core):
             padded = (region.start + plan.pad[axis][0], region.stop + plan.pad[axis][0])
             touching = [w for w in plan.starts[axis] if w < padded[1] and w + roi[axis] > padded[0]]
             origin = touching[0]
-            assert b.window_starts[axis] == tuple(w - origin for w in touching)
+            assert b.origin[axis] == origin
+            per_axis.append([w - origin for w in touching])
             # The read region plus its padding is exactly the span of those windows.
             read = b.read[axis].stop - b.read[axis].start
             assert read + sum(b.pad[axis]) == touching[-1] + roi[axis] - origin
@@ -120,6 +131,7 @@ def test_block_cores_tile_the_image_and_run_exactly_the_windows_touching_them(
             overlap = roi[axis] - int(np.ceil(roi[axis] * 0.75))
             assert b.read[axis].start <= max(region.start - overlap, 0)
             assert b.read[axis].stop >= min(region.stop + overlap, shape[axis])
+        assert list(b.windows) == list(itertools.product(*per_axis))
     np.testing.assert_array_equal(hits, 1)
 
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from bioim2im.prediction.blockwise.blocks import Block, BlockPlan, HeadGeometry, plan_blocks
 from bioim2im.prediction.blockwise.record import BlockProgress, load_finished_blocks
-from bioim2im.prediction.blockwise.runner import BLOCKS_IN_FLIGHT, predict_array, predict_blocks
+from bioim2im.prediction.blockwise.runner import blocks_in_flight, predict_array, predict_blocks
 from bioim2im.prediction.blockwise.stitch import label_blockwise, relabel_across_blocks
 from bioim2im.prediction.blockwise.windows import gaussian_importance_map, window_starts
 
 __all__ = [
-    "BLOCKS_IN_FLIGHT",
     "Block",
     "BlockPlan",
     "BlockProgress",
     "HeadGeometry",
+    "blocks_in_flight",
     "gaussian_importance_map",
     "label_blockwise",
     "load_finished_blocks",

@@ -1,27 +1,25 @@
 """Block planning: the image is predicted block by block so memory does not grow with its size.
 
 Design: ONE window grid covers the whole image (:func:`~bioim2im.prediction.blockwise.windows.window_starts`
-per axis). The image is cut into blocks; a block's *core* is the part of the output it finishes,
-and the block runs exactly the global windows that intersect its core, accumulating their weighted
-outputs only over the core. Every core voxel therefore receives the same windows, with the same
-weights and in the same order, as in a whole-image sliding window, so the block-wise result equals
-the whole-image one (up to the numerical noise of batching windows differently).
+per axis). The image is cut into blocks; a block's *core* is the part of the output it finishes.
+Every core voxel receives exactly the windows, with the same weights, that a whole-image sliding
+window gives it, so the block-wise result equals the whole-image one (up to the numerical noise
+of adding the same terms in another order).
 
-The *halo* is what those windows cover outside the core: between ``roi - step`` (the overlap)
-and ``roi - 1`` voxels on each side, clipped at the image border. It need not reach any fixed
-size: exactness comes from running the right windows, not from a wide enough margin. Windows straddling a
-block border run once for each block they touch; that recomputation is about
-``(1 + roi / block) ** ndim - 1`` of the work, hence blocks of several windows per axis.
+No window runs twice within one pass. The blocks of a pass are predicted in *sweep order* (C
+order over the grid with the axes taken in :attr:`BlockPlan.sweep` order), and each window is
+run by the first block of the pass whose core it touches (:meth:`BlockPlan.blocks`). That block
+accumulates the window's output over its *reach* (its core and whatever its windows cover
+beyond it) and hands the parts that fall in later blocks' cores on to them (``hands_on``); a
+block starts from the sums handed to it. The sums in hand at any time form a sheet about one
+window thick across the image, perpendicular to the first sweep axis (plus thinner ones along
+the current row and column of blocks); the sweep takes first the axis along which that sheet is
+smallest.
 
-Except along the first axis, when blocks are predicted one after the other
-(:meth:`BlockPlan.blocks`): a block whose predecessor along the first axis (the block before it
-in the same *column*) was just predicted is *carried*. The predecessor accumulated its windows'
-outputs a little past its core too (its *spill*), and the carried block starts from those sums
-and runs only the windows starting in its core, so no window runs twice; a voxel still receives
-the same windows in the same order. Slabs along the first axis (blocks spanning the other axes
-whole) then cost no recomputation at all.
-
-An axis shorter than the window gets one window and is reflection-padded up to it.
+A block predicted on its own (another process predicts its neighbours, or they were finished by
+an interrupted run) runs every window touching its core: the windows across its border then run
+twice, once on each side. An axis shorter than the window gets one window and is
+reflection-padded up to it.
 """
 
 from __future__ import annotations
@@ -84,42 +82,47 @@ class HeadGeometry:
 
 @dataclass(frozen=True)
 class Block:
-    """One block: the core it finishes, the region it reads and the windows it runs.
+    """One block of a pass: the core it finishes, the region it reads and the windows it runs.
 
-    ``core`` and ``read`` are spatial regions of the image. The read region is reflection-padded
-    by ``pad`` (only along axes shorter than the window); ``window_starts`` (per axis) and
-    ``core_start`` are positions in that padded array.
+    ``core``, ``read``, ``reach`` and the regions in ``hands_on`` are spatial regions of the
+    image. The read region is reflection-padded by ``pad`` (only along axes shorter than the
+    window); ``windows`` are the starts of the windows it runs in that padded array, and
+    ``origin`` is where that array starts in the padded image.
     """
 
     index: int
     core: tuple[slice, ...]
     read: tuple[slice, ...]
     pad: tuple[tuple[int, int], ...]
-    window_starts: tuple[tuple[int, ...], ...]
-    core_start: tuple[int, ...]
-    carried: bool = False
-    """It continues from the sums its predecessor along the first axis spilled into its core and
-    runs only the windows starting in its core along that axis."""
-    spill: int = 0
-    """Voxels past the core along the first axis over which it accumulates, for its carried
-    successor."""
+    windows: tuple[tuple[int, ...], ...]
+    """Starts of the windows it runs, in the padded read array, in the whole-image grid's order."""
+    origin: tuple[int, ...]
+    reach: tuple[slice, ...]
+    """Where it accumulates: its core and what its windows cover beyond it, within the image."""
+    hands_on: tuple[tuple[int, int, tuple[slice, ...]], ...] = ()
+    """Later blocks of the pass its windows reach: ``(block, axis, region)``, the part of that
+    block's core they reach (the sums it hands on), arriving across its face on ``axis`` (the
+    first sweep axis along which it lies after this one)."""
 
     @property
     def core_shape(self) -> tuple[int, ...]:
         return tuple(s.stop - s.start for s in self.core)
 
-    def windows(self) -> Iterator[tuple[int, ...]]:
-        """The start of every window, in the order of the whole-image grid."""
-        return itertools.product(*self.window_starts)
-
     @property
     def n_windows(self) -> int:
-        return math.prod(len(s) for s in self.window_starts)
+        return len(self.windows)
+
+    @property
+    def core_start(self) -> tuple[int, ...]:
+        """Where the core starts in the padded read array."""
+        return tuple(
+            c.start - r.start + p[0] for c, r, p in zip(self.core, self.read, self.pad, strict=True)
+        )
 
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """The global window grid of an image and its division into blocks (C order)."""
+    """The global window grid of an image and its division into blocks (numbered in C order)."""
 
     shape: tuple[int, ...]
     roi_size: tuple[int, ...]
@@ -128,6 +131,8 @@ class BlockPlan:
     pad: tuple[tuple[int, int], ...]
     starts: tuple[tuple[int, ...], ...]
     """Window starts per axis in the padded image."""
+    sweep: tuple[int, ...] = ()
+    """The order in which a pass visits the axes, outermost first (default: C order)."""
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -148,59 +153,134 @@ class BlockPlan:
             for p, b, n in zip(position, self.block_size, self.shape, strict=True)
         )
 
-    def block(self, index: int, carried: bool = False, spill: int = 0) -> Block:
-        """Block ``index``, running every window that touches its core (or, ``carried``, only
-        those starting in its core along the first axis) and accumulating ``spill`` voxels past
-        its core along the first axis."""
+    def sweep_order(self) -> list[int]:
+        """Every block index, in the order a pass predicts them."""
+        axes = self.sweep or tuple(range(len(self.shape)))
+        grid = self.grid
+        order = np.arange(len(self)).reshape(grid).transpose(axes)
+        return [int(i) for i in order.ravel()]
+
+    def block(self, index: int) -> Block:
+        """Block ``index`` on its own: it runs every window touching its core."""
         if not 0 <= index < len(self):
             raise IndexError(f"block {index} is not among the {len(self)} blocks")
-        core = self.core(index)
-        read, pad, starts, core_start = [], [], [], []
-        for axis, region in enumerate(core):
-            roi, size, before = self.roi_size[axis], self.shape[axis], self.pad[axis][0]
-            ws = self._windows(axis, region, carried and axis == 0)
-            lo = region.start + before
-            # A carried block may start no window at all: it only finishes the carried sums.
-            origin, end = (ws[0], ws[-1] + roi) if ws else (lo, lo)
-            read.append(slice(max(origin - before, 0), min(end - before, size)))
-            pad.append((max(before - origin, 0), max(end - before - size, 0)) if ws else (0, 0))
-            starts.append(tuple(w - origin for w in ws))
-            core_start.append(lo - origin)
-        return Block(
-            index, core, tuple(read), tuple(pad), tuple(starts), tuple(core_start), carried, spill
-        )
-
-    def _windows(self, axis: int, region: slice, carried: bool) -> tuple[int, ...]:
-        """Starts (padded coordinates) of the windows [w, w + roi) that touch the core [lo, hi)
-        along ``axis``, or that start in it when ``carried``."""
-        roi, before = self.roi_size[axis], self.pad[axis][0]
-        lo, hi = region.start + before, region.stop + before
-        first = bisect.bisect_left(self.starts[axis], lo if carried else lo - roi + 1)
-        last = bisect.bisect_left(self.starts[axis], hi)
-        return self.starts[axis][first:last]
+        return self._block(index, {index: 0})
 
     def blocks(self, indices: Iterable[int]) -> Iterator[Block]:
-        """The blocks ``indices`` (increasing) as one pass predicts them in this order: a block
-        whose predecessor along the first axis is also in the pass is carried."""
-        chosen = sorted(set(indices))
-        present = set(chosen)
-        layer = math.prod(self.grid[1:])  # blocks between a block and its successor
-        before, size = self.pad[0][0], self.shape[0]
-        spilled: dict[int, int] = {}  # block -> voxels of sums its predecessor hands it
+        """The blocks ``indices`` as one pass predicts them: in sweep order, each window run by
+        the first of them whose core it touches, sums handed on to the later ones."""
+        chosen = set(indices)
         for index in chosen:
-            carried = index - layer in present
-            core = self.core(index)[0]
-            spill = 0
-            if index + layer in present:
-                # Everything its windows (or the carried sums) reach past its core, within the image.
-                ws = self._windows(0, core, carried)
-                reach = ws[-1] + self.roi_size[0] - before if ws else core.stop
-                reach = max(reach, core.start + spilled.pop(index, 0))
-                spill = max(0, min(reach, size) - core.stop)
-                spilled[index + layer] = spill
-            else:
-                spilled.pop(index, None)
-            yield self.block(index, carried, spill)
+            if not 0 <= index < len(self):
+                raise IndexError(f"block {index} is not among the {len(self)} blocks")
+        order = [i for i in self.sweep_order() if i in chosen]
+        rank = {index: position for position, index in enumerate(order)}
+        for index in order:
+            yield self._block(index, rank)
+
+    def touching(self, index: int) -> tuple[tuple[int, ...], ...]:
+        """Per axis, the starts (padded image) of the windows that touch block ``index``'s core."""
+        return tuple(
+            self.starts[axis][self._touching(axis, region)]
+            for axis, region in enumerate(self.core(index))
+        )
+
+    def _touching(self, axis: int, region: slice) -> slice:
+        """Which of the starts along ``axis`` begin windows [w, w + roi) touching ``region``."""
+        roi, before = self.roi_size[axis], self.pad[axis][0]
+        lo, hi = region.start + before, region.stop + before
+        first = bisect.bisect_left(self.starts[axis], lo - roi + 1)
+        last = bisect.bisect_left(self.starts[axis], hi)
+        return slice(first, last)
+
+    def _block(self, index: int, rank: dict[int, int]) -> Block:
+        """Block ``index`` of the pass whose blocks ``rank`` numbers in order: the windows
+        touching its core that touch no earlier block of the pass."""
+        ndim = len(self.shape)
+        core = self.core(index)
+        strides = [math.prod(self.grid[a + 1 :]) for a in range(ndim)]
+        mine = rank[index]
+        # Per axis: each touching window's start and the block positions its extent covers.
+        candidates = []
+        for axis, region in enumerate(core):
+            covered = []
+            for start in self.starts[axis][self._touching(axis, region)]:
+                lo, hi = self._extent(axis, start)
+                size = self.block_size[axis]
+                covered.append((start, range(lo // size, (hi - 1) // size + 1)))
+            candidates.append(covered)
+        windows = []
+        for combo in itertools.product(*candidates):
+            neighbours = itertools.product(*(positions for _, positions in combo))
+            if any(
+                rank.get(sum(p * s for p, s in zip(position, strides, strict=True)), mine) < mine
+                for position in neighbours
+            ):
+                continue  # an earlier block of the pass ran it
+            windows.append(tuple(start for start, _ in combo))
+        return self._with_windows(index, core, windows, rank)
+
+    def _extent(self, axis: int, start: int) -> tuple[int, int]:
+        """The image voxels [lo, hi) a window starting at ``start`` (padded image) covers."""
+        before = self.pad[axis][0]
+        return max(start - before, 0), min(start - before + self.roi_size[axis], self.shape[axis])
+
+    def _with_windows(
+        self,
+        index: int,
+        core: tuple[slice, ...],
+        windows: list[tuple[int, ...]],
+        rank: dict[int, int],
+    ) -> Block:
+        read, pad, origin, reach = [], [], [], []
+        for axis, region in enumerate(core):
+            roi, size, before = self.roi_size[axis], self.shape[axis], self.pad[axis][0]
+            if windows:
+                first = min(w[axis] for w in windows)
+                end = max(w[axis] for w in windows) + roi
+            else:  # it only finishes the sums handed to it
+                first = end = region.start + before
+            read.append(slice(max(first - before, 0), min(end - before, size)))
+            pad.append((max(before - first, 0), max(end - before - size, 0)) if windows else (0, 0))
+            origin.append(first)
+            reach.append(slice(min(region.start, read[-1].start), max(region.stop, read[-1].stop)))
+        relative = tuple(tuple(s - o for s, o in zip(w, origin, strict=True)) for w in windows)
+        return Block(
+            index,
+            core,
+            tuple(read),
+            tuple(pad),
+            relative,
+            tuple(origin),
+            tuple(reach),
+            self._hands_on(index, tuple(reach), rank),
+        )
+
+    def _hands_on(
+        self, index: int, reach: tuple[slice, ...], rank: dict[int, int]
+    ) -> tuple[tuple[int, int, tuple[slice, ...]], ...]:
+        """The later blocks of the pass whose cores ``reach`` overlaps, across which face, and
+        where."""
+        mine = rank[index]
+        here = np.unravel_index(index, self.grid)
+        ranges = [
+            range(r.start // b, (r.stop - 1) // b + 1)
+            for r, b in zip(reach, self.block_size, strict=True)
+        ]
+        found = []
+        for position in itertools.product(*ranges):
+            other = int(np.ravel_multi_index(position, self.grid))
+            if rank.get(other, -1) <= mine:
+                continue
+            face = next(a for a in self.sweep or range(len(here)) if position[a] != here[a])
+            core = self.core(other)
+            region = tuple(
+                slice(max(r.start, c.start), min(r.stop, c.stop))
+                for r, c in zip(reach, core, strict=True)
+            )
+            found.append((other, face, region))
+        found.sort(key=lambda item: rank[item[0]])
+        return tuple(found)
 
     def fingerprint(self) -> dict[str, list[int] | list[float]]:
         """What block indices mean: a resumed run may reuse finished blocks only if this matches."""
@@ -210,6 +290,94 @@ class BlockPlan:
             "overlap": list(self.overlap),
             "block_size": list(self.block_size),
         }
+
+
+def bounding_box(a: Sequence[slice], b: Sequence[slice]) -> tuple[slice, ...]:
+    """The smallest region holding regions ``a`` and ``b``."""
+    return tuple(
+        slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )
+
+
+# Copies of a block's data alive at once, per voxel it reads (its input: one being read, one
+# queued, one predicted; its sums) and per voxel of its core (its outputs: one being made, one
+# queued, one written, each with a postprocessed copy). See runner.blocks_in_flight.
+_INPUTS_IN_FLIGHT = 3
+_OUTPUTS_IN_FLIGHT = 6
+
+
+def block_bytes(
+    block: Sequence[int],
+    shape: Sequence[int],
+    roi_size: Sequence[int],
+    in_channels: int,
+    out_channels: float,
+) -> int:
+    """About the memory the blocks of ``block`` size take in flight (float32 data).
+
+    ``out_channels`` are the output values per input voxel (every head's channels times its
+    upsampling).
+    """
+    read = math.prod(min(b + r, n) for b, r, n in zip(block, roi_size, shape, strict=True))
+    core = math.prod(block)
+    values = (_INPUTS_IN_FLIGHT * in_channels + out_channels) * read
+    return int(4 * (values + _OUTPUTS_IN_FLIGHT * out_channels * core))
+
+
+def sheet_bytes(
+    shape: Sequence[int], roi_size: Sequence[int], sweep: Sequence[int], out_channels: float
+) -> int:
+    """About the memory of the sums handed between blocks: one window thick across the image."""
+    first = sweep[0]
+    cross_section = math.prod(n for a, n in enumerate(shape) if a != first)
+    return int(4 * out_channels * min(roi_size[first], shape[first]) * cross_section)
+
+
+def memory_block_size(
+    shape: Sequence[int],
+    roi_size: Sequence[int],
+    budget: int,
+    *,
+    in_channels: int = 1,
+    out_channels: float = 1,
+    chunk_size: Sequence[int] | None = None,
+    whole_axes: Sequence[int] = (),
+) -> tuple[int, ...]:
+    """The largest block core whose data in flight fit ``budget`` bytes, with the sums handed
+    between blocks.
+
+    Starts from one window (rounded up to whole chunks) per axis and doubles the axis with the
+    fewest windows per block while the memory allows: larger blocks re-read less of their
+    neighbours' input, and no block size runs any window twice.
+    """
+    ndim = len(shape)
+    chunks = tuple(chunk_size or (1,) * ndim)
+
+    def fit(size: int, axis: int) -> int:
+        if axis in whole_axes:
+            return shape[axis]
+        return min(math.ceil(size / chunks[axis]) * chunks[axis], shape[axis])
+
+    block = [fit(min(r, n), a) for a, (r, n) in enumerate(zip(roi_size, shape, strict=True))]
+    sweep = default_sweep(shape, roi_size)
+    left = budget - sheet_bytes(shape, roi_size, sweep, out_channels)
+
+    def cost(size: Sequence[int]) -> int:
+        return block_bytes(size, shape, roi_size, in_channels, out_channels)
+
+    while True:
+        growing = sorted(
+            (a for a in range(ndim) if block[a] < shape[a]),
+            key=lambda a: (block[a] / roi_size[a], a),
+        )
+        for axis in growing:
+            larger = [*block]
+            larger[axis] = fit(2 * block[axis], axis)
+            if cost(larger) <= left:
+                block = larger
+                break
+        else:
+            return tuple(block)
 
 
 def default_block_size(
@@ -228,12 +396,14 @@ def plan_blocks(
     block_size: Sequence[int] | None = None,
     chunk_size: Sequence[int] | None = None,
     whole_axes: Sequence[int] = (),
+    sweep: Sequence[int] | None = None,
 ) -> BlockPlan:
     """Plan the windows and blocks of an image of spatial ``shape``.
 
     ``block_size`` is the core size per axis (default :func:`default_block_size`); it is rounded
     up to a multiple of ``chunk_size`` so that blocks write whole output chunks, and it spans the
-    ``whole_axes`` (e.g. an axis a head projects away) and never exceeds the image.
+    ``whole_axes`` (e.g. an axis a head projects away) and never exceeds the image. ``sweep``
+    orders the axes for a pass, outermost first (default :func:`default_sweep`).
     """
     ndim = len(shape)
     shape = tuple(int(n) for n in shape)
@@ -259,4 +429,19 @@ def plan_blocks(
         tuple(window_starts(n + sum(p), r, o))
         for n, p, r, o in zip(shape, pad, roi, overlaps, strict=True)
     )
-    return BlockPlan(shape, roi, overlaps, size, pad, starts)
+    order = tuple(default_sweep(shape, roi) if sweep is None else (int(a) for a in sweep))
+    if sorted(order) != list(range(ndim)):
+        raise ValueError(f"sweep must order the axes 0..{ndim - 1}, got {sweep}")
+    return BlockPlan(shape, roi, overlaps, size, pad, starts, order)
+
+
+def default_sweep(shape: Sequence[int], roi_size: Sequence[int]) -> tuple[int, ...]:
+    """Axes with the most windows first.
+
+    The sums a pass holds form a sheet about one window thick across the axes it has not
+    finished; sweeping first along the axis with the most windows makes that sheet the smallest
+    cross-section of the image, in windows.
+    """
+    return tuple(
+        sorted(range(len(shape)), key=lambda a: (min(roi_size[a], shape[a]) / shape[a], a))
+    )

@@ -3,30 +3,43 @@
 Three threads overlap the work: a reader prefetches the next blocks (lazy reads from disk and
 normalisation), the calling thread runs the windows through the model, and a writer hands the
 finished blocks to the sink. Bounded queues between them keep at most
-:data:`BLOCKS_IN_FLIGHT` blocks in memory whatever the size of the image. See
+:func:`blocks_in_flight` blocks in memory whatever the size of the image. See
 :mod:`bioim2im.prediction.blockwise.blocks` for why the block-wise result equals a whole-image prediction.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from bioim2im.io.base import InMemoryImage
-from bioim2im.prediction.blockwise.blocks import Block, BlockPlan, HeadGeometry, plan_blocks
-from bioim2im.prediction.blockwise.windows import importance_map
+from bioim2im.prediction.blockwise.blocks import (
+    Block,
+    BlockPlan,
+    HeadGeometry,
+    bounding_box,
+    plan_blocks,
+)
+from bioim2im.prediction.blockwise.layout import Choice, Layout
+from bioim2im.prediction.blockwise.windows import importance_map, importance_profiles
 
-BLOCKS_IN_FLIGHT = 5
-"""Most blocks alive at once: one being read, one queued, one being predicted, one queued for
-writing and one being written."""
+
+def blocks_in_flight(batch_size: int) -> int:
+    """Most blocks alive at once: one being read, one queued, those holding the windows of one
+    batch (a batch may end one block and span the next ones, at most ``batch_size + 1``), one
+    queued for writing and one being written."""
+    return 4 + batch_size + 1
+
 
 Sink = Callable[[int, dict[str, tuple[slice, ...]], dict[str, np.ndarray]], None]
 """Receives ``(block_index, region per head, array per head)`` for each finished block; regions
@@ -59,6 +72,7 @@ def predict_blocks(
     tta: bool | Sequence[Sequence[int]] = False,
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
+    channels_last: Choice = False,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     head_geometry: Mapping[str, HeadGeometry] | None = None,
     block_size: Sequence[int] | None = None,
@@ -79,7 +93,9 @@ def predict_blocks(
     ``head_geometry`` gives heads whose output is upsampled or drops an axis (default: same
     grid). ``tta`` averages over flips: True = every combination of spatial axes, or a list of
     axis subsets (the unflipped input always counts). ``amp_dtype`` (e.g. ``torch.bfloat16``)
-    runs the model under autocast.
+    runs the model under autocast. ``channels_last`` runs it in the channels-last layout, or
+    ``"auto"``: in the faster of the two, measured on the first batches
+    (:mod:`~bioim2im.prediction.blockwise.layout`).
 
     The blocks are ``plan`` (a caller that planned them already passes its plan, which fixes
     the window size and overlap too), else :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks`
@@ -113,6 +129,7 @@ def predict_blocks(
         _flip_sets(tta, ndim),
         device,
         amp_dtype,
+        channels_last,
     )
 
     def read(block: Block) -> np.ndarray:
@@ -128,7 +145,10 @@ def predict_blocks(
         }
         sink(block.index, regions, arrays)
 
-    _run_pipeline(plan.blocks(todo), read, windows, write, len(todo), progress)
+    try:
+        _run_pipeline(plan.blocks(todo), read, windows.run, write, len(todo), progress)
+    finally:
+        windows.close()
 
 
 def predict_array(
@@ -241,7 +261,13 @@ def _read_block(
 
 
 class _WindowRunner:
-    """Runs a block's windows through the model and blends them over the block's core."""
+    """Runs a block's windows through the model and blends them over the block's core.
+
+    Sums its windows spill into later blocks of the pass are kept (``pending``) until those
+    blocks finish (see :mod:`bioim2im.prediction.blockwise.blocks`). The weights' sums (the
+    blending's denominators) are not carried: they are products of per-axis sums, computed for
+    each core.
+    """
 
     def __init__(
         self,
@@ -254,116 +280,235 @@ class _WindowRunner:
         flips: list[tuple[int, ...]],
         device: str | torch.device,
         amp_dtype: torch.dtype | None,
+        channels_last: Choice = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model
+        self.plan = plan
         self.roi = plan.roi_size
+        self.before = tuple(p[0] for p in plan.pad)
         self.out_channels = dict(out_channels)
         self.heads = dict(heads)
         self.batch_size = batch_size
         self.flips = flips
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
+        self.layout = Layout(model, len(plan.roi_size), self.device, channels_last, batch_size)
         self.windows = {head: self._output_window(head) for head in heads}
+        self.profiles = {
+            head: importance_profiles(blend, window) for head, window in self.windows.items()
+        }
         self.weights = {
             head: torch.from_numpy(importance_map(blend, window)).to(self.device)
             for head, window in self.windows.items()
         }
-        # Sums a block spilled past its core, by the carried block that continues from them.
-        self.carried: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
-        self.layer = math.prod(plan.grid[1:])
+        # Sums handed on to later blocks: block -> face -> (region of its core, sums per head).
+        self.pending: dict[int, dict[int, tuple[tuple[slice, ...], dict[str, torch.Tensor]]]] = {}
 
     def _output_window(self, head: str) -> tuple[int, ...]:
         geometry = self.heads[head]
         return tuple(self.roi[a] * geometry.scale[a] for a in geometry.kept_axes)
 
-    def __call__(self, block: Block, data: np.ndarray) -> dict[str, np.ndarray]:
-        image = torch.from_numpy(data).to(self.device)
-        placements = {
-            head: self._placements(block, geometry) for head, geometry in self.heads.items()
-        }
-        # The core, plus the spill along the first axis that the next block carries on from.
-        extent = (block.core_shape[0] + block.spill, *block.core_shape[1:])
+    def run(
+        self, blocks: Iterable[tuple[Block, np.ndarray]]
+    ) -> Iterator[tuple[Block, dict[str, np.ndarray]]]:
+        """Predict ``(block, data)`` in order; yield each block with its outputs over its core.
+
+        Windows go through the model in full batches across block borders (a batch may end one
+        block and span the next ones: a partial batch costs nearly as much as a full one), with
+        at most ``batch_size + 1`` blocks open at once.
+        """
+        source = iter(blocks)
+        opened: collections.deque[_OpenBlock] = collections.deque()
+        queued: collections.deque[tuple[_OpenBlock, tuple[int, ...]]] = collections.deque()
+        exhausted = False
         with torch.inference_mode():
-            sums, norms = {}, {}
+            while True:
+                while (
+                    not exhausted
+                    and len(queued) < self.batch_size
+                    and len(opened) <= self.batch_size
+                ):
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    current = self._open(*item)
+                    del item
+                    opened.append(current)
+                    queued.extend((current, start) for start in current.block.windows)
+                if queued:
+                    size = min(self.batch_size, len(queued))
+                    self._run_batch([queued.popleft() for _ in range(size)])
+                # Blocks whose windows have all run are finished, in order.
+                while opened and opened[0].left == 0:
+                    yield self._finish(opened.popleft())
+                if exhausted and not opened:
+                    return
+
+    def _open(self, block: Block, data: np.ndarray) -> _OpenBlock:
+        extent = tuple(r.stop - r.start for r in block.reach)
+        sums = {
+            head: torch.zeros(
+                (self.out_channels[head], *geometry.output_shape(extent)), device=self.device
+            )
+            for head, geometry in self.heads.items()
+        }
+        return _OpenBlock(block, torch.from_numpy(data).to(self.device), sums, block.n_windows)
+
+    def _run_batch(self, batch: list[tuple[_OpenBlock, tuple[int, ...]]]) -> None:
+        outputs = self._forward(
+            torch.stack([self._crop(current.image, start) for current, start in batch])
+        )
+        for head, output in outputs.items():
+            weighted = output * self.weights[head]
+            for i, (current, start) in enumerate(batch):
+                src, dst = self._placement(head, current.block, start)
+                window: tuple[int | slice, ...] = (i, *src)
+                current.sums[head][dst] += weighted[window]
+        for current, _ in batch:
+            current.left -= 1
+
+    def _finish(self, current: _OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
+        """Add what earlier blocks handed on, hand on what is due to later ones, and return the
+        blended core."""
+        block, sums, reach = current.block, current.sums, current.block.reach
+        for region, handed in self.pending.pop(block.index, {}).values():
+            for head, values in handed.items():
+                sums[head][self._within(head, region, reach)] += values
+        for target, face, region in block.hands_on:
+            self._hand_on(
+                target,
+                face,
+                region,
+                {head: sums[head][self._within(head, region, reach)] for head in self.heads},
+            )
+        norms = self._weight_sums(block)
+        return block, {
+            head: (sums[head][self._within(head, block.core, reach)] / norms[head]).cpu().numpy()
+            for head in self.heads
+        }
+
+    def close(self) -> None:
+        self.layout.restore()
+
+    def _hand_on(
+        self, target: int, face: int, region: tuple[slice, ...], values: dict[str, torch.Tensor]
+    ) -> None:
+        """Add ``values`` over ``region`` to the sums held for block ``target``.
+
+        One box of sums per face of the block, grown to hold each new region: the blocks behind
+        one face hand on slabs along it, which one box holds with little to spare (a box around
+        the slabs of several faces would hold the block's whole core).
+        """
+        held_by_face = self.pending.setdefault(target, {})
+        if face not in held_by_face:
+            held_by_face[face] = (region, {head: v.clone() for head, v in values.items()})
+            return
+        box, held = held_by_face[face]
+        grown = bounding_box(box, region)
+        if grown != box:
+            larger = {}
             for head, geometry in self.heads.items():
-                shape = geometry.output_shape(extent)
-                sums[head] = torch.zeros((self.out_channels[head], *shape), device=self.device)
-                norms[head] = torch.zeros(shape, device=self.device)
-            if block.carried:
-                # The sums of the earlier windows come first, as in a whole-image pass.
-                carried_sums, carried_norms = self.carried.pop(block.index)
-                for head in self.heads:
-                    n = min(len(carried_norms[head]), len(norms[head]))
-                    sums[head][:, :n] = carried_sums[head][:, :n]
-                    norms[head][:n] = carried_norms[head][:n]
-            for batch in _batched(block.windows(), self.batch_size):
-                outputs = self._forward(torch.stack([self._crop(image, start) for start in batch]))
-                for head, output in outputs.items():
-                    weighted = output * self.weights[head]
-                    kept = self.heads[head].kept_axes
-                    for i, start in enumerate(batch):
-                        src, dst = zip(*(placements[head][a][start[a]] for a in kept), strict=True)
-                        sums[head][(slice(None), *dst)] += weighted[(i, slice(None), *src)]
-                        norms[head][dst] += self.weights[head][src]
-            if block.spill:
-                # Blocks span the first axis whole when a head drops it: here every head keeps it.
-                core = {head: block.core_shape[0] * g.scale[0] for head, g in self.heads.items()}
-                self.carried[block.index + self.layer] = (
-                    {head: sums[head][:, core[head] :].clone() for head in self.heads},
-                    {head: norms[head][core[head] :].clone() for head in self.heads},
-                )
-                sums = {head: sums[head][:, : core[head]] for head in self.heads}
-                norms = {head: norms[head][: core[head]] for head in self.heads}
-            return {head: (sums[head] / norms[head]).cpu().numpy() for head in self.heads}
+                shape = geometry.output_shape(tuple(r.stop - r.start for r in grown))
+                larger[head] = held[head].new_zeros((held[head].shape[0], *shape))
+                larger[head][self._within(head, box, grown)] = held[head]
+            box, held = grown, larger
+            held_by_face[face] = (box, held)
+        for head, v in values.items():
+            held[head][self._within(head, region, box)] += v
 
     def _crop(self, image: torch.Tensor, start: tuple[int, ...]) -> torch.Tensor:
         window = (slice(s, s + r) for s, r in zip(start, self.roi, strict=True))
         return image[(slice(None), *window)]
 
-    def _placements(
-        self, block: Block, geometry: HeadGeometry
-    ) -> dict[int, dict[int, tuple[slice, slice]]]:
-        """Per kept axis and window start: (slice of the window output, slice of the core output)."""
-        placements: dict[int, dict[int, tuple[slice, slice]]] = {}
-        for a in geometry.kept_axes:
-            roi, factor = self.roi[a], geometry.scale[a]
-            lo = block.core_start[a]
-            hi = lo + block.core_shape[a] + (block.spill if a == 0 else 0)
-            placements[a] = {}
-            for start in block.window_starts[a]:
-                first, last = max(start, lo), min(start + roi, hi)
-                placements[a][start] = (
-                    slice((first - start) * factor, (last - start) * factor),
-                    slice((first - lo) * factor, (last - lo) * factor),
+    def _within(
+        self, head: str, region: tuple[slice, ...], reach: tuple[slice, ...]
+    ) -> tuple[slice, ...]:
+        """Where ``region`` lies in a head's sums over ``reach`` (both image regions)."""
+        geometry = self.heads[head]
+        return (
+            slice(None),
+            *(
+                slice(
+                    (region[a].start - reach[a].start) * geometry.scale[a],
+                    (region[a].stop - reach[a].start) * geometry.scale[a],
                 )
-        return placements
+                for a in geometry.kept_axes
+            ),
+        )
+
+    def _placement(
+        self, head: str, block: Block, start: tuple[int, ...]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """(part of the window's output, where it goes in the sums over the block's reach)."""
+        geometry = self.heads[head]
+        src: list[slice] = [slice(None)]
+        dst: list[slice] = [slice(None)]
+        for a in geometry.kept_axes:
+            f, region = geometry.scale[a], block.reach[a]
+            first = start[a] + block.origin[a] - self.before[a]  # in the image
+            lo, hi = max(first, region.start), min(first + self.roi[a], region.stop)
+            src.append(slice((lo - first) * f, (hi - first) * f))
+            dst.append(slice((lo - region.start) * f, (hi - region.start) * f))
+        return tuple(src), tuple(dst)
+
+    def _weight_sums(self, block: Block) -> dict[str, torch.Tensor]:
+        """Per head, the sum of the weights of every window over the block's core.
+
+        The weights are a product of per-axis profiles, so their sum over a grid of windows is
+        the product of per-axis sums: no window needs visiting.
+        """
+        norms = {}
+        for head, geometry in self.heads.items():
+            factors = []
+            for a in geometry.kept_axes:
+                f, region = geometry.scale[a], block.core[a]
+                profile = self.profiles[head][geometry.kept_axes.index(a)]
+                total = np.zeros((region.stop - region.start) * f, np.float64)
+                for start in self.plan.starts[a]:
+                    first = start - self.before[a]  # in the image
+                    lo, hi = max(first, region.start), min(first + self.roi[a], region.stop)
+                    if lo < hi:
+                        total[(lo - region.start) * f : (hi - region.start) * f] += profile[
+                            (lo - first) * f : (hi - first) * f
+                        ]
+                factors.append(total)
+            # Windows stacked along an axis the head drops each add their weights again.
+            stacked = math.prod(len(self.plan.starts[a]) for a in geometry.dropped_axes)
+            norm = np.full((), stacked, np.float64)
+            for factor in factors:
+                norm = np.multiply.outer(norm, factor)
+            norms[head] = torch.from_numpy(norm.astype(np.float32)).to(self.device)
+        return norms
 
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model's outputs for ``batch`` in float32, averaged over the TTA flips."""
         totals: dict[str, torch.Tensor] = {}
-        for axes in self.flips:
-            inputs = torch.flip(batch, [2 + a for a in axes]) if axes else batch
-            autocast = (
-                torch.autocast(self.device.type, dtype=self.amp_dtype)
-                if self.amp_dtype is not None
-                else contextlib.nullcontext()
-            )
-            with autocast:
-                outputs = self._as_dict(self.model(inputs))
-            for head, geometry in self.heads.items():
-                output = outputs[head].float()
-                expected = (len(batch), self.out_channels[head], *self.windows[head])
-                if tuple(output.shape) != expected:
-                    raise ValueError(
-                        f"the model's {head!r} output has shape {tuple(output.shape)}, expected {expected}"
-                    )
-                kept = geometry.kept_axes
-                unflip = [2 + kept.index(a) for a in axes if a in kept]
-                if unflip:
-                    output = torch.flip(output, unflip)
-                totals[head] = totals[head] + output if head in totals else output
+        with self.layout.timed(tuple(batch.shape)) as model:
+            for axes in self.flips:
+                inputs = torch.flip(batch, [2 + a for a in axes]) if axes else batch
+                autocast = (
+                    torch.autocast(self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None
+                    else contextlib.nullcontext()
+                )
+                with autocast:
+                    outputs = self._as_dict(model(self.layout.prepare(inputs)))
+                for head, geometry in self.heads.items():
+                    output = outputs[head].float()
+                    expected = (len(batch), self.out_channels[head], *self.windows[head])
+                    if tuple(output.shape) != expected:
+                        raise ValueError(
+                            f"the model's {head!r} output has shape {tuple(output.shape)}, "
+                            f"expected {expected}"
+                        )
+                    kept = geometry.kept_axes
+                    unflip = [2 + kept.index(a) for a in axes if a in kept]
+                    if unflip:
+                        output = torch.flip(output, unflip)
+                    totals[head] = totals[head] + output if head in totals else output
         return {head: total / len(self.flips) for head, total in totals.items()}
 
     def _as_dict(self, outputs: Any) -> Mapping[str, torch.Tensor]:
@@ -377,6 +522,16 @@ class _WindowRunner:
         if missing:
             raise ValueError(f"the model's outputs lack heads {sorted(missing)}")
         return outputs
+
+
+@dataclass
+class _OpenBlock:
+    """A block whose windows are running: its input, its sums and how many windows are left."""
+
+    block: Block
+    image: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    left: int
 
 
 def _batched(items: Iterable[tuple[int, ...]], size: int) -> Iterator[list[tuple[int, ...]]]:
@@ -394,7 +549,9 @@ _POLL_SECONDS = 0.05
 def _run_pipeline(
     blocks: Iterable[Block],
     read: Callable[[Block], np.ndarray],
-    predict: Callable[[Block, np.ndarray], dict[str, np.ndarray]],
+    predict: Callable[
+        [Iterator[tuple[Block, np.ndarray]]], Iterator[tuple[Block, dict[str, np.ndarray]]]
+    ],
     write: Callable[[Block, dict[str, np.ndarray]], None],
     total: int,
     progress: Progress | None,
@@ -402,7 +559,7 @@ def _run_pipeline(
     """Read in one thread, predict in this one, write in another; re-raise the first error."""
     stop = threading.Event()
     errors: list[BaseException] = []
-    # Each queue holds one block; with the block each thread holds, BLOCKS_IN_FLIGHT in all.
+    # Each queue holds one block; with the blocks each thread holds, blocks_in_flight() in all.
     to_predict: queue.Queue[Any] = queue.Queue(maxsize=1)
     to_write: queue.Queue[Any] = queue.Queue(maxsize=1)
 
@@ -434,14 +591,17 @@ def _run_pipeline(
     ]
     for thread in threads:
         thread.start()
-    try:
+
+    def incoming() -> Iterator[tuple[Block, np.ndarray]]:
         while (item := _get(to_predict, stop)) is not _END and item is not _STOPPED:
-            block, data = item
+            yield item
             del item
-            result = predict(block, data)
-            del data
+
+    try:
+        for block, result in predict(incoming()):
             if not _put(to_write, (block, result), stop):
                 break
+            del result
         _put(to_write, _END, stop)
     except BaseException:
         stop.set()
