@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bioim2im.builtins import losses
+from bioim2im.builtins._losses import Classes, CrossEntropy
 from bioim2im.errors import UserError
 from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
@@ -53,6 +54,9 @@ def make_target(kind: str, shape: tuple[int, ...], generator: torch.Generator) -
         return torch.randint(0, channels, (batch, 1, *spatial), generator=generator).float()
     if kind == "masks":
         return (torch.rand(shape, generator=generator) > 0.5).float()
+    if kind == "masks_onehot":
+        indices = torch.randint(0, channels, (batch, *spatial), generator=generator)
+        return torch.nn.functional.one_hot(indices, channels).movedim(-1, 1).float()
     return torch.rand(shape, generator=generator)
 
 
@@ -181,6 +185,9 @@ AGREES_WITH_MONAI = [
         "indices",
     ),
     ("dice_focal", {"sigmoid": True, "gamma": 1.5}, monai.losses.DiceFocalLoss, "masks"),
+    # Without label smoothing, Dice and CE share one softmax (a faster path).
+    ("dice_ce", {"softmax": True, "to_onehot_y": True}, monai.losses.DiceCELoss, "indices"),
+    ("dice_ce", {"softmax": True, "lambda_ce": 0.5}, monai.losses.DiceCELoss, "masks_onehot"),
 ]
 
 
@@ -250,3 +257,39 @@ def test_ssim_window_must_be_odd() -> None:
 def test_mismatched_target_shape_is_explained() -> None:
     with pytest.raises(ValueError, match="class indices"):
         build("dice", {"softmax": True})(torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("params", "kind"),
+    [
+        ({"softmax": True, "to_onehot_y": True, "class_weights": [1.0, 2.0, 0.5]}, "indices"),
+        ({"softmax": True, "include_background": False, "lambda_dice": 2.0}, "masks_onehot"),
+        ({"softmax": True, "class_weights": [3.0, 1.0, 1.0], "batch": True}, "masks_onehot"),
+    ],
+)
+def test_dice_ce_on_one_softmax_is_dice_plus_ce(
+    params: dict[str, Any], kind: str, generator: torch.Generator
+) -> None:
+    """The shared-softmax Dice + CE gives the value and gradient of its two terms summed."""
+    shape = (2, CHANNELS, 10, 12)
+    prediction = torch.randn(shape, generator=generator)
+    target = make_target(kind, shape, generator)
+    weight = torch.rand((2, CHANNELS, 10, 12), generator=generator).round()
+    dice_params = {k: v for k, v in params.items() if not k.startswith("lambda")}
+    weights = params.get("class_weights")
+    classes = Classes(params.get("to_onehot_y", False), True, weights and tuple(weights))
+    dice, ce = build("dice", dice_params), CrossEntropy(classes)
+    lambdas = params.get("lambda_dice", 1.0), params.get("lambda_ce", 1.0)
+    fused = build("dice_ce", params)
+    assert type(fused).__name__ == "SoftmaxDiceCrossEntropy"
+
+    def separate(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        return lambdas[0] * dice(p, t, w) + lambdas[1] * ce(p, t, w)
+
+    # Class indices take one map for all classes; one-hot targets one per class too.
+    maps = (None, weight[:, :1]) if kind == "indices" else (None, weight, weight[:, :1])
+    for w in maps:
+        value, grad = loss_and_grad(fused, prediction, target, w)
+        expected, expected_grad = loss_and_grad(separate, prediction, target, w)
+        torch.testing.assert_close(value, expected)
+        torch.testing.assert_close(grad, expected_grad)

@@ -224,6 +224,10 @@ class OverlapLoss(ClassLoss):
 
     def class_loss(self, logits: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
         probs = logits.softmax(dim=1) if self.softmax else logits.sigmoid()
+        return self.probability_loss(probs, onehot, weight)
+
+    def probability_loss(self, probs: Tensor, onehot: Tensor, weight: Tensor | None) -> Tensor:
+        """The loss of probabilities already computed from the logits."""
         probs, onehot = self.classes.foreground(probs), self.classes.foreground(onehot)
         weight = self.classes.channel_weight(weight)
         spatial = list(range(2, probs.ndim))
@@ -306,6 +310,43 @@ class CrossEntropy(ClassLoss):
         # Softmax classes share each pixel: it counts only where every class is annotated.
         where = None if weight is None else weight.amin(dim=1, keepdim=True)
         return masked_mean(loss.unsqueeze(1), where)
+
+
+class SoftmaxDiceCrossEntropy(WeightedLoss):
+    """Dice + cross-entropy over one softmax: the log-probabilities are computed once, and the
+    probabilities the Dice needs are their exponential.
+
+    The same loss as the sum of :class:`OverlapLoss` (softmax) and :class:`CrossEntropy`
+    (without label smoothing), for one softmax and its gradient fewer per step: the largest
+    share of a Dice + CE loss's time on full-resolution 3D patches.
+    """
+
+    def __init__(
+        self, dice: OverlapLoss, cross_entropy: CrossEntropy, lambda_dice: float, lambda_ce: float
+    ) -> None:
+        super().__init__()
+        self.dice = dice
+        self.cross_entropy = cross_entropy
+        self.lambda_dice = lambda_dice
+        self.lambda_ce = lambda_ce
+
+    def weighted(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        classes = self.cross_entropy.classes
+        log_probs = logits.log_softmax(dim=1)
+        onehot = classes.onehot_targets(target, logits)
+        dice = self.dice.probability_loss(log_probs.exp(), onehot, weight)
+        # -log p of each pixel's class, as a sum over the one-hot channels: on CPU a product
+        # and one reduction cost less than nll_loss and its backward.
+        terms = log_probs * onehot
+        if classes.class_weights is not None:
+            terms = terms * _per_channel(classes.class_weights, logits)
+        if weight is None:
+            cross_entropy = -terms.sum() / (terms.numel() // terms.shape[1])
+        else:
+            # Softmax classes share each pixel: it counts only where every class is annotated.
+            where = weight.amin(dim=1, keepdim=True)
+            cross_entropy = masked_mean(-terms.sum(dim=1, keepdim=True), where)
+        return self.lambda_dice * dice + self.lambda_ce * cross_entropy
 
 
 class SumOfLosses(nn.Module):

@@ -169,7 +169,12 @@ def dice_ce(
     label_smoothing: Smoothing = 0.0,
 ) -> Any:
     """Dice + cross-entropy (binary cross-entropy with sigmoid); include_background: Dice only."""
-    from bioim2im.builtins._losses import BinaryCrossEntropy, CrossEntropy, SumOfLosses
+    from bioim2im.builtins._losses import (
+        BinaryCrossEntropy,
+        CrossEntropy,
+        SoftmaxDiceCrossEntropy,
+        SumOfLosses,
+    )
 
     use_softmax = _use_softmax(sigmoid, softmax)
     dice_loss = dice(
@@ -183,6 +188,8 @@ def dice_ce(
         smooth_dr=smooth_dr,
     )
     all_classes = _classes(to_onehot_y, class_weights=class_weights)
+    if use_softmax and not label_smoothing:
+        return SoftmaxDiceCrossEntropy(dice_loss, CrossEntropy(all_classes), lambda_dice, lambda_ce)
     ce_loss = (
         CrossEntropy(all_classes, label_smoothing=label_smoothing)
         if use_softmax
