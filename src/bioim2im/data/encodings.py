@@ -4,12 +4,17 @@ A loss registered with ``encode_target=function`` is trained against ``function(
 where ``labels`` is the augmented instance-label patch (1, *spatial) as float32 (0 =
 background); with ``out_channels=function(spatial_dims)`` it also names the output channels its
 head must have, which ``bioim2im check`` enforces. Both run on each training patch after
-augmentation, in the data-loading workers, so they are plain numpy and fast.
+augmentation, in the data-loading workers, so they are plain numpy and fast. The built-in
+instance components register them, so this module imports numpy only when they run: listing
+and checking components stays light.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def foreground_and_distance(labels: np.ndarray) -> np.ndarray:
@@ -20,6 +25,7 @@ def foreground_and_distance(labels: np.ndarray) -> np.ndarray:
     Normalising per object makes small and large nuclei peak alike, so one seed threshold finds
     both; measuring to the object's own border makes touching neighbours dip to 0 between them.
     """
+    import numpy as np
     from scipy import ndimage
     from skimage.segmentation import find_boundaries
 
@@ -40,6 +46,8 @@ def distance_channels(spatial_dims: int) -> int:
 
 def instance_labels(labels: np.ndarray) -> np.ndarray:
     """The instance labels themselves (the loss finds each object's voxels)."""
+    import numpy as np
+
     return labels.astype(np.float32, copy=False)
 
 

@@ -88,6 +88,8 @@ KINDS: tuple[Kind, ...] = (
             "input's (a 3D -> 2D projection drops the first axis)",
             "scale": "int, one int per output axis, or function(params) -> either: output voxels "
             "per input voxel (an upsampling head); targets are expected at that resolution",
+            "out_channels": "function(spatial_dims) -> int: the output channels it has (each "
+            "means one thing, e.g. an offset per axis); `check` refuses others",
         },
     ),
     Kind(
@@ -173,7 +175,7 @@ def bioim2im_register_heads(registry: Registrar) -> None:
     """Register heads that map the backbone's features to one task's output.
 
     Factories receive ``spatial_dims``, ``in_channels`` and ``out_channels`` by keyword.
-    Extras: ``spatial_dims``, ``output_spatial_dims``, ``scale``.
+    Extras: ``spatial_dims``, ``output_spatial_dims``, ``scale``, ``out_channels``.
     """
 
 
