@@ -27,8 +27,8 @@ def test_presets_show_prints_a_resolved_preset_that_trains_as_a_file(cli, tmp_pa
     result = cli("presets", "show", "instance-3d", "--set", "train.steps=7")
     assert result.code == 0, result.err
     assert "extends" not in result.out  # merged
-    assert "patch_size = [32, 64, 64]" in result.out  # from instance-3d
-    assert 'name = "watershed"' in result.out  # from instance-2d, which it extends
+    assert "patch_size = [32, 64, 64]" in result.out  # from embedseg-3d, which it extends
+    assert 'name = "embedseg_cluster"' in result.out  # from embedseg-2d, which that extends
     mine = tmp_path / "mine.toml"
     mine.write_text(result.out)
     assert load_preset(mine) == load_preset("instance-3d", ["train.steps=7"])
@@ -37,7 +37,7 @@ def test_presets_show_prints_a_resolved_preset_that_trains_as_a_file(cli, tmp_pa
 def test_presets_show_as_written_keeps_extends(cli) -> None:
     result = cli("presets", "show", "instance-3d", "--as-written")
     assert result.code == 0, result.err
-    assert 'extends = "instance-2d"' in result.out
+    assert 'extends = "embedseg-3d"' in result.out
 
 
 def test_presets_show_unknown_name_is_one_message(cli) -> None:

@@ -259,3 +259,29 @@ def test_extends_a_directory_or_a_symlink_loop_is_named(cli, tmp_path: Path) -> 
         assert f"extends = '{target}'" in result.err and words in result.err
     looped = cli("check", tmp_path / "a.toml")
     assert looped.code == 2 and "loop of symbolic links" in looped.err
+
+
+@pytest.mark.parametrize(
+    ("preset", "channels", "expected"),
+    [("instance-2d", 3, 5), ("instance-3d", 5, 7)],
+)
+def test_a_loss_that_asks_for_its_own_target_needs_its_channels(
+    cli, write_preset, preset: str, channels: int, expected: int
+) -> None:
+    text = (
+        f'extends = "{preset}"\n[model.heads.seg]\nout_channels = {channels}\n'
+        'loss = { name = "embedseg" }\n'
+    )
+    err = _check(cli, write_preset, text)
+    assert f"model.heads.seg: loss 'embedseg' is trained against {expected} channels" in err
+    assert f"set out_channels = {expected}" in err
+
+
+def test_a_head_whose_channels_mean_fixed_things_needs_them(cli, write_preset) -> None:
+    text = (
+        'extends = "instance-2d"\n[model.heads.seg]\nname = "embedseg"\nout_channels = 2\n'
+        'loss = { name = "dice_ce", sigmoid = true }\n'
+    )
+    err = _check(cli, write_preset, text)
+    assert "model.heads.seg: head 'embedseg' has 5 output channels in 2D" in err
+    assert "set out_channels = 5" in err

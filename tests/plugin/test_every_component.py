@@ -84,9 +84,15 @@ def _preset_with(kind: str, name: str) -> dict[str, Any]:
             head["out_channels"] = data["model"]["features"]
         if name == "projection":
             data["data"]["patch_size"] = [4, 32, 32]
+        channels = REGISTRY.get(kind, name).extras.get("out_channels")
+        if channels is not None:  # its channels mean fixed things
+            head["out_channels"] = channels(len(data["data"]["patch_size"]))
     elif kind == "loss":
         head["loss"] = _spec(kind, name)
-        if name in ("mse", "l1", "smooth_l1", "ssim"):
+        channels = REGISTRY.get(kind, name).extras.get("out_channels")
+        if channels is not None:  # a loss of an instance head with its own target
+            head.update(task="instance", out_channels=channels(2), postprocess=[], metrics=[])
+        elif name in ("mse", "l1", "smooth_l1", "ssim"):
             head.update(task="regression", postprocess=[], metrics=[{"name": "mae"}])
         elif name == "ce" or name == "focal":
             head["loss"].update(_class_indices(name))
@@ -100,6 +106,15 @@ def _preset_with(kind: str, name: str) -> dict[str, Any]:
             data["data"]["normalize"] = _spec(kind, name)
         else:
             data["data"]["augment"] = [_spec(kind, name)]
+    elif kind == "postprocessor" and name == "embedseg_cluster":  # decodes EmbedSeg outputs
+        head.update(
+            name="embedseg",
+            task="instance",
+            out_channels=5,
+            loss={"name": "embedseg"},
+            postprocess=[_spec(kind, name)],
+            metrics=[{"name": "instance_ap"}],
+        )
     elif kind == "postprocessor":
         extras = REGISTRY.get(kind, name).extras
         # Steps on masks or labels (hole filling, size filters) follow a threshold.
@@ -123,7 +138,11 @@ def _class_indices(name: str) -> dict[str, Any]:
     return {} if name == "ce" else {"softmax": True, "to_onehot_y": True}
 
 
-def _target(kind: str, name: str, shape: tuple[int, ...], task: str) -> torch.Tensor:
+def _target(kind: str, name: str, shape: tuple[int, ...], task: str, loss: str) -> torch.Tensor:
+    encode = REGISTRY.get("loss", loss).extras.get("encode_target")
+    if encode is not None:  # the target the loss asks for, from instance labels
+        labels = np.random.default_rng(0).integers(0, 4, (shape[0], 1, *shape[2:]))
+        return torch.from_numpy(np.stack([encode(x.astype(np.float32)) for x in labels]))
     if task == "regression":
         return torch.rand(shape)
     if kind == "loss" and name in ("ce", "focal"):
@@ -159,7 +178,7 @@ def test_a_checked_preset_builds_and_its_component_runs(
     head = preset.model.heads["seg"]
     output = outputs["seg"]
     assert output.shape[:2] == (2, head.out_channels)
-    target = _target(kind, name, tuple(output.shape), head.task)
+    target = _target(kind, name, tuple(output.shape), head.task, head.loss.name)
     loss = losses["seg"](output.float(), target, None)
     assert torch.isfinite(loss)
     loss.backward()

@@ -22,9 +22,10 @@ def bioim2im_register_backbones(registry: Registrar) -> None:
 
 @hookimpl
 def bioim2im_register_heads(registry: Registrar) -> None:
-    from bioim2im.builtins import heads
+    from bioim2im.builtins import heads, instance
 
     heads.register(registry)
+    instance.register_heads(registry)
 
 
 @hookimpl
@@ -36,9 +37,10 @@ def bioim2im_register_discriminators(registry: Registrar) -> None:
 
 @hookimpl
 def bioim2im_register_losses(registry: Registrar) -> None:
-    from bioim2im.builtins import losses
+    from bioim2im.builtins import instance, losses
 
     losses.register(registry)
+    instance.register_losses(registry)
 
 
 @hookimpl
@@ -51,9 +53,10 @@ def bioim2im_register_transforms(registry: Registrar) -> None:
 
 @hookimpl
 def bioim2im_register_postprocessors(registry: Registrar) -> None:
-    from bioim2im.builtins import postprocess
+    from bioim2im.builtins import instance, postprocess
 
     postprocess.register(registry)
+    instance.register_postprocessors(registry)
 
 
 @hookimpl

@@ -88,6 +88,10 @@ def fill_holes(array: np.ndarray) -> np.ndarray:
     return _per_channel(_fill_holes, array)
 
 
+def _blurred(values: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(values.astype(np.float32), sigma) if sigma > 0 else values
+
+
 def watershed(
     array: np.ndarray,
     *,
@@ -98,11 +102,12 @@ def watershed(
     h: float | None,
     seed_channel: int,
     seed_threshold: float,
+    smooth: float = 0.0,
 ) -> np.ndarray:
     """Seeded watershed of the foreground (fg_channel > threshold) into labels (1, *spatial)."""
     foreground = array[fg_channel] > threshold
     if mode == "distance":
-        elevation = ndimage.distance_transform_edt(foreground)
+        elevation = _blurred(ndimage.distance_transform_edt(foreground), smooth)
         if h is not None:
             peaks = morphology.h_maxima(elevation, h).astype(bool)
         else:
@@ -119,6 +124,7 @@ def watershed(
         elevation = array[seed_channel]
         if mode == "boundary":
             elevation = array[fg_channel] * (1 - elevation)
+        elevation = _blurred(elevation, smooth)
         seeds = measure.label((elevation > seed_threshold) & foreground)
     # Flood from the seeds down the elevation: from object centres (or cores) to their borders.
     labels = segmentation.watershed(-elevation, seeds, mask=foreground)

@@ -8,10 +8,10 @@ sigmoid -> threshold -> connected_components -> remove_small_objects. Masks are 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from bioim2im.plugin.registry import Registrar
 
@@ -121,6 +121,7 @@ def watershed(
     h: PositiveFloat | None = None,
     seed_channel: NonNegativeInt = 1,
     seed_threshold: float = 0.5,
+    smooth: NonNegativeFloat = 0.0,
 ) -> Postprocessor:
     """Split touching objects: seeded watershed of probabilities into labels (1, *spatial).
 
@@ -129,6 +130,8 @@ def watershed(
     ``probability`` seeds at the components of ``seed_channel > seed_threshold``, e.g. an
     object-interior (foreground minus boundary) map; ``boundary`` reads ``seed_channel`` as an
     object-boundary map and seeds at the interior ``foreground * (1 - boundary) > seed_threshold``.
+    ``smooth`` blurs the map seeds are taken from (Gaussian std in voxels) first, so that the
+    texture of one object does not give it several seeds.
 
     Args:
         mode: How seeds are found: "distance" (peaks of the distance transform),
@@ -142,6 +145,8 @@ def watershed(
         seed_channel: The channel of the seed map (mode "probability") or of the boundary
             probability (mode "boundary").
         seed_threshold: Seed-map (or interior) value above which a voxel is part of a seed.
+        smooth: Standard deviation in voxels of a Gaussian blur of the map seeds are taken
+            from (0: none), so that one object's texture does not give it several seeds.
     """
     from bioim2im.builtins import _postprocess
 
@@ -154,7 +159,19 @@ def watershed(
         h=h,
         seed_channel=seed_channel,
         seed_threshold=seed_threshold,
+        smooth=smooth,
     )
+
+
+def _watershed_grid(params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+    """What tuning tries for a watershed's parameters (which depend on its mode)."""
+    grid: dict[str, tuple[float, ...]] = {"threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)}
+    if params.get("mode", "distance") != "distance":
+        grid["seed_threshold"] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+    elif params.get("h") is None:
+        # With h set, seeds are h-maxima and min_distance is unused.
+        grid["min_distance"] = (2, 3, 4, 6, 8)
+    return grid
 
 
 def register(registry: Registrar) -> None:
@@ -162,8 +179,9 @@ def register(registry: Registrar) -> None:
     for factory in (sigmoid, softmax, argmax, threshold):
         registry.add(factory.__name__, factory, pointwise=True)
     # Objects numbered: ids made unique across blocks, cut objects merged.
-    for factory in (connected_components, watershed):
-        registry.add(factory.__name__, factory, labels=True)
+    registry.add("connected_components", connected_components, labels=True)
+    # Its thresholds are tuned on the validation images at the end of training.
+    registry.add("watershed", watershed, labels=True, tuned=_watershed_grid)
     # Neighbourhoods of labels or masks: run on blocks with a halo.
     for factory in (remove_small_objects, size_filter, fill_holes):
         registry.add(factory.__name__, factory)

@@ -146,7 +146,8 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
 
 def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
     """Rules that need to know the components: each component's own ``check``, sizes a
-    backbone accepts, 3D-only heads."""
+    backbone accepts, 3D-only heads, the output channels a head has or a loss is trained
+    against."""
     for key, kind, spec in _components(preset):
         params = spec.params()
         try:
@@ -184,6 +185,20 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                     f"'{backbone.name}' with these parameters accepts"
                 )
     for head_name, head in preset.model.heads.items():
+        channels_of = registry.get("loss", head.loss.name).extras.get("out_channels")
+        if channels_of is not None and head.out_channels != channels_of(preset.spatial_dims):
+            raise ValueError(
+                f"model.heads.{head_name}: loss '{head.loss.name}' is trained against "
+                f"{channels_of(preset.spatial_dims)} channels in {preset.spatial_dims}D; set "
+                f"out_channels = {channels_of(preset.spatial_dims)}"
+            )
+        has = registry.get("head", head.name).extras.get("out_channels")
+        if has is not None and head.out_channels != has(preset.spatial_dims):
+            raise ValueError(
+                f"model.heads.{head_name}: head '{head.name}' has {has(preset.spatial_dims)} "
+                f"output channels in {preset.spatial_dims}D; set "
+                f"out_channels = {has(preset.spatial_dims)}"
+            )
         needs = registry.get("head", head.name).extras.get("spatial_dims")
         if needs is not None and preset.spatial_dims not in needs:
             raise ValueError(

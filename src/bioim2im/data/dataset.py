@@ -112,7 +112,11 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
 
     def _check(self) -> None:
         for head in self.prep.heads:
-            if head.task == "instance" and head.out_channels not in INSTANCE_CHANNELS:
+            if (
+                head.task == "instance"
+                and head.encode is None
+                and head.out_channels not in INSTANCE_CHANNELS
+            ):
                 raise UserError(
                     f"model.heads.{head.head}: an instance head has 1 (foreground), 2 (foreground, "
                     f"boundary) or 3 (background/interior/boundary classes) output channels, "
@@ -254,7 +258,10 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             sample = self.augment(sample, rng)
         for head in self.prep.heads:
             key = f"target/{head.head}"
-            sample[key] = encode(sample[key], head.task, head.out_channels)
+            if head.encode is not None:
+                sample[key] = head.encode(sample[key])
+            else:
+                sample[key] = encode(sample[key], head.task, head.out_channels)
         return sample
 
     def _unpaired_targets(self, rng: np.random.Generator) -> dict[str, np.ndarray]:

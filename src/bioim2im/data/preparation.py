@@ -44,6 +44,7 @@ def preparation(preset: Preset, registry: ComponentRegistry) -> Preparation:
                 normalize_spec=spec,
                 dropped_axes=tuple(range(preset.spatial_dims - output_dims)),
                 scale=_scale(component.extras.get("scale", 1), head, output_dims),
+                encode=registry.get("loss", head.loss.name).extras.get("encode_target"),
             )
         )
     normalize_spec = data.normalize.model_dump()

@@ -157,7 +157,7 @@ def boundary_classes(instances: np.ndarray) -> np.ndarray:
 def write_dataset(
     root: str | Path,
     *,
-    kind: Literal["nuclei", "labelfree", "restoration", "superres", "multitask"],
+    kind: Literal["nuclei", "crowded_nuclei", "labelfree", "restoration", "superres", "multitask"],
     n_images: int,
     shape: Shape,
     seed: int = 0,
@@ -169,13 +169,15 @@ def write_dataset(
 
     Layout ``"folders"``: ``root/IM/img_000.tif`` and ``root/GT/img_000.tif``; layout ``"pairs"``:
     ``root/img_000_IM.tif`` and ``root/img_000_GT.tif``. Inputs are float32. Targets are, for
-    ``nuclei``, uint16 instance labels, a uint8 0/1 mask (``semantic``) or uint8 classes 0/1/2
+    ``crowded_nuclei`` (:func:`bioim2im.data.crowded.crowded_nuclei`: a hard instance
+    segmentation benchmark; 3D voxels twice as long along Z, recorded), uint16 instance labels;
+    for ``nuclei``, uint16 instance labels, a uint8 0/1 mask (``semantic``) or uint8 classes 0/1/2
     (``boundary``); for ``labelfree`` and ``restoration``, float32 images. ``label_kind`` applies
     to ``nuclei`` only. ``superres`` targets have ``shape`` and the inputs ``shape / scale``
     (with voxel sizes ``scale`` and 1 recorded). ``multitask`` (3D) writes the four images of
     :func:`multitask_sample` (IM, GT, FLUO, MIP). Each image has its own seed derived from ``seed``.
     """
-    kinds = ("nuclei", "labelfree", "restoration", "superres", "multitask")
+    kinds = ("nuclei", "crowded_nuclei", "labelfree", "restoration", "superres", "multitask")
     if kind not in kinds:
         raise ValueError(f"unknown kind {kind!r}; use {', '.join(kinds)}")
     if kind != "nuclei" and label_kind != "instance":
@@ -185,6 +187,8 @@ def write_dataset(
     digits = max(3, len(str(n_images - 1)))
     seeds = np.random.SeedSequence(seed).generate_state(n_images)
     voxel_sizes: dict[str, Sequence[float] | None] = {}
+    if kind == "crowded_nuclei" and len(shape) == 3:
+        voxel_sizes = {"IM": [2.0, 1.0, 1.0], "GT": [2.0, 1.0, 1.0]}
     if kind == "superres":
         voxel_sizes = {
             "IM": [float(f) for f in _factors(scale, len(shape))],
@@ -199,6 +203,12 @@ def write_dataset(
                 "boundary": boundary_classes(instances),
             }[label_kind]
             images = {"IM": image, "GT": target}
+        elif kind == "crowded_nuclei":
+            from bioim2im.data.crowded import crowded_nuclei
+
+            images = dict(
+                zip(("IM", "GT"), crowded_nuclei(shape, seed=int(image_seed)), strict=True)
+            )
         elif kind == "labelfree":
             images = dict(
                 zip(("IM", "GT"), labelfree_pair(shape, seed=int(image_seed)), strict=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,6 +51,9 @@ class HeadTarget:
     scale: tuple[int, ...] = ()
     """Target voxels per input voxel along each axis the target has, for a head that upsamples
     (super-resolution): its target file is that many times larger. Empty: 1 on every axis."""
+    encode: Callable[[np.ndarray], np.ndarray] | None = None
+    """The target its loss asks for, made from the label patch (see
+    :mod:`bioim2im.data.encodings`); None: the task's encoding (:mod:`bioim2im.data.targets`)."""
 
     @property
     def is_label(self) -> bool:

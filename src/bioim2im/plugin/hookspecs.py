@@ -88,6 +88,8 @@ KINDS: tuple[Kind, ...] = (
             "input's (a 3D -> 2D projection drops the first axis)",
             "scale": "int, one int per output axis, or function(params) -> either: output voxels "
             "per input voxel (an upsampling head); targets are expected at that resolution",
+            "out_channels": "function(spatial_dims) -> int: the output channels it has (each "
+            "means one thing, e.g. an offset per axis); `check` refuses others",
         },
     ),
     Kind(
@@ -95,7 +97,19 @@ KINDS: tuple[Kind, ...] = (
         "bioim2im_register_discriminators",
         frozenset({"spatial_dims", "in_channels"}),
     ),
-    Kind("loss", "bioim2im_register_losses", frozenset({"spatial_dims"})),
+    Kind(
+        "loss",
+        "bioim2im_register_losses",
+        frozenset({"spatial_dims"}),
+        {
+            "encode_target": "function(labels) -> array: the target of an instance head trained "
+            "with this loss, made from each augmented label patch (1, *spatial) as float32 "
+            "(0 = background), instead of the task's encoding; runs in the data-loading workers "
+            "(see bioim2im.data.encodings)",
+            "out_channels": "function(spatial_dims) -> int: the output channels a head trained "
+            "with this loss must have; `check` refuses others",
+        },
+    ),
     Kind(
         "transform",
         "bioim2im_register_transforms",
@@ -114,7 +128,11 @@ KINDS: tuple[Kind, ...] = (
             "pointwise": "bool: maps each voxel on its own (sigmoid, threshold...), so it runs on "
             "each block as it is predicted; other steps run afterwards on blocks with a halo",
             "labels": "bool: numbers objects (connected components, watershed), so prediction "
-            "makes the ids unique and merges objects cut by block borders",
+            "makes the ids unique and merges objects cut by block borders; it receives a block "
+            "plus a halo, so positions it uses must be relative to the array it is given",
+            "tuned": "function(params) -> {parameter: values to try}: the first such step of an "
+            "instance head has these parameters tuned on the validation images at the end of "
+            "training (grid search for the best AP@0.5)",
         },
     ),
     Kind(
@@ -157,7 +175,7 @@ def bioim2im_register_heads(registry: Registrar) -> None:
     """Register heads that map the backbone's features to one task's output.
 
     Factories receive ``spatial_dims``, ``in_channels`` and ``out_channels`` by keyword.
-    Extras: ``spatial_dims``, ``output_spatial_dims``, ``scale``.
+    Extras: ``spatial_dims``, ``output_spatial_dims``, ``scale``, ``out_channels``.
     """
 
 
@@ -175,7 +193,8 @@ def bioim2im_register_losses(registry: Registrar) -> None:
     """Register losses: modules called as ``loss(prediction, target, weight=None)``.
 
     ``weight`` is a cost map broadcastable to the prediction; pixels where it is 0 do not count.
-    Factories may accept ``spatial_dims`` by keyword.
+    Factories may accept ``spatial_dims`` by keyword. Extras: ``encode_target`` and
+    ``out_channels``, for a loss of an instance head that asks for its own target.
     """
 
 
@@ -199,7 +218,8 @@ def bioim2im_register_postprocessors(registry: Registrar) -> None:
     """Register postprocessors: steps applied to a head's raw output at prediction time.
 
     A factory returns a function from an array (C, *spatial) to an array (C', *spatial).
-    Extras: ``pointwise`` (runs on each block as predicted), ``labels`` (numbers objects).
+    Extras: ``pointwise`` (runs on each block as predicted), ``labels`` (numbers objects),
+    ``tuned`` (parameters tuned at the end of training).
     """
 
 

@@ -1,8 +1,10 @@
 """Tuning of instance postprocessing on the validation images, at the end of training.
 
 How probabilities become objects depends on thresholds (a seeded watershed's foreground and
-seed thresholds, or its seed spacing), and the best values depend on how confident the trained
-network turned out. As StarDist does, they are chosen by a grid search on the validation
+seed thresholds, or its seed spacing; EmbedSeg's foreground and seed thresholds), and the best
+values depend on how confident the trained network turned out. The tuned step is the first
+postprocessor registered with ``tuned``: a function of its parameters giving the values to try
+for each parameter it tunes. As StarDist does, they are chosen by a grid search on the validation
 images, for the highest mean AP at IoU 0.5, and saved with the model: in the preset inside
 ``checkpoints/best.pt`` and ``last.pt`` and in ``RUN_DIR/preset.toml``, so that prediction uses
 them. ``RUN_DIR/tuning.json`` records the values tried and their scores.
@@ -30,14 +32,8 @@ if TYPE_CHECKING:
     from bioim2im.plugin.registry import ComponentRegistry
     from bioim2im.prediction.trained_model import TrainedModel
 
-TUNED_STEP = "watershed"
-"""The postprocessor whose parameters are tuned."""
-GRID: dict[str, tuple[float, ...]] = {
-    "threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-    "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
-    "min_distance": (2, 3, 4, 6, 8),
-}
-"""Values tried per watershed parameter (with the preset's own value)."""
+Grid = Callable[[Mapping[str, Any]], Mapping[str, Sequence[float]]]
+"""A tuned postprocessor's ``tuned``: its parameters -> the values to try per tuned parameter."""
 MAX_IMAGES = 16
 CROP_PATCHES = 4
 """Tuning looks at most at MAX_IMAGES validation images, each cropped around its centre to
@@ -64,16 +60,18 @@ def tune_postprocessing(
     device: str | torch.device = "cpu",
     report: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Tune each instance head's watershed on the validation images of a finished run
+    """Tune each instance head's tuned step (a watershed, EmbedSeg's clustering) on the
+    validation images of a finished run
     (``run_dir``, trained from ``preset``) and save the values.
 
     Returns head -> the chosen parameters, the AP@0.5 before and after; empty when there is
-    nothing to tune (no instance head with a watershed, or no validation images).
+    nothing to tune (no instance head with a tuned step, or no validation images).
     """
     heads = {
-        name: index
+        name: found
         for name, head in preset.model.heads.items()
-        if head.task == "instance" and (index := _tuned_index(head.postprocess)) is not None
+        if head.task == "instance"
+        and (found := _tuned_step(head.postprocess, registry)) is not None
     }
     best = run_dir / "checkpoints" / "best.pt"
     if not heads or val_data is None or not best.is_file():
@@ -84,16 +82,17 @@ def tune_postprocessing(
     images = _validation_outputs(val_data, model, list(heads))
     data = preset.model_dump(mode="json", exclude_none=True)
     results: dict[str, dict[str, Any]] = {}
-    for name, index in heads.items():
+    for name, (index, grid) in heads.items():
         steps = data["model"]["heads"][name]["postprocess"]
         # The pointwise steps already ran; the candidates vary the rest of the chain.
         rest = steps[len(model.heads[name].pointwise) :]
         position = index - len(model.heads[name].pointwise)
-        chosen, before, after, tried = _search(registry, rest, position, images[name])
+        chosen, before, after, tried = _search(registry, rest, position, grid, images[name])
         steps[index] = chosen
+        step_name = chosen["name"]
         results[name] = {
-            "step": TUNED_STEP,
-            "params": {k: chosen[k] for k in _tuned_keys(chosen)},
+            "step": step_name,
+            "params": {k: chosen[k] for k in grid(chosen)},
             "ap@0.50 before": before,
             "ap@0.50 after": after,
             "images": len(images[name]),
@@ -102,35 +101,37 @@ def tune_postprocessing(
         if report is not None:
             values = ", ".join(f"{k} {v}" for k, v in results[name]["params"].items())
             report(
-                f"tuned head '{name}' {TUNED_STEP} on {len(images[name])} validation image(s): "
+                f"tuned head '{name}' {step_name} on {len(images[name])} validation image(s): "
                 f"{values} (AP@0.5 {before:.3f} -> {after:.3f})"
             )
     _save(run_dir, registry, data, results)
     return {name: {k: v for k, v in r.items() if k != "tried"} for name, r in results.items()}
 
 
-def _tuned_index(postprocess: Sequence[Any]) -> int | None:
-    return next((i for i, step in enumerate(postprocess) if step.name == TUNED_STEP), None)
+def _tuned_step(postprocess: Sequence[Any], registry: ComponentRegistry) -> tuple[int, Grid] | None:
+    """The position and grid of the first step registered as tuned, if any."""
+    for index, step in enumerate(postprocess):
+        grid = registry.get("postprocessor", step.name).extras.get("tuned")
+        if grid is not None:
+            return index, grid
+    return None
 
 
-def _tuned_keys(params: Mapping[str, Any]) -> list[str]:
-    """The parameters of this watershed that the search varies (they depend on its mode)."""
-    if params.get("mode", "distance") == "distance":
-        # With h set, seeds are h-maxima and min_distance is unused.
-        return ["threshold"] + ([] if params.get("h") is not None else ["min_distance"])
-    return ["threshold", "seed_threshold"]
-
-
-def _candidates(params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+def _candidates(params: Mapping[str, Any], grid: Grid) -> Iterator[dict[str, Any]]:
     """The preset's own parameters first, then every combination of the grid."""
     yield dict(params)
-    keys = _tuned_keys(params)
-    for values in itertools.product(*(GRID[k] for k in keys)):
+    values_of = grid(params)
+    keys = list(values_of)
+    for values in itertools.product(*(values_of[k] for k in keys)):
         yield {**params, **dict(zip(keys, values, strict=True))}
 
 
 def _search(
-    registry: ComponentRegistry, steps: list[dict[str, Any]], position: int, images: list[_Image]
+    registry: ComponentRegistry,
+    steps: list[dict[str, Any]],
+    position: int,
+    grid: Grid,
+    images: list[_Image],
 ) -> tuple[dict[str, Any], float, float, list[dict[str, Any]]]:
     """(best parameters, AP before, AP after, every candidate's score) for one head."""
 
@@ -145,9 +146,9 @@ def _search(
 
     tried = []
     best_params, best_score = steps[position], -1.0
-    for params in _candidates(steps[position]):
+    for params in _candidates(steps[position], grid):
         value = score(params)
-        tried.append({**{k: params[k] for k in _tuned_keys(params)}, "ap@0.50": value})
+        tried.append({**{k: params[k] for k in grid(params)}, "ap@0.50": value})
         # Strictly better only: on a tie the preset's own values (tried first) stay.
         if value > best_score:
             best_params, best_score = params, value
