@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--cases", default="2d,3d", help=f"of {', '.join(CASES)}")
+    parser.add_argument("--cases", default="2d,3d,3d-hand", help=f"of {', '.join(CASES)}")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda (bioim2im trains on a GPU it sees)"
