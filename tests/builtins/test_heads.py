@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -93,3 +94,25 @@ def test_projection_learned_picks_the_plane_it_scores_highest() -> None:
 def test_projection_needs_3d_features() -> None:
     with pytest.raises(UserError, match="3D"):
         build("projection", {}, 2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_pointwise_convolution_is_the_convolution_it_replaces(dims: int) -> None:
+    """1x1 convolutions run as an einsum on the CPU: same values, gradients and state-dict."""
+    from bioim2im.builtins._pointwise import make_pointwise
+
+    conv = (torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d)(2, 3, kernel_size=1)
+    block = torch.nn.Sequential(conv)
+    reference = copy.deepcopy(block)
+    make_pointwise(block)
+    assert type(block[0]) is not type(conv)
+    assert block.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(2, 2, *[5] * dims, requires_grad=True)
+    ours, theirs = block(x), reference(x)
+    torch.testing.assert_close(ours, theirs)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (grad_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
+    torch.testing.assert_close(grad_ours, grad_theirs)
+    # A convolution with neighbours is left as it is.
+    wide = torch.nn.Sequential(torch.nn.Conv2d(2, 2, kernel_size=3))
+    assert type(make_pointwise(wide)[0]) is torch.nn.Conv2d
