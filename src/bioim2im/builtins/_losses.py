@@ -322,16 +322,16 @@ class SoftmaxDiceCrossEntropy(WeightedLoss):
     """
 
     def __init__(
-        self, dice: OverlapLoss, cross_entropy: CrossEntropy, lambda_dice: float, lambda_ce: float
+        self, dice: OverlapLoss, classes: Classes, lambda_dice: float, lambda_ce: float
     ) -> None:
         super().__init__()
         self.dice = dice
-        self.cross_entropy = cross_entropy
+        self.classes = classes  # the cross-entropy's: every class counts
         self.lambda_dice = lambda_dice
         self.lambda_ce = lambda_ce
 
     def weighted(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
-        classes = self.cross_entropy.classes
+        classes = self.classes
         log_probs = logits.log_softmax(dim=1)
         onehot = classes.onehot_targets(target, logits)
         dice = self.dice.probability_loss(log_probs.exp(), onehot, weight)

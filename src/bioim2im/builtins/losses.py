@@ -189,7 +189,7 @@ def dice_ce(
     )
     all_classes = _classes(to_onehot_y, class_weights=class_weights)
     if use_softmax and not label_smoothing:
-        return SoftmaxDiceCrossEntropy(dice_loss, CrossEntropy(all_classes), lambda_dice, lambda_ce)
+        return SoftmaxDiceCrossEntropy(dice_loss, all_classes, lambda_dice, lambda_ce)
     ce_loss = (
         CrossEntropy(all_classes, label_smoothing=label_smoothing)
         if use_softmax
