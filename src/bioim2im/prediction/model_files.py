@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import UserError
-from bioim2im.prediction.trained_model import TrainedModel, head_output, head_outputs
+from bioim2im.prediction.trained_model import TrainedModel, chain_output, head_outputs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -711,24 +711,7 @@ def _head(
 ) -> HeadOutput:
     """A head whose steps are ``(registered postprocessor or None, function)``: the package's
     operations (pointwise) first, then registered ones, split where they stop being pointwise."""
-
-    def declared(step: str | None, extra: str) -> bool:
-        if step is None:
-            return extra == "pointwise"
-        return bool(registry.get("postprocessor", step).extras.get(extra, False))
-
-    split = 0
-    while split < len(steps) and declared(steps[split][0], "pointwise"):
-        split += 1
-    return head_output(
-        name,
-        channels,
-        geometry,
-        pointwise=tuple(s for _, s in steps[:split]),
-        neighbourhood=tuple(s for _, s in steps[split:]),
-        instance=any(declared(n, "labels") for n, _ in steps[split:]),
-        output_dtype=output_dtype,
-    )
+    return chain_output(name, channels, geometry, steps, output_dtype, registry)
 
 
 def _settings(overrides: Sequence[str], allowed: Sequence[str]) -> dict[str, Any]:

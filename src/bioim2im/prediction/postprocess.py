@@ -328,42 +328,16 @@ def _head_output(
 ) -> HeadOutput:
     """Like prediction's, for the steps run here on ``channels`` saved channels."""
     from bioim2im.prediction.blockwise import HeadGeometry
-    from bioim2im.prediction.trained_model import _run
+    from bioim2im.prediction.trained_model import chain_output
 
     built = [(spec.name, registry.build("postprocessor", spec)) for spec in steps]
-
-    def declared(step: str, extra: str) -> bool:
-        return bool(registry.get("postprocessor", step).extras.get(extra, False))
-
-    split = 0
-    while split < len(built) and declared(built[split][0], "pointwise"):
-        split += 1
-    pointwise = tuple(step for _, step in built[:split])
-    neighbourhood = tuple(step for _, step in built[split:])
-    probe = np.zeros((channels, *[8] * len(spatial)), np.float32)
+    geometry = HeadGeometry.same(len(spatial))
     try:
-        blockwise = _run(pointwise, probe)
-        final = _run(neighbourhood, blockwise)
+        return chain_output(name, channels, geometry, built, config.output_dtype, registry)
     except (ValueError, IndexError) as exc:
         raise UserError(
             f"model.heads.{name}.postprocess cannot run on {channels} saved channel(s): {exc}"
         ) from None
-    integer = final.dtype.kind in "uib"
-    dtype = np.dtype(config.output_dtype or ("uint32" if integer else "float32"))
-    return HeadOutput(
-        name=name,
-        out_channels=channels,
-        geometry=HeadGeometry.same(len(spatial)),
-        pointwise=pointwise,
-        neighbourhood=neighbourhood,
-        instance=any(declared(n, "labels") for n, _ in built[split:]),
-        blockwise_channels=blockwise.shape[0],
-        blockwise_dtype=np.dtype(np.float32 if blockwise.dtype.kind == "f" else blockwise.dtype),
-        channels=final.shape[0],
-        dtype=dtype,
-        is_label=integer and dtype.kind in "ui",
-        scaled=not integer and dtype.kind in "ui",
-    )
 
 
 def _plan(found: InputImage, halo: tuple[int, ...], block_size: Sequence[int] | None) -> BlockPlan:

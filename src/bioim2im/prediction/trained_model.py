@@ -253,21 +253,37 @@ def _head_output(
         dropped_axes=target.dropped_axes,
     )
     steps = [(spec.name, registry.build("postprocessor", spec)) for spec in head.postprocess]
+    return chain_output(name, head.out_channels, geometry, steps, head.output_dtype, registry)
 
-    def declared(step_name: str, extra: str) -> bool:
-        return bool(registry.get("postprocessor", step_name).extras.get(extra, False))
+
+def chain_output(
+    name: str,
+    channels: int,
+    geometry: HeadGeometry,
+    steps: Sequence[tuple[str | None, Step]],
+    output_dtype: str | None,
+    registry: ComponentRegistry,
+) -> HeadOutput:
+    """What prediction writes for a head whose steps are ``(registered postprocessor name, or
+    None for a model package's own pointwise operation; the built step)``: the chain is split
+    at the first step not declared pointwise, and numbers objects when a later step does."""
+
+    def declared(step: str | None, extra: str) -> bool:
+        if step is None:
+            return extra == "pointwise"
+        return bool(registry.get("postprocessor", step).extras.get(extra, False))
 
     split = 0
     while split < len(steps) and declared(steps[split][0], "pointwise"):
         split += 1
     return head_output(
         name,
-        head.out_channels,
+        channels,
         geometry,
         pointwise=tuple(step for _, step in steps[:split]),
         neighbourhood=tuple(step for _, step in steps[split:]),
         instance=any(declared(n, "labels") for n, _ in steps[split:]),
-        output_dtype=head.output_dtype,
+        output_dtype=output_dtype,
     )
 
 
