@@ -99,7 +99,7 @@ def test_projection_needs_3d_features() -> None:
 @pytest.mark.parametrize("dims", [2, 3])
 def test_a_pointwise_convolution_is_the_convolution_it_replaces(dims: int) -> None:
     """1x1 convolutions run as an einsum on the CPU: same values, gradients and state-dict."""
-    from bioim2im.builtins._pointwise import make_pointwise
+    from bioim2im.model.pointwise import make_pointwise
 
     conv = (torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d)(2, 3, kernel_size=1)
     block = torch.nn.Sequential(conv)
@@ -116,3 +116,17 @@ def test_a_pointwise_convolution_is_the_convolution_it_replaces(dims: int) -> No
     # A convolution with neighbours is left as it is.
     wide = torch.nn.Sequential(torch.nn.Conv2d(2, 2, kernel_size=3))
     assert type(make_pointwise(wide)[0]) is torch.nn.Conv2d
+
+
+def test_a_built_model_runs_its_heads_1x1_convolutions_pointwise() -> None:
+    from bioim2im.builtins import presets_dir
+    from bioim2im.config import load_preset
+    from bioim2im.model.network import build_model
+    from bioim2im.model.pointwise import PointwiseConv2d
+    from bioim2im.plugin.manager import get_registry
+
+    registry = get_registry()
+    preset = load_preset(presets_dir() / "segmentation-2d.toml", [], registry)
+    head = build_model(preset, registry).heads["seg"]
+    convolutions = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(isinstance(m, PointwiseConv2d) for m in convolutions)

@@ -9,8 +9,6 @@ import torch
 from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
-from bioim2im.builtins._pointwise import make_pointwise
-
 # Our names for MONAI's UpSample modes.
 _UPSAMPLE_MODES = {
     "deconv": "deconv",
@@ -57,7 +55,7 @@ def conv_head(
     layers.append(
         Convolution(spatial_dims, channels, out_channels, kernel_size=kernel_size, conv_only=True)
     )
-    return make_pointwise(nn.Sequential(*layers))
+    return nn.Sequential(*layers)
 
 
 class ProjectionHead(nn.Module):

@@ -52,9 +52,7 @@ def embedseg_head(
             f"head 'embedseg' has {expected} output channels in {spatial_dims}D "
             f"(an offset and a bandwidth per axis, and a seed map); set out_channels = {expected}"
         )
-    from bioim2im.builtins._pointwise import make_pointwise
-
-    return make_pointwise(EmbedSegHead(spatial_dims, in_channels, hidden_channels))
+    return EmbedSegHead(spatial_dims, in_channels, hidden_channels)
 
 
 def instance_distance(

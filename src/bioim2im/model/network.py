@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bioim2im.config import Preset
+from bioim2im.model.pointwise import make_pointwise
 from bioim2im.plugin.registry import ComponentRegistry
 
 
@@ -44,7 +45,8 @@ def build_model(preset: Preset, registry: ComponentRegistry) -> Im2ImModel:
         )
         for name, head in model.heads.items()
     }
-    return Im2ImModel(backbone, heads)
+    # Every head's 1x1 convolutions run as einsums on the CPU (see bioim2im.model.pointwise).
+    return Im2ImModel(backbone, {name: make_pointwise(head) for name, head in heads.items()})
 
 
 def build_losses(preset: Preset, registry: ComponentRegistry) -> dict[str, nn.Module]:

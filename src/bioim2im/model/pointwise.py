@@ -3,8 +3,9 @@
 oneDNN's CPU path for a 1x1(x1) convolution with few channels is far slower than the same
 product written as an einsum: a 2 -> 2 channel 1x1x1 convolution over a batch of two
 32 x 128 x 128 patches took 187 ms forward and backward against 10 ms (torch 2.13, 2 cores),
-a third of a 3D U-Net's training step. These classes keep the convolution's parameters (the
-same state-dict keys and shapes, so checkpoints and exports are unchanged) and compute it
+a third of a 3D U-Net's training step. :func:`bioim2im.model.network.build_model` swaps every
+head's 1x1 convolution for these classes, which keep the convolution's parameters (the same
+state-dict keys and shapes, so checkpoints and exports are unchanged) and compute it
 differently on the CPU only; on a GPU, cuDNN's convolution runs as before.
 """
 
