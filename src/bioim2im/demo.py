@@ -32,7 +32,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Synthetic nuclei -> train -> predict the held-out images -> evaluate. Returns the metrics."""
     from bioim2im.api import evaluate, predict_files, train
-    from bioim2im.builtins import presets_dir
+    from bioim2im.builtins.presets import presets_dir
     from bioim2im.data.synthetic import write_dataset
     from bioim2im.evaluation import render_report
 

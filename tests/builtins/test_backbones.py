@@ -15,7 +15,7 @@ from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 def _registry() -> ComponentRegistry:
     registry = ComponentRegistry()
-    backbones.register(Registrar(registry, "backbone", "bioim2im", "test"))
+    backbones.bioim2im_register_backbones(Registrar(registry, "backbone", "bioim2im", "test"))
     return registry
 
 

@@ -15,7 +15,7 @@ from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 def _registry() -> ComponentRegistry:
     registry = ComponentRegistry()
-    heads.register(Registrar(registry, "head", "bioim2im", "test"))
+    heads.bioim2im_register_heads(Registrar(registry, "head", "bioim2im", "test"))
     return registry
 
 
@@ -119,7 +119,7 @@ def test_a_pointwise_convolution_is_the_convolution_it_replaces(dims: int) -> No
 
 
 def test_a_built_model_runs_its_heads_1x1_convolutions_pointwise() -> None:
-    from bioim2im.builtins import presets_dir
+    from bioim2im.builtins.presets import presets_dir
     from bioim2im.config import load_preset
     from bioim2im.model.network import build_model
     from bioim2im.model.pointwise import PointwiseConv2d

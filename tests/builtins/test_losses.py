@@ -16,7 +16,7 @@ from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 def _registry() -> ComponentRegistry:
     registry = ComponentRegistry()
-    losses.register(Registrar(registry, "loss", "bioim2im", "test"))
+    losses.bioim2im_register_losses(Registrar(registry, "loss", "bioim2im", "test"))
     return registry
 
 

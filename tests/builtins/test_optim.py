@@ -15,8 +15,8 @@ from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 def _registry() -> ComponentRegistry:
     registry = ComponentRegistry()
-    optim.register_optimizers(Registrar(registry, "optimizer", "bioim2im", "test"))
-    optim.register_schedulers(Registrar(registry, "scheduler", "bioim2im", "test"))
+    optim.bioim2im_register_optimizers(Registrar(registry, "optimizer", "bioim2im", "test"))
+    optim.bioim2im_register_schedulers(Registrar(registry, "scheduler", "bioim2im", "test"))
     return registry
 
 

@@ -14,7 +14,9 @@ from bioim2im.plugin.registry import ComponentRegistry, Registrar
 
 def _registry() -> ComponentRegistry:
     registry = ComponentRegistry()
-    postprocess.register(Registrar(registry, "postprocessor", "bioim2im", "test"))
+    postprocess.bioim2im_register_postprocessors(
+        Registrar(registry, "postprocessor", "bioim2im", "test")
+    )
     return registry
 
 

@@ -14,7 +14,7 @@ NAMES = ["dice", "instance_ap", "iou", "mae", "nrmse", "pearson", "psnr", "ssim"
 @pytest.fixture(scope="module")
 def registry() -> ComponentRegistry:
     reg = ComponentRegistry()
-    metrics_plugin.register(Registrar(reg, "metric", "bioim2im", "0"))
+    metrics_plugin.bioim2im_register_metrics(Registrar(reg, "metric", "bioim2im", "0"))
     return reg
 
 

@@ -13,8 +13,11 @@ from bioim2im.errors import PluginError
 from bioim2im.plugin.manager import build_registry
 
 
-def _plugin(**hooks) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**{name: hookimpl(fn) for name, fn in hooks.items()})
+def _plugin(**hooks) -> types.ModuleType:
+    plugin = types.ModuleType("bioim2im_test_plugin")
+    for name, fn in hooks.items():
+        setattr(plugin, name, hookimpl(fn))
+    return plugin
 
 
 def small_net(
@@ -51,7 +54,9 @@ def test_a_third_party_cannot_take_a_builtin_name() -> None:
 
     other = _plugin(bioim2im_register_backbones=register)
     with pytest.raises(PluginError, match="'bioim2im' and by package 'bioim2im-other'"):
-        build_registry([(builtins, "bioim2im", "0"), (other, "bioim2im-other", "1")])
+        build_registry(
+            [*((m, "bioim2im", "0") for m in builtins.PLUGINS), (other, "bioim2im-other", "1")]
+        )
 
 
 def test_same_name_in_different_kinds_is_fine() -> None:
@@ -111,3 +116,75 @@ def test_unknown_name_suggests() -> None:
     plugin = _plugin(bioim2im_register_backbones=lambda registry: registry.add("small", small_net))
     with pytest.raises(UserError, match="did you mean 'small'"):
         build_registry([(plugin, "p", "1")]).get("backbone", "smal")
+
+
+def _installed(site, name: str, module: str, code: str) -> None:
+    """A distribution ``name`` with one entry point in the bioim2im group, installed in
+    ``site`` (a folder put on sys.path) as pip would leave it."""
+    (site / f"{module}.py").write_text(code)
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[bioim2im]\n{module} = {module}\n")
+
+
+def test_installed_plugins_are_loaded_by_pluggy_with_their_distribution(
+    tmp_path, monkeypatch
+) -> None:
+    from bioim2im.plugin.manager import discover
+
+    code = (
+        "from bioim2im import hookimpl\n"
+        "@hookimpl\n"
+        "def bioim2im_register_losses(registry):\n"
+        "    registry.add('from_site', lambda *, eps=1.0: eps)\n"
+    )
+    _installed(tmp_path, "bioim2im-site", "bioim2im_site", code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("BIOIM2IM_PLUGINS", raising=False)
+    component = build_registry(discover()).get("loss", "from_site")
+    assert (component.package, component.version) == ("bioim2im-site", "1.0")
+    monkeypatch.setenv("BIOIM2IM_PLUGINS", "none")
+    assert ("loss", "from_site") not in build_registry(discover())
+
+
+def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch) -> None:
+    from bioim2im.plugin.manager import discover
+
+    _installed(tmp_path, "bioim2im-broken", "bioim2im_broken", "raise ImportError('no numpy 9')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("BIOIM2IM_PLUGINS", raising=False)
+    with pytest.raises(PluginError) as info:
+        discover()
+    message = str(info.value)
+    assert "'bioim2im_broken' of package 'bioim2im-broken'" in message
+    assert "no numpy 9" in message
+
+
+def test_a_hook_must_be_named_after_its_spec() -> None:
+    plugin = types.ModuleType("bioim2im_renamed")
+
+    @hookimpl(specname="bioim2im_register_backbones")
+    def add_backbones(registry):
+        registry.add("renamed", small_net)
+
+    plugin.add_backbones = add_backbones  # type: ignore[attr-defined]
+    with pytest.raises(PluginError, match="as 'add_backbones': name the function after the hook"):
+        build_registry([(plugin, "bioim2im-renamed", "1")])
+
+
+def test_hooks_run_through_pluggy_so_its_ordering_applies() -> None:
+    """pluggy's own call machinery runs the hooks (not the manager calling functions)."""
+    seen: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def bioim2im_register_backbones(registry):
+        seen.append("before")
+        result = yield
+        seen.append("after")
+        return result
+
+    wrapping = types.ModuleType("bioim2im_wrapping")
+    wrapping.bioim2im_register_backbones = bioim2im_register_backbones  # type: ignore[attr-defined]
+    build_registry([(wrapping, "bioim2im-wrapping", "1")])
+    assert seen == ["before", "after"]

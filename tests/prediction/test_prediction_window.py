@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bioim2im import predict
-from bioim2im.builtins import presets_dir
+from bioim2im.builtins.presets import presets_dir
 from bioim2im.config import load_preset
 from bioim2im.config.loading import to_toml
 from bioim2im.data.preparation import preparation

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -380,7 +381,8 @@ def _document(factory: Any) -> None:
         factory.__doc__ = f"{factory.__doc__}\n\nArgs:\n" + "\n".join(lines)
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_backbones(registry: Registrar) -> None:
     for factory in (unet, attention_unet, basic_unet, dynunet, segresnet, unetr, swin_unetr):
         _document(factory)
     registry.add("unet", unet, divisor=_unet_divisor, check=_check_unet)

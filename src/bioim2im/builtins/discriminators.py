@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 
@@ -29,5 +30,6 @@ def patchgan(
     return PatchGAN(spatial_dims, in_channels, channels=channels, layers=layers, norm=norm)
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_discriminators(registry: Registrar) -> None:
     registry.add("patchgan", patchgan)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import PositiveInt
 
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 
@@ -92,7 +93,8 @@ def _conv_scale(params: Mapping[str, Any]) -> int | tuple[int, ...]:
     return tuple(upsample) if isinstance(upsample, list) else int(upsample)
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_heads(registry: Registrar) -> None:
     registry.add("identity", identity)
     registry.add("conv", conv, scale=_conv_scale, check=_check_conv)
     registry.add("projection", projection, output_spatial_dims=2, spatial_dims=(3,))

@@ -25,6 +25,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from bioim2im.data import encodings
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -132,11 +133,13 @@ def _cluster_grid(params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
     }
 
 
-def register_heads(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_heads(registry: Registrar) -> None:
     registry.add("embedseg", embedseg_head, out_channels=encodings.embedding_channels)
 
 
-def register_losses(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_losses(registry: Registrar) -> None:
     registry.add(
         "instance_distance",
         instance_distance,
@@ -151,5 +154,6 @@ def register_losses(registry: Registrar) -> None:
     )
 
 
-def register_postprocessors(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_postprocessors(registry: Registrar) -> None:
     registry.add("embedseg_cluster", embedseg_cluster, labels=True, tuned=_cluster_grid)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar, StrictModel
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
@@ -41,7 +42,8 @@ class TiffWriterParams(StrictModel):
     """zlib writes compressed 256 x 256 tiles; none writes memory-mappable contiguous data."""
 
 
-def register_readers(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_readers(registry: Registrar) -> None:
     registry.add(
         "tiff",
         "bioim2im.io.tiff:open_tiff",
@@ -58,7 +60,8 @@ def register_readers(registry: Registrar) -> None:
     )
 
 
-def register_writers(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_writers(registry: Registrar) -> None:
     registry.add(
         "ome-zarr",
         "bioim2im.io.omezarr:write_ome_zarr",

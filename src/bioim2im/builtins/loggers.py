@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 
@@ -38,5 +39,6 @@ def _check_tensorboard(*, log_dir: str = "tensorboard", **_: Any) -> None:
         raise ValueError(f"log_dir {log_dir!r} must be a folder inside the run directory")
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_loggers(registry: Registrar) -> None:
     registry.add("tensorboard", tensorboard, check=_check_tensorboard)

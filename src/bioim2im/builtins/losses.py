@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 ClassWeights = list[NonNegativeFloat] | None
@@ -331,7 +332,8 @@ def _document(factory: Callable[..., Any]) -> None:
         factory.__doc__ = f"{factory.__doc__}\n\nArgs:\n" + "\n".join(lines)
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_losses(registry: Registrar) -> None:
     # Losses on logits that need an activation chosen: sigmoid or softmax.
     activated: tuple[Callable[..., Any], ...] = (
         dice, dice_ce, dice_focal, focal, tversky, generalized_dice

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, PositiveFloat
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def nrmse() -> Metric:
     return _per_image(lambda pred, truth: {"nrmse": score(pred, truth)})
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_metrics(registry: Registrar) -> None:
     for factory in (dice, iou, instance_ap, psnr, ssim, pearson, mae, nrmse):
         registry.add(factory.__name__, factory)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def _check_n2v_mask(*, window: int, **_: Any) -> None:
         raise ValueError(f"window must be odd, got {window}")
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_transforms(registry: Registrar) -> None:
     # Interpolating augmentations after it would blend the hidden pixels back into view.
     registry.add("n2v_mask", n2v_mask, role="augment", runs_last=True, check=_check_n2v_mask)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 Betas = tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]]
@@ -105,7 +106,8 @@ def _check_sgd(*, momentum: float, nesterov: bool, **_: Any) -> None:
         raise ValueError("nesterov = true needs a momentum above 0")
 
 
-def register_optimizers(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_optimizers(registry: Registrar) -> None:
     for factory in (adam, adamw, radam):
         registry.add(factory.__name__, factory)
     registry.add("sgd", sgd, check=_check_sgd)
@@ -225,6 +227,7 @@ def plateau(
     )
 
 
-def register_schedulers(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_schedulers(registry: Registrar) -> None:
     for factory in (constant, cosine, poly, step, plateau):
         registry.add(factory.__name__, factory)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -174,7 +175,8 @@ def _watershed_grid(params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
     return grid
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_postprocessors(registry: Registrar) -> None:
     # Each voxel on its own: run on every block as it is predicted.
     for factory in (sigmoid, softmax, argmax, threshold):
         registry.add(factory.__name__, factory, pointwise=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.plugin.registry import Registrar, suggest
 
 if TYPE_CHECKING:
@@ -345,7 +346,8 @@ CHECKS: dict[str, Any] = {
 }
 
 
-def register(registry: Registrar) -> None:
+@hookimpl
+def bioim2im_register_transforms(registry: Registrar) -> None:
     for role, factories in (("normalize", NORMALIZATIONS), ("augment", AUGMENTATIONS)):
         for factory in factories:
             check = CHECKS.get(factory.__name__)
