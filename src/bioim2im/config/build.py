@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, Optional, Union
+import typing
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Discriminator, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from bioim2im.config.schema import (
-    AdversarialConfig,
-    ComponentSpec,
-    DataConfig,
-    HeadConfig,
-    LoggingConfig,
-    ModelConfig,
-    Preset,
-    TrainConfig,
+from bioim2im.config.components import (
+    component_kind,
+    components,
+    field_annotation,
+    holds_components,
+    is_union,
 )
+from bioim2im.config.schema import ComponentSpec, Preset
 from bioim2im.errors import PluginError
 from bioim2im.plugin.registry import ComponentRegistry, StrictModel
 
@@ -89,66 +88,60 @@ def _copy(field: FieldInfo) -> FieldInfo:
 
 @functools.lru_cache(maxsize=8)
 def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]:
-    """The Preset model for this registry (cached per registry)."""
+    """The Preset model for this registry (cached per registry): every field the schema marks
+    as a component (see :mod:`bioim2im.config.components`) becomes the union of the registered
+    components of its kind, in every section that holds one."""
     info = SchemaInfo()
-    transform = _union(registry, "transform", info)
-    postprocessor = _union(registry, "postprocessor", info)
-    metric = _union(registry, "metric", info)
-    head_base = _override(
-        HeadConfig,
-        "HeadConfig",
-        loss=_union(registry, "loss", info),
-        postprocess=list[postprocessor],  # type: ignore[valid-type]
-        metrics=list[metric],  # type: ignore[valid-type]
-        target_normalize=Optional[transform],  # noqa: UP045
-    )
-    data = _override(DataConfig, "DataConfig", normalize=transform, augment=list[transform])  # type: ignore[valid-type]
-    model = _override(
-        ModelConfig,
-        "ModelConfig",
-        backbone=_union(registry, "backbone", info),
-        heads=dict[str, _union(registry, "head", info, base=head_base)],  # type: ignore[misc]
-    )
-    train = _override(
-        TrainConfig,
-        "TrainConfig",
-        optimizer=_union(registry, "optimizer", info),
-        scheduler=_union(registry, "scheduler", info),
-    )
-
-    adversarial = _override(
-        AdversarialConfig,
-        "AdversarialConfig",
-        discriminator=_union(registry, "discriminator", info),
-        optimizer=_union(registry, "optimizer", info),
-    )
-
-    logger = _union(registry, "logger", info)
-    logging = _override(LoggingConfig, "LoggingConfig", loggers=list[logger])  # type: ignore[valid-type]
 
     def components_fit(preset: Preset) -> Preset:
         _check_components(preset, registry)
         return preset
 
-    preset = create_model(
+    preset: type[Preset] = create_model(  # type: ignore[assignment]
         "Preset",
-        __base__=Preset,
+        __base__=_specialise_model(Preset, registry, info),
         __module__=__name__,
         __validators__={"components_fit": model_validator(mode="after")(components_fit)},  # type: ignore[dict-item]
-        data=(data, _copy(Preset.model_fields["data"])),
-        model=(model, _copy(Preset.model_fields["model"])),
-        train=(train, _copy(Preset.model_fields["train"])),
-        logging=(logging, _copy(Preset.model_fields["logging"])),
-        adversarial=(Optional[adversarial], _copy(Preset.model_fields["adversarial"])),  # noqa: UP045
     )
     return preset, info
+
+
+def _specialise_model(
+    model: type[StrictModel], registry: ComponentRegistry, info: SchemaInfo
+) -> Any:
+    """A subclass of ``model`` whose fields holding components take the registered ones."""
+    fields = {
+        name: _specialise(field_annotation(model, name), registry, info)
+        for name in model.model_fields
+        if holds_components(field_annotation(model, name))
+    }
+    return _override(model, model.__name__, **fields)
+
+
+def _specialise(annotation: Any, registry: ComponentRegistry, info: SchemaInfo) -> Any:
+    kind = component_kind(annotation)
+    if kind is not None:
+        base = typing.get_args(annotation)[0]
+        if holds_components(base):  # a head: its table holds more components
+            base = _specialise_model(base, registry, info)
+        return _union(registry, kind, info, base=base)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if is_union(annotation):
+        return Union[tuple(_specialise(a, registry, info) for a in args)]  # noqa: UP007
+    if origin is list:
+        return list[_specialise(args[0], registry, info)]  # type: ignore[misc]
+    if origin is dict:
+        return dict[args[0], _specialise(args[1], registry, info)]  # type: ignore[misc,valid-type]
+    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+        return _specialise_model(annotation, registry, info)
+    return annotation
 
 
 def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
     """Rules that need to know the components: each component's own ``check``, sizes a
     backbone accepts, 3D-only heads, the output channels a head has or a loss is trained
     against."""
-    for key, kind, spec in _components(preset):
+    for key, kind, spec in ((c.key, c.kind, c.spec) for c in components(preset)):
         params = spec.params()
         try:
             registry.get(kind, spec.name).check(params, preset.spatial_dims)
@@ -205,35 +198,3 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 f"model.heads.{head_name}: head '{head.name}' needs {' or '.join(map(str, needs))}D "
                 f"input but data.patch_size is {preset.spatial_dims}D"
             )
-
-
-def _components(preset: Preset) -> list[tuple[str, str, Any]]:
-    """(key path, kind, spec) of every component a preset names."""
-    data, model, train = preset.data, preset.model, preset.train
-    found: list[tuple[str, str, Any]] = [
-        ("data.normalize", "transform", data.normalize),
-        *((f"data.augment.{i}", "transform", t) for i, t in enumerate(data.augment)),
-        ("model.backbone", "backbone", model.backbone),
-        ("train.optimizer", "optimizer", train.optimizer),
-        ("train.scheduler", "scheduler", train.scheduler),
-    ]
-    for name, head in model.heads.items():
-        where = f"model.heads.{name}"
-        found += [(where, "head", head), (f"{where}.loss", "loss", head.loss)]
-        found += [
-            (f"{where}.postprocess.{i}", "postprocessor", p) for i, p in enumerate(head.postprocess)
-        ]
-        found += [(f"{where}.metrics.{i}", "metric", m) for i, m in enumerate(head.metrics)]
-        if head.target_normalize is not None:
-            found.append((f"{where}.target_normalize", "transform", head.target_normalize))
-    found += [
-        (f"logging.loggers.{i}" if i < len(preset.logging.loggers) else "logging.tensorboard",
-         "logger", spec)
-        for i, spec in enumerate(preset.logging.chosen_loggers())
-    ]  # fmt: skip
-    if preset.adversarial is not None:
-        found += [
-            ("adversarial.discriminator", "discriminator", preset.adversarial.discriminator),
-            ("adversarial.optimizer", "optimizer", preset.adversarial.optimizer),
-        ]
-    return found

@@ -10,10 +10,11 @@ so a plugin's component is validated exactly like a built-in one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
+from bioim2im.config.components import Component
 from bioim2im.plugin.registry import StrictModel
 
 
@@ -41,6 +42,18 @@ def spec(name: str, **params: Any) -> Any:
     of these models (see config/build.py) validate them into their own component types.
     """
     return {"name": name, **params}
+
+
+# Component fields, each marked with the kind of component it names (see config/components.py).
+Transform = Annotated[ComponentSpec, Component("transform")]
+Backbone = Annotated[ComponentSpec, Component("backbone")]
+Loss = Annotated[ComponentSpec, Component("loss")]
+Postprocessor = Annotated[ComponentSpec, Component("postprocessor")]
+Metric = Annotated[ComponentSpec, Component("metric")]
+Optimizer = Annotated[ComponentSpec, Component("optimizer")]
+Scheduler = Annotated[ComponentSpec, Component("scheduler")]
+Discriminator = Annotated[ComponentSpec, Component("discriminator")]
+Logger = Annotated[ComponentSpec, Component("logger")]
 
 
 def _empty() -> Any:
@@ -131,9 +144,9 @@ class DataConfig(StrictModel):
     """Reject patches whose labelled fraction is below this (0 disables)."""
     pad: bool = True
     """Pad images smaller than the patch (reflect for images, 0 for labels)."""
-    normalize: ComponentSpec = Field(default_factory=lambda: spec("percentile"))
+    normalize: Transform = Field(default_factory=lambda: spec("percentile"))
     """Normalisation of the input images (a transform)."""
-    augment: list[ComponentSpec] = Field(default_factory=list)
+    augment: list[Transform] = Field(default_factory=list)
     """Augmentations applied to training patches, in order (transforms)."""
     nan_policy: Literal["error", "zero"] = "error"
     """What to do with NaN or Inf in an input image."""
@@ -168,17 +181,17 @@ class HeadConfig(ComponentSpec):
     """Name of this head's target images (subfolder / suffix / CSV column); default "GT"."""
     weight: float = Field(1.0, ge=0.0)
     """Weight of this head's loss in the total loss."""
-    loss: ComponentSpec
+    loss: Loss
     """The loss (name + parameters)."""
-    postprocess: list[ComponentSpec] = Field(default_factory=list)
+    postprocess: list[Postprocessor] = Field(default_factory=list)
     """Postprocessing steps applied in order at prediction time."""
-    metrics: list[ComponentSpec] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=list)
     """Validation metrics; the first one's main value can be the checkpoint metric."""
     output_dtype: Literal["float16", "float32", "uint8", "uint16", "uint32"] | None = None
     """dtype of the written prediction; default: float32 probabilities, uint32 labels."""
     ignore_value: float | None = None
     """Target value marking unannotated pixels (left out of the loss); NaN is always ignored."""
-    target_normalize: ComponentSpec | None = None
+    target_normalize: Transform | None = None
     """Normalisation of a regression target (a transform); default z-score for regression."""
 
 
@@ -189,9 +202,9 @@ class ModelConfig(StrictModel):
     """Channels of the input images."""
     features: int = Field(32, ge=1)
     """Channels of the backbone's output feature map, which every head reads."""
-    backbone: ComponentSpec
+    backbone: Backbone
     """The backbone network (name + parameters)."""
-    heads: dict[str, HeadConfig] = Field(min_length=1)
+    heads: dict[str, Annotated[HeadConfig, Component("head")]] = Field(min_length=1)
     """Task heads by name, e.g. `[model.heads.seg]`."""
 
     @field_validator("heads")
@@ -214,9 +227,9 @@ class TrainConfig(StrictModel):
     """Epochs to train for instead of `steps` (an epoch visits every training image)."""
     max_minutes: float | None = Field(None, gt=0)
     """Stop (and checkpoint) after this much wall-clock time."""
-    optimizer: ComponentSpec = Field(default_factory=lambda: spec("adamw"))
+    optimizer: Optimizer = Field(default_factory=lambda: spec("adamw"))
     """Optimizer (name + parameters, e.g. lr)."""
-    scheduler: ComponentSpec = Field(default_factory=lambda: spec("constant"))
+    scheduler: Scheduler = Field(default_factory=lambda: spec("constant"))
     """Learning-rate schedule, stepped once per optimizer step."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Mixed precision: auto = bf16 on GPUs that support it, fp16 on other GPUs, off on CPU."""
@@ -311,7 +324,7 @@ class PredictConfig(StrictModel):
 class AdversarialConfig(StrictModel):
     """Adversarial training of a head (pix2pix), or of two generators (CycleGAN)."""
 
-    discriminator: ComponentSpec = Field(default_factory=lambda: spec("patchgan"))
+    discriminator: Discriminator = Field(default_factory=lambda: spec("patchgan"))
     """The discriminator network (a registered discriminator)."""
     head: str | None = None
     """The head whose output the discriminator judges; default: the only head."""
@@ -321,9 +334,7 @@ class AdversarialConfig(StrictModel):
     """Weight of the adversarial loss relative to the head's own loss (pix2pix: 1/100)."""
     conditional: bool = True
     """The discriminator sees the input image next to the output (pix2pix); CycleGAN sets false."""
-    optimizer: ComponentSpec = Field(
-        default_factory=lambda: spec("adam", lr=2e-4, betas=[0.5, 0.999])
-    )
+    optimizer: Optimizer = Field(default_factory=lambda: spec("adam", lr=2e-4, betas=[0.5, 0.999]))
     """Optimizer of the discriminator(s)."""
     cycle: bool = False
     """CycleGAN: a second generator maps targets back to inputs; needs `data.unpaired`."""
@@ -374,7 +385,7 @@ class ExportConfig(StrictModel):
 class LoggingConfig(StrictModel):
     """What a run writes besides checkpoints."""
 
-    loggers: list[ComponentSpec] = Field(default_factory=list)
+    loggers: list[Logger] = Field(default_factory=list)
     """Experiment trackers the run reports its metrics and snapshots to (loggers, see `bioim2im
     list-plugins --kind logger`), e.g. [{ name = "tensorboard" }, { name = "mlflow",
     tracking_uri = "http://127.0.0.1:5000" }]."""
@@ -388,9 +399,13 @@ class LoggingConfig(StrictModel):
 
     def chosen_loggers(self) -> list[ComponentSpec]:
         """``loggers``, plus TensorBoard when the ``tensorboard`` shorthand asks for it."""
-        named = [spec.name for spec in self.loggers]
-        shorthand = [ComponentSpec(name="tensorboard")] if self.tensorboard else []
-        return [*self.loggers, *(s for s in shorthand if s.name not in named)]
+        return [*self.loggers, *(spec for _, _, spec in self.implied_components())]
+
+    def implied_components(self) -> list[tuple[str, str, ComponentSpec]]:
+        """(key, kind, spec) of the components a shorthand stands for: TensorBoard."""
+        if not self.tensorboard or "tensorboard" in [spec.name for spec in self.loggers]:
+            return []
+        return [("tensorboard", "logger", ComponentSpec(name="tensorboard"))]
 
 
 class Preset(StrictModel):

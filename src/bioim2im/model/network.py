@@ -3,12 +3,11 @@ precision it runs in."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from bioim2im.config import Preset
+from bioim2im.config.components import components
 from bioim2im.model.pointwise import make_pointwise
 from bioim2im.plugin.registry import ComponentRegistry
 
@@ -58,20 +57,9 @@ def build_losses(preset: Preset, registry: ComponentRegistry) -> dict[str, nn.Mo
 
 def components_used(preset: Preset, registry: ComponentRegistry) -> dict[str, str]:
     """Package -> version of every plugin whose components this preset uses."""
-    specs: list[tuple[str, Any]] = [
-        ("backbone", preset.model.backbone),
-        ("transform", preset.data.normalize),
-        ("optimizer", preset.train.optimizer),
-        ("scheduler", preset.train.scheduler),
-        *(("transform", t) for t in preset.data.augment),
-    ]
-    for head in preset.model.heads.values():
-        specs += [("head", head), ("loss", head.loss)]
-        specs += [("postprocessor", p) for p in head.postprocess]
-        specs += [("metric", m) for m in head.metrics]
     used = {}
-    for kind, spec in specs:
-        component = registry.get(kind, spec.name)
+    for found in components(preset):
+        component = registry.get(found.kind, found.spec.name)
         used[component.package] = component.version
     return used
 
