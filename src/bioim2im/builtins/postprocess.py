@@ -175,11 +175,24 @@ def _watershed_grid(params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
     return grid
 
 
+BIOIMAGEIO: dict[str, Callable[[dict[str, Any], list[str]], list[dict[str, Any]]]] = {
+    "sigmoid": lambda params, axes: [{"id": "sigmoid"}],
+    "softmax": lambda params, axes: [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+    "threshold": lambda params, axes: [
+        {"id": "binarize", "kwargs": {"threshold": float(params["value"])}},
+        {"id": "ensure_dtype", "kwargs": {"dtype": "uint8"}},
+    ],
+}
+"""The steps bioimage.io operations express (argmax has none: the spec has no arg-reduction)."""
+
+
 @hookimpl
 def bioim2im_register_postprocessors(registry: Registrar) -> None:
     # Each voxel on its own: run on every block as it is predicted.
     for factory in (sigmoid, softmax, argmax, threshold):
-        registry.add(factory.__name__, factory, pointwise=True)
+        ops = BIOIMAGEIO.get(factory.__name__)
+        extras = {"bioimageio": ops} if ops is not None else {}
+        registry.add(factory.__name__, factory, pointwise=True, **extras)
     # Objects numbered: ids made unique across blocks, cut objects merged.
     registry.add("connected_components", connected_components, labels=True)
     # Its thresholds are tuned on the validation images at the end of training.

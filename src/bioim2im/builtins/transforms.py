@@ -335,6 +335,40 @@ NORMALIZATIONS = (percentile, zscore, minmax, fixed_range)
 AUGMENTATIONS = (flip, rot90, affine, elastic, gaussian_noise, gamma, contrast, blur, monai)
 
 
+def _percentile_ops(params: dict[str, Any], axes: list[str]) -> list[dict[str, Any]]:
+    scale = {
+        "axes": axes,
+        "min_percentile": float(params["lower"]),
+        "max_percentile": float(params["upper"]),
+    }
+    clip = [{"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}}] if params["clip"] else []
+    return [{"id": "scale_range", "kwargs": scale}, *clip]
+
+
+def _minmax_ops(params: dict[str, Any], axes: list[str]) -> list[dict[str, Any]]:
+    scale = {"axes": axes, "min_percentile": 0.0, "max_percentile": 100.0}
+    return [{"id": "scale_range", "kwargs": scale}]
+
+
+def _zscore_ops(params: dict[str, Any], axes: list[str]) -> list[dict[str, Any]]:
+    return [{"id": "zero_mean_unit_variance", "kwargs": {"axes": axes}}]
+
+
+def _fixed_range_ops(params: dict[str, Any], axes: list[str]) -> list[dict[str, Any]]:
+    low, high = float(params["min"]), float(params["max"])
+    linear = {"gain": 1.0 / (high - low), "offset": -low / (high - low)}
+    return [{"id": "scale_linear", "kwargs": linear}]
+
+
+BIOIMAGEIO: dict[str, Any] = {
+    "percentile": _percentile_ops,
+    "minmax": _minmax_ops,
+    "zscore": _zscore_ops,
+    "fixed_range": _fixed_range_ops,
+}
+"""The normalisations' bioimage.io operations (per channel: reduced over the spatial axes)."""
+
+
 CHECKS: dict[str, Any] = {
     "percentile": _check_percentile,
     "fixed_range": _check_fixed_range,
@@ -350,6 +384,9 @@ CHECKS: dict[str, Any] = {
 def bioim2im_register_transforms(registry: Registrar) -> None:
     for role, factories in (("normalize", NORMALIZATIONS), ("augment", AUGMENTATIONS)):
         for factory in factories:
-            check = CHECKS.get(factory.__name__)
-            extras = {"check": check} if check is not None else {}
+            extras = {
+                extra: found
+                for extra, table in (("check", CHECKS), ("bioimageio", BIOIMAGEIO))
+                if (found := table.get(factory.__name__)) is not None
+            }
             registry.add(factory.__name__, factory, role=role, **extras)

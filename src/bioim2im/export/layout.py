@@ -7,22 +7,26 @@ pre- and postprocessing in the specification's own operations.
   each sized from the input's (``scale`` 1/upsampling for an upsampling head) with a ``halo``:
   half the overlap of bioim2im's prediction windows, the border a tiling consumer should drop.
   ``min`` is the smallest size that keeps something once the halo is dropped.
-- Preprocessing: ``data.normalize`` as ``scale_range`` (percentile, minmax),
-  ``zero_mean_unit_variance`` (zscore) or ``scale_linear`` (fixed_range), per channel.
-- Postprocessing: the head's steps up to the first one the specification cannot express
-  (sigmoid, softmax, threshold -> binarize); the others (argmax, watershed, connected
-  components, size filters, hole filling) are described in the README and stay in the attached
-  preset, from which ``bioim2im predict`` runs them.
+- Preprocessing: ``data.normalize`` as the operations its component declares (the
+  ``bioimageio`` registration extra; the built-ins: ``scale_range`` for percentile and minmax,
+  ``zero_mean_unit_variance`` for zscore, ``scale_linear`` for fixed_range), per channel.
+- Postprocessing: the head's steps, as their components declare them, up to the first one
+  without a declaration (built-ins: sigmoid, softmax, threshold -> binarize); the others
+  (argmax, watershed, connected components, size filters, hole filling) are described in the
+  README and stay in the attached preset, from which ``bioim2im predict`` runs them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import UserError
 from bioim2im.export.source import Source
+
+if TYPE_CHECKING:
+    from bioim2im.plugin.registry import ComponentRegistry
 
 SPACE = ("z", "y", "x")
 INPUT = "input"
@@ -101,7 +105,9 @@ def plan_layout(source: Source) -> Layout:
     for head in source.heads:
         output = model.heads[head]
         geometry = output.geometry
-        operations, expressed, binary = _postprocessing(preset.model.heads[head].postprocess)
+        operations, expressed, binary = _postprocessing(
+            preset.model.heads[head].postprocess, spatial_ids, model.registry
+        )
         remaining = [_describe(spec) for spec in preset.model.heads[head].postprocess[expressed:]]
         outputs.append(
             OutputLayout(
@@ -123,7 +129,7 @@ def plan_layout(source: Source) -> Layout:
         spatial_ids=spatial_ids,
         in_channels=model.in_channels,
         sizes=sizes,
-        preprocessing=preprocessing(preset.data.normalize, spatial_ids),
+        preprocessing=preprocessing(preset.data.normalize, spatial_ids, model.registry),
         outputs=outputs,
     )
 
@@ -139,64 +145,56 @@ def _tensor_names(heads: list[str]) -> dict[str, str]:
     return names
 
 
-def preprocessing(normalize: Any, spatial_ids: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``data.normalize`` in the specification's operations (per channel)."""
-    params = normalize.params()
-    axes = list(spatial_ids)
-    first = {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}
-    if normalize.name == "percentile":
-        steps = [
-            {
-                "id": "scale_range",
-                "kwargs": {
-                    "axes": axes,
-                    "min_percentile": float(params.get("lower", 1.0)),
-                    "max_percentile": float(params.get("upper", 99.8)),
-                },
-            }
-        ]
-        if params.get("clip"):
-            steps.append({"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}})
-        return [first, *steps]
-    if normalize.name == "minmax":
-        scale = {"axes": axes, "min_percentile": 0.0, "max_percentile": 100.0}
-        return [first, {"id": "scale_range", "kwargs": scale}]
-    if normalize.name == "zscore":
-        return [first, {"id": "zero_mean_unit_variance", "kwargs": {"axes": axes}}]
-    if normalize.name == "fixed_range":
-        low, high = float(params["min"]), float(params["max"])
-        linear = {"gain": 1.0 / (high - low), "offset": -low / (high - low)}
-        return [first, {"id": "scale_linear", "kwargs": linear}]
-    raise UserError(
-        f"data.normalize '{normalize.name}' has no bioimage.io equivalent (percentile, minmax, "
-        "zscore and fixed_range have one); export the network with --format onnx or torchscript"
-    )
+def preprocessing(
+    normalize: Any, spatial_ids: tuple[str, ...], registry: ComponentRegistry
+) -> list[dict[str, Any]]:
+    """``data.normalize`` as the specification's operations (per channel), from what its
+    component declares (the ``bioimageio`` extra)."""
+    operations = _declared(registry, "transform", normalize, spatial_ids)
+    if operations is None:
+        raise UserError(
+            f"data.normalize '{normalize.name}' has no bioimage.io equivalent (its component "
+            "declares none); export the network with --format onnx or torchscript"
+        )
+    return [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}, *operations]
 
 
-def _postprocessing(specs: list[Any]) -> tuple[list[dict[str, Any]], int, bool]:
-    """The head's leading steps the specification expresses, how many, and whether the output
-    is then a 0/1 mask."""
+def _postprocessing(
+    specs: list[Any], spatial_ids: tuple[str, ...], registry: ComponentRegistry
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """The head's leading steps the specification expresses (as their components declare),
+    how many, and whether the output is then a mask."""
     operations: list[dict[str, Any]] = []
     binary = False
     expressed = 0
     for spec in specs:
         if binary:
             break  # what follows a mask works on objects: none is expressible
-        if spec.name == "sigmoid":
-            operations.append({"id": "sigmoid"})
-        elif spec.name == "softmax":
-            operations.append({"id": "softmax", "kwargs": {"axis": "channel"}})
-        elif spec.name == "threshold":
-            value = float(spec.params().get("value", 0.5))
-            operations.append({"id": "binarize", "kwargs": {"threshold": value}})
-            operations.append({"id": "ensure_dtype", "kwargs": {"dtype": "uint8"}})
-            binary = True
-        else:
+        declared = _declared(registry, "postprocessor", spec, spatial_ids)
+        if declared is None:
             break
+        operations += declared
+        binary = _makes_mask(declared)
         expressed += 1
     if not binary:
         operations.append({"id": "ensure_dtype", "kwargs": {"dtype": "float32"}})
     return operations, expressed, binary
+
+
+def _declared(
+    registry: ComponentRegistry, kind: str, spec: Any, spatial_ids: tuple[str, ...]
+) -> list[dict[str, Any]] | None:
+    to_operations = registry.get(kind, spec.name).extras.get("bioimageio")
+    if to_operations is None:
+        return None
+    operations = to_operations(spec.params(), list(spatial_ids))
+    return None if operations is None else [dict(op) for op in operations]
+
+
+def _makes_mask(operations: list[dict[str, Any]]) -> bool:
+    last = operations[-1] if operations else {}
+    dtype = str(last.get("kwargs", {}).get("dtype", "")) if last.get("id") == "ensure_dtype" else ""
+    return dtype.startswith(("uint", "int", "bool"))
 
 
 def _describe(spec: Any) -> str:

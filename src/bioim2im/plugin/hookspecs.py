@@ -49,6 +49,18 @@ CHECK = (
 )
 """The ``check`` extra every kind takes."""
 
+BIOIMAGEIO = (
+    "function(params, axes) -> list of bioimage.io operations (dicts with `id` and `kwargs`, "
+    "model format 0.5) that do what the component does, or None where these parameters have "
+    "none; axes are the spatial axis ids ('z', 'y', 'x'). `bioim2im export --format "
+    "bioimageio` writes a normalisation's as the input's preprocessing (after `ensure_dtype` "
+    "float32) and a head's leading postprocessing steps' as its output's postprocessing, up to "
+    "the first step without one; an `ensure_dtype` to an integer type makes the output a mask, "
+    "after which no step is expressed. Without it the component cannot be exported as "
+    "bioimage.io operations (normalisations) or stays in the attached preset (postprocessors)."
+)
+"""The ``bioimageio`` extra of normalisations and postprocessors."""
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -118,6 +130,7 @@ KINDS: tuple[Kind, ...] = (
             "role": '"normalize" or "augment": where a preset may use it (data.normalize and a '
             "head's target_normalize, or data.augment)",
             "runs_last": "bool: it must be the last augmentation (e.g. Noise2Void masking)",
+            "bioimageio": BIOIMAGEIO,
         },
     ),
     Kind(
@@ -133,6 +146,7 @@ KINDS: tuple[Kind, ...] = (
             "tuned": "function(params) -> {parameter: values to try}: the first such step of an "
             "instance head has these parameters tuned on the validation images at the end of "
             "training (grid search for the best AP@0.5)",
+            "bioimageio": BIOIMAGEIO,
         },
     ),
     Kind(
@@ -209,7 +223,7 @@ def bioim2im_register_transforms(registry: Registrar) -> None:
     ``spatial_dims``; ``keys`` (every array that moves with the image); ``image_keys`` (those an
     intensity change applies to: the input); ``label_keys`` (labels and masks, to be resampled as
     nearest; regression targets are in neither and are interpolated like the image). Extras:
-    ``role``, ``runs_last``.
+    ``role``, ``runs_last``, ``bioimageio`` (a normalisation's bioimage.io operations).
     """
 
 
@@ -219,7 +233,8 @@ def bioim2im_register_postprocessors(registry: Registrar) -> None:
 
     A factory returns a function from an array (C, *spatial) to an array (C', *spatial).
     Extras: ``pointwise`` (runs on each block as predicted), ``labels`` (numbers objects),
-    ``tuned`` (parameters tuned at the end of training).
+    ``tuned`` (parameters tuned at the end of training), ``bioimageio`` (the step as
+    bioimage.io operations, for exported packages).
     """
 
 
