@@ -191,7 +191,7 @@ def bioim2im_register_postprocessors(registry: Registrar) -> None:
     # Each voxel on its own: run on every block as it is predicted.
     for factory in (sigmoid, softmax, argmax, threshold):
         ops = BIOIMAGEIO.get(factory.__name__)
-        extras = {"bioimageio": ops} if ops is not None else {}
+        extras: dict[str, Any] = {"bioimageio": ops} if ops is not None else {}
         registry.add(factory.__name__, factory, pointwise=True, **extras)
     # Objects numbered: ids made unique across blocks, cut objects merged.
     registry.add("connected_components", connected_components, labels=True)
