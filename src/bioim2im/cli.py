@@ -733,12 +733,16 @@ def datasplit(
     """Write a CellMap datasplit CSV (the challenge toolbox's format) of the crops found."""
     from rich.table import Table
 
-    from bioim2im.cellmap.datasplit import make_datasplit, write_datasplit
+    from bioim2im.cellmap.datasplit import check_output, make_datasplit, write_datasplit
 
     if force_all_classes not in ("no", "train", "validate", "both"):
         raise UserError(
             f"--force-all-classes {force_all_classes!r}: choose no, train, validate or both"
         )
+    if seed < 0:
+        raise UserError(f"--seed {seed}: give 0 or a positive whole number")
+    if not dry_run:  # the scan may take long: a path it cannot write to is refused first
+        check_output(output, overwrite=overwrite)
     found = make_datasplit(
         search_path,
         _names(classes, "--classes"),
@@ -774,13 +778,15 @@ def _names(text: str, option: str) -> list[str]:
 
 
 def _scale(text: str | None) -> list[float] | None:
+    import math
+
     if text is None:
         return None
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         raise UserError(f"--scale {text!r}: give one number or three (Z,Y,X) in nm") from None
-    if len(values) not in (1, 3) or any(v <= 0 for v in values):
+    if len(values) not in (1, 3) or not all(math.isfinite(v) and v > 0 for v in values):
         raise UserError(f"--scale {text!r}: give one positive number or three (Z,Y,X) in nm")
     return values * 3 if len(values) == 1 else values
 

@@ -18,6 +18,7 @@ import torch
 from bioim2im.config.loading import validate
 from bioim2im.data.preparation import augmentation, preparation, sample_keys
 from bioim2im.model.network import build_losses, build_model
+from bioim2im.plugin.hookspecs import Values
 from bioim2im.plugin.manager import get_registry
 
 REGISTRY = get_registry()
@@ -116,12 +117,11 @@ def _preset_with(kind: str, name: str) -> dict[str, Any]:
             metrics=[{"name": "instance_ap"}],
         )
     elif kind == "postprocessor":
-        extras = REGISTRY.get(kind, name).extras
-        # Steps on masks or labels (hole filling, size filters) follow a threshold.
-        masked = not (extras.get("pointwise") or extras.get("labels"))
+        # Steps on masks or labels (hole filling, size filters, connected components) follow a
+        # threshold.
         head["postprocess"] = [
             {"name": "sigmoid"},
-            *([{"name": "threshold"}] if masked else []),
+            *([{"name": "threshold"}] if _takes_masks(name) else []),
             _spec(kind, name),
         ]
     elif kind == "metric":
@@ -132,6 +132,22 @@ def _preset_with(kind: str, name: str) -> dict[str, Any]:
         data["adversarial"] = {"discriminator": {**_spec(kind, name), "layers": 1}}
         head.update(task="regression", loss={"name": "l1"}, postprocess=[], metrics=[])
     return data
+
+
+def _takes_masks(name: str) -> bool:
+    """Whether a postprocessor refuses probabilities (by its `values` extra; without one, a step
+    that is neither pointwise nor numbers objects is taken to work on masks)."""
+    component = REGISTRY.get("postprocessor", name)
+    values = component.extras.get("values")
+    if values is None:
+        return not (component.extras.get("pointwise") or component.extras.get("labels"))
+    spec = {k: v for k, v in _spec("postprocessor", name).items() if k != "name"}
+    params = component.params.model_validate(spec).model_dump()
+    try:
+        values(Values(1, "probabilities"), spatial_dims=2, **params)
+    except ValueError:
+        return True
+    return False
 
 
 def _class_indices(name: str) -> dict[str, Any]:

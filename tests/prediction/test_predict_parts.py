@@ -126,6 +126,10 @@ def test_finalize_finishes_what_the_parts_predicted(run_2d, tmp_path, monkeypatc
         (["--part", "4/3"], "K must be between 1 and N"),
         (["--part", "half"], "give K/N"),
         (["--part", "1/2", "--devices", "2"], "leave out --devices"),
+        (["--part", "\uff11/\uff12"], "give K/N"),  # fullwidth digits
+        (["--part", "\u0661/\u0662"], "give K/N"),  # Arabic-Indic digits
+        (["--part", "1/2", "--finalize"], "takes no --part"),
+        (["--finalize", "--part", "2/2"], "takes no --part"),
     ],
 )
 def test_bad_parts_are_refused_with_one_message(cli, run_2d, tmp_path, args, message):

@@ -25,7 +25,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from bioim2im.data import encodings
 from bioim2im.errors import UserError
-from bioim2im.plugin.hookspecs import hookimpl
+from bioim2im.plugin.hookspecs import Values, hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -154,6 +154,23 @@ def bioim2im_register_losses(registry: Registrar) -> None:
     )
 
 
+def _cluster_values(received: Values, *, spatial_dims: int, **_: Any) -> Values:
+    expected = encodings.embedding_channels(spatial_dims)
+    if received.kind != "float" or received.channels != expected:
+        raise ValueError(
+            f"embedseg_cluster decodes the raw output of an EmbedSeg head: {expected} channels "
+            f"of real values in {spatial_dims}D (an offset and a bandwidth per axis, and a seed "
+            "map), with no step before it"
+        )
+    return Values(1, "labels")
+
+
 @hookimpl
 def bioim2im_register_postprocessors(registry: Registrar) -> None:
-    registry.add("embedseg_cluster", embedseg_cluster, labels=True, tuned=_cluster_grid)
+    registry.add(
+        "embedseg_cluster",
+        embedseg_cluster,
+        labels=True,
+        tuned=_cluster_grid,
+        values=_cluster_values,
+    )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from bioim2im.plugin.hookspecs import hookimpl
+from bioim2im.plugin.hookspecs import Values, hookimpl
 from bioim2im.plugin.registry import Registrar
 
 if TYPE_CHECKING:
@@ -186,17 +186,71 @@ BIOIMAGEIO: dict[str, Callable[[dict[str, Any], list[str]], list[dict[str, Any]]
 """The steps bioimage.io operations express (argmax has none: the spec has no arg-reduction)."""
 
 
+# What each step takes and gives (the `values` extra): `check` follows a head's chain with it.
+
+
+def _probabilities(received: Values, **_: Any) -> Values:
+    return Values(received.channels, "probabilities")
+
+
+def _classes(received: Values, **_: Any) -> Values:
+    return Values(1, "labels")
+
+
+def _mask(received: Values, **_: Any) -> Values:
+    return Values(received.channels, "mask")
+
+
+def _objects(step: str, gives: Literal["same", "labels"]) -> Callable[..., Values]:
+    """A step on masks or label images: probabilities or logits are refused."""
+
+    def values(received: Values, **_: Any) -> Values:
+        if received.kind not in ("mask", "labels"):
+            raise ValueError(
+                f"{step} takes a 0/1 mask or integer labels; put a threshold before it, "
+                'e.g. {name = "threshold", value = 0.5}'
+            )
+        return received if gives == "same" else Values(received.channels, "labels")
+
+    return values
+
+
+def _watershed_values(
+    received: Values, *, mode: str, fg_channel: int, seed_channel: int, **_: Any
+) -> Values:
+    used = [("fg_channel", fg_channel)]
+    if mode != "distance":
+        used.append(("seed_channel", seed_channel))
+    for option, channel in used:
+        if channel >= received.channels:
+            valid = "0" if received.channels == 1 else f"0 to {received.channels - 1}"
+            raise ValueError(f"{option} = {channel} is not one of its channels (valid: {valid})")
+    return Values(1, "labels")
+
+
 @hookimpl
 def bioim2im_register_postprocessors(registry: Registrar) -> None:
     # Each voxel on its own: run on every block as it is predicted.
-    for factory in (sigmoid, softmax, argmax, threshold):
+    for factory, values in (
+        (sigmoid, _probabilities),
+        (softmax, _probabilities),
+        (argmax, _classes),
+        (threshold, _mask),
+    ):
         ops = BIOIMAGEIO.get(factory.__name__)
         extras: dict[str, Any] = {"bioimageio": ops} if ops is not None else {}
-        registry.add(factory.__name__, factory, pointwise=True, **extras)
+        registry.add(factory.__name__, factory, pointwise=True, values=values, **extras)
     # Objects numbered: ids made unique across blocks, cut objects merged.
-    registry.add("connected_components", connected_components, labels=True)
+    registry.add(
+        "connected_components",
+        connected_components,
+        labels=True,
+        values=_objects("connected_components", "labels"),
+    )
     # Its thresholds are tuned on the validation images at the end of training.
-    registry.add("watershed", watershed, labels=True, tuned=_watershed_grid)
+    registry.add(
+        "watershed", watershed, labels=True, tuned=_watershed_grid, values=_watershed_values
+    )
     # Neighbourhoods of labels or masks: run on blocks with a halo.
     for factory in (remove_small_objects, size_filter, fill_holes):
-        registry.add(factory.__name__, factory)
+        registry.add(factory.__name__, factory, values=_objects(factory.__name__, "same"))

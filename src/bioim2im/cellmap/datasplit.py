@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from bioim2im.cellmap.manifest import NAME, csv_rows
 from bioim2im.errors import UserError
 from bioim2im.io import remote
 
@@ -81,12 +82,8 @@ class CropRow:
 def read_datasplit(path: str | Path) -> list[CropRow]:
     """The rows of a datasplit CSV, or a UserError listing every malformed line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read the datasplit {path}: {exc.strerror or exc}") from None
     rows, problems = [], []
-    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, fields in csv_rows(path, "datasplit"):
         if not fields or all(not f.strip() for f in fields):
             continue
         row, problem = _row(fields, path.parent)
@@ -120,6 +117,12 @@ def _row(fields: Sequence[str], base: Path) -> tuple[CropRow | None, str | None]
     classes = tuple(c.strip() for c in match["classes"].split(",") if c.strip())
     if not classes:
         return None, f"'{crop_field}' lists no class"
+    odd = next((c for c in classes if NAME.fullmatch(c) is None), None)
+    if odd is not None:
+        return (
+            None,
+            f"class {odd!r} in '{crop_field}' must be a name of letters, digits, '_' and '-'",
+        )
     return (
         CropRow(
             USAGES[usage.lower()],
@@ -149,13 +152,26 @@ def format_datasplit(rows: Sequence[CropRow]) -> str:
     return out.getvalue()
 
 
+def check_output(path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any scan, a path a datasplit cannot be written to: an existing file
+    without ``overwrite``, a directory, a path under a file."""
+    from bioim2im.io.atomic import ensure_writable_file
+
+    path = Path(path)
+    ensure_writable_file(path, "--output")
+    in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"--output {path}: {in_the_way} is a file, not a directory")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+
+
 def write_datasplit(rows: Sequence[CropRow], path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``rows`` to ``path`` atomically; an existing file is replaced only with ``overwrite``."""
     from bioim2im.io.atomic import atomic_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    check_output(path, overwrite=overwrite)
     with atomic_file(path) as partial:
         partial.write_text(format_datasplit(rows), encoding="utf-8")
     return path
@@ -201,8 +217,21 @@ def make_datasplit(
         )
     if not classes:
         raise UserError("give at least one class (--classes nuc,mito)")
+    odd = next((c for c in classes if NAME.fullmatch(c) is None), None)
+    if odd is not None:
+        raise UserError(f"class {odd!r}: give names of letters, digits, '_' and '-', e.g. mito")
+    for option, patterns in (("--datasets", datasets), ("--crops", crops)):
+        odd = next((p for p in patterns if not p or "/" in p or p in (".", "..")), None)
+        if odd is not None:
+            raise UserError(
+                f"{option} {odd!r}: give names or glob patterns of one path component (no '/')"
+            )
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"the validation fraction must be in [0, 1), got {val_fraction}")
+    if seed < 0:
+        raise UserError(f"the seed must be 0 or more, got {seed}")
+    if scale is not None and not all(math.isfinite(s) and s > 0 for s in scale):
+        raise UserError(f"the scale must be positive numbers (nm), got {list(scale)}")
     raw = raw if raw is not None else _toolbox_raw(search_path)
     # The CSV may be read from anywhere: local paths are written absolute.
     search_path, raw = (

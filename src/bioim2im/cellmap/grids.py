@@ -9,6 +9,7 @@ foreground then, as in the challenge). Voxels of the crop outside the array are 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,9 +25,26 @@ class Grid:
     translation: tuple[float, ...]
     shape: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        # Every reader and writer of a crop relies on these: NaN, infinite or non-positive
+        # values would be written as attributes that nothing can place.
+        if not (
+            len(self.voxel_size) == len(self.translation) == len(self.shape)
+            and all(math.isfinite(v) and v > 0 for v in self.voxel_size)
+            and all(math.isfinite(t) for t in self.translation)
+            and all(int(n) == n and n >= 1 for n in self.shape)
+        ):
+            raise UserError(
+                "not a crop grid: it needs one positive voxel size, one finite translation and "
+                f"one positive whole size per axis, got {self.describe()}"
+            )
+
     @classmethod
     def of(cls, level: Level) -> Grid:
-        return cls(level.scale, level.translation, level.shape)
+        try:
+            return cls(level.scale, level.translation, level.shape)
+        except UserError as exc:
+            raise UserError(f"{level.location}: {exc}") from None
 
     def describe(self) -> str:
         return (

@@ -18,6 +18,7 @@ from bioim2im.config.components import (
 )
 from bioim2im.config.schema import ComponentSpec, Preset
 from bioim2im.errors import PluginError
+from bioim2im.plugin.hookspecs import Values
 from bioim2im.plugin.registry import ComponentRegistry, StrictModel
 
 
@@ -198,3 +199,35 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 f"model.heads.{head_name}: head '{head.name}' needs {' or '.join(map(str, needs))}D "
                 f"input but data.patch_size is {preset.spatial_dims}D"
             )
+        _check_chain(head_name, head, preset.spatial_dims, registry)
+
+
+def _check_chain(name: str, head: Any, dims: int, registry: ComponentRegistry) -> None:
+    """Follow the head's postprocessing from its raw output with what each step declares it
+    takes and gives (the ``values`` extra); refuse the first step given maps it cannot take."""
+    output_dims = registry.get("head", head.name).extras.get("output_spatial_dims") or dims
+    values = Values(head.out_channels, "float")
+    source = f"head '{name}'"
+    for index, step in enumerate(head.postprocess):
+        gives = registry.get("postprocessor", step.name).extras.get("values")
+        if gives is None:  # a step that declares nothing: what follows it is unknown
+            return
+        try:
+            values = gives(values, spatial_dims=output_dims, **step.params())
+        except ValueError as exc:
+            raise ValueError(
+                f"model.heads.{name}.postprocess[{index}] = {_written(step)} receives "
+                f"{values.describe()} from {source}: {exc}"
+            ) from None
+        source = step.name
+
+
+def _written(step: Any) -> str:
+    """A postprocessing step as the preset writes it: its name and the parameters it sets."""
+    import json
+
+    params = step.params()
+    shown = [f"name = {json.dumps(step.name)}"] + [
+        f"{key} = {json.dumps(params[key])}" for key in sorted(step.model_fields_set & set(params))
+    ]
+    return "{" + ", ".join(shown) + "}"

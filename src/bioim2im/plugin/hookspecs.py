@@ -30,7 +30,7 @@ declare their extras like any plugin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pluggy
 
@@ -60,6 +60,43 @@ BIOIMAGEIO = (
     "bioimage.io operations (normalisations) or stays in the attached preset (postprocessors)."
 )
 """The ``bioimageio`` extra of normalisations and postprocessors."""
+
+
+ValueKind = Literal["float", "probabilities", "mask", "labels"]
+"""What the values of a map are: ``float`` any real numbers (a head's raw output: logits, or a
+regression), ``probabilities`` numbers in [0, 1] (after a sigmoid or softmax), ``mask`` 0 and 1
+(after a threshold), ``labels`` integer ids (objects or classes)."""
+
+_KIND_WORDS = {
+    "float": "real values (a head's raw output)",
+    "probabilities": "probabilities",
+    "mask": "a 0/1 mask",
+    "labels": "integer labels",
+}
+
+
+@dataclass(frozen=True)
+class Values:
+    """What a postprocessing step receives or gives: ``channels`` maps of one ``kind``."""
+
+    channels: int
+    kind: ValueKind
+
+    def describe(self) -> str:
+        plural = "" if self.channels == 1 else "s"
+        return f"{_KIND_WORDS[self.kind]} in {self.channels} channel{plural}"
+
+
+VALUES = (
+    "function(received: Values, *, spatial_dims, **params) -> Values: what the step gives for "
+    "the maps it receives (bioim2im.plugin.hookspecs.Values: channels and kind, 'float', "
+    "'probabilities', 'mask' or 'labels'); it raises ValueError saying what it takes when it "
+    "cannot take `received` (spatial_dims: of the head's output). `check` follows each head's "
+    "chain from its raw output (out_channels of 'float') and refuses a step given maps it "
+    "cannot take, naming model.heads.<head>.postprocess[i]; after a step without it, the rest "
+    "of the chain is not checked"
+)
+"""The ``values`` extra of postprocessors."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +183,7 @@ KINDS: tuple[Kind, ...] = (
             "tuned": "function(params) -> {parameter: values to try}: the first such step of an "
             "instance head has these parameters tuned on the validation images at the end of "
             "training (grid search for the best AP@0.5)",
+            "values": VALUES,
             "bioimageio": BIOIMAGEIO,
         },
     ),
@@ -233,8 +271,9 @@ def bioim2im_register_postprocessors(registry: Registrar) -> None:
 
     A factory returns a function from an array (C, *spatial) to an array (C', *spatial).
     Extras: ``pointwise`` (runs on each block as predicted), ``labels`` (numbers objects),
-    ``tuned`` (parameters tuned at the end of training), ``bioimageio`` (the step as
-    bioimage.io operations, for exported packages).
+    ``tuned`` (parameters tuned at the end of training), ``values`` (the channels and kind of
+    values it takes and gives, so that `check` refuses a chain that feeds it the wrong maps),
+    ``bioimageio`` (the step as bioimage.io operations, for exported packages).
     """
 
 

@@ -59,8 +59,7 @@ def predict_crops(
     from bioim2im.prediction.trained_model import load_model
 
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    _check_output(output, overwrite)
     if "{dataset}" not in raw:
         raise UserError(
             f"--raw {raw!r} must hold {{dataset}}, e.g. 'data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8'"
@@ -81,6 +80,7 @@ def predict_crops(
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
+    root.attrs[MARKER] = {"written_by": WRITTEN_BY}
     try:
         raws: dict[str, Level] = {}
         for crop_id, rows in by_crop(crops).items():
@@ -107,7 +107,7 @@ def predict_crops(
                         )
                         > 0.5
                     )
-                    _write(group, row, mask, row.label in instance_classes)
+                    _write(group, row, grid, mask, row.label in instance_classes)
                     result.arrays += 1
             result.crops += 1
             if report is not None:
@@ -116,11 +116,50 @@ def predict_crops(
             raise UserError(
                 f"the model's classes ({', '.join(classes)}) are in none of the crops of {manifest}"
             )
-        publish(partial, output)
+        # Only an earlier output of this command is replaced (checked at the start).
+        publish(partial, output, replace_directory=overwrite and written_here(output))
     except BaseException:
         remove(partial)
         raise
     return result
+
+
+MARKER = "bioim2im"
+"""The root attribute that marks a zarr group as written by ``predict --crops``."""
+WRITTEN_BY = "predict --crops"
+
+
+def written_here(path: Path) -> bool:
+    """Whether ``path`` is a zarr group ``predict --crops`` wrote (the only folder its
+    ``--overwrite`` replaces)."""
+    import json
+
+    attributes = path / ".zattrs"
+    if path.is_symlink() or not path.is_dir() or not attributes.is_file():
+        return False
+    try:
+        found = json.loads(attributes.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    mark = found.get(MARKER) if isinstance(found, dict) else None
+    return isinstance(mark, dict) and mark.get("written_by") == WRITTEN_BY
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists unless it is an earlier output of this
+    command and ``overwrite`` says to replace it."""
+    if not (output.exists() or output.is_symlink()):
+        in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise UserError(f"--output {output}: {in_the_way} is a file, not a folder")
+        return
+    if not overwrite:
+        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    if not written_here(output):
+        raise UserError(
+            f"--overwrite replaces only the output of an earlier `bioim2im predict --crops`, "
+            f"and {output} is not one; nothing was changed (choose another --output)"
+        )
 
 
 def _default_device() -> str:
@@ -187,7 +226,7 @@ def _predict_region(
     return probabilities.astype(np.float32), tuple(float(v) for v in first)
 
 
-def _write(group: zarr.Group, row: TestCrop, mask: np.ndarray, instance: bool) -> None:
+def _write(group: zarr.Group, row: TestCrop, grid: Grid, mask: np.ndarray, instance: bool) -> None:
     if instance:
         from skimage.measure import label
 
@@ -199,9 +238,11 @@ def _write(group: zarr.Group, row: TestCrop, mask: np.ndarray, instance: bool) -
         shape=values.shape,
         dtype=values.dtype,
         chunks=tuple(min(n, 64) for n in values.shape),
-        overwrite=True,
     )
     array[...] = values
+    # The crop's grid as `pack` checks it: finite numbers (the Grid refuses others).
     array.attrs.update(
-        voxel_size=list(row.voxel_size), translation=list(row.translation), shape=list(row.shape)
+        voxel_size=[float(v) for v in grid.voxel_size],
+        translation=[float(v) for v in grid.translation],
+        shape=[int(n) for n in grid.shape],
     )

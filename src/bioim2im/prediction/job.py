@@ -176,7 +176,17 @@ def predict_files(
     share_one_heap()
     if part is not None or finalize:
         return _parts(
-            model, inputs, output, overrides, format, overwrite, devices, progress, part, split
+            model,
+            inputs,
+            output,
+            overrides,
+            format,
+            overwrite,
+            devices,
+            progress,
+            part,
+            split,
+            finalize,
         )
     if devices is not None and devices > 1 and not launched_by_torchrun():
         # Check everything here first: a mistake is reported once, before any worker starts.
@@ -221,6 +231,7 @@ def _parts(
     progress: bool,
     part: str | None,
     split: str | None,
+    finalize: bool,
 ) -> PredictionSummary:
     """``--part K/N`` or ``--finalize``: one independent part, or the finishing step."""
     from bioim2im.distributed import launched_by_torchrun
@@ -229,7 +240,7 @@ def _parts(
     started = time.monotonic()
     if part is not None and ((devices is not None and devices > 1) or launched_by_torchrun()):
         raise UserError("--part runs one process per part: leave out --devices and torchrun")
-    share = parts.parse_part(part) if part is not None else None
+    share = parts.share(part, finalize)
     job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
     if share is None:
         results = parts.finalize(job)

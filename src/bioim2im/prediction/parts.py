@@ -39,11 +39,23 @@ if TYPE_CHECKING:
     from bioim2im.prediction.job import InputResult, _Job
 
 LOCK = ".predict.lock"
-_PART = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+# ASCII digits only: int() would also read other scripts' digits ("１/２").
+_PART = re.compile(r" *([0-9]{1,9}) */ *([0-9]{1,9}) *", re.ASCII)
+
+
+def share(part: str | None, finalize: bool) -> tuple[int, int] | None:
+    """The share ``--part`` asks for, or None for ``--finalize``, which finishes what every
+    part predicted and so takes no part of its own."""
+    if part is not None and finalize:
+        raise UserError(
+            f"--finalize finishes what all the parts predicted, so it takes no --part (got "
+            f"--part {part!r}): run each part with --part K/N, then --finalize once without --part"
+        )
+    return None if part is None else parse_part(part)
 
 
 def parse_part(text: str) -> tuple[int, int]:
-    """``"K/N"`` as ``(K, N)``, 1 <= K <= N."""
+    """``"K/N"`` as ``(K, N)``, 1 <= K <= N, in ASCII digits."""
     match = _PART.fullmatch(text)
     if match is None:
         raise UserError(f"--part {text!r}: give K/N, e.g. --part 2/8 (part 2 of 8)")

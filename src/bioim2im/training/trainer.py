@@ -144,7 +144,10 @@ class Trainer:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         module = module.to(self.device)
         if cfg.channels_last:
-            module = module.to(memory_format=self._memory_format)  # type: ignore[call-overload]
+            from bioim2im.prediction.blockwise.layout import set_layout
+
+            # Each layer in its own rank's layout: a 3D network may end in 2D layers.
+            module = set_layout(module, True)
         return module
 
     def schedule(self, optimizer: torch.optim.Optimizer) -> Any:

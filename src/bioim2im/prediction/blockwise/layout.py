@@ -34,6 +34,27 @@ _decided: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], bool]
 )
 
 
+def set_layout(module: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """``module`` (changed in place) with its 4-D and 5-D weights and buffers channels-last,
+    each in its own rank's layout (``channels_last`` for 2D convolutions, ``channels_last_3d``
+    for 3D ones), or all back to contiguous.
+
+    ``Module.to(memory_format=...)`` applies one format to every tensor and fails on a network
+    that mixes 2D and 3D layers, such as a 3D backbone with a 3D -> 2D projection head.
+    """
+    formats = (
+        {4: torch.channels_last, 5: torch.channels_last_3d}
+        if channels_last
+        else {4: torch.contiguous_format, 5: torch.contiguous_format}
+    )
+
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        layout = formats.get(tensor.dim())
+        return tensor if layout is None else tensor.contiguous(memory_format=layout)
+
+    return module._apply(convert)
+
+
 class Layout:
     """Runs ``model`` in the chosen (or measured) layout; :meth:`restore` undoes the change."""
 
@@ -109,8 +130,7 @@ class Layout:
     def _switch(self, channels_last: bool) -> None:
         if channels_last == self.current:
             return
-        memory_format = self.channels_last_format if channels_last else torch.contiguous_format
-        self.model.to(memory_format=memory_format)
+        set_layout(self.model, channels_last)
         self.current = channels_last
 
     def _synchronize(self) -> None:
