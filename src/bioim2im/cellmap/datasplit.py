@@ -150,12 +150,13 @@ def format_datasplit(rows: Sequence[CropRow]) -> str:
 
 
 def write_datasplit(rows: Sequence[CropRow], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``rows`` to ``path`` atomically; an existing file is replaced only with ``overwrite``."""
-    from bioim2im.io.atomic import atomic_file
+    """Write ``rows`` to ``path`` atomically; an existing file is replaced only with ``overwrite``,
+    and never one of the stores the rows name (what the datasplit was made from)."""
+    from bioim2im.io.atomic import atomic_file, check_output_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    stores = [store for row in rows for store in (row.raw_store, row.crop_store)]
+    check_output_file(path, "--output", overwrite=overwrite, inputs=stores)
     with atomic_file(path) as partial:
         partial.write_text(format_datasplit(rows), encoding="utf-8")
     return path
