@@ -174,6 +174,33 @@ REFUSED: list[tuple[str, Args, str]] = [
         lambda w: ["predict", w.run, "-i", w.image, "-o", w.run, "--overwrite"],
         "run",
     ),
+    # postprocess: the output is the folder of the saved maps, or the run
+    (
+        "postprocess-into-the-folder-of-its-maps",
+        lambda w: [
+            "postprocess",
+            w.run,
+            "-i",
+            w.zarr_folder / "img.ome.zarr",
+            "-o",
+            w.zarr_folder,
+            "--overwrite",
+        ],
+        "img.ome.zarr",
+    ),
+    (
+        "postprocess-into-the-run",
+        lambda w: [
+            "postprocess",
+            w.run,
+            "-i",
+            w.zarr_folder / "img.ome.zarr",
+            "-o",
+            w.run,
+            "--overwrite",
+        ],
+        "run",
+    ),
     # export: a folder bioim2im did not write, the run exported, its checkpoint
     (
         "export-folder-over-a-user-folder",
@@ -302,6 +329,7 @@ REFUSED: list[tuple[str, Args, str]] = [
     # demo: a folder it did not make
     ("demo-into-a-user-folder", lambda w: ["demo", "-o", w.user], "user"),
     ("demo-over-a-user-folder", lambda w: ["demo", "-o", w.user, "--overwrite"], "user"),
+    ("demo-over-a-user-file", lambda w: ["demo", "-o", w.user_file, "--overwrite"], "is a file"),
 ]
 
 
