@@ -101,6 +101,7 @@ def workspace(tmp_path: Path, trained_run: Path, nuclei_data: Path) -> Workspace
         "# my notes on this preset\n" + TINY_PRESET.format(data=nuclei_data), encoding="utf-8"
     )
     (root / "link-to-user").symlink_to(user, target_is_directory=True)
+    (root / "empty").mkdir()
     return Workspace(root, run, image, zarr_folder, user, user_file, truth, mask, preset)
 
 
@@ -380,6 +381,7 @@ WRITES: list[tuple[str, Args]] = [
         ],
     ),
     ("schema-into-a-user-folder", lambda w: ["schema", "-o", w.user / "schema.json"]),
+    ("train-into-an-empty-folder", lambda w: ["train", w.preset, "--run-dir", w["empty"]]),
     (
         "export-a-file-into-a-user-folder",
         lambda w: ["export", w.run, "-f", "torchscript", "-o", w.user / "model.pt"],
