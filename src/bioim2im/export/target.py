@@ -19,6 +19,8 @@ from bioim2im.io.atomic import partial_path, publish, refuse_inputs, remove, rem
 
 MARKER = ".bioim2im-export"
 """The file in a folder export that says bioim2im wrote it (``--overwrite`` may replace it)."""
+SCRATCH = "scratch"
+"""The tag of an export's work folder next to its output: ``.NAME.partial-scratch-PID``."""
 
 
 def check_output(
@@ -61,8 +63,10 @@ def staged(path: Path, *, folder: bool) -> Iterator[Path]:
     without an error, remove it otherwise."""
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    # What a killed export to this path left (its partial output, its work files) goes.
+    # What a killed export to this path left (its partial output, its work files) goes, and
+    # the work files killed exports to other paths left here.
     remove_stale_partials(path.parent, path.name)
+    remove_stale_partials(path.parent, tag=SCRATCH)
     partial = partial_path(path, str(os.getpid()))
     remove(partial)
     try:
@@ -84,7 +88,7 @@ def staged(path: Path, *, folder: bool) -> Iterator[Path]:
 def scratch(path: Path) -> Iterator[Path]:
     """A work folder next to output ``path`` (``.NAME.partial-scratch-PID``), removed when the
     block ends; one left by a killed export is removed by the next export to ``path``."""
-    folder = partial_path(path, f"scratch-{os.getpid()}")
+    folder = partial_path(path, f"{SCRATCH}-{os.getpid()}")
     remove(folder)
     folder.mkdir(parents=True)
     try:

@@ -188,12 +188,15 @@ def write_text(path: Path, text: str) -> None:
         partial.write_bytes(data)
 
 
-def remove_stale_partials(folder: Path, name: str | None = None) -> list[Path]:
+def remove_stale_partials(
+    folder: Path, name: str | None = None, tag: str | None = None
+) -> list[Path]:
     """Delete the partial files of atomic writes that a killed process left in ``folder``
     (``.NAME.partial-PID`` and ``.NAME.partial-TAG-PID`` of processes that are gone; only those
-    of output ``name`` when given); returns what was removed."""
+    of output ``name``, or of ``tag``, when given); returns what was removed."""
     removed = []
-    for candidate in folder.glob(f".{glob_escape(name) if name else '*'}.partial-*"):
+    pattern = f".{glob_escape(name) if name else '*'}.partial-{f'{tag}-' if tag else ''}*"
+    for candidate in folder.glob(pattern):
         pid = candidate.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove(candidate)
