@@ -49,6 +49,9 @@ __all__ = [
     "train",
 ]
 
+RUN_MARKER = ".bioim2im-run"
+"""The file that says a folder is a bioim2im run directory: training writes into a folder only
+when it is new, empty, or holds this file (a run's, or the folder of a run that failed early)."""
 RESULT_FILE = "result.json"
 """What a training run ended with, in its run directory (so a launcher of torchrun workers can
 return it too)."""
@@ -132,6 +135,7 @@ def train(
     chosen = Path(run_dir) if run_dir is not None else _default_run_dir(Path(str(preset)))
     if chosen.exists() and not chosen.is_dir():
         raise UserError(f"--run-dir {chosen} is a file; give a folder for the run")
+    _check_run_dir(chosen, resolved, preset if resume is None else None)
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
         command = (
@@ -158,6 +162,28 @@ def train(
             "under torchrun, give --run-dir so that every process writes to the same run"
         )
     return _train_in(resolved, chosen, resuming=resume is not None)
+
+
+def _check_run_dir(run_dir: Path, preset: Preset, preset_file: str | Path | None) -> None:
+    """Refuse a run directory that is not new, empty or a bioim2im run (its files would be
+    replaced), or that is, holds or lies inside what the training reads (``preset_file``: the
+    preset trained, unless resuming; the data; the weights it starts from)."""
+    from bioim2im.io.atomic import refuse_inputs
+
+    given = Path(str(preset_file)) if preset_file is not None else None
+    reads = [given if given is not None and given.is_file() else None]
+    reads += [preset.data.path, preset.data.val_path, preset.train.init_from]
+    refuse_inputs(run_dir, reads, "--run-dir")
+    if not run_dir.is_dir() or (run_dir / RUN_MARKER).is_file():
+        return
+    if any((run_dir / "checkpoints").glob("*.pt")):
+        return  # a run: continued with --resume, refused below otherwise
+    if any(run_dir.iterdir()):
+        raise UserError(
+            f"--run-dir {run_dir} is not empty and is not a bioim2im run directory (no "
+            f"{RUN_MARKER} in it); training would replace files there (preset.toml, "
+            "metrics.jsonl, loss_curve.png): choose a new or empty folder"
+        )
 
 
 def _default_run_dir(preset_path: Path) -> Path:
@@ -188,6 +214,9 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
         try:
             if env.is_main:
                 run_dir.mkdir(parents=True, exist_ok=True)
+                # First: the folder is a run from now on (its other files are bioim2im's).
+                if not (run_dir / RUN_MARKER).is_file():
+                    write_text(run_dir / RUN_MARKER, "a bioim2im run directory\n")
                 # What a killed run left half-written (checkpoints, preset.toml) goes.
                 for folder in (run_dir, run_dir / "checkpoints"):
                     remove_stale_partials(folder)
@@ -340,14 +369,16 @@ def evaluate(
     voxel_size: float | Sequence[float] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     csv_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Score predictions against ground truth, image by image (see :mod:`bioim2im.evaluation`
-    for pairing and the automatic choice of ``task``); optionally write JSON and CSV."""
+    for pairing and the automatic choice of ``task``); optionally write JSON and CSV (an
+    existing report file is replaced only with ``overwrite``, and never ``pred`` or ``truth``)."""
     from bioim2im.evaluation import evaluate as run
 
     return run(
         pred, truth, task=task, head=head, classes=classes, voxel_size=voxel_size,
-        json_path=json_path, csv_path=csv_path,
+        json_path=json_path, csv_path=csv_path, overwrite=overwrite,
     )  # fmt: skip
 
 

@@ -227,6 +227,9 @@ def schema(
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="Write it to this file (default: print it)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --output file.")
+    ] = False,
 ) -> None:
     """A JSON Schema of preset files, with every installed component, for editors: save it and
     start a preset with the line  #:schema ./bioim2im-preset.schema.json"""
@@ -246,8 +249,9 @@ def schema(
         )
     if not output.parent.is_dir():
         raise UserError(f"--output {output}: {output.parent} is not a folder")
-    from bioim2im.io.atomic import write_text
+    from bioim2im.io.atomic import check_output_file, write_text
 
+    check_output_file(output, "--output", overwrite=overwrite)  # it reads no file of yours
     write_text(output, text)
     _console(stderr=True).print(f"[green]✓[/] {output}", highlight=False)
 
@@ -649,6 +653,9 @@ def evaluate(
         Optional[Path],  # noqa: UP045
         typer.Option("--csv", help="Write one row per image plus an aggregate row as CSV."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --json / --csv files.")
+    ] = False,
 ) -> None:
     """Score predictions against ground truth; a table per image and overall.
 
@@ -660,12 +667,21 @@ def evaluate(
         if is_truth_store(truth):
             if csv_path is not None:
                 raise UserError("--csv does not apply to a CellMap submission; use --json")
-            render(evaluate_submission(pred, truth, json_path=json_path), _console())
+            scores = evaluate_submission(pred, truth, json_path=json_path, overwrite=overwrite)
+            render(scores, _console())
             return
     from bioim2im import api
     from bioim2im.evaluation import render_report
 
-    report = api.evaluate(pred, truth, task=task, head=head, json_path=json_path, csv_path=csv_path)
+    report = api.evaluate(
+        pred,
+        truth,
+        task=task,
+        head=head,
+        json_path=json_path,
+        csv_path=csv_path,
+        overwrite=overwrite,
+    )
     render_report(report, _console())
 
 
@@ -733,7 +749,7 @@ def datasplit(
     """Write a CellMap datasplit CSV (the challenge toolbox's format) of the crops found."""
     from rich.table import Table
 
-    from bioim2im.cellmap.datasplit import check_output, make_datasplit, write_datasplit
+    from bioim2im.cellmap.datasplit import make_datasplit, write_datasplit
 
     if force_all_classes not in ("no", "train", "validate", "both"):
         raise UserError(
@@ -741,8 +757,10 @@ def datasplit(
         )
     if seed < 0:
         raise UserError(f"--seed {seed}: give 0 or a positive whole number")
-    if not dry_run:  # the scan may take long: a path it cannot write to is refused first
-        check_output(output, overwrite=overwrite)
+    if not dry_run:  # before the scan; once the crops are known, it is checked against them too
+        from bioim2im.io.atomic import check_output_file
+
+        check_output_file(output, "--output", overwrite=overwrite)
     found = make_datasplit(
         search_path,
         _names(classes, "--classes"),

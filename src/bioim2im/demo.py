@@ -35,7 +35,10 @@ def run_demo(
     from bioim2im.builtins.presets import presets_dir
     from bioim2im.data.synthetic import write_dataset
     from bioim2im.evaluation import render_report
+    from bioim2im.io.atomic import refuse_inputs
 
+    preset = presets_dir() / "segmentation-2d.toml"
+    refuse_inputs(output, [preset])  # the one file the demo reads; it makes its own data
     _prepare_folder(output, overwrite)
     say = console.print if console is not None else print
     started = time.monotonic()
@@ -61,7 +64,7 @@ def run_demo(
     say(f"[bold]2/4[/] training a 2D UNet for {minutes:g} minutes on {train_data}")
     run_dir = output / "run"
     train(
-        presets_dir() / "segmentation-2d.toml",
+        preset,
         overrides=[f"data.path={train_data}", f"train.max_minutes={minutes}", *DEMO_OVERRIDES],
         run_dir=run_dir,
     )
@@ -91,6 +94,8 @@ def run_demo(
 
 
 def _prepare_folder(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder for the demo")
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise UserError(

@@ -56,7 +56,7 @@ from rich.text import Text
 
 from bioim2im.errors import UserError
 from bioim2im.io import ngff, open_image
-from bioim2im.io.atomic import atomic_file, ensure_writable_file
+from bioim2im.io.atomic import atomic_file, check_output_file, refuse_inputs
 from bioim2im.metrics import aggregate, compute
 from bioim2im.metrics.cellmap import cellmap_score
 
@@ -128,8 +128,12 @@ def evaluate(
     voxel_size: float | Sequence[float] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     csv_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Pair predictions with truths, score every pair, and write the JSON and CSV reports asked for.
+
+    An existing report file is replaced only with ``overwrite``; a report path that is (or lies
+    inside, or holds) ``pred`` or ``truth`` never is.
 
     ``task``: ``auto`` or one of :data:`TASKS`; ``classes``: the semantic classes to score
     (default: those present in each image); ``voxel_size``: one value, or one per spatial axis,
@@ -138,16 +142,24 @@ def evaluate(
     if task != "auto" and task not in TASKS:
         raise UserError(f"unknown task '{task}' (valid: auto, {', '.join(TASKS)})")
     # Where the reports go is checked before any work, and never taken from what exists there.
-    for option, target in (("--json", json_path), ("--csv", csv_path)):
+    reports = [("--json", json_path), ("--csv", csv_path)]
+    for option, target in reports:
         if target is not None:
-            ensure_writable_file(Path(target), option)
+            check_output_file(Path(target), option, overwrite=overwrite)
     if json_path is not None and csv_path is not None:
-        reports = sorted((Path(json_path).absolute(), Path(csv_path).absolute()))
-        if reports[0] == reports[1] or reports[0] in reports[1].parents:
+        ordered = sorted((Path(json_path).absolute(), Path(csv_path).absolute()))
+        if ordered[0] == ordered[1] or ordered[0] in ordered[1].parents:
             raise UserError(
                 f"--json {json_path} and --csv {csv_path}: give two files, neither inside the other"
             )
     pairs, unmatched_predictions, unmatched_truths = find_pairs(Path(pred), Path(truth), head=head)
+    # Nor is a report one of the images read, nor inside one (a folder of them may hold it).
+    read: list[str | os.PathLike[str]] = [p for pair in pairs for p in (pair.pred, pair.truth)]
+    read += [*unmatched_predictions, *unmatched_truths]
+    read += [given for given in (pred, truth) if not Path(given).is_dir()]
+    for option, target in reports:
+        if target is not None:
+            refuse_inputs(target, read, option)
     if task == "auto":
         task, reason = choose_task(pairs, classes)
     else:

@@ -52,7 +52,7 @@ def test_the_output_is_checked_before_the_scan(tmp_path: Path, cli):
     folder = tmp_path / "folder"
     folder.mkdir()
     cases = [
-        (existing, "exists; pass --overwrite"),
+        (existing, "exists; add --overwrite"),
         (folder, "is a directory"),
         (existing / "sub.csv", "is a file, not a directory"),
     ]

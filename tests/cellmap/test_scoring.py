@@ -257,7 +257,7 @@ def test_scores_equal_the_definitions_computed_by_hand(tmp_path: Path):
                 archive.write(path, path.relative_to(submission).as_posix())
     for source in (submission, tmp_path / "submission.zip"):
         result = evaluate_submission(
-            source, truth, instance_classes=INSTANCE, json_path=tmp_path / "s.json"
+            source, truth, instance_classes=INSTANCE, json_path=tmp_path / "s.json", overwrite=True
         )
         report = json.loads((tmp_path / "s.json").read_text())
         for key in ("overall_score", "overall_instance_score", "overall_semantic_score"):

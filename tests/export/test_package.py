@@ -134,7 +134,7 @@ def test_a_package_from_another_tool_runs_with_its_own_processing(
     window = ("predict.roi_size=[32, 32]", "predict.overlap=0.25")
     expected = predictions(trained_run, images, tmp_path / "run")
     for model in (foreign, foreign / "rdf.yaml"):  # the folder, or its description
-        found = predictions(model, images, tmp_path / model.name, *window)
+        found = predictions(model, images, tmp_path / f"out-{model.name}", *window)
         for name, array in expected.items():
             assert np.abs(found[name].astype(float) - array.astype(float)).max() <= 1e-4, name
 

@@ -532,12 +532,14 @@ def changes(before: Snapshot, after: Snapshot, allowed: Iterable[Path] = ()) -> 
 
 
 ZARR_METADATA = frozenset({".zgroup", ".zarray", ".zattrs", ".zmetadata"})
+MARKERS = frozenset({".bioim2im-run", ".bioim2im-export", ".bioim2im-demo"})
+"""The files that say bioim2im made a folder (a run, a folder export, a demo)."""
 
 
 def stray_files(folder: Path, keep: Iterable[str] = ()) -> list[str]:
-    """Hidden, partial or temporary entries under ``folder`` (zarr v2 metadata and names in
-    ``keep`` excepted)."""
-    kept = set(keep) | ZARR_METADATA
+    """Hidden, partial or temporary entries under ``folder`` (zarr v2 metadata, bioim2im's
+    markers and names in ``keep`` excepted)."""
+    kept = set(keep) | ZARR_METADATA | MARKERS
     found: list[str] = []
     if not folder.exists():
         return found

@@ -1,6 +1,6 @@
 """Issue 11, point 2: ``evaluate --json PATH`` / ``--csv PATH`` replaced PATH even when it was
 a directory, deleting everything in it, and exited 0. A directory target is refused (exit 2)
-and nothing is deleted."""
+and nothing is deleted; an existing report file is replaced only with ``--overwrite``."""
 
 from __future__ import annotations
 
@@ -67,22 +67,16 @@ def test_a_report_under_a_regular_file_names_the_path(
     assert "notes.txt" in result.err and "not a directory" in result.err.lower(), result
 
 
-def test_report_files_are_written_and_an_old_report_file_is_replaced(
+def test_report_files_are_written_and_an_old_report_file_is_replaced_only_with_overwrite(
     nuclei_data: Path, tmp_path: Path
 ) -> None:
     json_path, csv_path = tmp_path / "report.json", tmp_path / "report.csv"
     json_path.write_text("old", encoding="utf-8")
-    result = invoke(
-        "evaluate",
-        "-p",
-        nuclei_data / "GT",
-        "-t",
-        nuclei_data / "GT",
-        "--json",
-        json_path,
-        "--csv",
-        csv_path,
-    )
+    args = ["evaluate", "-p", nuclei_data / "GT", "-t", nuclei_data / "GT"]
+    refused = invoke(*args, "--json", json_path, "--csv", csv_path)
+    assert_user_error(refused, str(json_path), "--overwrite")
+    assert json_path.read_text(encoding="utf-8") == "old" and not csv_path.exists()
+    result = invoke(*args, "--json", json_path, "--csv", csv_path, "--overwrite")
     assert_ok(result)
     assert json.loads(json_path.read_text(encoding="utf-8"))
     assert csv_path.read_text(encoding="utf-8").count("\n") >= 2

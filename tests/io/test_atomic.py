@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,32 @@ def test_a_directory_is_replaced_only_when_the_caller_owns_it(tmp_path: Path) ->
     publish(new, old, replace_directory=True)
     assert [p.name for p in old.iterdir()] == ["fresh"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
+def test_an_output_is_never_one_of_the_inputs_nor_holds_one_nor_lies_inside_one(
+    tmp_path: Path,
+) -> None:
+    from bioim2im.io.atomic import refuse_inputs
+
+    images = tmp_path / "images"
+    store = images / "cells.ome.zarr"
+    (store / "0").mkdir(parents=True)
+    table = tmp_path / "table.csv"
+    table.write_text("path\n")
+    (tmp_path / "link.csv").symlink_to(table)
+    (tmp_path / "linked").symlink_to(images, target_is_directory=True)
+    os.link(table, tmp_path / "hard.csv")
+    inputs = [store, table, None, "s3://bucket/data.zarr"]
+    for output, relation in [
+        (store, "is"),
+        (tmp_path / "link.csv", "is"),
+        (tmp_path / "hard.csv", "is"),
+        (store / "0" / "preds", "is inside"),
+        (images, "contains"),
+        (tmp_path / "linked", "contains"),
+        (tmp_path, "contains"),
+    ]:
+        with pytest.raises(UserError, match=f"--output {output} {relation} .*reads"):
+            refuse_inputs(output, inputs)
+    for output in (images / "preds", tmp_path / "other.csv", tmp_path / "bucket"):
+        refuse_inputs(output, inputs)  # beside the inputs, or in a folder of them: fine

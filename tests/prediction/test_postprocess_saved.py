@@ -155,7 +155,7 @@ def test_mistakes_are_one_message_and_write_nothing(cli, run_2d, saved, tmp_path
     assert not out.exists()
     into_itself = cli("postprocess", run_2d, "-i", saved, "-o", saved, "--head", "prob",
                       "--set", THRESHOLD, "--overwrite")  # fmt: skip
-    assert into_itself.code == 2 and "which it reads; choose another folder" in into_itself.err
+    assert into_itself.code == 2 and "which this command reads" in into_itself.err
     done = cli("postprocess", run_2d, "-i", saved, "-o", out, "--head", "prob", "--set", THRESHOLD)
     assert done.code == 0
     again = cli("postprocess", run_2d, "-i", saved, "-o", out, "--head", "prob", "--set", THRESHOLD)

@@ -152,26 +152,14 @@ def format_datasplit(rows: Sequence[CropRow]) -> str:
     return out.getvalue()
 
 
-def check_output(path: str | Path, *, overwrite: bool = False) -> None:
-    """Refuse, before any scan, a path a datasplit cannot be written to: an existing file
-    without ``overwrite``, a directory, a path under a file."""
-    from bioim2im.io.atomic import ensure_writable_file
-
-    path = Path(path)
-    ensure_writable_file(path, "--output")
-    in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if in_the_way is not None:
-        raise UserError(f"--output {path}: {in_the_way} is a file, not a directory")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it")
-
-
 def write_datasplit(rows: Sequence[CropRow], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``rows`` to ``path`` atomically; an existing file is replaced only with ``overwrite``."""
-    from bioim2im.io.atomic import atomic_file
+    """Write ``rows`` to ``path`` atomically; an existing file is replaced only with ``overwrite``,
+    and never one of the stores the rows name (what the datasplit was made from)."""
+    from bioim2im.io.atomic import atomic_file, check_output_file
 
     path = Path(path)
-    check_output(path, overwrite=overwrite)
+    stores = [store for row in rows for store in (row.raw_store, row.crop_store)]
+    check_output_file(path, "--output", overwrite=overwrite, inputs=stores)
     with atomic_file(path) as partial:
         partial.write_text(format_datasplit(rows), encoding="utf-8")
     return path

@@ -94,8 +94,16 @@ def evaluate_submission(
     *,
     instance_classes: Collection[str] = INSTANCE_CLASSES,
     json_path: str | Path | None = None,
+    overwrite: bool = False,
 ) -> SubmissionScores:
-    """Score ``submission`` (zip or zarr group) against ``truth`` (see the module docstring)."""
+    """Score ``submission`` (zip or zarr group) against ``truth`` (see the module docstring);
+    an existing ``json_path`` is replaced only with ``overwrite``, never an input."""
+    if json_path is not None:
+        from bioim2im.io.atomic import check_output_file
+
+        check_output_file(
+            Path(json_path), "--json", overwrite=overwrite, inputs=[submission, truth]
+        )
     truth_group = remote.open_node(truth)
     if not isinstance(truth_group, zarr.Group):
         raise UserError(f"{truth}: the truth must be a zarr group of crop<N> groups")

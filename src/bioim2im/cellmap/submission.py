@@ -33,7 +33,7 @@ from bioim2im.cellmap.grids import Grid, covers, open_labels, resample
 from bioim2im.cellmap.manifest import TestCrop, by_crop, read_manifest
 from bioim2im.errors import UserError
 from bioim2im.io import remote
-from bioim2im.io.atomic import partial_path, publish
+from bioim2im.io.atomic import check_output_file, partial_path, publish
 from bioim2im.io.multiscale import numbers
 
 SCALE_TOLERANCE = 1e-3
@@ -62,8 +62,7 @@ def pack(
     output = Path(output)
     if output.suffix != ".zip":
         raise UserError(f"{output}: the submission must be a .zip file")
-    if output.exists() and not overwrite:
-        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    check_output_file(output, "--output", overwrite=overwrite, inputs=[predictions, manifest])
     crops = read_manifest(manifest)
     output.parent.mkdir(parents=True, exist_ok=True)
     source = remote.open_node(predictions)

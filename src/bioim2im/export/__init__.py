@@ -51,13 +51,16 @@ def export_model(
         raise UserError("--folder applies to --format bioimageio only")
     if test_image is not None and format != "bioimageio":
         raise UserError("--test-image applies to --format bioimageio only")
+    # What the export reads: the output is none of it, holds none of it, lies inside none of it.
+    inputs: list[str | Path | None] = [model, test_image]
     if output is not None:
-        check_output(Path(output), folder=folder, overwrite=overwrite)
+        check_output(Path(output), folder=folder, overwrite=overwrite, inputs=inputs)
     source = open_source(model, heads, overrides)
+    inputs += [source.run_dir, source.model.checkpoint]
     if output is None:
         suffix = "" if folder else SUFFIXES[format]
         output = Path(f"{source.name}{'-bioimageio' if folder else ''}{suffix}")
-        check_output(output, folder=folder, overwrite=overwrite)
+    check_output(Path(output), folder=folder, overwrite=overwrite, inputs=inputs)
     path = Path(output)
     with staged(path, folder=folder) as partial:
         if format == "bioimageio":

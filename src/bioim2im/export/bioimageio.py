@@ -16,7 +16,6 @@ import getpass
 import io
 import itertools
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from bioim2im._version import __version__
 from bioim2im.errors import UserError
 from bioim2im.export.layout import Layout, OutputLayout, plan_layout
 from bioim2im.export.source import Source, TestImage, test_image
+from bioim2im.export.target import scratch
 
 SMALLEST_VALUE = 1e-4
 """bioimage.io refuses test tensors whose values all lie within this of 0."""
@@ -72,8 +72,7 @@ def export_package(
     description = metadata.description or _description(source)
     in_channels = source.model.in_channels
     example = torch.from_numpy(test_input)
-    with tempfile.TemporaryDirectory(prefix="bioim2im-export-") as scratch:
-        root = Path(scratch)
+    with scratch(output) as root:
         torch.save(network.state_dict(), root / "weights.pt")
         scripted = torchscript_bytes(to_torchscript(network, example), None)
         (root / "weights_torchscript.pt").write_bytes(scripted)

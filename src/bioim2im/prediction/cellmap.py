@@ -28,7 +28,7 @@ from bioim2im.cellmap.classes import INSTANCE_CLASSES
 from bioim2im.cellmap.grids import Grid
 from bioim2im.cellmap.manifest import TestCrop, by_crop, read_manifest
 from bioim2im.errors import UserError
-from bioim2im.io.atomic import partial_path, publish, remove
+from bioim2im.io.atomic import partial_path, publish, refuse_inputs, remove
 from bioim2im.io.multiscale import Level, nearest_level, open_levels
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ def predict_crops(
             f"--raw {raw!r} must hold {{dataset}}, e.g. 'data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8'"
         )
     crops = read_manifest(manifest)
+    datasets = sorted({row.dataset for row in crops})
+    raws_read = [raw.replace("{dataset}", dataset) for dataset in datasets]
+    refuse_inputs(output, [model_source, manifest, *raws_read])
     model = load_model(model_source, overrides, device=device or _default_device())
     preset = model.preset
     if preset.data.layout != "cellmap" or not preset.data.classes:

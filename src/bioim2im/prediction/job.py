@@ -25,6 +25,7 @@ single process writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import time
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import EnvironmentFailure, UserError
-from bioim2im.io.atomic import remove, remove_stale_partials
+from bioim2im.io.atomic import output_lock, refuse_inputs, remove, remove_stale_partials
 from bioim2im.io.base import InMemoryImage, LazyImage
 from bioim2im.prediction.display import BlockReporter
 from bioim2im.prediction.image import (
@@ -190,7 +191,9 @@ def predict_files(
         )
     if devices is not None and devices > 1 and not launched_by_torchrun():
         # Check everything here first: a mistake is reported once, before any worker starts.
-        job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
+        job = _Job.plan(
+            load_model(model, overrides), inputs, output, format, split, given_model=model
+        )
         decisions = job.decide(overwrite)
         command = ["predict", str(model), "--input", inputs, "--output", str(output)]
         command += set_options(overrides)
@@ -200,15 +203,17 @@ def predict_files(
         relaunch(devices, command, "prediction")
         results = [job.result(found, decisions[found.stem] == "done") for found in job.images]
         return job.summary(results, time.monotonic() - started, quiet=True)
-    with distributed() as env:
+    with distributed() as env, contextlib.ExitStack() as held:
         say = _say if progress and env.is_main else None
         job = _Job.plan(
-            load_model(model, overrides, env.device), inputs, output, format, split, say
+            load_model(model, overrides, env.device), inputs, output, format, split, say, model
         )
-        # Rank 0 decides what to do with existing outputs; every rank follows, or fails alike.
+        # Rank 0 takes the output folder (one command writes there at a time) and decides what
+        # to do with existing outputs; every rank follows, or fails alike.
         decision: tuple[str, Any] = ("ok", None)
         if env.is_main:
             try:
+                held.enter_context(output_lock(output))
                 decision = ("ok", job.decide(overwrite))
             except UserError as exc:
                 decision = ("error", (exc.message, exc.problems))
@@ -241,7 +246,7 @@ def _parts(
     if part is not None and ((devices is not None and devices > 1) or launched_by_torchrun()):
         raise UserError("--part runs one process per part: leave out --devices and torchrun")
     share = parts.share(part, finalize)
-    job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
+    job = _Job.plan(load_model(model, overrides), inputs, output, format, split, given_model=model)
     if share is None:
         results = parts.finalize(job)
     else:
@@ -276,7 +281,9 @@ class _Job:
         format: str | None,
         split: str | None = None,
         report: Callable[[str], None] | None = None,
+        given_model: str | Path | None = None,
     ) -> _Job:
+        """``given_model``: the path the model was named by, an input the outputs must stay out of."""
         chosen = format or model.preset.predict.format
         if chosen not in FORMATS:
             raise UserError(f"--format {chosen!r}: choose one of {', '.join(FORMATS)}")
@@ -294,6 +301,10 @@ class _Job:
             split=split,
             report=report,
         )
+        # The output folder is none of what the command reads (the model, the images, a
+        # manifest), nor inside one, nor holds one; it may lie in a folder of input images.
+        manifest = Path(inputs) if Path(inputs).suffix.lower() == ".csv" else None
+        refuse_inputs(folder, [given_model, manifest, *paths])
         images = open_inputs(paths, model, suffixes)
         heads = tuple(model.heads)
         outputs = {found.stem: Outputs(folder, found.stem, heads, chosen) for found in images}

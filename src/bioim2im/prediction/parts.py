@@ -14,9 +14,11 @@ after the parts when the last of them may have been stopped while finishing. Eit
 outputs are those a single process writes.
 
 What happens once per image (deciding about existing outputs, creating its work directory and
-images, finishing it) happens under a lock on the output folder. The lock is ``flock`` on a
-hidden file there: it is released when the process holding it dies, so a killed part never
-leaves the others waiting.
+images, finishing it) happens under the lock of the output folder that every command writing
+there takes (:func:`~bioim2im.io.atomic.output_lock`): parts wait for each other's short
+turns, while a whole prediction holds it from start to end. The lock is ``flock`` on a hidden
+file there: it is released when the process holding it dies, so a killed part never leaves the
+others waiting.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bioim2im.errors import UserError
-from bioim2im.io.atomic import remove
+from bioim2im.io.atomic import output_lock
 from bioim2im.prediction.image import BlockCounts, finish_image, image_specs, predict_image
 from bioim2im.prediction.inputs import InputImage
 from bioim2im.prediction.outputs import RunRecord, Store, WorkDir, write_table
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from bioim2im.prediction.display import BlockReporter
     from bioim2im.prediction.job import InputResult, _Job
 
-LOCK = ".predict.lock"
 # ASCII digits only: int() would also read other scripts' digits ("１/２").
 _PART = re.compile(r" *([0-9]{1,9}) */ *([0-9]{1,9}) *", re.ASCII)
 
@@ -65,18 +65,10 @@ def parse_part(text: str) -> tuple[int, int]:
     return part, parts
 
 
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold the output folder's lock (waiting for it)."""
-    import fcntl
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the output folder's lock (waiting for it): the one every command writing there
+    takes (:func:`~bioim2im.io.atomic.output_lock`)."""
+    return output_lock(folder, wait=True)
 
 
 def predict_part(
@@ -224,4 +216,3 @@ def _finish_run(job: _Job) -> None:
             return
         write_table(job.folder, job.rows())
         record.close()
-    remove(job.folder / LOCK)

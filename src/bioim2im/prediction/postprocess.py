@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import UserError
+from bioim2im.io.atomic import output_lock, refuse_inputs
 from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels
 from bioim2im.prediction.inputs import SPATIAL, InputImage
 from bioim2im.prediction.outputs import (
@@ -115,6 +116,9 @@ def postprocess_files(
     if in_the_way is not None:
         raise UserError(f"--output {folder}: {in_the_way} is a file; give a folder for the results")
     saved = _find_saved(Path(inputs), preset, registry, heads)
+    # The results are none of what they are computed from, nor inside it, nor hold it.
+    tables = [item.table for item in saved if item.table is not None]
+    refuse_inputs(folder, [model, *(item.path for item in saved), *tables])
     problems = []
     for item in saved:
         try:
@@ -133,19 +137,19 @@ def postprocess_files(
             )
         by_stem.setdefault(item.stem, []).append(item)
     fingerprint = _digest(checkpoint, chosen, *(_fingerprint(s) for s in saved))
-    record = RunRecord(folder, fingerprint)
     outputs = {
         stem: Outputs(folder, stem, tuple(s.head for s in items), chosen)
         for stem, items in by_stem.items()
     }
-    _refuse_replacing_inputs(saved, outputs, folder)
-    _decide(outputs, by_stem, record, overwrite)
     total = resumed = 0
-    for stem, items in by_stem.items():
-        done, count = _postprocess_one(outputs[stem], items, preset, record, report)
-        resumed, total = resumed + done, total + count
-    write_table(folder, [_row(folder, outputs[s.stem], s) for s in saved])
-    record.close()
+    with output_lock(folder):  # one command writes there at a time
+        record = RunRecord(folder, fingerprint)
+        _decide(outputs, by_stem, record, overwrite)
+        for stem, items in by_stem.items():
+            done, count = _postprocess_one(outputs[stem], items, preset, record, report)
+            resumed, total = resumed + done, total + count
+        write_table(folder, [_row(folder, outputs[s.stem], s) for s in saved])
+        record.close()
     published = [p for o in outputs.values() for p in o.published]
     return PostprocessSummary(published, folder / TABLE, resumed, total)
 
@@ -418,26 +422,6 @@ def _decide(
             problems.append(f"{target.work_dir} holds an unfinished run of other settings")
     if problems:
         raise UserError("outputs are in the way (use --overwrite to replace them):", problems)
-
-
-def _refuse_replacing_inputs(
-    saved: Sequence[_Saved], outputs: dict[str, Outputs], folder: Path
-) -> None:
-    """The results may not replace what they are computed from."""
-    written = [p.resolve() for target in outputs.values() for p in target.published]
-    written.append((folder / TABLE).resolve())
-    for item in saved:
-        source = item.path.resolve()
-        if any(source == p or source.is_relative_to(p) for p in written):
-            raise UserError(
-                f"--output {folder} would replace {item.path}, which it reads; choose another "
-                "folder for the results"
-            )
-        if item.table is not None and item.table.resolve() in written:
-            raise UserError(
-                f"--output {folder} would replace {item.table}, which it reads; choose another "
-                "folder for the results"
-            )
 
 
 def _stem_fingerprint(items: Sequence[_Saved]) -> str:
