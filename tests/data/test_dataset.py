@@ -247,7 +247,9 @@ def test_validation_patches_are_fixed_and_carry_the_truth(
     _, val = datasets(p)
     assert val is not None and len(val) == 4  # one image, patches_per_image = 4
     sample = val[2]
-    assert sorted(sample) == ["image", "target/seg", "truth/seg", "weight/seg"]
+    assert sorted(sample) == ["box/seg", "image", "target/seg", "truth/seg", "weight/seg"]
+    # The image fills the patch: the box (start, stop per axis) is the whole patch.
+    assert sample["box/seg"].tolist() == [[0, n] for n in p.data.patch_size]
     assert same(
         sample,
         datasets(p.model_copy(update={"train": p.train.model_copy(update={"seed": 9})}))[1][2],

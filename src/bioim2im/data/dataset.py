@@ -14,7 +14,8 @@ grid (without the axes it projects away, times its upsampling):
   per class for a semantic target of one mask per class (a class unannotated at a pixel drops
   that class only);
 - validation only, ``"truth/<head>"``: the target before encoding (labels as float, or the
-  normalised regression target), for metrics on postprocessed predictions.
+  normalised regression target), for metrics on postprocessed predictions, and ``"box/<head>"``:
+  (start, stop) per axis of the head's grid where the image lies (not its padding).
 
 Unpaired data (CycleGAN): each head's target patch comes from one of that head's own target
 images, drawn with the same generator, independently of the input's image and patch.
@@ -238,22 +239,25 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         """Item ``index`` as float32 arrays (what ``dataset[index]`` returns, before torch)."""
         rng = np.random.default_rng([self.seed, index])
         volume = self.volume(self._entry_for(index))
-        sample = self._read(volume, self._draw(volume, rng))
+        starts = self._draw(volume, rng)
+        sample = self._read(volume, starts)
         if self.min_foreground > 0 and volume.foreground is not None:
-            best, fraction = sample, self._labelled_fraction(sample)
+            best, fraction = (sample, starts), self._labelled_fraction(sample)
             for _ in range(MAX_DRAWS - 1):
                 if fraction >= self.min_foreground:
                     break
                 # Redrawn around a labelled voxel: the likeliest way to reach min_foreground.
-                candidate = self._read(volume, self._draw(volume, rng, centred=True))
+                drawn = self._draw(volume, rng, centred=True)
+                candidate = self._read(volume, drawn)
                 candidate_fraction = self._labelled_fraction(candidate)
                 if candidate_fraction > fraction:
-                    best, fraction = candidate, candidate_fraction
-            sample = best
+                    best, fraction = (candidate, drawn), candidate_fraction
+            sample, starts = best
         if self.unpaired:
             sample.update(self._unpaired_targets(rng))
         if self.validation:
             sample.update({f"truth/{h.head}": sample[f"target/{h.head}"] for h in self.prep.heads})
+            sample.update(self._image_boxes(volume, starts))
         elif self.augment is not None:
             sample = self.augment(sample, rng)
         for head in self.prep.heads:
@@ -263,6 +267,25 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
             else:
                 sample[key] = encode(sample[key], head.task, head.out_channels)
         return sample
+
+    def _image_boxes(self, volume: Volume, starts: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Validation: ``box/<head>``, where the image lies in the patch on each head's grid
+        ((start, stop) per axis): an image smaller than the patch is padded, and the metrics
+        score the image, not its padding."""
+        padding = [
+            (max(-start, 0), max(start + patch - size, 0))
+            for start, patch, size in zip(starts, self.patch_size, volume.shape, strict=True)
+        ]
+        boxes = {}
+        for head in self.prep.heads:
+            kept = head.kept(self.patch_size)
+            shape = [p * f for p, f in zip(kept, head.scale or [1] * len(kept), strict=True)]
+            pads = head.padding(padding)
+            boxes[f"box/{head.head}"] = np.array(
+                [(before, n - after) for (before, after), n in zip(pads, shape, strict=True)],
+                dtype=np.float32,
+            )
+        return boxes
 
     def _unpaired_targets(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Each head's target and weight, from a patch of one of its target images."""

@@ -47,12 +47,15 @@ def validate(trainer: Trainer, model: nn.Module) -> dict[str, float]:
         for name in heads:
             raw = outputs[name].float().cpu().numpy()
             truth = batch.get(f"truth/{name}", batch[f"target/{name}"]).cpu().numpy()
+            boxes = batch.get(f"box/{name}")
             for b in range(raw.shape[0]):
                 pred = raw[b]
                 for step in chains[name]:
                     pred = step(pred)
+                # An image smaller than the patch is padded: only the image is scored.
+                inside = _inside(None if boxes is None else boxes[b])
                 for metric in metrics[name]:
-                    for key, value in metric(pred, truth[b]).items():
+                    for key, value in metric(pred[inside], truth[b][inside]).items():
                         _add(sums, counts, f"val/{name}/{key}", float(value))
                 if index == 0 and b == 0 and preset.logging.snapshots:
                     image = batch["image"][0].float().cpu().numpy()
@@ -60,6 +63,13 @@ def validate(trainer: Trainer, model: nn.Module) -> dict[str, float]:
     if snapshot_rows:
         trainer.snapshot(snapshot_rows)
     return {key: sums[key] / counts[key] for key in sums}
+
+
+def _inside(box: torch.Tensor | None) -> tuple[slice, ...]:
+    """The slices (channels first) of a patch's image part, from its (start, stop) per axis."""
+    if box is None:
+        return (slice(None),)
+    return (slice(None), *(slice(int(start), int(stop)) for start, stop in box.tolist()))
 
 
 def _add(sums: dict[str, float], counts: dict[str, int], key: str, value: float) -> None:
