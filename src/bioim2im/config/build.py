@@ -153,19 +153,22 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 raise ValueError(f"{key}.{first}: {rest}") from None
             raise ValueError(f"{key} ({kind} '{spec.name}'): {message}") from None
     backbone = preset.model.backbone
-    divisor_of = registry.get("backbone", backbone.name).extras.get("divisor")
-    if divisor_of is not None:
-        divisor = int(divisor_of(backbone.params()))
-        for key, size in (
-            ("data.patch_size", preset.data.patch_size),
-            ("predict.roi_size", preset.predict.roi_size),
-        ):
-            if size is not None and any(s % divisor for s in size):
-                fixed = [-(-s // divisor) * divisor for s in size]
-                raise ValueError(
-                    f"{key} {size} must be divisible by {divisor} along every axis for backbone "
-                    f"'{backbone.name}' with these parameters; try {fixed}"
-                )
+    divisor = divisors(registry, backbone, preset.spatial_dims)
+    for key, size in (
+        ("data.patch_size", preset.data.patch_size),
+        ("predict.roi_size", preset.predict.roi_size),
+    ):
+        if size is not None and any(s % d for s, d in zip(size, divisor, strict=True)):
+            fixed = [-(-s // d) * d for s, d in zip(size, divisor, strict=True)]
+            along = (
+                f"{divisor[0]} along every axis"
+                if len(set(divisor)) == 1
+                else f"{list(divisor)} along (Z)YX"
+            )
+            raise ValueError(
+                f"{key} {size} must be divisible by {along} for backbone "
+                f"'{backbone.name}' with these parameters; try {fixed}"
+            )
     input_size_of = registry.get("backbone", backbone.name).extras.get("input_size")
     if input_size_of is not None:
         fixed_size = [int(n) for n in input_size_of(backbone.params())]
@@ -231,3 +234,21 @@ def _written(step: Any) -> str:
         f"{key} = {json.dumps(params[key])}" for key in sorted(step.model_fields_set & set(params))
     ]
     return "{" + ", ".join(shown) + "}"
+
+
+def divisors(
+    registry: ComponentRegistry, backbone: ComponentSpec, spatial_dims: int
+) -> tuple[int, ...]:
+    """What every input size of ``backbone`` must be a multiple of, per spatial axis (its
+    ``divisor`` extra gives one number, or one per axis for per-axis strides; 1 without it)."""
+    divisor_of = registry.get("backbone", backbone.name).extras.get("divisor")
+    found = divisor_of(backbone.params()) if divisor_of is not None else 1
+    if isinstance(found, int):
+        return (int(found),) * spatial_dims
+    found = tuple(int(v) for v in found)
+    if len(found) != spatial_dims:
+        raise ValueError(
+            f"model.backbone ({backbone.name}) downsamples {len(found)} axes but data.patch_size "
+            f"has {spatial_dims}"
+        )
+    return found

@@ -99,7 +99,8 @@ def plan_layout(source: Source) -> Layout:
             sizes.append(fixed[a])
         else:
             # The smallest multiple of the divisor that keeps voxels once both halos are dropped.
-            sizes.append((divisor * (2 * input_halo[a] // divisor + 1), divisor))
+            step = divisor[a]
+            sizes.append((step * (2 * input_halo[a] // step + 1), step))
     names = _tensor_names(source.heads)
     outputs = []
     for head in source.heads:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bioim2im.config.build import divisors
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,12 +44,10 @@ class Source:
         return self.model.spatial_dims
 
     @property
-    def divisor(self) -> int:
-        """Spatial sizes the network takes are multiples of this."""
+    def divisor(self) -> tuple[int, ...]:
+        """Spatial sizes the network takes are multiples of these, per axis."""
         model = self.model
-        component = model.registry.get("backbone", model.preset.model.backbone.name)
-        divisor_of = component.extras.get("divisor")
-        return int(divisor_of(model.preset.model.backbone.params())) if divisor_of else 1
+        return divisors(model.registry, model.preset.model.backbone, model.preset.spatial_dims)
 
     @property
     def fixed_size(self) -> tuple[int, ...] | None:
@@ -67,8 +66,9 @@ class Source:
         conversion: the prediction window and one a divisor larger."""
         if self.fixed_size is not None:
             return [self.fixed_size]
-        window = tuple(-(-n // self.divisor) * self.divisor for n in self.model.roi_size)
-        return [window, tuple(n + self.divisor for n in window)]
+        divisor = self.divisor
+        window = tuple(-(-n // d) * d for n, d in zip(self.model.roi_size, divisor, strict=True))
+        return [window, tuple(n + d for n, d in zip(window, divisor, strict=True))]
 
 
 def open_source(

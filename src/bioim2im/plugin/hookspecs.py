@@ -121,8 +121,10 @@ KINDS: tuple[Kind, ...] = (
         "bioim2im_register_backbones",
         frozenset({"spatial_dims", "in_channels", "out_channels"}),
         {
-            "divisor": "function(params) -> int: every patch and window size must be a multiple "
-            "of it (the network's total downsampling); `check` refuses other sizes",
+            "divisor": "function(params) -> int, or a tuple of one int per spatial axis ((Z,) "
+            "Y, X) for a network that downsamples the axes differently: every patch and window "
+            "size must be a multiple of it (the network's total downsampling); `check` refuses "
+            "other sizes",
             "input_size": "function(params) -> tuple: the one input size it accepts (e.g. a "
             "transformer's fixed image size); patch and window sizes must equal it",
         },

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from bioim2im.config.build import divisors
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
@@ -79,9 +80,8 @@ def _larger(model: TrainedModel, window: tuple[int, ...]) -> list[tuple[int, ...
     component = model.registry.get("backbone", model.preset.model.backbone.name)
     if "input_size" in component.extras:
         return []
-    divisor_of = component.extras.get("divisor")
-    divisor = int(divisor_of(model.preset.model.backbone.params())) if divisor_of else 1
-    return [tuple(n + divisor for n in window)]
+    divisor = divisors(model.registry, model.preset.model.backbone, model.preset.spatial_dims)
+    return [tuple(n + d for n, d in zip(window, divisor, strict=True))]
 
 
 def _first_line(exc: BaseException) -> str:

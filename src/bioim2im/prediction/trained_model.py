@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bioim2im.config.build import divisors
 from bioim2im.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -119,14 +120,13 @@ class TrainedModel:
         component = self.registry.get("backbone", self.preset.model.backbone.name)
         if "input_size" in component.extras:
             return self.roi_size
-        divisor_of = component.extras.get("divisor")
-        divisor = int(divisor_of(self.preset.model.backbone.params())) if divisor_of else 1
+        divisor = divisors(self.registry, self.preset.model.backbone, self.preset.spatial_dims)
         # Never below the training patch, though: the network is known to work on that size
         # (a 2-pixel window can leave a normalisation layer a single voxel).
         patch = self.preset.data.patch_size
         return tuple(
-            max(min(roi, -(-n // divisor) * divisor), min(roi, p))
-            for roi, n, p in zip(self.roi_size, spatial_shape, patch, strict=True)
+            max(min(roi, -(-n // d) * d), min(roi, p))
+            for roi, n, p, d in zip(self.roi_size, spatial_shape, patch, divisor, strict=True)
         )
 
     @property
