@@ -26,6 +26,7 @@ NAMES = REGISTRY.names("backbone")
 # test_every_backbone_has_tiny_settings.
 TINY: dict[str, Callable[[int], dict[str, Any]]] = {
     "unet": lambda dims: {"channels": [4, 8, 8], "num_res_units": 1},
+    "n2v2_unet": lambda dims: {"channels": [4, 8, 8]},
     "attention_unet": lambda dims: {"channels": [4, 8, 8]},
     "basic_unet": lambda dims: {"features": [4, 4, 4, 4, 4, 4]},
     "dynunet": lambda dims: {"filters": [4, 8, 8]},
@@ -52,7 +53,7 @@ def _input_size(name: str, params: dict[str, Any]) -> int:
     component = REGISTRY.get("backbone", name)
     divisor = component.extras["divisor"](component.params.model_validate(params).model_dump())
     # Twice the divisor: instance norm needs more than one pixel at the deepest level.
-    return 2 * divisor
+    return 2 * int(divisor)
 
 
 def test_every_backbone_has_tiny_settings() -> None:
@@ -95,6 +96,10 @@ def test_parameters_are_typed(name: str) -> None:
     [
         ("unet", {}, 8),
         ("unet", {"channels": [8, 16, 32], "strides": [2, 3]}, 6),
+        ("unet", {"channels": [8, 16, 32], "strides": [[1, 2, 2], 2]}, (2, 4, 4)),
+        ("unet", {"channels": [8, 16, 32], "strides": [[1, 2], [3, 2]]}, (3, 4)),
+        ("n2v2_unet", {}, 4),
+        ("n2v2_unet", {"strides": [[1, 2, 2], [2, 2, 2]]}, (2, 4, 4)),
         ("attention_unet", {"channels": [8, 16]}, 2),
         ("basic_unet", {}, 16),
         ("dynunet", {}, 8),
@@ -135,6 +140,9 @@ def test_unetr_input_size_is_img_size() -> None:
     [
         ("unet", {"channels": [8, 16, 32], "strides": [2]}, 2),
         ("unet", {"channels": [8]}, 2),
+        ("unet", {"channels": [8, 16, 32], "strides": [[1, 2, 2], 2]}, 2),
+        ("unet", {"channels": [8, 16, 32], "strides": [[1, 2], [1, 2, 2]]}, 3),
+        ("n2v2_unet", {"channels": [8, 16, 32], "strides": [[1, 2, 2], 2]}, 2),
         ("dynunet", {"filters": [8, 16]}, 2),
         ("dynunet", {"filters": [8, 16, 32], "strides": [1, 2]}, 2),
         ("segresnet", {"blocks_down": [1, 2, 2], "blocks_up": [1]}, 2),
@@ -149,3 +157,16 @@ def test_inconsistent_parameters_are_user_errors(
         REGISTRY.get("backbone", name).build(
             params, spatial_dims=dims, in_channels=1, out_channels=1
         )
+
+
+@pytest.mark.parametrize("name", ["unet", "n2v2_unet"])
+def test_anisotropic_strides_keep_a_coarse_z(name: str) -> None:
+    """Strides given per axis ([1, 2, 2]: Z kept at the first level) build a network that takes
+    sizes divisible per axis and keeps them."""
+    params = {"channels": [4, 8, 8], "strides": [[1, 2, 2], [2, 2, 2]]}
+    net = REGISTRY.get("backbone", name).build(
+        params, spatial_dims=3, in_channels=1, out_channels=2
+    )
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 1, 6, 12, 20)).shape == (1, 2, 6, 12, 20)

@@ -72,3 +72,47 @@ def test_n2v_2d_denoises_without_clean_images(synthetic, tmp_path: Path) -> None
     )
     baseline = np.mean([psnr(percentile_normalized(noisy[k]), t) for k, t in truths.items()])
     assert report.aggregate["psnr"] > baseline + 2, (report.aggregate, baseline)
+
+
+def test_n2v2_median_replacement_shows_the_median_of_the_neighbourhood() -> None:
+    image = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
+    weight = np.ones((1, 32, 32), np.float32)
+    sample = {"image": image, "target/restored": image.copy(), "weight/restored": weight}
+
+    out = mask(fraction=0.01, window=3, replacement="median")(sample, np.random.default_rng(1))
+
+    hidden = np.argwhere(out["weight/restored"][0] > 0)
+    assert len(hidden) == round(0.01 * 32 * 32)
+    for y, x in hidden:
+        box = np.pad(image[0], 1, mode="reflect")[y : y + 3, x : x + 3].ravel()
+        others = np.delete(box, 4)  # the pixel itself is not shown
+        assert out["image"][0, y, x] == pytest.approx(np.median(others))
+
+
+def test_struct_n2v_hides_a_line_of_pixels_along_the_noise_axis() -> None:
+    """structN2V: noise correlated along X (stripes) cannot be read from the pixels left and
+    right of a hidden pixel: they show random values too; nothing else changes."""
+    image = np.random.default_rng(0).random((1, 40, 40), dtype=np.float32)
+    weight = np.ones((1, 40, 40), np.float32)
+    sample = {"image": image, "target/restored": image.copy(), "weight/restored": weight}
+
+    out = mask(fraction=0.0006, struct_axis=-1, struct_span=5)(sample, np.random.default_rng(2))
+
+    ((y, x),) = np.argwhere(out["weight/restored"][0] > 0)  # one hidden pixel
+    changed = np.argwhere(out["image"][0] != image[0])
+    line = {(int(y), int(c)) for c in range(x - 2, x + 3) if 0 <= c < 40}
+    assert {(int(a), int(b)) for a, b in changed} <= line
+    assert len(changed) >= len(line) - 1  # a random value may equal the old one, barely
+    assert out["image"].min() >= image.min() and out["image"].max() <= image.max()
+
+
+def test_struct_axis_must_be_a_spatial_axis(tmp_path: Path) -> None:
+    from bioim2im.config import load_preset
+
+    preset = Path(__file__).resolve().parents[2] / "presets" / "n2v-2d.toml"
+    with pytest.raises(UserError) as found:
+        load_preset(preset, ['data.augment=[{ name = "n2v_mask", struct_axis = 2 }]'])
+    assert "data.augment.0.struct_axis: 2 is not a spatial axis of 2D patches" in str(found.value)
+    with pytest.raises(UserError) as found:
+        load_preset(preset, ['data.augment=[{ name = "n2v_mask", struct_span = 4 }]'])
+    assert "data.augment.0.struct_span: must be odd" in str(found.value)

@@ -28,7 +28,12 @@ SwinStages = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
 _AFFINE_NORMS: dict[str, Any] = {"instance": ("instance", {"affine": True}), "batch": "batch"}
 
 
-def _unet_strides(channels: tuple[int, ...], strides: tuple[int, ...] | None) -> tuple[int, ...]:
+# A stride: one number for every axis, or one per spatial axis ((Z,) Y, X), e.g. [1, 2, 2] to
+# keep the resolution of a coarse Z while Y and X are halved.
+Stride = PositiveInt | tuple[PositiveInt, ...]
+
+
+def _unet_strides(channels: tuple[int, ...], strides: tuple[Any, ...] | None) -> tuple[Any, ...]:
     """Halve the resolution between consecutive levels unless strides are given."""
     if len(channels) < 2:
         raise ValueError(f"channels needs at least 2 levels, got {list(channels)}")
@@ -36,13 +41,41 @@ def _unet_strides(channels: tuple[int, ...], strides: tuple[int, ...] | None) ->
         return (2,) * (len(channels) - 1)
     if len(strides) != len(channels) - 1:
         raise ValueError(
-            f"strides needs one entry fewer than channels ({len(channels) - 1}), got {list(strides)}"
+            f"strides needs one entry fewer than channels ({len(channels) - 1}), got "
+            f"{_listed(strides)}"
         )
-    return tuple(strides)
+    return tuple(s if isinstance(s, int) else tuple(s) for s in strides)
 
 
-def _check_unet(*, channels: Any, strides: Any, **_: Any) -> None:
-    _unet_strides(tuple(channels), None if strides is None else tuple(strides))
+def _listed(strides: Any) -> list[Any]:
+    return [s if isinstance(s, int) else list(s) for s in strides]
+
+
+def _check_unet(*, channels: Any, strides: Any, spatial_dims: int | None = None, **_: Any) -> None:
+    chosen = _unet_strides(tuple(channels), None if strides is None else tuple(strides))
+    _check_per_axis(chosen, spatial_dims)
+
+
+def _check_per_axis(strides: tuple[Any, ...], spatial_dims: int | None) -> None:
+    """Strides given per axis have one number per spatial axis, all alike in length."""
+    lengths = {len(s) for s in strides if not isinstance(s, int)}
+    if len(lengths) > 1 or (spatial_dims is not None and lengths - {spatial_dims}):
+        axes = f"{spatial_dims} numbers ({'ZYX' if spatial_dims == 3 else 'YX'})"
+        raise ValueError(
+            f"strides given per axis must each have {axes if spatial_dims else 'as many numbers'}"
+            f", got {_listed(strides)}"
+        )
+
+
+def per_axis_product(strides: tuple[Any, ...]) -> int | tuple[int, ...]:
+    """The total downsampling: one number, or one per axis when some stride is per axis."""
+    lengths = {len(s) for s in strides if not isinstance(s, int)}
+    if not lengths:
+        return math.prod(strides)
+    (ndim,) = lengths
+    return tuple(
+        math.prod(s if isinstance(s, int) else s[axis] for s in strides) for axis in range(ndim)
+    )
 
 
 def unet(
@@ -51,7 +84,7 @@ def unet(
     in_channels: int,
     out_channels: int,
     channels: tuple[PositiveInt, ...] = (16, 32, 64, 128),
-    strides: tuple[PositiveInt, ...] | None = None,
+    strides: tuple[Stride, ...] | None = None,
     kernel_size: PositiveInt = 3,
     up_kernel_size: PositiveInt = 3,
     num_res_units: Annotated[int, Field(ge=0)] = 2,
@@ -101,8 +134,34 @@ def attention_unet(
     )
 
 
-def _unet_divisor(params: Mapping[str, Any]) -> int:
-    return math.prod(_unet_strides(params["channels"], params["strides"]))
+def n2v2_unet(
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: tuple[PositiveInt, ...] = (32, 64, 128),
+    strides: tuple[Stride, ...] | None = None,
+    pool: Literal["maxblur", "avg", "max"] = "maxblur",
+    top_skip: bool = False,
+    norm: Literal["batch", "instance", "none"] = "batch",
+) -> Any:
+    """U-Net without grid artefacts for self-supervised denoising (N2V2): max-blur-pool down, interpolation up, no full-resolution skip."""
+    from bioim2im.builtins._n2v2 import N2V2UNet, per_axis
+
+    return N2V2UNet(
+        spatial_dims,
+        in_channels,
+        out_channels,
+        channels,
+        per_axis(_unet_strides(channels, strides), spatial_dims),
+        pool,
+        top_skip,
+        norm,
+    )
+
+
+def _unet_divisor(params: Mapping[str, Any]) -> int | tuple[int, ...]:
+    return per_axis_product(_unet_strides(params["channels"], params["strides"]))
 
 
 def basic_unet(
@@ -323,11 +382,19 @@ _PARAMETERS = {
     "channels": "Feature channels of each level, from the top (full resolution) down.",
     "strides": "Downsampling from each level to the next (one fewer than channels); default 2 "
     "each. Patch sizes must be multiples of their product.",
+    "strides_per_axis": "Downsampling from each level to the next (one fewer than channels), "
+    "one number or one per spatial axis ((Z,) Y, X), e.g. [[1, 2, 2], 2, 2] to keep a coarse Z "
+    "at the first level; default 2 each. Patch sizes must be multiples of their product along "
+    "each axis.",
     "kernel_size": "Size of the convolutions.",
     "up_kernel_size": "Size of the transposed convolutions that upsample.",
     "num_res_units": "Residual units per level (0: plain convolutions).",
     "norm": "Normalisation layers.",
     "dropout": "Dropout probability.",
+    "pool": 'How a level is downsampled: "maxblur" (a max over each 2x2 neighbourhood at '
+    'stride 1, then a binomial blur before subsampling: no grid texture), "avg" or "max".',
+    "top_skip": "Keep the skip connection of the full-resolution level (N2V2 drops it: it "
+    "hands the input's pixel-wise noise to the output).",
     "features": "Channels of the five encoder levels and of the last decoder level.",
     "upsample": 'How the decoder upsamples: "deconv" (transposed convolution), '
     '"nontrainable" (interpolation) or "pixelshuffle".',
@@ -363,6 +430,10 @@ _PARAMETERS = {
 
 
 _MEANINGS = {
+    ("unet", "strides"): _PARAMETERS["strides_per_axis"],
+    ("n2v2_unet", "strides"): _PARAMETERS["strides_per_axis"],
+    ("n2v2_unet", "norm"): 'Normalisation layers: "batch" (its running statistics make '
+    'the output independent of the prediction window), "instance" or "none".',
     ("dynunet", "strides"): "Stride of each level's first convolution, one per entry of "
     "filters; default 1 at the top, then 2. Patch sizes must be multiples of their product.",
 }
@@ -383,9 +454,19 @@ def _document(factory: Any) -> None:
 
 @hookimpl
 def bioim2im_register_backbones(registry: Registrar) -> None:
-    for factory in (unet, attention_unet, basic_unet, dynunet, segresnet, unetr, swin_unetr):
+    for factory in (
+        unet,
+        attention_unet,
+        basic_unet,
+        dynunet,
+        segresnet,
+        unetr,
+        swin_unetr,
+        n2v2_unet,
+    ):
         _document(factory)
     registry.add("unet", unet, divisor=_unet_divisor, check=_check_unet)
+    registry.add("n2v2_unet", n2v2_unet, divisor=_unet_divisor, check=_check_unet)
     registry.add("attention_unet", attention_unet, divisor=_unet_divisor, check=_check_unet)
     registry.add("basic_unet", basic_unet, divisor=lambda params: 16)
     registry.add("dynunet", dynunet, divisor=_dynunet_divisor, check=_check_dynunet)
