@@ -3,8 +3,12 @@ budget, against a classical pipeline tuned on the test images themselves.
 
 Data (deterministic, :func:`bioim2im.data.crowded.crowded_nuclei`): clustered, touching nuclei
 of 5x sizes and ~8x brightnesses, textured, partly out of focus, on an uneven background with
-Poisson noise. 2D: 256 x 256 images; 3D: 32 x 128 x 128 volumes with voxels twice as long
-along Z. Training, validation (threshold tuning) and test images have different seeds.
+Poisson noise. Cases: ``2d``, 256 x 256 images; ``3d``, 32 x 128 x 128 volumes with voxels twice
+as long along Z; ``3d-small``, what a new user with small real data has: three stacks of
+31 x 61 x 57 voxels (smaller than instance-3d's 32 x 64 x 64 patch) with 20-70 small touching
+nuclei each (45 on average), voxels 2.5 times as long along Z, one of them for validation, two
+more for the test. Training, validation (threshold tuning) and test images have different
+seeds.
 
 Methods, each trained from scratch with the data, network and recipe of the shipped instance
 preset, ``train.max_minutes = --minutes`` (and ``train.steps = --steps`` when given), the
@@ -15,7 +19,9 @@ decoder's thresholds tuned on the validation images at the end:
 - ``distance``: foreground + per-object normalised distance to the border, watershed seeded at
   the cores of the (smoothed) distance map;
 - ``embedseg``: spatial embeddings + seed map, clustered around the seeds (``embedseg-2d`` /
-  ``embedseg-3d``, which ``instance-2d`` / ``instance-3d`` extend).
+  ``embedseg-3d``, which ``instance-2d`` / ``instance-3d`` extend);
+- ``planned``: the preset ``bioim2im plan --task instance --budget MINUTES`` writes for the
+  training images on this machine (``instance-2d`` / ``instance-3d`` fitted to the data).
 
 Oracle: Gaussian smoothing, optional background subtraction, Otsu threshold times a factor,
 watershed of the distance transform seeded at its h-maxima; every parameter chosen on the test
@@ -24,8 +30,8 @@ images for the best mean AP@0.5. No model gets to see the test images.
 Scores on the test images (matched one-to-one, Hungarian): AP@0.5, AP@0.5:0.95 and panoptic
 quality PQ@0.5, means over the images.
 
-    python benchmarks/bench_instance.py [--dims 2 3] [--minutes 8] [--steps N] [--seed 0]
-        [--methods boundary distance embedseg] [--workdir DIR]
+    python benchmarks/bench_instance.py [--cases 2d 3d 3d-small] [--minutes 8] [--steps N]
+        [--seed 0] [--methods boundary distance embedseg planned] [--workdir DIR]
 
 Prints one row per method and dimension as it goes, then a Markdown table and, last, one JSON
 object with every figure. The machine's load is printed too: on a shared machine a model
@@ -43,18 +49,37 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DATA: dict[int, dict[str, Any]] = {
-    2: {"shape": (256, 256), "min_radius": 5.0, "train": 32, "val": 6, "test": 8},
-    3: {"shape": (32, 128, 128), "min_radius": 4.0, "train": 12, "val": 3, "test": 4},
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: image shape, smallest nucleus radius (pixels along Y/X; the largest
+    is 5 times that), voxel length along Z (3D) and images per split."""
+
+    dims: int
+    shape: tuple[int, ...]
+    min_radius: float
+    train: int
+    val: int
+    test: int
+    z_spacing: float = 2.0
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return (self.z_spacing, 1.0, 1.0) if self.dims == 3 else (1.0, 1.0)
+
+
+CASES: dict[str, Case] = {
+    "2d": Case(2, (256, 256), 5.0, train=32, val=6, test=8),
+    "3d": Case(3, (32, 128, 128), 4.0, train=12, val=3, test=4),
+    "3d-small": Case(3, (31, 61, 57), 3.0, train=2, val=1, test=2, z_spacing=2.5),
 }
-"""Image size, smallest nucleus radius (pixels along Y/X; the largest is 5 times that) and
-images per split."""
-Z_SPACING = 2.0
+
 
 # Each method is a preset written into the work folder: the shipped instance preset (its data,
 # network and training recipe) with the method's head. The head tables are whole, so a method
@@ -81,10 +106,11 @@ postprocess = [
   { name = "remove_small_objects", min_size = 10 },
 ]
 """
-METHODS: dict[str, Callable[[int], str]] = {
+METHODS: dict[str, Callable[[int], str] | None] = {
     "boundary": lambda dims: f'extends = "instance-{dims}d"\n{BOUNDARY_HEAD}',
     "distance": lambda dims: f'extends = "instance-{dims}d"\n{DISTANCE_HEAD}',
     "embedseg": lambda dims: f'extends = "embedseg-{dims}d"\n',
+    "planned": None,  # written by bioim2im plan for the data (see train_and_predict)
 }
 
 SCORES = ("ap@0.50", "ap@0.50:0.95", "pq@0.50")
@@ -93,24 +119,23 @@ SCORES = ("ap@0.50", "ap@0.50:0.95", "pq@0.50")
 # ---- data ------------------------------------------------------------------------------------
 
 
-def write_split(root: Path, dims: int, split: str, seed: int) -> Path:
+def write_split(root: Path, case: Case, split: str, seed: int) -> Path:
     """Images and labels of one split under ``root/split/{IM,GT}``, written once."""
     from bioim2im.data.crowded import crowded_nuclei
     from bioim2im.io.tiff import write_tiff
 
-    spec = DATA[dims]
     folder = root / split
-    n = spec[split]
+    n = getattr(case, split)
     if (folder / "GT" / f"img_{n - 1:03d}.tif").is_file():
         return folder
     # One seed per (split, image): the splits never share an image.
     offsets = {"train": 0, "val": 1, "test": 2}
-    seeds = np.random.SeedSequence([seed, dims, offsets[split]]).generate_state(n)
-    axes = "ZYX" if dims == 3 else "YX"
-    voxel_size = [Z_SPACING, 1.0, 1.0] if dims == 3 else None
+    seeds = np.random.SeedSequence([seed, case.dims, offsets[split]]).generate_state(n)
+    axes = "ZYX" if case.dims == 3 else "YX"
+    voxel_size = list(case.spacing) if case.dims == 3 else None
     for i, image_seed in enumerate(seeds):
         image, labels = crowded_nuclei(
-            spec["shape"], seed=int(image_seed), min_radius=spec["min_radius"], z_spacing=Z_SPACING
+            case.shape, seed=int(image_seed), min_radius=case.min_radius, z_spacing=case.z_spacing
         )
         for role, array in (("IM", image), ("GT", labels)):
             write_tiff(
@@ -223,7 +248,7 @@ def tuned_oracle(
 
 def train_and_predict(
     method: str,
-    dims: int,
+    case_name: str,
     data: dict[str, Path],
     minutes: float,
     seed: int,
@@ -232,9 +257,16 @@ def train_and_predict(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     from bioim2im.api import predict, train
 
-    preset = work / f"{method}-{dims}d.toml"
-    preset.write_text(METHODS[method](dims))
-    run_dir = work / f"{method}-{dims}d-seed{seed}-{minutes}min-{steps or 'preset'}steps"
+    case = CASES[case_name]
+    preset = work / f"{method}-{case_name}.toml"
+    info: dict[str, Any] = {}
+    maker = METHODS[method]
+    if maker is None:
+        # With a fixed number of steps, the plan fits everything but the steps.
+        info.update(plan_preset(data["train"], preset, "instance", minutes if not steps else None))
+    else:
+        preset.write_text(maker(case.dims))
+    run_dir = work / f"{method}-{case_name}-seed{seed}-{minutes}min-{steps or 'preset'}steps"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.monotonic()
     train(
@@ -258,13 +290,30 @@ def train_and_predict(
     images, truths = read_folder(data["test"] / "IM"), read_folder(data["test"] / "GT")
     started = time.monotonic()
     rows = [scores(predict(run_dir, im)["seg"][0], t) for im, t in zip(images, truths, strict=True)]
-    info = {
-        "steps": steps,
-        "train_minutes": round(trained / 60, 2),
-        "load": round(load, 1),
-        "predict_seconds": round(time.monotonic() - started, 1),
-    }
+    info.update(
+        {
+            "steps": steps,
+            "train_minutes": round(trained / 60, 2),
+            "load": round(load, 1),
+            "predict_seconds": round(time.monotonic() - started, 1),
+        }
+    )
     return mean_scores(rows), info
+
+
+def plan_preset(data: Path, preset: Path, task: str, minutes: float | None) -> dict[str, Any]:
+    """Write the preset ``bioim2im plan`` makes for ``data`` to ``preset``; what it decided."""
+    from bioim2im.api import plan
+
+    started = time.monotonic()
+    result = plan(data, task=task, budget_minutes=minutes, output=preset, overwrite=True)
+    planned = {c.key: c.value for c in result.plan.choices}
+    keys = ("data.patch_size", "data.batch_size", "model.backbone.strides", "train.steps")
+    return {
+        "plan_seconds": round(time.monotonic() - started, 1),
+        "seconds_per_step": round(result.plan.seconds_per_step or 0.0, 3),
+        **{k.rsplit(".", 1)[-1]: planned[k] for k in keys if k in planned},
+    }
 
 
 def _step_overrides(steps: int) -> list[str]:
@@ -273,48 +322,60 @@ def _step_overrides(steps: int) -> list[str]:
     return [f"train.steps={steps}", f"train.scheduler.warmup_steps={max(1, min(100, steps // 10))}"]
 
 
-def oracle(dims: int, data: dict[str, Path], work: Path, seed: int) -> dict[str, Any]:
+def oracle(case_name: str, data: dict[str, Path], work: Path, seed: int) -> dict[str, Any]:
     """The tuned classical pipeline's row (kept in the work folder: it depends on the data only)."""
-    cached = work / f"oracle-{dims}d-seed{seed}.json"
+    cached = work / f"oracle-{case_name}-seed{seed}.json"
     if cached.is_file():
         return dict(json.loads(cached.read_text()))
-    spacing = (Z_SPACING, 1.0, 1.0) if dims == 3 else (1.0, 1.0)
+    case = CASES[case_name]
     images, truths = read_folder(data["test"] / "IM"), read_folder(data["test"] / "GT")
     started = time.monotonic()
-    params, found = tuned_oracle(images, truths, spacing)
-    row = {"dims": dims, "method": "oracle", **found, "params": params}
+    params, found = tuned_oracle(images, truths, case.spacing)
+    row = {"case": case_name, "method": "oracle", **found, "params": params}
     row["tuning_seconds"] = round(time.monotonic() - started, 1)
     cached.write_text(json.dumps(row))
     return row
 
 
+def case_data(work: Path, case_name: str, seed: int) -> dict[str, Path]:
+    """The train, val and test folders of a case (written once per work folder and seed)."""
+    root = work / f"data-{case_name}-seed{seed}"
+    return {s: write_split(root, CASES[case_name], s, seed) for s in ("train", "val", "test")}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), help="default: 2d 3d")
+    parser.add_argument(
+        "--dims", nargs="+", type=int, choices=(2, 3), help="shorthand: 2 = 2d, 3 = 3d"
+    )
     parser.add_argument("--minutes", type=float, default=8.0, help="train.max_minutes per model")
-    parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods", nargs="*", choices=list(METHODS), default=["boundary", "distance", "embedseg"]
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
     parser.add_argument(
         "--steps", type=int, help="train.steps of every method (default: each preset's own)"
     )
     parser.add_argument("--workdir", type=Path, help="keep data, runs and oracle scores here")
     args = parser.parse_args(argv)
+    cases = list(args.cases or []) + [f"{d}d" for d in args.dims or []]
+    cases = list(dict.fromkeys(cases)) or ["2d", "3d"]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_instance_"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     rows: list[dict[str, Any]] = []
-    for dims in args.dims:
-        root = work / f"data-{dims}d-seed{args.seed}"
-        data = {s: write_split(root, dims, s, args.seed) for s in ("train", "val", "test")}
-        best_classical = oracle(dims, data, work, args.seed)
+    for case_name in cases:
+        data = case_data(work, case_name, args.seed)
+        best_classical = oracle(case_name, data, work, args.seed)
         rows.append(best_classical)
         print_row(best_classical)
         for method in args.methods:
             found, info = train_and_predict(
-                method, dims, data, args.minutes, args.seed, work, args.steps
+                method, case_name, data, args.minutes, args.seed, work, args.steps
             )
             margin = found["ap@0.50"] - best_classical["ap@0.50"]
-            row = {"dims": dims, "method": method, **found, **info, "margin": margin}
+            row = {"case": case_name, "method": method, **found, **info, "margin": margin}
             rows.append(row)
             print_row(row)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -325,9 +386,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def print_row(row: dict[str, Any]) -> None:
-    extra = {k: v for k, v in row.items() if k not in ("dims", "method", *SCORES)}
+    extra = {k: v for k, v in row.items() if k not in ("case", "method", *SCORES)}
     print(
-        f"{row['dims']}D {row['method']:>9}  AP@0.5 {row['ap@0.50']:.3f}  "
+        f"{row['case']:>8} {row['method']:>9}  AP@0.5 {row['ap@0.50']:.3f}  "
         f"AP@0.5:0.95 {row['ap@0.50:0.95']:.3f}  PQ {row['pq@0.50']:.3f}  {extra}",
         flush=True,
     )
@@ -335,12 +396,12 @@ def print_row(row: dict[str, Any]) -> None:
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     """The rows as a Markdown table (benchmarks/README.md)."""
-    print("| dims | method | steps | train min | AP@0.5 | AP@0.5:0.95 | PQ | AP@0.5 - oracle |")
+    print("| case | method | steps | train min | AP@0.5 | AP@0.5:0.95 | PQ | AP@0.5 - oracle |")
     print("|------|--------|------:|----------:|-------:|------------:|---:|----------------:|")
     for row in rows:
         margin = f"{row['margin']:+.3f}" if "margin" in row else ""
         print(
-            f"| {row['dims']}D | {row['method']} | {row.get('steps', '')} | "
+            f"| {row['case']} | {row['method']} | {row.get('steps', '')} | "
             f"{row.get('train_minutes', '')} | {row['ap@0.50']:.3f} | {row['ap@0.50:0.95']:.3f} | "
             f"{row['pq@0.50']:.3f} | {margin} |"
         )

@@ -9,6 +9,8 @@
 - :func:`export`: a run as a bioimage.io package, a TorchScript or an ONNX file; an
   :class:`~bioim2im.export.ExportResult`.
 - :func:`load_preset`: read, resolve and validate a preset.
+- :func:`plan`: a dataset (and this machine) -> a commented preset fitted to it; a
+  :class:`PlanResult`.
 
 The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint),
 a checkpoint file, or an exported model (a bioimage.io package, an ONNX or TorchScript file). Options are keyword-only. Heavy libraries are imported by the functions
@@ -37,13 +39,16 @@ if TYPE_CHECKING:
     from bioim2im.evaluation import EvaluationReport
     from bioim2im.export import ExportResult
     from bioim2im.io.base import LazyImage
+    from bioim2im.planning import Plan
     from bioim2im.prediction.job import PredictionSummary
 
 __all__ = [
+    "PlanResult",
     "TrainResult",
     "evaluate",
     "export",
     "load_preset",
+    "plan",
     "predict",
     "predict_files",
     "train",
@@ -132,6 +137,9 @@ def train(
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     resolved = load(preset, overrides)
+    planned = None
+    if resolved.data.plan:
+        resolved, planned = _planned(preset, overrides, resolved, devices)
     chosen = Path(run_dir) if run_dir is not None else _default_run_dir(Path(str(preset)))
     if chosen.exists() and not chosen.is_dir():
         raise UserError(f"--run-dir {chosen} is a file; give a folder for the run")
@@ -161,7 +169,32 @@ def train(
         raise UserError(
             "under torchrun, give --run-dir so that every process writes to the same run"
         )
+    if planned is not None:
+        from bioim2im.planning.write import render
+
+        # The plan, commented, beside the run's preset (which holds it resolved).
+        _say(f"planned for the data and this machine: {len(planned.choices)} values")
+        plan_text = render(planned, str(resolved.data.path))
+        return _train_in(resolved, chosen, resuming=False, extra_files={"plan.toml": plan_text})
     return _train_in(resolved, chosen, resuming=resume is not None)
+
+
+def _planned(
+    preset: str | Path, overrides: Sequence[str], resolved: Preset, devices: int | None
+) -> tuple[Preset, Plan]:
+    """``preset`` with ``data.plan = true``, planned for its data and this machine."""
+    from bioim2im.distributed import launched_by_torchrun
+    from bioim2im.planning import plan_preset
+    from bioim2im.plugin.manager import get_registry
+
+    if (devices is not None and devices > 1) or launched_by_torchrun():
+        raise UserError(
+            "data.plan = true plans on one process; for several devices plan first (bioim2im "
+            "plan DATA -o plan.toml) and train the preset it writes"
+        )
+    if resolved.data.layout == "cellmap":
+        raise UserError('data.plan = true does not plan data.layout = "cellmap" datasplits')
+    return plan_preset(preset, overrides, registry=get_registry())
 
 
 def _check_run_dir(run_dir: Path, preset: Preset, preset_file: str | Path | None) -> None:
@@ -191,7 +224,9 @@ def _default_run_dir(preset_path: Path) -> Path:
     return Path("runs") / f"{preset_path.stem}-{stamp}"
 
 
-def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
+def _train_in(
+    preset: Preset, run_dir: Path, *, resuming: bool, extra_files: dict[str, str] | None = None
+) -> TrainResult:
     """Datasets -> the training loop -> postprocessing tuned on the validation images -> the
     loss curve; every process trains, rank 0 writes."""
     from bioim2im.config import to_toml
@@ -222,6 +257,8 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
                     remove_stale_partials(folder)
                 if not resuming:
                     write_text(run_dir / "preset.toml", to_toml(preset))
+                for name, text in (extra_files or {}).items():
+                    write_text(run_dir / name, text)
             env.barrier()
             datasets = training_datasets(preset, run_dir, check=env.is_main, registry=registry)
             trainer_class = Trainer if preset.adversarial is None else GanTrainer
@@ -406,3 +443,102 @@ def export(
         model, format, output=output, heads=heads, folder=folder, overrides=overrides,
         test_image=test_image, overwrite=overwrite,
     )  # fmt: skip
+
+
+@dataclass
+class PlanResult:
+    """A preset planned for a dataset and this machine (:func:`plan`)."""
+
+    text: str
+    """The preset file: ``extends`` the task's preset, each planned value with its reason."""
+    path: Path | None
+    """Where it was written (None: not written)."""
+    plan: Plan
+    """Task, base preset, fingerprint, machine, measured seconds per step, and the choices."""
+
+    @property
+    def task(self) -> str:
+        return self.plan.task
+
+    @property
+    def base(self) -> str:
+        return self.plan.base
+
+    def to_json(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "path": None if self.path is None else str(self.path),
+            "task": plan.task,
+            "base": plan.base,
+            "machine": asdict(plan.machine),
+            "budget_minutes": plan.budget_minutes,
+            "seconds_per_step": plan.seconds_per_step,
+            "choices": [asdict(c) for c in plan.choices],
+            "fingerprint": plan.fingerprint.to_json(),
+        }
+
+
+def plan(
+    data: str | os.PathLike[str],
+    *,
+    task: str = "auto",
+    budget_minutes: float | None = None,
+    device: str = "auto",
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    axes: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    seconds_per_step: float | None = None,
+) -> PlanResult:
+    """Plan a preset for the dataset ``data`` (a folder or CSV manifest, as ``data.path``):
+    its fingerprint (shapes, voxel sizes, intensities, objects) and this machine (``device``:
+    auto, cpu or cuda) decide patch size, network levels and strides, batch size,
+    normalisation, the instance decoder's size limit and, for ``budget_minutes`` of training,
+    the steps (timed on a few real steps, or ``seconds_per_step``). ``task`` is one of
+    :data:`bioim2im.planning.TASKS` or ``auto`` (from the targets). The preset extends the
+    task's shipped preset; it is written to ``output`` (an existing file only with
+    ``overwrite``) after it validated, with ``data.path`` relative to it."""
+    from bioim2im.config.loading import load_preset as load
+    from bioim2im.io.atomic import check_output_file, partial_path, write_text
+    from bioim2im.planning import plan_data
+    from bioim2im.planning.write import relative_data_path, render
+
+    source = Path(data)
+    target = Path(output) if output is not None else None
+    if target is not None:
+        if target.is_dir():
+            raise UserError(
+                f"--output {target} is a directory; give a file name, e.g. {target}/plan.toml"
+            )
+        if not target.parent.is_dir():
+            raise UserError(f"--output {target}: {target.parent} is not a folder")
+        reads = [source] if source.is_file() else []
+        check_output_file(target, "--output", overwrite=overwrite, inputs=reads)
+    planned = plan_data(
+        source,
+        task=task,
+        budget_minutes=budget_minutes,
+        device=device,
+        axes=axes,
+        voxel_size=voxel_size,
+        seconds_per_step=seconds_per_step,
+    )
+    where = relative_data_path(source, target) if target is not None else str(source.resolve())
+    text = render(planned, where)
+    # The file validates where it will live (its data.path is relative to it) before it does.
+    if target is not None:
+        trial = partial_path(target, f"check-{os.getpid()}")
+        try:
+            trial.write_text(text, encoding="utf-8")
+            load(trial)
+        finally:
+            trial.unlink(missing_ok=True)
+        write_text(target, text)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bioim2im-plan-") as folder:
+            trial = Path(folder) / "plan.toml"
+            trial.write_text(text, encoding="utf-8")
+            load(trial)
+    return PlanResult(text, target, planned)

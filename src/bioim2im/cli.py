@@ -335,6 +335,105 @@ def check(
 
 
 @app.command()
+def plan(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="The training data, as data.path: a folder (IM/ and GT/, or NAME_IM.tif pairs) "
+            "or a CSV manifest.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Write the preset here (default: print it)."),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="auto (from the targets), segmentation, instance, n2v, restoration, "
+            "labelfree, superres, pix2pix, cyclegan or multitask.",
+        ),
+    ] = "auto",
+    budget: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--budget",
+            metavar="MINUTES",
+            help="Minutes of training: the steps are fitted to them (a few steps are timed "
+            "here). Default: the task preset's steps.",
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu or cuda: what the training will run on.")
+    ] = "auto",
+    axes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--axes", help='Axes of files whose metadata does not say, e.g. "ZYX".'),
+    ] = None,
+    voxel_size: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--voxel-size",
+            metavar="Z,Y,X",
+            help="Voxel size of files whose metadata does not say, e.g. 2.5,1,1.",
+        ),
+    ] = None,
+    step_seconds: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--step-seconds",
+            help="Seconds per training step on the target machine, instead of timing steps here.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --output file.")
+    ] = False,
+) -> None:
+    """Write a preset fitted to the data and this machine: patch size, network levels and
+    strides, batch size, normalisation, steps for a time budget; each value with its reason."""
+    from bioim2im import api
+
+    sizes = _voxel_size(voxel_size)
+    result = api.plan(
+        data,
+        task=task,
+        budget_minutes=budget,
+        device=device,
+        output=output,
+        overwrite=overwrite,
+        axes=axes,
+        voxel_size=sizes,
+        seconds_per_step=step_seconds,
+    )
+    if output is None:
+        sys.stdout.write(result.text)
+        return
+    _console(stderr=True).print(
+        f"[green]✓[/] {output}: task {result.task}, extends {result.base}; train it with: "
+        f"bioim2im train {output}",
+        highlight=False,
+    )
+
+
+def _voxel_size(text: str | None) -> list[float] | None:
+    import math
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise UserError(
+            f"--voxel-size {text!r}: give 2 (Y,X) or 3 (Z,Y,X) positive numbers, e.g. 2.5,1,1"
+        )
+    return values
+
+
+@app.command()
 def train(
     preset: Annotated[
         Optional[str],  # noqa: UP045

@@ -181,7 +181,11 @@ def _not_a_file(path: Path) -> str | None:
 
 def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -> dict[str, Any]:
     """The preset as one table: its ``extends`` chain merged, then the overrides applied."""
-    data = _load_chain(Path(path), registry, seen=())
+    return apply_overrides(_load_chain(Path(path), registry, seen=()), overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``data`` with ``--set`` overrides applied in order (relative paths: from here)."""
     for text in overrides:
         data = _absolutize(apply_override(data, text), Path.cwd()) if text else data
     return data

@@ -159,6 +159,11 @@ class DataConfig(StrictModel):
     unpaired: bool = False
     """Targets are not aligned with the inputs (CycleGAN): each target patch is drawn from a
     random target image, independently of the input patch."""
+    plan: bool = False
+    """Plan the patch size, network levels and strides, batch size, normalisation and steps
+    from the data and this machine before training, as `bioim2im plan` does (the time budget
+    is train.max_minutes; without it the steps are kept). The planned values replace the
+    preset's; --set values replace the plan's. The run's preset.toml holds the result."""
 
     @field_validator("patch_size")
     @classmethod

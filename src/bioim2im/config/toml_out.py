@@ -55,3 +55,13 @@ def _value(value: Any) -> str:
             else "{}"
         )
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def value(item: Any) -> str:
+    """One value as TOML writes it (what follows ``key = ``)."""
+    return _value(item)
+
+
+def key(name: str) -> str:
+    """A key as TOML writes it: bare when it can be, quoted otherwise."""
+    return _key(name)

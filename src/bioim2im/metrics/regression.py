@@ -85,6 +85,41 @@ def nrmse(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(normalized_root_mse(truth, pred, normalization="min-max"))
 
 
+def periodic_peak(residual: np.ndarray, *, tile: int = 32) -> float:
+    """The share of ``residual``'s energy (an output minus the truth; 2D, or 3D taken plane by
+    plane) in its strongest periodic component: how much the power of one spatial frequency
+    stands above the median power of the frequencies as far from zero (the noise there), over
+    the residual's total power.
+
+    The power spectrum is averaged over half-overlapping, Hann-windowed tiles of ``tile``
+    pixels, so noise averages out while a texture that repeats with a period dividing the tile
+    (the grid of a strided or pooling network: 2, 4, 8 pixels) stays a sharp peak; frequencies
+    below 3 cycles per tile (slow shading) are left out. Noise and smooth errors score below
+    about 0.01; a visible grid texture several times that.
+    """
+    planes = residual.reshape(-1, *residual.shape[-2:]).astype(np.float64)
+    height, width = planes.shape[1:]
+    if height < tile or width < tile:
+        raise ValueError(f"periodic_peak needs planes of at least {tile} x {tile} pixels")
+    window = np.outer(np.hanning(tile), np.hanning(tile))
+    power = np.zeros((tile, tile))
+    step = tile // 2
+    for plane in planes:
+        for y in range(0, height - tile + 1, step):
+            for x in range(0, width - tile + 1, step):
+                cut = plane[y : y + tile, x : x + tile]
+                power += np.abs(np.fft.fft2((cut - cut.mean()) * window)) ** 2
+    total = float(power.sum())
+    if total == 0:
+        return 0.0
+    frequency = np.fft.fftfreq(tile) * tile
+    radius = np.rint(np.hypot(*np.meshgrid(frequency, frequency, indexing="ij"))).astype(int)
+    median = np.array([np.median(power[radius == r]) for r in range(radius.max() + 1)])
+    excess = power - median[radius]
+    excess[radius < 3] = 0.0
+    return float(excess.max() / total)
+
+
 def regression_metrics(
     pred: np.ndarray, truth: np.ndarray, *, data_range: float | None = None
 ) -> dict[str, float]:
