@@ -16,7 +16,9 @@ API = (
     "evaluate",
     "export",
     "load_preset",
+    "plan",
     "TrainResult",
+    "PlanResult",
 )
 __all__ = ["__version__", "hookimpl", *API]
 

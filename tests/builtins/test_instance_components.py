@@ -174,6 +174,27 @@ def test_embedseg_head_channels_and_initial_bandwidth() -> None:
     assert radius == pytest.approx(_embedseg.INITIAL_RADIUS, rel=0.3)
     head_3d = build("head", "embedseg", dims=3, structural={"in_channels": 4, "out_channels": 7})
     assert head_3d(torch.randn(1, 4, 4, 8, 8)).detach().shape == (1, 7, 4, 8, 8)
+    # The initial Gaussian fits the objects: a radius per axis (small along a coarse Z).
+    head_3d = build(
+        "head",
+        "embedseg",
+        dims=3,
+        structural={"in_channels": 4, "out_channels": 7},
+        radius=[2.0, 5.0, 5.0],
+    )
+    with torch.no_grad():
+        out = head_3d(torch.randn(1, 4, 4, 8, 8))
+    bandwidths = out[0, 3:6].mean(dim=(1, 2, 3)).numpy()
+    radii = _embedseg.LENGTH * np.sqrt(np.log(2) / np.exp(_embedseg.SHARPNESS * bandwidths))
+    assert radii == pytest.approx([2.0, 5.0, 5.0], rel=0.3)
+    with pytest.raises(UserError, match="radius"):
+        build(
+            "head",
+            "embedseg",
+            dims=3,
+            structural={"in_channels": 4, "out_channels": 7},
+            radius=[2.0, 5.0],
+        )
     with pytest.raises(UserError, match="out_channels = 5"):
         build("head", "embedseg", structural={"in_channels": 4, "out_channels": 2})
 

@@ -25,6 +25,7 @@ has at least ``min_size`` voxels and most of them are still unclustered.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -53,11 +54,17 @@ class EmbedSegHead(nn.Module):
     """Two branches on the backbone's features: embeddings (offsets + bandwidths), and seeds.
 
     Each branch is a 3x3(x3) convolution with a ReLU, then a 1x1(x1) convolution. The offsets
-    start near 0 and the bandwidths near a Gaussian of :data:`INITIAL_RADIUS` voxels (small
+    start near 0 and the bandwidths near a Gaussian of ``radius`` voxels per axis (small
     weights, bias set).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, hidden_channels: int) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        hidden_channels: int,
+        radius: float | Sequence[float] = INITIAL_RADIUS,
+    ) -> None:
         super().__init__()
         conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         self.spatial_dims = spatial_dims
@@ -73,7 +80,8 @@ class EmbedSegHead(nn.Module):
             bias = embedding.bias
             assert bias is not None
             bias[:spatial_dims].zero_()
-            bias[spatial_dims:].fill_(bandwidth_bias())
+            radii = [radius] * spatial_dims if isinstance(radius, (int, float)) else radius
+            bias[spatial_dims:] = torch.tensor([bandwidth_bias(r) for r in radii])
         self.embedding = branch(embedding)
         self.seed = branch(conv(hidden_channels, 1, 1))
 

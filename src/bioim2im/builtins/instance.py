@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from bioim2im.data import encodings
 from bioim2im.errors import UserError
@@ -37,13 +37,21 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def embedseg_head(
-    *, spatial_dims: int, in_channels: int, out_channels: int, hidden_channels: PositiveInt = 16
+    *,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: PositiveInt = 16,
+    radius: PositiveFloat | list[PositiveFloat] = 8.0,
 ) -> Any:
     """EmbedSeg's outputs from two branches: offsets + bandwidths per axis, and a seed map.
 
     Args:
         hidden_channels: Channels of each branch's 3x3(x3) convolution, before its 1x1(x1)
             output convolution.
+        radius: Voxels from an object's centre at which the untrained Gaussian falls to 0.5,
+            one number or one per axis ((Z,) Y, X): about the objects' half extent, so that
+            training starts from Gaussians the objects' size (bioim2im plan sets it).
     """
     from bioim2im.builtins._embedseg import EmbedSegHead
 
@@ -53,7 +61,12 @@ def embedseg_head(
             f"head 'embedseg' has {expected} output channels in {spatial_dims}D "
             f"(an offset and a bandwidth per axis, and a seed map); set out_channels = {expected}"
         )
-    return EmbedSegHead(spatial_dims, in_channels, hidden_channels)
+    if isinstance(radius, list) and len(radius) != spatial_dims:
+        raise UserError(
+            f"head 'embedseg': radius {radius} needs one number per spatial axis "
+            f"({spatial_dims}), or one number for all"
+        )
+    return EmbedSegHead(spatial_dims, in_channels, hidden_channels, radius)
 
 
 def instance_distance(

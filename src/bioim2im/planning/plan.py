@@ -211,15 +211,21 @@ def _geometry(
     add = plan.choices.append
     dims = fp.spatial_dims
     axes = fp.axes
+    anisotropy = ""
     if fp.voxel_size is not None and dims == 3 and fp.anisotropy > rules.ANISOTROPY / 1.5:
         where = "from the files' metadata" if fp.voxel_size_source == "metadata" else "given"
         coarse = axes[max(range(dims), key=lambda a: fp.voxel_size[a])]  # type: ignore[index]
-        why.insert(
-            0,
+        anisotropy = (
             f"voxels are {fp.anisotropy:.3g}x longer along {coarse} than along the finest axis "
-            f"(voxel size {fp.voxel_size} {where}): the patch spans about as far physically "
-            f"along each axis, so it has fewer voxels along {coarse}",
+            f"(voxel size {fp.voxel_size} {where})"
         )
+        cut = any(p < n for p, n in zip(shape.patch, fp.median_shape, strict=True))
+        if cut:
+            why.insert(
+                0,
+                f"{anisotropy}: the patch spans about as far physically along each axis, so it "
+                f"has fewer voxels along {coarse}",
+            )
     add(Choice("data.patch_size", shape.patch, "; ".join(why) or "the task preset's patch"))
     if planned_backbone:
         levels = len(shape.strides) + 1
@@ -236,7 +242,8 @@ def _geometry(
         )
         pooled = ["/".join(axes[a] for a in range(dims) if level[a] > 1) for level in shape.strides]
         reason = (
-            f"each level halves the axes that keep at least {rules.MIN_FEATURE} voxels at the "
+            (f"{anisotropy}; " if anisotropy else "")
+            + f"each level halves the axes that keep at least {rules.MIN_FEATURE} voxels at the "
             f"deepest level and whose voxels are less than {rules.ANISOTROPY:g}x the finest's "
             f"(nnU-Net's rule), downsampling {', '.join(pooled)} in turn; patches are "
             f"multiples of {' x '.join(map(str, shape.divisor))}"
@@ -304,6 +311,10 @@ def _task_rules(plan: Plan, fp: Fingerprint, base: Preset, task: str) -> None:
                         step["min_size"], minimum = found
             if minimum is not None:
                 add(Choice(f"model.heads.{name}.postprocess", steps, minimum))
+            if head.name == "embedseg":
+                radius = rules.embedding_radius(fp, float(head.params().get("radius", 8.0)))
+                if radius is not None:
+                    add(Choice(f"model.heads.{name}.radius", radius[0], radius[1]))
     if task == "segmentation":
         target = next(iter(fp.targets.values()), None)
         (name, head), *_ = heads.items()

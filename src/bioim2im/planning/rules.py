@@ -19,7 +19,8 @@ machine and puts them together. What each choice is derived from:
 - **steps**: the time budget over the measured seconds per step;
 - **normalisation**: percentiles for skewed intensities (sparse bright structures on a dark
   background: fluorescence), z-score for intensities spread around their mean;
-- **instance decoding**: the smallest objects' size bounds the decoder's ``min_size``;
+- **instance decoding**: the smallest objects' size bounds the decoder's ``min_size``; the
+  median object's extent sets EmbedSeg's initial Gaussian per axis;
 - **sampling**: patches centred on foreground more often when objects are scarce.
 """
 
@@ -219,6 +220,21 @@ def decoder_min_size(fp: Fingerprint, default: int) -> tuple[int, str] | None:
     return size, (
         f"the smallest labelled objects (5th percentile) have {smallest:.0f} voxels: objects "
         f"below half that ({size}) are decoding noise"
+    )
+
+
+def embedding_radius(fp: Fingerprint, default: float) -> tuple[list[float], str] | None:
+    """EmbedSeg's initial Gaussian: half the median object's extent along each axis."""
+    objects = fp.objects
+    if objects is None or objects.count == 0:
+        return None
+    radius = [round(max(1.0, values[1] / 2), 1) for values in objects.extent.values()]
+    if all(0.8 * default <= r <= 1.25 * default for r in radius):
+        return None
+    return radius, (
+        f"the median object spans {' x '.join(f'{v[1]:g}' for v in objects.extent.values())} "
+        f"voxels: the untrained Gaussians start at half that along each axis (not {default:g} "
+        "voxels), so training starts from objects' sizes"
     )
 
 
