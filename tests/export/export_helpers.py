@@ -69,7 +69,11 @@ def tiny_overrides(name: str) -> list[str]:
         "model.features=4",
         "model.backbone.channels=[4, 8]",
         "model.backbone.strides=[2]",
-        "model.backbone.num_res_units=0",
+        *(
+            ["model.backbone.num_res_units=0"]
+            if "num_res_units" in preset.model.backbone.params()
+            else []
+        ),
         "data.num_workers=0",
     ]
 

@@ -53,17 +53,20 @@ class Downsample(nn.Module):
     """Downsampling by ``stride`` per axis: ``maxblur`` (max over 2 at stride 1, binomial blur,
     subsample), ``avg`` (average pooling) or ``max`` (plain max pooling)."""
 
-    def __init__(self, spatial_dims: int, stride: Sequence[int], mode: str) -> None:
+    def __init__(self, spatial_dims: int, channels: int, stride: Sequence[int], mode: str) -> None:
         super().__init__()
         self.spatial_dims, self.stride, self.mode = spatial_dims, tuple(stride), mode
-        # The separable [1, 2, 1] / 4 blur along each strided axis, identity along the others.
+        self.channels = channels
+        # The separable [1, 2, 1] / 4 blur along each strided axis, identity along the others,
+        # one copy per channel (a fixed, exportable depthwise convolution).
         kernel = torch.ones((1,) * spatial_dims)
         for axis, s in enumerate(self.stride):
             if s > 1:
                 shape = [1] * spatial_dims
                 shape[axis] = 3
                 kernel = kernel * (torch.tensor([1.0, 2.0, 1.0]) / 4).reshape(shape)
-        self.register_buffer("kernel", kernel[None, None], persistent=False)
+        weight = kernel[None, None].repeat(channels, *[1] * (spatial_dims + 1))
+        self.register_buffer("kernel", weight.contiguous(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if all(s == 1 for s in self.stride):
@@ -81,11 +84,9 @@ class Downsample(nn.Module):
         # Then blur and take every stride-th voxel.
         reach = [p for s in reversed(self.stride) for p in ((1, 1) if s > 1 else (0, 0))]
         x = functional.pad(x, reach, mode="reflect")
-        channels = x.shape[1]
-        kernel = cast(Tensor, self.kernel)
-        weight = kernel.expand(channels, 1, *kernel.shape[2:]).to(x.dtype)
+        weight = cast(Tensor, self.kernel).to(x.dtype)
         conv = functional.conv3d if self.spatial_dims == 3 else functional.conv2d
-        return conv(x, weight, stride=self.stride, groups=channels)
+        return conv(x, weight, stride=self.stride, groups=self.channels)
 
 
 class Upsample(nn.Module):
@@ -129,7 +130,7 @@ class N2V2UNet(nn.Module):
         for level, width in enumerate(channels):
             self.encoders.append(ConvBlock(spatial_dims, previous, width, norm))
             if level < levels - 1:
-                self.downs.append(Downsample(spatial_dims, strides[level], pool))
+                self.downs.append(Downsample(spatial_dims, width, strides[level], pool))
             previous = width
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
