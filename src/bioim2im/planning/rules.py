@@ -115,6 +115,26 @@ def round_to(size: float, image: int, step: int) -> int:
     return max(step, min(round(size / step), image // step) * step)
 
 
+def physical_patch(image: Sequence[int], spacing: Sequence[float], budget: float) -> list[float]:
+    """The patch of at most ``budget`` voxels that spans the same physical length along every
+    axis it does not cover whole: the median image, cut along its physically longest axes (as
+    nnU-Net shrinks its patch), never beyond the image."""
+    axes = range(len(image))
+    if math.prod(image) <= budget:
+        return [float(n) for n in image]
+    covered: set[int] = set()  # axes the patch spans whole
+    while True:
+        cut = [a for a in axes if a not in covered]
+        kept = math.prod(image[a] for a in covered)
+        # The physical side L of the cut axes: the product of L / spacing over them fills the
+        # budget left by the covered axes.
+        side = (budget / kept * math.prod(spacing[a] for a in cut)) ** (1 / len(cut))
+        short = [a for a in cut if image[a] * spacing[a] <= side]
+        if not short:
+            return [float(image[a]) if a in covered else side / spacing[a] for a in axes]
+        covered.update(short)
+
+
 def geometry(
     fp: Fingerprint,
     *,
@@ -141,12 +161,7 @@ def geometry(
         batch_voxels = max(batch_voxels, int(machine.memory_gb * (1 << 21)))
         budget = min(batch_voxels // 2, 8 * budget)
         levels += 1
-    # Start from the median image and shrink the axis of largest physical extent.
-    patch = [float(n) for n in image]
-    while math.prod(patch) > budget:
-        extent = [p * s for p, s in zip(patch, spacing, strict=True)]
-        axis = max(range(dims), key=lambda a: (extent[a], a))
-        patch[axis] = max(patch[axis] * 0.9, 1.0)
+    patch = physical_patch(image, spacing, budget)
     strides = topology(patch, spacing, levels)
     divisor = [math.prod(level[a] for level in strides) for a in range(dims)]
     rounded = [round_to(p, n, d) for p, n, d in zip(patch, image, divisor, strict=True)]
