@@ -133,3 +133,17 @@ def test_without_a_budget_the_steps_are_the_presets(tmp_path: Path) -> None:
     assert "train.steps" not in [c.key for c in result.plan.choices]
     assert result.plan.seconds_per_step is None
     assert "without a time budget" in " ".join(result.text.replace("# ", "").split())
+
+
+def test_images_with_several_channels_get_a_network_that_takes_them(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bioim2im.io.tiff import write_tiff
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_tiff(tmp_path / "IM" / f"a{i}.tif", rng.random((2, 40, 48), np.float32), axes="CYX")
+        write_tiff(tmp_path / "GT" / f"a{i}.tif", (rng.random((40, 48)) > 0.7).astype(np.uint8))
+    result = plan(tmp_path, task="segmentation", output=tmp_path.parent / "two.toml")
+    assert result.plan.value("model.in_channels") == 2
+    assert load_preset(tmp_path.parent / "two.toml").model.in_channels == 2

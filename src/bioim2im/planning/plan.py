@@ -34,7 +34,7 @@ TASKS: dict[str, dict[int, str]] = {
 }
 """Each task and the shipped preset a plan extends, per dimensionality of the data."""
 
-PLANNED_BACKBONES = ("unet", "n2v2_unet", "attention_unet")
+PLANNED_BACKBONES = ("unet", "n2v2_unet")
 """Backbones whose levels and strides planning chooses; others keep theirs (the patch is
 still fitted to their divisor)."""
 N2V_LEVELS = 3
@@ -167,6 +167,14 @@ def make_plan(
                 "median on the fly (images linearly, labels nearest)",
             )
         )
+    if fp.channels != base.model.in_channels:
+        add(
+            Choice(
+                "model.in_channels",
+                fp.channels,
+                f"the images have {fp.channels} channel(s)",
+            )
+        )
     backbone = base.model.backbone
     planned_backbone = backbone.name in PLANNED_BACKBONES
     reference = list(base.data.patch_size)
@@ -263,6 +271,8 @@ def _geometry(
 
 def _n2v_backbone(plan: Plan, base: Preset) -> None:
     """Noise2Void trains the N2V2 U-Net: no grid texture in its outputs."""
+    if base.model.backbone.name == "n2v2_unet":
+        return
     add = plan.choices.append
     add(
         Choice(
@@ -354,7 +364,8 @@ def _task_rules(plan: Plan, fp: Fingerprint, base: Preset, task: str) -> None:
                     f"the targets have {' x '.join(map(str, factors))} times the inputs' voxels",
                 )
             )
-    if task == "n2v":
+    masks = [a for a in base.data.augment if a.name == "n2v_mask"]
+    if task == "n2v" and any(m.params().get("replacement") != "median" for m in masks):
         augment = [a.model_dump(exclude_defaults=True) for a in base.data.augment]
         for step in augment:
             if step["name"] == "n2v_mask":
