@@ -143,7 +143,9 @@ def test_images_with_several_channels_get_a_network_that_takes_them(tmp_path: Pa
     rng = np.random.default_rng(0)
     for i in range(2):
         write_tiff(tmp_path / "IM" / f"a{i}.tif", rng.random((2, 40, 48), np.float32), axes="CYX")
-        write_tiff(tmp_path / "GT" / f"a{i}.tif", (rng.random((40, 48)) > 0.7).astype(np.uint8))
+        write_tiff(
+            tmp_path / "GT" / f"a{i}.tif", (rng.random((40, 48)) > 0.7).astype(np.uint8), axes="YX"
+        )
     result = plan(tmp_path, task="segmentation", output=tmp_path.parent / "two.toml")
     assert result.plan.value("model.in_channels") == 2
     assert load_preset(tmp_path.parent / "two.toml").model.in_channels == 2
