@@ -127,3 +127,19 @@ def _voxels(patch: list[int]) -> int:
     for n in patch:
         total *= n
     return total
+
+
+def test_little_data_get_intensity_augmentations() -> None:
+    small = fingerprint([31, 61, 57], [2.5, 1.0, 1.0])  # two stacks: 1.6 patches' worth
+    added, why = rules.augmentations(small, [32, 64, 64], ["flip", "rot90", "gaussian_noise"]) or (
+        [],
+        "",
+    )
+    assert [a["name"] for a in added] == ["gamma", "contrast", "blur"]
+    assert "1.6 patches" in why
+    # What the preset has already is not added twice.
+    again = rules.augmentations(small, [32, 64, 64], ["gamma", "contrast", "blur"])
+    assert again is None
+    large = fingerprint([32, 512, 512], [2.0, 1.0, 1.0])
+    large.shapes = [[32, 512, 512]] * 12
+    assert rules.augmentations(large, [32, 64, 64], ["flip"]) is None

@@ -200,6 +200,12 @@ def make_plan(
     _geometry(plan, fp, shape, why, planned_backbone, base)
     _normalisation(plan, fp, base, task)
     _task_rules(plan, fp, base, task)
+    if task in ("segmentation", "instance"):
+        present = [a.name for a in base.data.augment]
+        more = rules.augmentations(fp, plan.value("data.patch_size"), present)
+        if more is not None:
+            augment = [a.model_dump(exclude_defaults=True) for a in base.data.augment]
+            add(Choice("data.augment", augment + more[0], more[1]))
     fraction = rules.foreground_fraction(fp, base.data.foreground_fraction)
     if fraction is not None and task in ("segmentation", "instance", "multitask"):
         add(Choice("data.foreground_fraction", fraction[0], fraction[1]))

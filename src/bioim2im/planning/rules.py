@@ -21,7 +21,9 @@ machine and puts them together. What each choice is derived from:
   background: fluorescence), z-score for intensities spread around their mean;
 - **instance decoding**: the smallest objects' size bounds the decoder's ``min_size``; the
   median object's extent sets EmbedSeg's initial Gaussian per axis;
-- **sampling**: patches centred on foreground more often when objects are scarce.
+- **sampling**: patches centred on foreground more often when objects are scarce;
+- **augmentation**: intensity augmentations (gamma, contrast, blur) added for little data
+  (fewer than :data:`LITTLE_DATA` patches' worth of voxels).
 """
 
 from __future__ import annotations
@@ -250,6 +252,34 @@ def embedding_radius(fp: Fingerprint, default: float) -> tuple[list[float], str]
         f"the median object spans {' x '.join(f'{v[1]:g}' for v in objects.extent.values())} "
         f"voxels: the untrained Gaussians start at half that along each axis (not {default:g} "
         "voxels), so training starts from objects' sizes"
+    )
+
+
+LITTLE_DATA = 16
+"""Training images holding fewer voxels than this many patches are little data: augmented more."""
+INTENSITY_AUGMENTATIONS: tuple[dict[str, Any], ...] = (
+    {"name": "gamma", "prob": 0.5},
+    {"name": "contrast", "prob": 0.5},
+    {"name": "blur", "prob": 0.3},
+)
+"""What little data get besides the task preset's augmentations: the brightness, contrast and
+focus that vary from image to image in microscopy, so that a few images stand for more."""
+
+
+def augmentations(
+    fp: Fingerprint, patch: Sequence[int], present: Sequence[str]
+) -> tuple[list[dict[str, Any]], str] | None:
+    """Intensity augmentations to add when the training images are little data."""
+    voxels = sum(math.prod(shape) for shape in fp.shapes)
+    patches = voxels / math.prod(patch)
+    added = [dict(a) for a in INTENSITY_AUGMENTATIONS if a["name"] not in present]
+    if patches >= LITTLE_DATA or not added:
+        return None
+    names = ", ".join(a["name"] for a in added)
+    return added, (
+        f"the training images hold {patches:.1f} patches' worth of voxels (fewer than "
+        f"{LITTLE_DATA}): {names} make the few images stand for the brightness, contrast and "
+        "focus other images will have (nnU-Net augments as much)"
     )
 
 
