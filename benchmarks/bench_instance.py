@@ -4,10 +4,10 @@ budget, against a classical pipeline tuned on the test images themselves.
 Data (deterministic, :func:`bioim2im.data.crowded.crowded_nuclei`): clustered, touching nuclei
 of 5x sizes and ~8x brightnesses, textured, partly out of focus, on an uneven background with
 Poisson noise. Cases: ``2d``, 256 x 256 images; ``3d``, 32 x 128 x 128 volumes with voxels twice
-as long along Z; ``3d-small``, what a new user with small real data has: three stacks of
-31 x 61 x 57 voxels (smaller than instance-3d's 32 x 64 x 64 patch) with 20-70 small touching
-nuclei each (45 on average), voxels 2.5 times as long along Z, one of them for validation, two
-more for the test. Training, validation (threshold tuning) and test images have different
+as long along Z; ``3d-small``, what a new user with small real data has: two training stacks and one
+validation stack of 31 x 61 x 57 voxels (smaller than instance-3d's 32 x 64 x 64 patch) with
+40-65 small touching nuclei each (radius 3-15 pixels along Y/X), voxels 2.5 times as long along
+Z, and two more for the test. Training, validation (threshold tuning) and test images have different
 seeds.
 
 Methods, each trained from scratch with the data, network and recipe of the shipped instance
