@@ -149,3 +149,17 @@ def test_images_with_several_channels_get_a_network_that_takes_them(tmp_path: Pa
     result = plan(tmp_path, task="segmentation", output=tmp_path.parent / "two.toml")
     assert result.plan.value("model.in_channels") == 2
     assert load_preset(tmp_path.parent / "two.toml").model.in_channels == 2
+
+
+def test_large_label_images_are_measured_on_a_central_box(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bioim2im.planning import fingerprint
+
+    data = write(tmp_path / "data", "instance", "2d")
+    monkeypatch.setattr(fingerprint, "LABEL_VOXELS", 48 * 40)  # a quarter of each image
+    result = plan(data, seconds_per_step=0.5)
+    assert result.task == "instance"
+    target = result.plan.fingerprint.targets["GT"]
+    assert target.kind == "instance" and target.objects is not None
+    assert target.objects.count > 10

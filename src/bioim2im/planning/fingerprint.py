@@ -23,8 +23,8 @@ from bioim2im.io import open_image
 
 SAMPLE_VOXELS = 1 << 22
 """Voxels of each image read for its intensity statistics (an evenly strided subsample)."""
-LABEL_VOXELS = 1 << 27
-"""Images with more voxels than this have their labels measured on their first ones only."""
+LABEL_VOXELS = 1 << 25
+"""Label images with more voxels than this are measured on a central box of that many."""
 MAX_IMAGES = 64
 """Images measured at most (evenly chosen); the rest only have their shapes read."""
 PERCENTILES = (0.1, 1.0, 50.0, 99.0, 99.8, 99.9)
@@ -239,8 +239,8 @@ def _target(name: str, views: list[tuple[Pair, View]], registry: Any) -> Target:
         else:
             ratios.append([t / v for t, v in zip(target.shape, view.shape, strict=True)])
         integer = integer and np.issubdtype(image.dtype, np.integer)
-        if integer and math.prod(target.shape) <= LABEL_VOXELS:
-            labels = target.read()[0]
+        if integer:
+            labels = target.read(_central_box(target.shape, LABEL_VOXELS))[0]
             label_images.append(labels)
             if len(distinct) <= 256:
                 distinct |= set(np.unique(labels[:: max(1, labels.shape[0] // 8)]).tolist())
@@ -262,6 +262,14 @@ def _target(name: str, views: list[tuple[Pair, View]], registry: Any) -> Target:
         projected=projected,
         objects=objects,
     )
+
+
+def _central_box(shape: Sequence[int], most: int) -> list[slice]:
+    """The central box of ``shape`` with at most ``most`` voxels, as alike in each axis's
+    share as the image allows."""
+    scale = min(1.0, (most / math.prod(shape)) ** (1 / len(shape)))
+    sizes = [max(1, int(n * scale)) for n in shape]
+    return [slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(shape, sizes, strict=True)]
 
 
 def _objects(images: list[np.ndarray]) -> Objects:
