@@ -137,9 +137,8 @@ def train(
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     resolved = load(preset, overrides)
-    planned = None
     if resolved.data.plan:
-        resolved, planned = _planned(preset, overrides, resolved, devices)
+        _can_plan(resolved, devices)
     chosen = Path(run_dir) if run_dir is not None else _default_run_dir(Path(str(preset)))
     if chosen.exists() and not chosen.is_dir():
         raise UserError(f"--run-dir {chosen} is a file; give a folder for the run")
@@ -169,9 +168,12 @@ def train(
         raise UserError(
             "under torchrun, give --run-dir so that every process writes to the same run"
         )
-    if planned is not None:
+    if resolved.data.plan and resume is None:
+        from bioim2im.planning import plan_preset
         from bioim2im.planning.write import render
+        from bioim2im.plugin.manager import get_registry
 
+        resolved, planned = plan_preset(preset, overrides, registry=get_registry())
         # The plan, commented, beside the run's preset (which holds it resolved).
         _say(f"planned for the data and this machine: {len(planned.choices)} values")
         plan_text = render(planned, str(resolved.data.path))
@@ -179,13 +181,9 @@ def train(
     return _train_in(resolved, chosen, resuming=resume is not None)
 
 
-def _planned(
-    preset: str | Path, overrides: Sequence[str], resolved: Preset, devices: int | None
-) -> tuple[Preset, Plan]:
-    """``preset`` with ``data.plan = true``, planned for its data and this machine."""
+def _can_plan(resolved: Preset, devices: int | None) -> None:
+    """Refuse what ``data.plan = true`` cannot plan, before anything else is done."""
     from bioim2im.distributed import launched_by_torchrun
-    from bioim2im.planning import plan_preset
-    from bioim2im.plugin.manager import get_registry
 
     if (devices is not None and devices > 1) or launched_by_torchrun():
         raise UserError(
@@ -194,7 +192,6 @@ def _planned(
         )
     if resolved.data.layout == "cellmap":
         raise UserError('data.plan = true does not plan data.layout = "cellmap" datasplits')
-    return plan_preset(preset, overrides, registry=get_registry())
 
 
 def _check_run_dir(run_dir: Path, preset: Preset, preset_file: str | Path | None) -> None:
