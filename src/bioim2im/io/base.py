@@ -289,9 +289,19 @@ def micrometers(value: float, unit: str | None) -> float | None:
 def check_dtype(path: str | os.PathLike[str], dtype: np.dtype) -> np.dtype:
     """``dtype`` when bioim2im can train on it, else a UserError naming the file."""
     dtype = np.dtype(dtype)
-    if dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
+    try:
+        native = dtype.newbyteorder("=")
+    except (TypeError, ValueError):  # text, objects: numpy's newer dtypes have no byte order
+        native = None
+    if native not in SUPPORTED_DTYPES:
         supported = ", ".join(sorted(str(d) for d in SUPPORTED_DTYPES))
-        raise UserError(f"{path}: pixel type {dtype} is not supported (supported: {supported})")
+        kind = {"O": " (objects)", "T": " (text)", "U": " (text)", "S": " (bytes)"}.get(
+            dtype.kind, " (records)" if dtype.fields else ""
+        )
+        raise UserError(
+            f"{path}: pixel type {dtype}{kind} is not supported: images hold numbers "
+            f"(supported: {supported})"
+        )
     return dtype
 
 
