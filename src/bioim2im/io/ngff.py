@@ -62,10 +62,10 @@ def dataset_path(location: str, entry: Mapping[str, Any], level: int) -> str:
     return path[:-1] if path.endswith("/") else path
 
 
-def inside_store(value: Any) -> str | None:
-    """Why ``value`` is not a path inside a store, or None: a path read from metadata must be
-    relative, with no ``.`` or ``..`` segment and no scheme, drive or backslash, so that it
-    cannot name another store or a file elsewhere."""
+def inside_store(value: Any, container: str = "the store") -> str | None:
+    """Why ``value`` is not a path inside a store (or another ``container``), or None: a path
+    read from metadata must be relative, with no ``.`` or ``..`` segment and no scheme, drive
+    or backslash, so that it cannot name another store or a file elsewhere."""
     if not isinstance(value, str) or not value:
         return f"{value!r} is not a path (a text such as '0' or 's0')"
     text = value[:-1] if value.endswith("/") else value
@@ -76,8 +76,8 @@ def inside_store(value: Any) -> str | None:
         or any(char in value for char in "\\\0:")
     ):
         return (
-            f"the path {value!r} leads outside the store: paths in its metadata are relative, "
-            "without '.', '..', '//', ':' or a leading '/' (e.g. '0' or 's0')"
+            f"the path {value!r} leads outside {container}: the paths it lists are relative, "
+            "without '.', '..', '//', ':' or a leading '/'"
         )
     return None
 

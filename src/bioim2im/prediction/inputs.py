@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bioim2im.errors import UserError
 from bioim2im.io import LazyImage, open_image
 from bioim2im.io.base import InMemoryImage
 from bioim2im.prediction.trained_model import TrainedModel
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text, user_path
 
 SPATIAL = "ZYX"
 STATISTICS_VOXELS = 1 << 24
@@ -125,15 +127,15 @@ def find_inputs(
     its ``split`` rows, by default ``test``; ``split="all"`` takes every row. ``report`` is told
     which rows were taken.
     """
-    path = Path(inputs).expanduser()
-    if path.suffix.lower() == ".csv" and path.is_file():
+    path = user_path(inputs, "input")
+    if path.suffix.lower() == ".csv" and _exists(path) and not path.is_dir():
         return _from_manifest(path, manifest_column, split_column, split, report)
     if split is not None:
         raise UserError(
             f"--split {split} chooses rows of a CSV manifest with a '{split_column}' column; "
             f"{inputs} is not a CSV file"
         )
-    if path.exists():
+    if _exists(path):
         if _is_image(path, suffixes) or not path.is_dir():
             return [path]
         found = _images_in(path, suffixes)
@@ -153,6 +155,14 @@ def find_inputs(
     raise UserError(f"input {inputs}: no such file or directory")
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name too long for the file system does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _is_image(path: Path, suffixes: Sequence[str]) -> bool:
     return image_stem(path, suffixes) is not None
 
@@ -169,9 +179,9 @@ def _from_manifest(
     report: Callable[[str], None] | None,
 ) -> list[Path]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_text(path, what="CSV manifest", limit=MAX_TABLE_BYTES, encoding="utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, csv.Error) as exc:
         raise UserError(f"cannot read the manifest {path}: {exc}") from None
     columns = list(rows[0]) if rows else []
     if split_column in columns:
@@ -192,7 +202,7 @@ def _from_manifest(
         cell = (row.get(chosen) or "").strip()
         if not cell:
             raise UserError(f"{path} line {line}: no path in column '{chosen}'")
-        file = Path(cell).expanduser()
+        file = user_path(cell, f"{path} line {line}")
         files.append(file if file.is_absolute() else path.parent / file)
     if not files:
         raise UserError(f"manifest {path} lists no images")
