@@ -9,12 +9,21 @@ so a plugin's component is validated exactly like a built-in one.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from bioim2im.plugin.registry import StrictModel
+
+MAX_WORKERS = 64
+"""The most DataLoader workers a training process may ask for."""
+MAX_BATCH = 4096
+"""The most patches (training) or windows (prediction) in one batch."""
+MAX_BATCH_VOXELS = 1 << 31
+"""The most voxels of one batch's input: 8 GiB of float32 before the network's activations,
+which are many times that: no machine trains or predicts more in one step."""
 
 
 class ComponentSpec(StrictModel):
@@ -119,7 +128,7 @@ class DataConfig(StrictModel):
     """Resample every image to this voxel size on the fly (images linear, labels nearest)."""
     patch_size: list[int]
     """Patch size per spatial axis: 2 numbers for 2D, 3 (Z, Y, X) for 3D."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     """Patches per optimizer step (summed over all processes under DDP)."""
     patches_per_image: int = Field(4, ge=1)
     """Patches drawn from an image each time it is visited."""
@@ -141,8 +150,9 @@ class DataConfig(StrictModel):
     """Cache decoded, normalised images: in memory, on disk under `cache_dir`, or not at all."""
     cache_dir: Path | None = None
     """Where the disk cache lives (default: the run directory's cache/)."""
-    num_workers: int = Field(2, ge=0)
-    """DataLoader worker processes per training process."""
+    num_workers: int = Field(2, ge=0, le=MAX_WORKERS)
+    """DataLoader worker processes per training process; at most the CPU cores the process
+    may use (shared among the training processes of a machine): more are not started."""
     unpaired: bool = False
     """Targets are not aligned with the inputs (CycleGAN): each target patch is drawn from a
     random target image, independently of the input patch."""
@@ -278,7 +288,7 @@ class PredictConfig(StrictModel):
     tta: bool | list[list[int]] = False
     """Test-time augmentation over flips: true = all spatial-axis combinations, or a list of
     axis subsets to flip, e.g. [[0], [1], [0, 1]]."""
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
     """Windows per forward pass."""
     block_size: list[PositiveInt] | None = None
     """Size of the blocks streamed through memory; default: the largest that `memory_gb` holds."""
@@ -393,6 +403,27 @@ class LoggingConfig(StrictModel):
         return [*self.loggers, *(s for s in shorthand if s.name not in named)]
 
 
+def _check_batch_voxels(preset: Preset) -> None:
+    """A batch larger than any machine can hold is refused before anything starts."""
+    data, predict = preset.data, preset.predict
+    for batch, window, keys in (
+        (data.batch_size, data.patch_size, "data.batch_size x data.patch_size"),
+        (
+            predict.batch_size,
+            predict.roi_size or data.patch_size,
+            "predict.batch_size x predict.roi_size"
+            if predict.roi_size
+            else "predict.batch_size x data.patch_size",
+        ),
+    ):
+        voxels = batch * math.prod(window)
+        if voxels > MAX_BATCH_VOXELS:
+            raise ValueError(
+                f"{keys} = {batch} x {window} = {voxels:,} voxels per batch, more than any "
+                f"machine holds (at most {MAX_BATCH_VOXELS:,}); use a smaller batch or size"
+            )
+
+
 class Preset(StrictModel):
     """Everything needed to train a model and predict with it."""
 
@@ -458,6 +489,7 @@ class Preset(StrictModel):
                 "that compares each output with its target has nothing to learn from unaligned "
                 "targets (see the cyclegan-2d preset)"
             )
+        _check_batch_voxels(self)
         _check_cellmap(self)
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]

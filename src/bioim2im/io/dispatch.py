@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from bioim2im.errors import UserError
-from bioim2im.io.base import LazyImage
+from bioim2im.io.base import LazyImage, check_shape
 from bioim2im.plugin.registry import Component, ComponentRegistry
 from bioim2im.userfiles import check_regular
 
@@ -38,6 +38,7 @@ def open_image(
     component = _by_suffix(path, _registry(registry), "reader", look_in_parents=True)
     options = _validated(component, path, {"axes": axes, "level": level})
     image: LazyImage = component.load()(path, **options)
+    check_shape(path, image.shape, image.dtype)
     return image
 
 

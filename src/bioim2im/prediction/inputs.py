@@ -295,6 +295,9 @@ def mismatch(found: InputImage, model: TrainedModel) -> str | None:
             f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
             f"spatial axes ({expected})"
         )
+    problem = _too_many_windows(found, model)
+    if problem is not None:
+        return problem
     data = model.preset.data
     if data.target_voxel_size is not None:
         # Training resampled every image to this voxel size; prediction does not resample.
@@ -306,6 +309,33 @@ def mismatch(found: InputImage, model: TrainedModel) -> str | None:
                 "voxel size first"
             )
     return None
+
+
+MAX_WINDOWS = 1 << 40
+"""The most windows prediction takes on for one image: about 10^12, a year or more of any
+machine's time. More means a damaged header (2^31 x 2^31 pixels, say), not an image."""
+MAX_AXIS_WINDOWS = 1 << 24
+"""The most windows along one axis (their positions are planned up front)."""
+
+
+def _too_many_windows(found: InputImage, model: TrainedModel) -> str | None:
+    shape = found.spatial_shape
+    window = model.window(shape)
+    overlap = model.preset.predict.overlap
+    overlaps = overlap if isinstance(overlap, list) else [overlap] * len(shape)
+    along = [
+        math.ceil(max(n - w, 0) / max(w * (1.0 - o), 1.0)) + 1
+        for n, w, o in zip(shape, window, overlaps, strict=True)
+    ]
+    total = math.prod(along) * found.time_points
+    if max(along) <= MAX_AXIS_WINDOWS and total <= MAX_WINDOWS:
+        return None
+    return (
+        f"{found.path}: {' x '.join(map(str, found.image.shape))} pixels ({found.image.axes}) "
+        f"need {total:.3g} windows of {list(window)} to predict, more than prediction can get "
+        f"through (at most {MAX_WINDOWS:.3g}, and {MAX_AXIS_WINDOWS:,} along an axis): is its "
+        "header damaged? Predict a crop of it"
+    )
 
 
 def normalizer(
