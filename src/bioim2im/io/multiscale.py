@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 
 from bioim2im.errors import UserError
 from bioim2im.io import ngff, remote
-from bioim2im.io.base import check_dtype
+from bioim2im.io.base import check_dtype, check_shape
 
 # Units of CellMap's metadata; a scale without a unit is taken to be in nanometers.
 _NANOMETERS = {
@@ -125,7 +125,9 @@ class Level:
         index: tuple[Any, ...] = (*lead, *(region or [slice(None)] * self.ndim))
         try:
             return np.asarray(array[index])
-        except remote.UNREACHABLE as exc:
+        except Exception as exc:
+            if not remote.is_unreachable(exc):
+                raise
             raise UserError(remote.unreachable(self.location, exc)) from exc
 
     def sample(
@@ -227,13 +229,21 @@ def open_levels(location: str | os.PathLike[str], ndim: int = 3) -> list[Level]:
         scale, translation = _transforms(location, dataset, entry, spatial, factor)
         try:
             array = node[path]
-        except (KeyError, ValueError):
+        except KeyError:
             raise UserError(
                 f"{location}: the multiscales metadata names level '{path}', which is missing"
             ) from None
+        except Exception as exc:
+            where = remote.join(location, path)
+            if remote.is_remote(location) and remote.is_unreachable(exc):
+                raise UserError(remote.unreachable(where, exc)) from exc
+            if isinstance(exc, (ValueError, TypeError)):  # damaged metadata
+                raise UserError(f"{where}: not a readable zarr array ({exc})") from exc
+            raise
         if not isinstance(array, zarr.Array):
             raise UserError(f"{location}/{path}: a group, not an array")
         check_dtype(remote.join(location, path), array.dtype)
+        check_shape(remote.join(location, path), array.shape, array.dtype)
         levels.append(
             Level(
                 remote.join(location, path),
@@ -333,6 +343,7 @@ def _single(location: str, array: zarr.Array, ndim: int) -> Level:
     scale = (numbers(found) or [])[-ndim:]
     offset = (numbers(given) or [])[-ndim:] if given is not None else [0.0] * ndim
     check_dtype(location, array.dtype)
+    check_shape(location, array.shape, array.dtype)
     if (
         len(scale) != ndim
         or len(offset) != ndim
