@@ -25,15 +25,13 @@ from bioim2im.io.omezarr import write_ome_zarr
         ("data.batch_size=1000000000", "data.batch_size"),
         ("predict.batch_size=1000000000", "predict.batch_size"),
         ("data.patch_size=[100000, 100000]", "data.batch_size x data.patch_size"),
-        ("predict.roi_size=[50000, 50000]", "predict.batch_size x predict.roi_size"),
         ("data.batch_size=4096", "voxels per batch"),
     ],
 )
 def test_check_bounds_workers_and_batches(
     tiny_preset: Callable[..., Path], setting: str, named: str
 ) -> None:
-    extra = [] if "roi_size" in setting else ["--set", "predict.roi_size=[32, 32]"]
-    overrides = ["--set", setting, *extra]
+    overrides = ["--set", setting]
     if setting == "data.batch_size=4096":
         overrides += ["--set", "data.patch_size=[1024, 1024]"]
     assert_user_error(invoke("check", tiny_preset(), *overrides), named)

@@ -22,8 +22,8 @@ MAX_WORKERS = 64
 MAX_BATCH = 4096
 """The most patches (training) or windows (prediction) in one batch."""
 MAX_BATCH_VOXELS = 1 << 31
-"""The most voxels of one batch's input: 8 GiB of float32 before the network's activations,
-which are many times that: no machine trains or predicts more in one step."""
+"""The most voxels of one training batch's input: 8 GiB of float32 before the network's
+activations, which are many times that: no machine trains on more in one step."""
 
 
 class ComponentSpec(StrictModel):
@@ -404,24 +404,16 @@ class LoggingConfig(StrictModel):
 
 
 def _check_batch_voxels(preset: Preset) -> None:
-    """A batch larger than any machine can hold is refused before anything starts."""
-    data, predict = preset.data, preset.predict
-    for batch, window, keys in (
-        (data.batch_size, data.patch_size, "data.batch_size x data.patch_size"),
-        (
-            predict.batch_size,
-            predict.roi_size or data.patch_size,
-            "predict.batch_size x predict.roi_size"
-            if predict.roi_size
-            else "predict.batch_size x data.patch_size",
-        ),
-    ):
-        voxels = batch * math.prod(window)
-        if voxels > MAX_BATCH_VOXELS:
-            raise ValueError(
-                f"{keys} = {batch} x {window} = {voxels:,} voxels per batch, more than any "
-                f"machine holds (at most {MAX_BATCH_VOXELS:,}); use a smaller batch or size"
-            )
+    """A training batch larger than any machine can hold is refused before anything starts.
+    (Prediction windows are cut to each image, so predict.roi_size may exceed it.)"""
+    data = preset.data
+    voxels = data.batch_size * math.prod(data.patch_size)
+    if voxels > MAX_BATCH_VOXELS:
+        raise ValueError(
+            f"data.batch_size x data.patch_size = {data.batch_size} x {data.patch_size} = "
+            f"{voxels:,} voxels per batch, more than any machine holds (at most "
+            f"{MAX_BATCH_VOXELS:,}); use a smaller batch or patch"
+        )
 
 
 class Preset(StrictModel):

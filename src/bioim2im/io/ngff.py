@@ -84,7 +84,7 @@ def inside_store(value: Any, container: str = "the store") -> str | None:
 
 def _problem(entry: Mapping[str, Any]) -> str | None:
     axes = entry.get("axes")
-    if axes is not None:
+    if "axes" in entry:
         if not isinstance(axes, list):
             return f"'axes' must be a list, not {axes!r}"
         for axis in axes:
