@@ -86,3 +86,23 @@ def test_a_preset_larger_than_any_preset_is_refused(tmp_path: Path) -> None:
         handle.write("# " + "x" * (8 << 20) + "\n")  # 8 MiB: presets are kilobytes
     result = _cli("check", preset, cwd=tmp_path)
     assert_user_error(result, str(preset), "larger than")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_cellmap_datasplit_or_crop_manifest(trained_run: Path, tmp_path: Path, kind: str) -> None:
+    split = _endless(kind, tmp_path / "datasplit.csv")
+    result = _cli("check", "cellmap-3d", "--data", "--set", f"data.path={split}", cwd=tmp_path)
+    _expect(result, split)
+    crops = _endless(kind, tmp_path / "test_crops.csv")
+    result = _cli(
+        "predict",
+        trained_run,
+        "--crops",
+        crops,
+        "--raw",
+        tmp_path / "{dataset}.zarr",
+        "-o",
+        tmp_path / "out.zarr",
+        cwd=tmp_path,
+    )
+    _expect(result, crops)

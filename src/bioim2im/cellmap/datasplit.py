@@ -29,6 +29,7 @@ from typing import Literal
 
 from bioim2im.errors import UserError
 from bioim2im.io import remote
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 USAGES = {"train": "train", "validate": "validate", "val": "validate", "validation": "validate"}
 ForceAllClasses = Literal["no", "train", "validate", "both"]
@@ -82,7 +83,7 @@ def read_datasplit(path: str | Path) -> list[CropRow]:
     """The rows of a datasplit CSV, or a UserError listing every malformed line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="datasplit", limit=MAX_TABLE_BYTES)
     except OSError as exc:
         raise UserError(f"cannot read the datasplit {path}: {exc.strerror or exc}") from None
     rows, problems = [], []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bioim2im.errors import UserError
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 HEADER = ("crop_name", "dataset", "class_label", "voxel_size", "translation", "shape")
 
@@ -43,7 +44,7 @@ def read_manifest(path: str | Path) -> list[TestCrop]:
     """The rows of a test-crop manifest, or a UserError listing every malformed line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="crop manifest", limit=MAX_TABLE_BYTES)
     except OSError as exc:
         raise UserError(f"cannot read the crop manifest {path}: {exc.strerror or exc}") from None
     lines = list(csv.reader(io.StringIO(text)))
