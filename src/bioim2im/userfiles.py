@@ -31,8 +31,13 @@ def user_path(value: str | os.PathLike[str], where: str) -> Path:
         raise UserError(f"{where}: the path {text!r} holds a NUL character, which no path can")
     try:
         return Path(text).expanduser()
-    except RuntimeError:  # "~name" of a user this machine does not have
+    except RuntimeError:  # "~name" of a user this machine does not have, or no HOME
         user = text[1:].split("/", 1)[0]
+        if not user:
+            raise UserError(
+                f"{where}: the path {text!r} starts with ~, but the home folder is unknown "
+                "(HOME is not set)"
+            ) from None
         raise UserError(
             f"{where}: the path {text!r} starts with ~{user}, but there is no user {user!r} "
             "whose home folder it could be"
@@ -71,6 +76,8 @@ def read_text(
     A UserError when it is not a regular file, holds more than ``limit`` bytes or is not text
     in ``encoding``; an OSError (missing file, permission) goes to the caller as it is.
     """
+    if "\0" in os.fspath(path):
+        raise UserError(f"{os.fspath(path)!r}: the path of a {what} holds a NUL character")
     check_regular(path, what)
     # O_NONBLOCK: should a FIFO take the place of the file between the check and the open, the
     # open returns at once instead of waiting for a writer, and fstat below refuses it.
