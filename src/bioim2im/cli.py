@@ -3,6 +3,7 @@ the commands so that `--help` and `--version` answer at once."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -988,7 +989,8 @@ def main() -> None:
             raise
         cause = os_error_cause(exc)
         if cause is not None:
-            _fail(describe_os_error(cause), 1)
+            # A name too long or a loop of links is the path the user gave, not the machine.
+            _fail(describe_os_error(cause), 2 if cause.errno in _PATH_ERRNOS else 1)
         if _out_of_memory(exc):
             _fail(f"{_NO_MEMORY} ({str(exc).strip().splitlines()[0]})", 1)
         raise
@@ -997,6 +999,9 @@ def main() -> None:
             raise
         _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 
 
 def _click_usage_errors() -> tuple[type[Exception], type[Exception]]:

@@ -57,6 +57,7 @@ from rich.text import Text
 from bioim2im.errors import UserError
 from bioim2im.io import ngff, open_image
 from bioim2im.io.atomic import atomic_file, check_output_file, refuse_inputs
+from bioim2im.io.base import beyond_memory
 from bioim2im.metrics import aggregate, compute
 from bioim2im.metrics.cellmap import cellmap_score
 
@@ -383,6 +384,11 @@ def _listing(names: Iterable[str]) -> str:
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """The pixels without axes of size 1 (except Y and X), and the voxel size of what is left."""
     image = open_image(path)
+    whole = math.prod(image.shape) * np.dtype(image.dtype).itemsize
+    problem = beyond_memory(path, whole, "scoring reads each image whole")
+    if problem is not None:
+        image.close()
+        raise UserError(f"{problem}; score a crop of it")
     try:
         array = image.read()
     finally:

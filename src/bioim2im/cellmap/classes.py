@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from bioim2im.errors import UserError
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 INSTANCE_CLASSES = frozenset(
     {"nuc", "vim", "ves", "endo", "lyso", "ld", "perox", "mito", "np", "mt", "cell", "instance"}
@@ -98,7 +99,8 @@ def read_class_table(path: str | Path) -> dict[str, tuple[str, ...]]:
     """A class table in the toolbox's format (``name,id,"part ids"`` rows) as wholes -> parts."""
     path = Path(path)
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+        text = read_text(path, what="class table", limit=MAX_TABLE_BYTES)
+        rows = list(csv.reader(text.splitlines()))
     except OSError as exc:
         raise UserError(f"cannot read the class table {path}: {exc}") from None
     names: dict[int, str] = {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bioim2im.errors import UserError
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_bytes
 
 HEADER = ("crop_name", "dataset", "class_label", "voxel_size", "translation", "shape")
 
@@ -101,7 +102,7 @@ def csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
     UserError for a file that cannot be read, or is not UTF-8 text a CSV reader can read,
     naming the line."""
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, what=what, limit=MAX_TABLE_BYTES)
     except OSError as exc:
         raise UserError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     try:

@@ -17,6 +17,7 @@ from bioim2im.config.errors import format_validation_errors
 from bioim2im.config.schema import HeadConfig, Preset
 from bioim2im.errors import UserError
 from bioim2im.plugin.registry import ComponentRegistry, suggest
+from bioim2im.userfiles import MAX_PRESET_BYTES, read_text, user_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,13 +38,13 @@ HEAD_KEYS = frozenset(HeadConfig.model_fields) - {"name"}
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error names the file, line and column."""
+    if path.is_dir():
+        raise UserError(f"preset path is a directory, not a TOML file: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, what="preset", limit=MAX_PRESET_BYTES)
     except FileNotFoundError:
         raise UserError(f"preset file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"preset path is a directory, not a TOML file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise UserError(f"cannot read preset {path}: {exc}") from None
     try:
         data = tomllib.loads(text)
@@ -145,14 +146,14 @@ def _absolutize(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         for section in sections:
             table = table.get(section) if isinstance(table, dict) else None
         if isinstance(table, dict) and isinstance(table.get(key), str):
-            value = Path(table[key]).expanduser()
+            value = user_path(table[key], f"{'.'.join((*sections, key))} = {table[key]!r}")
             table[key] = str(value if value.is_absolute() else (base_dir / value).resolve())
     return data
 
 
 def _find_preset(name: str, relative_to: Path, registry: ComponentRegistry) -> Path:
     looks_like_a_path = name.endswith(".toml") or "/" in name
-    candidate = Path(name).expanduser()
+    candidate = user_path(name, f"{relative_to}: extends = {name!r}")
     candidate = candidate if candidate.is_absolute() else relative_to / candidate
     if looks_like_a_path or ("preset", name) not in registry:
         problem = _not_a_file(candidate)
@@ -176,6 +177,8 @@ def _not_a_file(path: Path) -> str | None:
         return f"no such file {path}"
     if path.is_dir():
         return f"{path} is a directory, not a TOML file"
+    if not path.is_file():
+        return f"{path} is not a regular file (a FIFO, socket or device), not a TOML file"
     return None
 
 
@@ -240,7 +243,7 @@ def find_preset(preset: str | Path, registry: ComponentRegistry) -> Path:
     A bare word that is both a preset's name and a file here is refused rather than guessed.
     """
     text = str(preset)
-    path = Path(text).expanduser()
+    path = user_path(text, "preset")
     looks_like_a_path = isinstance(preset, Path) or text.endswith(".toml") or "/" in text
     named = not looks_like_a_path and ("preset", text) in registry
     if named and path.exists():

@@ -9,6 +9,7 @@ so a plugin's component is validated exactly like a built-in one.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -16,6 +17,14 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from bioim2im.config.components import Component
 from bioim2im.plugin.registry import StrictModel
+
+MAX_WORKERS = 64
+"""The most DataLoader workers a training process may ask for."""
+MAX_BATCH = 4096
+"""The most patches (training) or windows (prediction) in one batch."""
+MAX_BATCH_VOXELS = 1 << 31
+"""The most voxels of one training batch's input: 8 GiB of float32 before the network's
+activations, which are many times that: no machine trains on more in one step."""
 
 
 class ComponentSpec(StrictModel):
@@ -132,7 +141,7 @@ class DataConfig(StrictModel):
     """Resample every image to this voxel size on the fly (images linear, labels nearest)."""
     patch_size: list[int]
     """Patch size per spatial axis: 2 numbers for 2D, 3 (Z, Y, X) for 3D."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     """Patches per optimizer step (summed over all processes under DDP)."""
     patches_per_image: int = Field(4, ge=1)
     """Patches drawn from an image each time it is visited."""
@@ -154,8 +163,9 @@ class DataConfig(StrictModel):
     """Cache decoded, normalised images: in memory, on disk under `cache_dir`, or not at all."""
     cache_dir: Path | None = None
     """Where the disk cache lives (default: the run directory's cache/)."""
-    num_workers: int = Field(2, ge=0)
-    """DataLoader worker processes per training process."""
+    num_workers: int = Field(2, ge=0, le=MAX_WORKERS)
+    """DataLoader worker processes per training process; at most the CPU cores the process
+    may use (shared among the training processes of a machine): more are not started."""
     unpaired: bool = False
     """Targets are not aligned with the inputs (CycleGAN): each target patch is drawn from a
     random target image, independently of the input patch."""
@@ -291,7 +301,7 @@ class PredictConfig(StrictModel):
     tta: bool | list[list[int]] = False
     """Test-time augmentation over flips: true = all spatial-axis combinations, or a list of
     axis subsets to flip, e.g. [[0], [1], [0, 1]]."""
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
     """Windows per forward pass."""
     block_size: list[PositiveInt] | None = None
     """Size of the blocks streamed through memory; default: the largest that `memory_gb` holds."""
@@ -408,6 +418,19 @@ class LoggingConfig(StrictModel):
         return [("tensorboard", "logger", ComponentSpec(name="tensorboard"))]
 
 
+def _check_batch_voxels(preset: Preset) -> None:
+    """A training batch larger than any machine can hold is refused before anything starts.
+    (Prediction windows are cut to each image, so predict.roi_size may exceed it.)"""
+    data = preset.data
+    voxels = data.batch_size * math.prod(data.patch_size)
+    if voxels > MAX_BATCH_VOXELS:
+        raise ValueError(
+            f"data.batch_size x data.patch_size = {data.batch_size} x {data.patch_size} = "
+            f"{voxels:,} voxels per batch, more than any machine holds (at most "
+            f"{MAX_BATCH_VOXELS:,}); use a smaller batch or patch"
+        )
+
+
 class Preset(StrictModel):
     """Everything needed to train a model and predict with it."""
 
@@ -473,6 +496,7 @@ class Preset(StrictModel):
                 "that compares each output with its target has nothing to learn from unaligned "
                 "targets (see the cyclegan-2d preset)"
             )
+        _check_batch_voxels(self)
         _check_cellmap(self)
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]

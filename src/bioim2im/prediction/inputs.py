@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bioim2im.errors import UserError
 from bioim2im.io import LazyImage, open_image
 from bioim2im.io.base import InMemoryImage
 from bioim2im.prediction.trained_model import TrainedModel
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text, user_path
 
 SPATIAL = "ZYX"
 STATISTICS_VOXELS = 1 << 24
@@ -125,15 +127,15 @@ def find_inputs(
     its ``split`` rows, by default ``test``; ``split="all"`` takes every row. ``report`` is told
     which rows were taken.
     """
-    path = Path(inputs).expanduser()
-    if path.suffix.lower() == ".csv" and path.is_file():
+    path = user_path(inputs, "input")
+    if path.suffix.lower() == ".csv" and _exists(path) and not path.is_dir():
         return _from_manifest(path, manifest_column, split_column, split, report)
     if split is not None:
         raise UserError(
             f"--split {split} chooses rows of a CSV manifest with a '{split_column}' column; "
             f"{inputs} is not a CSV file"
         )
-    if path.exists():
+    if _exists(path):
         if _is_image(path, suffixes) or not path.is_dir():
             return [path]
         found = _images_in(path, suffixes)
@@ -153,6 +155,14 @@ def find_inputs(
     raise UserError(f"input {inputs}: no such file or directory")
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name too long for the file system does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _is_image(path: Path, suffixes: Sequence[str]) -> bool:
     return image_stem(path, suffixes) is not None
 
@@ -169,9 +179,9 @@ def _from_manifest(
     report: Callable[[str], None] | None,
 ) -> list[Path]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_text(path, what="CSV manifest", limit=MAX_TABLE_BYTES, encoding="utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, csv.Error) as exc:
         raise UserError(f"cannot read the manifest {path}: {exc}") from None
     columns = list(rows[0]) if rows else []
     if split_column in columns:
@@ -192,7 +202,7 @@ def _from_manifest(
         cell = (row.get(chosen) or "").strip()
         if not cell:
             raise UserError(f"{path} line {line}: no path in column '{chosen}'")
-        file = Path(cell).expanduser()
+        file = user_path(cell, f"{path} line {line}")
         files.append(file if file.is_absolute() else path.parent / file)
     if not files:
         raise UserError(f"manifest {path} lists no images")
@@ -285,6 +295,9 @@ def mismatch(found: InputImage, model: TrainedModel) -> str | None:
             f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
             f"spatial axes ({expected})"
         )
+    problem = _too_many_windows(found, model)
+    if problem is not None:
+        return problem
     data = model.preset.data
     if data.target_voxel_size is not None:
         # Training resampled every image to this voxel size; prediction does not resample.
@@ -296,6 +309,33 @@ def mismatch(found: InputImage, model: TrainedModel) -> str | None:
                 "voxel size first"
             )
     return None
+
+
+MAX_WINDOWS = 1 << 40
+"""The most windows prediction takes on for one image: about 10^12, a year or more of any
+machine's time. More means a damaged header (2^31 x 2^31 pixels, say), not an image."""
+MAX_AXIS_WINDOWS = 1 << 24
+"""The most windows along one axis (their positions are planned up front)."""
+
+
+def _too_many_windows(found: InputImage, model: TrainedModel) -> str | None:
+    shape = found.spatial_shape
+    window = model.window(shape)
+    overlap = model.preset.predict.overlap
+    overlaps = overlap if isinstance(overlap, list) else [overlap] * len(shape)
+    along = [
+        math.ceil(max(n - w, 0) / max(w * (1.0 - o), 1.0)) + 1
+        for n, w, o in zip(shape, window, overlaps, strict=True)
+    ]
+    total = math.prod(along) * found.time_points
+    if max(along) <= MAX_AXIS_WINDOWS and total <= MAX_WINDOWS:
+        return None
+    return (
+        f"{found.path}: {' x '.join(map(str, found.image.shape))} pixels ({found.image.axes}) "
+        f"need {total:.3g} windows of {list(window)} to predict, more than prediction can get "
+        f"through (at most {MAX_WINDOWS:.3g}, and {MAX_AXIS_WINDOWS:,} along an axis): is its "
+        "header damaged? Predict a crop of it"
+    )
 
 
 def normalizer(

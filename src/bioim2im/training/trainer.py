@@ -102,6 +102,11 @@ class Trainer:
             )
         self.micro_batch = preset.data.batch_size // per_step
         self.total_steps = self._total_steps()
+        from bioim2im.data.loader import usable_workers
+
+        self.num_workers, notice = usable_workers(preset.data.num_workers)
+        if notice is not None:
+            self.notices.append(notice)
 
         model: nn.Module = build_model(preset, registry).to(self.device)
         self._apply_init_and_freeze(model)
@@ -407,7 +412,7 @@ class Trainer:
             start_index=start_step * cfg.accumulate * env.world_size * self.micro_batch,
             rank=env.rank,
             world_size=env.world_size,
-            num_workers=self.preset.data.num_workers,
+            num_workers=self.num_workers,
             seed=cfg.seed,
         )
         batches = iter(loader)
