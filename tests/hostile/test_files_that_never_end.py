@@ -106,3 +106,20 @@ def test_a_cellmap_datasplit_or_crop_manifest(trained_run: Path, tmp_path: Path,
         cwd=tmp_path,
     )
     _expect(result, crops)
+
+
+@pytest.mark.parametrize("kind", ENDLESS)
+def test_a_checkpoint_to_predict_with_or_to_start_from(
+    tiny_preset: Callable[..., Path], nuclei_data: Path, tmp_path: Path, kind: str
+) -> None:
+    checkpoint = _endless(kind, tmp_path / "model.pt")
+    image = next((nuclei_data / "IM").iterdir())
+    result = _cli("predict", checkpoint, "-i", image, "-o", tmp_path / "out", cwd=tmp_path)
+    _expect(result, checkpoint)
+    preset = tiny_preset(data=nuclei_data)
+    result = _cli(
+        "train", preset, "--run-dir", tmp_path / "run", "--set", f'train.init_from="{checkpoint}"',
+        cwd=tmp_path,
+    )  # fmt: skip
+    _expect(result, checkpoint)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
