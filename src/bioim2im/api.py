@@ -16,6 +16,9 @@ Front ends (a GUI, a notebook) follow and stop the long calls through keyword-on
 ``on_progress`` (blocks predicted), ``on_metrics`` (each logged training record) and
 ``should_stop`` (asked after every training step); they run in the calling process only.
 
+Every mistake of the caller's (a bad preset value, a missing file) is raised as a
+:class:`UserError` whose text is the one message the command line prints.
+
 The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint),
 a checkpoint file, or an exported model (a bioimage.io package, an ONNX or TorchScript file). Options are keyword-only. Heavy libraries are imported by the functions
 that need them, so ``import bioim2im`` stays light.
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainResult",
+    "UserError",
     "ValidationImage",
     "evaluate",
     "export",
