@@ -61,6 +61,7 @@ class PredictWidget(Container):
             tooltip="A run directory (type or paste it), a checkpoint (.pt), or a bioimage.io "
             "package (.zip, rdf.yaml); ONNX and TorchScript files too",
         )
+        self.run_button = PushButton(text="Choose a run directory…")
         self.source = RadioButtons(
             label="predict", choices=[LAYER, FILE], value=LAYER, orientation="horizontal"
         )
@@ -84,6 +85,7 @@ class PredictWidget(Container):
                 self.runs_folder,
                 self.runs,
                 self.model,
+                self.run_button,
                 self.source,
                 self.layer,
                 self.axes,
@@ -103,6 +105,7 @@ class PredictWidget(Container):
         self.runs_folder.changed.connect(self.refresh_runs)
         self.runs.changed.connect(self._pick_run)
         self.source.changed.connect(self._show_source)
+        self.run_button.changed.connect(self._choose_run_dir)
         self.predict_button.changed.connect(self.predict)
         self.cancel_button.changed.connect(self.cancel)
         self.added: list[Any] = []
@@ -123,6 +126,13 @@ class PredictWidget(Container):
     def _pick_run(self, run: Path | None) -> None:
         if run is not None:
             self.model.value = run
+
+    def _choose_run_dir(self, *_: Any) -> None:
+        from magicgui.widgets import show_file_dialog
+
+        chosen = show_file_dialog(mode="d", caption="A bioim2im run directory")
+        if chosen:
+            self.model.value = Path(chosen)
 
     def offer(self, run_dir: Path) -> None:
         """Use ``run_dir`` (a run just trained) as the model."""
