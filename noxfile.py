@@ -14,7 +14,7 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "-e", "plugins/napari-bioim2im[testing]")
     session.run("pytest", "-q", *session.posargs)
 
 

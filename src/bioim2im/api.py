@@ -8,7 +8,16 @@
   :class:`~bioim2im.evaluation.EvaluationReport`.
 - :func:`export`: a run as a bioimage.io package, a TorchScript or an ONNX file; an
   :class:`~bioim2im.export.ExportResult`.
-- :func:`load_preset`: read, resolve and validate a preset.
+- :func:`load_preset`: read, resolve and validate a preset; :func:`list_presets`: the presets
+  that can be named.
+- :func:`validation_images`: the validation images of a run directory, with their targets.
+
+Front ends (a GUI, a notebook) follow and stop the long calls through keyword-only callbacks:
+``on_progress`` (blocks predicted), ``on_metrics`` (each logged training record) and
+``should_stop`` (asked after every training step); they run in the calling process only.
+
+Every mistake of the caller's (a bad preset value, a missing file) is raised as a
+:class:`UserError` whose text is the one message the command line prints.
 
 The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint),
 a checkpoint file, or an exported model (a bioimage.io package, an ONNX or TorchScript file). Options are keyword-only. Heavy libraries are imported by the functions
@@ -22,7 +31,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,12 +50,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainResult",
+    "UserError",
+    "ValidationImage",
     "evaluate",
     "export",
+    "list_presets",
     "load_preset",
     "predict",
     "predict_files",
     "train",
+    "validation_images",
 ]
 
 RUN_MARKER = ".bioim2im-run"
@@ -89,6 +102,61 @@ def load_preset(preset: str | Path, *, overrides: Sequence[str] = ()) -> Preset:
     return load(preset, overrides)
 
 
+def list_presets() -> list[dict[str, str]]:
+    """Every preset that can be named (shipped and from installed plugins), as ``bioim2im
+    presets`` lists them: ``name``, ``description``, ``package``, ``version`` and ``path``."""
+    from bioim2im.config.reference import preset_rows
+    from bioim2im.plugin.manager import get_registry
+
+    return preset_rows(get_registry())
+
+
+@dataclass
+class ValidationImage:
+    """One validation image of a run: its input file and, per head, its target file."""
+
+    name: str
+    image: Path
+    targets: dict[str, Path] = field(default_factory=dict)
+    """Target files by head name; heads whose targets are not paired with inputs (unpaired
+    data) have none."""
+
+
+def validation_images(run_dir: str | Path) -> list[ValidationImage]:
+    """The images a run validated on, found again from the preset saved in ``run_dir`` (its
+    ``data.val_path``, the data's own split, or the seeded split ``split.json`` records).
+    CellMap runs validate on crops, not images: refused."""
+    from bioim2im.data.sources import DEFAULT_TARGET, find_splits, reader_suffixes
+    from bioim2im.plugin.manager import get_registry
+
+    saved = Path(run_dir) / "preset.toml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir}: not a bioim2im run directory (no preset.toml)")
+    preset = load_preset(saved)
+    if preset.data.layout == "cellmap":
+        raise UserError(f"{run_dir}: a CellMap run validates on crops, not on image files")
+    splits = find_splits(
+        preset.data,
+        preset.model.heads,
+        seed=preset.train.seed,
+        suffixes=reader_suffixes(get_registry()),
+    )
+    splits.ensure_usable()
+    heads = preset.model.heads
+    return [
+        ValidationImage(
+            pair.name,
+            pair.image,
+            {
+                name: pair.targets[head.target or DEFAULT_TARGET]
+                for name, head in heads.items()
+                if (head.target or DEFAULT_TARGET) in pair.targets
+            },
+        )
+        for pair in splits.val
+    ]
+
+
 def train(
     preset: str | Path | None = None,
     *,
@@ -96,6 +164,8 @@ def train(
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     devices: int | None = None,
+    on_metrics: Callable[[Mapping[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a model from ``preset`` (a TOML file, or the name of a shipped or plugin preset)
     into ``run_dir`` (default ``runs/<preset>-<time>``).
@@ -103,6 +173,12 @@ def train(
     ``resume`` continues a killed run from ``RUN_DIR/checkpoints/last.pt`` with the preset saved
     in that run (``overrides`` may still change e.g. ``train.steps``). ``devices=N`` (N > 1)
     runs N processes under torchrun on this machine.
+
+    ``on_metrics(record)`` is told each record ``metrics.jsonl`` gets (``step`` and the
+    values); one that raises is reported once and left out. ``should_stop()`` is asked after
+    every step: True stops training as Ctrl-C does (a checkpoint is written, the run may be
+    resumed) but returns normally, with ``stop_reason`` ``"stop requested"`` (no tuning).
+    Both need the training in this process (not ``devices`` > 1).
     """
     from bioim2im.config import load_preset as load
     from bioim2im.distributed import (
@@ -138,6 +214,10 @@ def train(
     _check_run_dir(chosen, resolved, preset if resume is None else None)
 
     if devices is not None and devices > 1 and not launched_by_torchrun():
+        if on_metrics is not None or should_stop is not None:
+            raise UserError(
+                "on_metrics and should_stop follow training in this process: leave out devices"
+            )
         command = (
             ["train", "--resume", str(resume)] if resume is not None else ["train", str(preset)]
         )
@@ -161,7 +241,13 @@ def train(
         raise UserError(
             "under torchrun, give --run-dir so that every process writes to the same run"
         )
-    return _train_in(resolved, chosen, resuming=resume is not None)
+    return _train_in(
+        resolved,
+        chosen,
+        resuming=resume is not None,
+        on_metrics=on_metrics,
+        should_stop=should_stop,
+    )
 
 
 def _check_run_dir(run_dir: Path, preset: Preset, preset_file: str | Path | None) -> None:
@@ -191,7 +277,30 @@ def _default_run_dir(preset_path: Path) -> Path:
     return Path("runs") / f"{preset_path.stem}-{stamp}"
 
 
-def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
+class _MetricsCallback:
+    """``on_metrics`` as one more experiment tracker."""
+
+    def __init__(self, callback: Callable[[Mapping[str, Any]], None]) -> None:
+        self.callback = callback
+
+    def log_metrics(self, step: int, values: Mapping[str, float]) -> None:
+        self.callback({"step": step, **values})
+
+    def log_image(self, step: int, name: str, image: Any) -> None:
+        """Snapshots are not forwarded."""
+
+    def close(self, status: str) -> None:
+        """Nothing to close."""
+
+
+def _train_in(
+    preset: Preset,
+    run_dir: Path,
+    *,
+    resuming: bool,
+    on_metrics: Callable[[Mapping[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
     """Datasets -> the training loop -> postprocessing tuned on the validation images -> the
     loss curve; every process trains, rank 0 writes."""
     from bioim2im.config import to_toml
@@ -204,7 +313,7 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
     from bioim2im.training.plots import save_loss_curve
     from bioim2im.training.report import read_metrics
     from bioim2im.training.tracking import Tracker
-    from bioim2im.training.trainer import Trainer
+    from bioim2im.training.trainer import STOP_REQUESTED, Trainer
     from bioim2im.training.tuning import tune_postprocessing
 
     registry = get_registry()
@@ -232,6 +341,9 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
                     write_text(run_dir / "preset.toml", to_toml(preset))
             if env.is_main:
                 tracker = trainer.tracker = Tracker.open(preset, run_dir, registry, trainer.step)
+                if on_metrics is not None:
+                    tracker.loggers.append(("on_metrics", _MetricsCallback(on_metrics)))
+            trainer.should_stop = should_stop
             outcome = trainer.fit()
         except BaseException:
             tracker.close("failed")
@@ -241,7 +353,7 @@ def _train_in(preset: Preset, run_dir: Path, *, resuming: bool) -> TrainResult:
         tuning: dict[str, dict[str, Any]] = {}
         try:
             if env.is_main:
-                if outcome.signal is None:
+                if outcome.signal is None and outcome.stop_reason != STOP_REQUESTED:
                     tuning = tune_postprocessing(
                         run_dir, preset, datasets[1], registry, device=env.device, report=_say
                     )
@@ -303,6 +415,7 @@ def predict(
     axes: str | None = None,
     overrides: Sequence[str] = (),
     device: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image and return each head's postprocessed output.
 
@@ -310,13 +423,18 @@ def predict(
     read block by block. ``axes`` name an array's axes (letters of ``TCZYX``; default: guessed
     from its shape as for files). Each output is shaped ``(T, C, Z, Y, X)`` without the axes
     the input lacks (C is always there), in the head's output dtype. ``device`` defaults to the
-    GPU when there is one.
+    GPU when there is one. ``on_progress(done, total)`` is told each block predicted (an array
+    is one block; a lazy image is read in several); an exception it raises stops the
+    prediction and is raised here.
     """
     from bioim2im.prediction.job import predict_in_memory
     from bioim2im.prediction.trained_model import load_model
 
     return predict_in_memory(
-        load_model(model, overrides, device or _default_device()), image, axes=axes
+        load_model(model, overrides, device or _default_device()),
+        image,
+        axes=axes,
+        on_progress=on_progress,
     )
 
 
@@ -339,6 +457,7 @@ def predict_files(
     split: str | None = None,
     part: str | None = None,
     finalize: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -349,13 +468,16 @@ def predict_files(
     a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
     ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
     ``part="K/N"`` predicts one of N independent shares (cluster jobs without torchrun) and
-    ``finalize`` publishes what the parts predicted.
+    ``finalize`` publishes what the parts predicted. ``on_progress(done, total)`` is told each
+    block of the image being predicted; an exception it raises stops the prediction (the same
+    call later continues it) and is raised here.
     """
     from bioim2im.prediction.job import predict_files as run
 
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
         devices=devices, progress=progress, split=split, part=part, finalize=finalize,
+        on_progress=on_progress,
     )  # fmt: skip
 
 

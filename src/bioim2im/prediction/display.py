@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -22,16 +23,24 @@ def rate_text(voxels_per_second: float) -> str:
 class BlockReporter:
     """Reports each image's blocks as they are written; silent when not ``enabled``."""
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        stream: TextIO | None = None,
+        listener: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.enabled = enabled
         self.stream = stream or sys.stderr
+        self.listener = listener
+        """Also told ``(blocks done, blocks to do)`` of the image being predicted, shown or not;
+        what it raises stops the prediction."""
         self._bar: Any = None
 
     def track(self, name: str) -> Any:
         """The ``report`` argument of :func:`~bioim2im.prediction.image.predict_image` for the
         image ``name``: given the blocks and voxels it will predict, their progress callback."""
         if not self.enabled:
-            return None
+            return None if self.listener is None else (lambda blocks, voxels: self.listener)
 
         def start(blocks: int, voxels: int) -> _Tracker:
             return _Tracker(self, name, blocks, voxels)
@@ -79,6 +88,8 @@ class _Tracker:
             self.task = reporter.bar().add_task(name, total=blocks, rate="")
 
     def __call__(self, done: int, total: int) -> None:
+        if self.reporter.listener is not None:
+            self.reporter.listener(done, total)
         now = time.monotonic()
         elapsed = now - self.started
         speed = self.voxels_per_block * done / elapsed if elapsed > 0 else 0.0

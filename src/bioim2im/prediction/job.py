@@ -70,13 +70,19 @@ __all__ = ["InputResult", "PredictionSummary", "predict_files", "predict_in_memo
 
 
 def predict_in_memory(
-    model: TrainedModel, image: np.ndarray | LazyImage, *, axes: str | None = None
+    model: TrainedModel,
+    image: np.ndarray | LazyImage,
+    *,
+    axes: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image into arrays in memory; each head's postprocessed output.
 
     An array is predicted as one block, so neighbourhood postprocessing (labelling) sees it
     whole; a lazy image (a file opened with :func:`~bioim2im.io.open_image`) is read block by
     block like a file. ``axes`` name an array's axes (default: guessed from its shape).
+    ``on_progress(done, total)`` is told each finished block (of the time point being
+    predicted); an exception it raises stops the prediction and is raised here.
     """
     if isinstance(image, np.ndarray):
         lazy: LazyImage = InMemoryImage(image, axes=axes)
@@ -92,7 +98,8 @@ def predict_in_memory(
         whole_tiling(model, found) if isinstance(image, np.ndarray) else file_tiling(model, found)
     )
     store = MemoryStore(image_specs(model, found, tiling))
-    predict_image(model, found, store, tiling)
+    report = None if on_progress is None else (lambda blocks, voxels: on_progress)
+    predict_image(model, found, store, tiling, report=report)
     finish_image(model, found, store, tiling)
     return store.arrays
 
@@ -153,6 +160,7 @@ def predict_files(
     split: str | None = None,
     part: str | None = None,
     finalize: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -162,7 +170,9 @@ def predict_files(
     not a terminal). ``split`` chooses the rows of a CSV manifest with a split column (default
     ``test``; ``all`` for every row). ``part="K/N"`` predicts the K-th of N shares of every
     image, and ``finalize`` finishes what the parts predicted (see
-    :mod:`bioim2im.prediction.parts`).
+    :mod:`bioim2im.prediction.parts`). ``on_progress(done, total)`` is told each finished
+    block of the image being predicted (this process's blocks); an exception it raises stops
+    the prediction, which the same call continues later.
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -188,8 +198,11 @@ def predict_files(
             part,
             split,
             finalize,
+            on_progress,
         )
     if devices is not None and devices > 1 and not launched_by_torchrun():
+        if on_progress is not None:
+            raise UserError("on_progress reports this process's blocks: leave out devices")
         # Check everything here first: a mistake is reported once, before any worker starts.
         job = _Job.plan(
             load_model(model, overrides), inputs, output, format, split, given_model=model
@@ -220,7 +233,7 @@ def predict_files(
         decision = broadcast_object(decision, env)  # type: ignore[assignment]
         if decision[0] == "error":
             raise UserError(*decision[1])
-        reporter = BlockReporter(enabled=progress and env.is_main)
+        reporter = BlockReporter(enabled=progress and env.is_main, listener=on_progress)
         results = job.run(decision[1], env, reporter)
         return job.summary(results, time.monotonic() - started, quiet=not env.is_main)
 
@@ -237,6 +250,7 @@ def _parts(
     part: str | None,
     split: str | None,
     finalize: bool,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PredictionSummary:
     """``--part K/N`` or ``--finalize``: one independent part, or the finishing step."""
     from bioim2im.distributed import launched_by_torchrun
@@ -250,7 +264,7 @@ def _parts(
     if share is None:
         results = parts.finalize(job)
     else:
-        reporter = BlockReporter(enabled=progress)
+        reporter = BlockReporter(enabled=progress, listener=on_progress)
         results = parts.predict_part(job, share, overwrite=overwrite, reporter=reporter)
     summary = job.summary(results, time.monotonic() - started, quiet=False)
     summary.part = part

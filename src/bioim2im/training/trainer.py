@@ -12,7 +12,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +45,10 @@ class FitOutcome:
     """The last validation's metrics (empty without validation data)."""
     signal: int | None = None
     """The signal (SIGINT, SIGTERM) that stopped training early, if one did."""
+
+
+STOP_REQUESTED = "stop requested"
+"""The ``stop_reason`` of a run stopped by :attr:`Trainer.should_stop`."""
 
 
 class TrainingFailed(UserError):
@@ -134,6 +138,9 @@ class Trainer:
         self.bad_validations = 0
         self.stop_reason: str | None = None
         self._stop_signal: int | None = None
+        self.should_stop: Callable[[], bool] | None = None
+        """Asked after every step (rank 0's answer counts); True stops training as a signal
+        does: a checkpoint is written and the run may be resumed (``api.train(should_stop=)``)."""
         self.tracker = Tracker()
         """The run's experiment trackers (``logging.loggers``), set by whoever runs ``fit``."""
 
@@ -479,6 +486,8 @@ class Trainer:
                     self.stop_reason = f"train.max_minutes ({cfg.max_minutes}) reached"
                 if self._stop_signal is not None:
                     self.stop_reason = f"{signal.Signals(self._stop_signal).name} received"
+                if env.is_main and self.should_stop is not None and self.should_stop():
+                    self.stop_reason = STOP_REQUESTED
                 if self._any_rank(self.stop_reason is not None):
                     self.stop_reason = self.stop_reason or "another process stopped"
                     break
