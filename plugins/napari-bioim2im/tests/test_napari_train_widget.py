@@ -47,10 +47,12 @@ def test_training_from_layers_writes_a_run_offered_to_predict(
     run = Path(result.run_dir)
     assert run.parent == tmp_path / "runs" and run.name.startswith("instance-2d-")
     assert (run / "checkpoints" / "best.pt").is_file()
-    assert sorted(p.relative_to(run).as_posix() for p in (run / "layers").rglob("*.tif")) == [
-        "layers/GT/cells.tif",
-        "layers/IM/cells.tif",
+    layers = run.with_name(f"{run.name}-layers")
+    assert sorted(p.relative_to(layers).as_posix() for p in layers.rglob("*.tif")) == [
+        "GT/cells.tif",
+        "IM/cells.tif",
     ]
+    assert not (run / "layers").exists()
     assert [step for step, _ in widget.loss_plot.train] == [1, 2, 3, 4]
     assert widget.progress.value == 4
     assert Path(predict.model.value) == run
@@ -104,4 +106,4 @@ def test_a_bad_value_is_one_notification_and_leaves_no_run(
     assert len(shown) == 1 and named in shown[0], shown
     assert widget.result is None and widget.status.value == "failed"
     assert not any((tmp_path / "runs").glob("*/checkpoints")), "no run left behind"
-    assert not any((tmp_path / "runs").glob("*/layers"))
+    assert not any((tmp_path / "runs").glob("*-layers"))

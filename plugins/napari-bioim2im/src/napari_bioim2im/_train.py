@@ -3,9 +3,9 @@ folder), steps or minutes; trains in a thread worker with a live loss curve. Sto
 training after the current step with a checkpoint (the run can be resumed with ``bioim2im
 train --resume``); the run is then offered to the Predict widget.
 
-Layers are written as one training pair into ``RUN_DIR/layers/`` (``IM/`` and the folder of
-the target the preset's heads read), which the run's ``data.path`` names, so a run trained from
-layers is self-contained.
+Layers are written as one training pair into ``RUN_DIR-layers/`` beside the run (``IM/`` and the
+folder of the target the preset's heads read), which the run's ``data.path`` names. Beside, not
+inside: a run directory never holds what its training reads.
 """
 
 from __future__ import annotations
@@ -225,12 +225,12 @@ class TrainWidget(Container):
         else:
             pairs = self._layer_pair(preset, user)
             # Layers are small and in memory: no data-loading processes beside the viewer.
-            settings += [f"data.path={run_dir / 'layers'}", "data.num_workers=0"]
+            settings += [f"data.path={layers_folder(run_dir)}", "data.num_workers=0"]
         overrides = [*settings, *user]
 
         def work(stop: threading.Event) -> Any:
             if pairs is not None:
-                _write_layers(run_dir / "layers", *pairs)
+                _write_layers(layers_folder(run_dir), *pairs)
             try:
                 return api.train(
                     preset,
@@ -299,6 +299,11 @@ class TrainWidget(Container):
             widget.offer(Path(self.result.run_dir))
 
 
+def layers_folder(run_dir: Path) -> Path:
+    """Where the layers a run trains from are written: beside the run, named after it."""
+    return run_dir.with_name(f"{run_dir.name}-layers")
+
+
 def _write_layers(
     folder: Path, image: np.ndarray, axes: str, truth: np.ndarray, target: str, name: str
 ) -> None:
@@ -318,6 +323,6 @@ def _remove_unstarted(run_dir: Path) -> None:
     """The layers written for a run that failed before it saved anything."""
     if any((run_dir / "checkpoints").glob("*.pt")):
         return
-    shutil.rmtree(run_dir / "layers", ignore_errors=True)
+    shutil.rmtree(layers_folder(run_dir), ignore_errors=True)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
