@@ -274,6 +274,7 @@ def predict(
     axes: str | None = None,
     overrides: Sequence[str] = (),
     device: str | None = None,
+    trust_model: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predict one image and return each head's postprocessed output.
 
@@ -281,13 +282,16 @@ def predict(
     read block by block. ``axes`` name an array's axes (letters of ``TCZYX``; default: guessed
     from its shape as for files). Each output is shaped ``(T, C, Z, Y, X)`` without the axes
     the input lacks (C is always there), in the head's output dtype. ``device`` defaults to the
-    GPU when there is one.
+    GPU when there is one. ``model`` may be a run, a checkpoint, a model file or package, or
+    its ``https://`` URL; ``trust_model`` runs a TorchScript graph from elsewhere that holds
+    more than tensor operations (see the README's security model).
     """
     from bioim2im.prediction.job import predict_in_memory
     from bioim2im.prediction.trained_model import load_model
 
+    chosen = device or _default_device()
     return predict_in_memory(
-        load_model(model, overrides, device or _default_device()), image, axes=axes
+        load_model(model, overrides, chosen, trust_model=trust_model), image, axes=axes
     )
 
 
@@ -310,6 +314,7 @@ def predict_files(
     split: str | None = None,
     part: str | None = None,
     finalize: bool = False,
+    trust_model: bool = False,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -320,13 +325,15 @@ def predict_files(
     a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
     ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
     ``part="K/N"`` predicts one of N independent shares (cluster jobs without torchrun) and
-    ``finalize`` publishes what the parts predicted.
+    ``finalize`` publishes what the parts predicted. ``trust_model`` runs a TorchScript graph
+    from elsewhere that holds more than tensor operations (see the README's security model).
     """
     from bioim2im.prediction.job import predict_files as run
 
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
         devices=devices, progress=progress, split=split, part=part, finalize=finalize,
+        trust_model=trust_model,
     )  # fmt: skip
 
 

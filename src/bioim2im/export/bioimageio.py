@@ -81,7 +81,7 @@ def export_package(
         (root / "weights.onnx").write_bytes(graph)
         sizes = source.test_sizes()
         converted = {
-            "torchscript": NamedOutputs(load_torchscript(scripted)[0], source.heads),
+            "torchscript": NamedOutputs(load_torchscript(scripted, trusted=True)[0], source.heads),
             "onnx": OnnxRuntimeNetwork(graph, source.heads),
         }
         for format, runner in converted.items():

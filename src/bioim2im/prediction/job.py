@@ -152,6 +152,7 @@ def predict_files(
     split: str | None = None,
     part: str | None = None,
     finalize: bool = False,
+    trust_model: bool = False,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -161,7 +162,8 @@ def predict_files(
     not a terminal). ``split`` chooses the rows of a CSV manifest with a split column (default
     ``test``; ``all`` for every row). ``part="K/N"`` predicts the K-th of N shares of every
     image, and ``finalize`` finishes what the parts predicted (see
-    :mod:`bioim2im.prediction.parts`).
+    :mod:`bioim2im.prediction.parts`). ``trust_model`` runs a TorchScript graph from elsewhere
+    even when it holds more than tensor operations (see :mod:`bioim2im.model.allowlist`).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -176,24 +178,42 @@ def predict_files(
     share_one_heap()
     if part is not None or finalize:
         return _parts(
-            model, inputs, output, overrides, format, overwrite, devices, progress, part, split
+            model,
+            inputs,
+            output,
+            overrides,
+            format,
+            overwrite,
+            devices,
+            progress,
+            part,
+            split,
+            trust_model,
         )
     if devices is not None and devices > 1 and not launched_by_torchrun():
         # Check everything here first: a mistake is reported once, before any worker starts.
-        job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
+        job = _Job.plan(
+            load_model(model, overrides, trust_model=trust_model), inputs, output, format, split
+        )
         decisions = job.decide(overwrite)
         command = ["predict", str(model), "--input", inputs, "--output", str(output)]
         command += set_options(overrides)
         command += ["--split", split] if split is not None else []
         command += ["--format", format] if format is not None else []
         command += ["--overwrite"] if overwrite else []
+        command += ["--trust-model"] if trust_model else []
         relaunch(devices, command, "prediction")
         results = [job.result(found, decisions[found.stem] == "done") for found in job.images]
         return job.summary(results, time.monotonic() - started, quiet=True)
     with distributed() as env:
         say = _say if progress and env.is_main else None
         job = _Job.plan(
-            load_model(model, overrides, env.device), inputs, output, format, split, say
+            load_model(model, overrides, env.device, trust_model=trust_model),
+            inputs,
+            output,
+            format,
+            split,
+            say,
         )
         # Rank 0 decides what to do with existing outputs; every rank follows, or fails alike.
         decision: tuple[str, Any] = ("ok", None)
@@ -221,6 +241,7 @@ def _parts(
     progress: bool,
     part: str | None,
     split: str | None,
+    trust_model: bool,
 ) -> PredictionSummary:
     """``--part K/N`` or ``--finalize``: one independent part, or the finishing step."""
     from bioim2im.distributed import launched_by_torchrun
@@ -230,7 +251,9 @@ def _parts(
     if part is not None and ((devices is not None and devices > 1) or launched_by_torchrun()):
         raise UserError("--part runs one process per part: leave out --devices and torchrun")
     share = parts.parse_part(part) if part is not None else None
-    job = _Job.plan(load_model(model, overrides), inputs, output, format, split)
+    job = _Job.plan(
+        load_model(model, overrides, trust_model=trust_model), inputs, output, format, split
+    )
     if share is None:
         results = parts.finalize(job)
     else:
