@@ -94,7 +94,7 @@ class _Watch:
         self.started = time.monotonic()
         self.received = 0
         self.expired = False
-        self.connection: http.client.HTTPConnection | None = None
+        self.sock: socket.socket | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="bioim2im-download")
         self.thread.start()
@@ -104,10 +104,9 @@ class _Watch:
             elapsed = time.monotonic() - self.started
             if elapsed > self.timeout and self.received < MIN_RATE * elapsed:
                 self.expired = True
-                sock = getattr(self.connection, "sock", None)
-                if sock is not None:
+                if self.sock is not None:
                     with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                        self.sock.shutdown(socket.SHUT_RDWR)
                 return
 
     def reason(self, url: str) -> str:
@@ -152,8 +151,10 @@ def download(url: str, folder: Path) -> Path:
             except ValueError:
                 raise UserError(f"{url}: leads to {current}, whose port is not valid") from None
             connection = kind(parts.hostname, port, timeout=timeout)
-            watch.connection = connection
             try:
+                connection.connect()
+                # The response keeps reading from this socket after the connection lets go of it.
+                watch.sock = connection.sock
                 target = parts.path or "/"
                 target += f"?{parts.query}" if parts.query else ""
                 headers = {"User-Agent": f"bioim2im/{__version__}", "Accept-Encoding": "identity"}
