@@ -936,10 +936,16 @@ def _state_dict_network(label: str, weights: Any, data: bytes, device: torch.dev
         raise UserError(f"{where}: the network cannot be built: {_first(exc)}") from None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, or one holding more than tensors and plain values
+        raise UserError(
+            f"{label}: its pytorch_state_dict weights are not a file of tensors that torch "
+            "reads weights-only"
+        ) from None
+    try:
         network.load_state_dict(state)
     except Exception as exc:  # a state dict that does not fit its architecture
         raise UserError(
-            f"{label}: its pytorch_state_dict weights do not load: {_first(exc)}"
+            f"{label}: its pytorch_state_dict weights do not fit its architecture: {_first(exc)}"
         ) from None
     return network.to(device).eval()
 
