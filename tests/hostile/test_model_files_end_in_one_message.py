@@ -164,3 +164,22 @@ def test_a_foreign_graph_given_a_window_of_no_size(
     model.write_bytes(scripted_bytes(Same()))
     result = predict(model, one_image, tmp_path / "out", "--set", f"predict.roi_size={roi}")
     assert_user_error(result, "predict.roi_size")
+
+
+def test_a_package_fixed_at_a_batch_of_one_runs(
+    exported_package: Path, tmp_path: Path, one_image: Path
+) -> None:
+    """A package (from another tool: no preset attached) whose input's batch axis is 1."""
+    torch.manual_seed(0)
+    graph = onnx_file(tmp_path / "one.onnx", nn.Conv2d(1, 1, 3, padding=1), dynamic_batch=False)
+    package = copy_package(exported_package, tmp_path / "package")
+    only_weights(package, "onnx", graph.read_bytes())
+
+    def change(rdf: dict[str, Any]) -> None:
+        del rdf["config"]["bioim2im"], rdf["attachments"]
+        rdf["inputs"][0]["axes"][0] = {"type": "batch", "size": 1}
+
+    edit_rdf(package, change)
+    (package / "preset.toml").unlink()
+    result = predict(package, one_image, tmp_path / "out", *ROI, "--set", "predict.overlap=0.5")
+    assert_ok(result)

@@ -229,7 +229,7 @@ def _description(source: Source) -> str:
 def _preset_toml(source: Source) -> str:
     from bioim2im.config.loading import to_toml
 
-    return to_toml(source.model.preset)
+    return to_toml(source.shared_preset())
 
 
 def _model_section(source: Source) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def graph_metadata(source: Source) -> dict[str, Any]:
         "format": GRAPH_FORMAT,
         "bioim2im": __version__,
         "heads": source.heads,
-        "preset": to_toml(source.model.preset),
+        "preset": to_toml(source.shared_preset()),
     }
 
 
