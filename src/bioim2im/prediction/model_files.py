@@ -611,6 +611,7 @@ def _read_package(
             dtype = head.output_dtype
         heads[head_name] = _head(head_name, _channels(output), geometry, steps, dtype, registry)
         layout.outputs.append(order)
+        layout.output_channels.append(_channels(output))
         names.append(head_name)
     network = _package_network(files, descr, layout, names, overrides, device, trust_model)
     settings = _settings(overrides, allowed=("predict", "data.axes")) if preset is None else {}
@@ -638,6 +639,16 @@ def _read_package(
 
 
 @dataclasses.dataclass
+class _OutputOrder:
+    """The permutation from an output's axis order to (B, C, *spatial) (the axes it has), and
+    whether it has a batch and a channel axis."""
+
+    permutation: list[int]
+    batch: bool
+    channel: bool
+
+
+@dataclasses.dataclass
 class _InputLayout:
     tensor: str
     ids: list[str]
@@ -653,8 +664,9 @@ class _InputLayout:
     """Largest output halo seen per input axis, in input voxels."""
     one_window_at_a_time: bool = False
     """The batch axis is fixed at 1."""
-    outputs: list[list[int]] = dataclasses.field(default_factory=list)
-    """Per output, the permutation from its axis order to (B, C, *spatial)."""
+    outputs: list[_OutputOrder] = dataclasses.field(default_factory=list)
+    """Per output, how its axes become (B, C, *spatial)."""
+    output_channels: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def axis_ids(self) -> tuple[str, ...]:
@@ -704,12 +716,13 @@ def _input_layout(path: Path, tensor: Any) -> _InputLayout:
 
 def _output_layout(
     path: Path, output: Any, layout: _InputLayout
-) -> tuple[Any, tuple[str, ...], list[int]]:
+) -> tuple[Any, tuple[str, ...], _OutputOrder]:
     """The head geometry of ``output``, its axis ids as (channel, *kept spatial), and the
     permutation from its axis order to (B, C, *kept spatial)."""
     from bioim2im.prediction.blockwise import HeadGeometry
 
-    kept, scale, order = [], [], []
+    kept: list[int] = []
+    scale: list[int] = []
     channel_id = "channel"
     by_type: dict[str, list[int]] = {"batch": [], "channel": [], "space": []}
     positions: dict[str, int] = {}
@@ -748,12 +761,16 @@ def _output_layout(
             f"{path}: output {output.id} keeps spatial axes {kept}; only dropping leading ones is supported"
         )
     space_positions = [positions[i] for i in [str(a.id) for a in output.axes if a.type == "space"]]
-    order = by_type["batch"] + by_type["channel"] + space_positions
+    axes = _OutputOrder(
+        by_type["batch"] + by_type["channel"] + space_positions,
+        batch=bool(by_type["batch"]),
+        channel=bool(by_type["channel"]),
+    )
     geometry = HeadGeometry(
         scale=(1,) * (dims - len(kept)) + tuple(scale), dropped_axes=tuple(range(dims - len(kept)))
     )
     ids = (channel_id, *[str(a.id) for a in output.axes if a.type == "space"])
-    return geometry, ids, order
+    return geometry, ids, axes
 
 
 def _channels(output: Any) -> int:
@@ -897,7 +914,32 @@ def _package_network(
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return as_tuple(module(batch))
 
-    return _Reordered(run, layout, heads)
+    network = _Reordered(run, layout, heads)
+    _probe_package(files.path, network, layout)
+    return network
+
+
+MAX_WINDOW_VALUES = 1 << 28
+"""Most values (channels x voxels) of the one window a package's network is tried on."""
+
+
+def _probe_package(path: Path, network: _Reordered, layout: _InputLayout) -> None:
+    """Run the network once on the smallest window its description allows, so that a network
+    that does not do what its description says is found before any prediction starts."""
+    import torch
+
+    window = [size if isinstance(size, int) else size[0] for size in layout.sizes]
+    if any(n < 1 for n in window) or layout.in_channels * math.prod(window) > MAX_WINDOW_VALUES:
+        raise UserError(
+            f"{path}: its description's smallest input ({layout.in_channels} channel(s) x "
+            f"{window}) is not a window bioim2im can predict with"
+        )
+    batch = torch.zeros((1, layout.in_channels, *window))
+    try:
+        with torch.inference_mode():
+            network(batch)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc.message}", exc.problems) from None
 
 
 def _usable(name: str, weights: Any) -> bool:
@@ -978,16 +1020,44 @@ class _Reordered:
         tensor = batch
         for axis in reversed(self.squeeze):
             tensor = tensor.squeeze(axis)
-        outputs = self.run(tensor.permute(*self.permutation).contiguous())
+        shaped = tensor.permute(*self.permutation).contiguous()
+        try:
+            outputs = self.run(shaped)
+        except UserError:
+            raise
+        except Exception as exc:  # the network refuses what its description describes
+            if _out_of_memory(exc):
+                raise
+            raise UserError(
+                f"the package's network does not run on an input shaped as its description "
+                f"says ({tuple(shaped.shape)}): {_first(exc)}"
+            ) from None
         if len(outputs) != len(self.heads):
-            raise ValueError(
-                f"the network returned {len(outputs)} outputs, its package {len(self.heads)}"
+            raise UserError(
+                f"the package's network gives {len(outputs)} outputs, its description "
+                f"{len(self.heads)}"
             )
         result = {}
         for index, head in enumerate(self.heads):
-            output = outputs[index].permute(*self.layout.outputs[index])
-            if not self.has_batch:
+            order = self.layout.outputs[index]
+            output = outputs[index]
+            if output.ndim != len(order.permutation):
+                raise UserError(
+                    f"the package's network gives output {head!r} {output.ndim} axes, its "
+                    f"description {len(order.permutation)}"
+                )
+            output = output.permute(*order.permutation)
+            if not order.batch:
                 output = output.unsqueeze(0)
+            if not order.channel:
+                output = output.unsqueeze(1)
+            channels = self.layout.output_channels[index]
+            if output.shape[0] != batch.shape[0] or output.shape[1] != channels:
+                raise UserError(
+                    f"the package's network gives output {head!r} a batch of "
+                    f"{output.shape[0]} with {output.shape[1]} channel(s) for a batch of "
+                    f"{batch.shape[0]}; its description says {channels} channel(s)"
+                )
             result[head] = output
         return result
 
@@ -1125,6 +1195,11 @@ def _build(kind: str, spec: Any, registry: ComponentRegistry) -> Any:
         raise UserError(f"a {kind} is a table with a name, got {spec!r}")
     params = {k: v for k, v in spec.items() if k != "name"}
     return registry.get(kind, str(spec["name"])).build(params)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _first(exc: BaseException) -> str:
