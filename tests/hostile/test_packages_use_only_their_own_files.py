@@ -6,6 +6,7 @@ never created. A zip that would unpack to too much is refused before anything is
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -147,3 +148,19 @@ def test_the_size_a_package_may_unpack_to_is_bounded_and_can_be_raised(
     assert_user_error(result, "model.zip", "0.01 MiB", "BIOIM2IM_MAX_PACKAGE_MB")
     monkeypatch.setenv("BIOIM2IM_MAX_PACKAGE_MB", "100")
     assert_ok(predict(archive, one_image, tmp_path / "out"))
+
+
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_a_description_whose_aliases_expand_to_millions_is_refused(
+    form: str, package: Path, tmp_path: Path, one_image: Path
+) -> None:
+    """A "billion laughs" of YAML aliases (9^7 values) in the description."""
+    lines = ['  l0: &l0 ["ha", "ha", "ha", "ha", "ha", "ha", "ha", "ha", "ha"]']
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 8)]
+    text = (package / "rdf.yaml").read_text(encoding="utf-8")
+    (package / "rdf.yaml").write_text(text + "laughs:\n" + "\n".join(lines) + "\n")
+    model = package if form == "folder" else zip_folder(package, tmp_path / "model.zip")
+    started = time.monotonic()
+    result = predict(model, one_image, tmp_path / "out")
+    assert_user_error(result, "aliases")
+    assert time.monotonic() - started < 10

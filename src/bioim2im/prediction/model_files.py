@@ -463,7 +463,11 @@ class _PackageFiles:
                 "'bioim2im[bioimageio]'"
             ) from None
         if self.archive is None:
-            self.digest.update(self._file(self.rdf.name, "description"))
+            text = self._file(self.rdf.name, "description")
+            self.digest.update(text)
+        else:
+            text = self._member(_rdf_member(self.archive, self.path), "description")
+        _check_yaml(text, self.path)
         source: Any = self.archive if self.archive is not None else self.rdf
         # No I/O checks (they would fetch what the package names) and no cache.
         context = ValidationContext(perform_io_checks=False, disable_cache=True)
@@ -564,6 +568,60 @@ class _PackageFiles:
             return target.read_bytes()
         except OSError as exc:
             raise UserError(f"{self.path}: its {what} {name} cannot be read: {exc}") from None
+
+
+MAX_DESCRIPTION_VALUES = 100_000
+"""Most values a package's description may hold once its YAML aliases are expanded (an
+exported one holds a few hundred)."""
+
+
+def _rdf_member(archive: zipfile.ZipFile, path: Path) -> str:
+    """The description's name in a zip package, as bioimageio.spec finds it."""
+    names = sorted(archive.namelist())
+    for wanted in (*RDF_NAMES, ".bioimageio.yaml"):
+        for name in names:
+            if name == wanted or (wanted.startswith(".") and name.endswith(wanted)):
+                return name
+    raise UserError(f"{path}: the zip holds no rdf.yaml or bioimageio.yaml")
+
+
+def _check_yaml(data: bytes, path: Path) -> None:
+    """Refuse a description whose YAML aliases expand to more than
+    :data:`MAX_DESCRIPTION_VALUES` values (a "billion laughs"), before anything expands them."""
+    try:
+        from ruyaml import YAML
+        from ruyaml.error import YAMLError
+    except ImportError:  # bioimageio.spec brings ruyaml; without it nothing reads the package
+        return
+    try:
+        root = YAML(typ="safe").compose(data.decode("utf-8", "replace"))
+    except (YAMLError, ValueError, RecursionError):
+        return  # bioimageio.spec says what is wrong with it
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a node that refers to itself counts once
+        total = 1
+        if isinstance(node.value, list):
+            for item in node.value:
+                pair = item if isinstance(item, tuple) else (item,)
+                total += sum(size(n) for n in pair)
+                if total > MAX_DESCRIPTION_VALUES:
+                    break
+        sizes[id(node)] = total
+        return total
+
+    try:
+        values = size(root) if root is not None else 0
+    except RecursionError:
+        raise UserError(f"{path}: its description nests too deeply") from None
+    if values > MAX_DESCRIPTION_VALUES:
+        raise UserError(
+            f"{path}: its description expands to more than {MAX_DESCRIPTION_VALUES} values "
+            "(YAML aliases repeating each other)"
+        )
 
 
 def _read_package(
