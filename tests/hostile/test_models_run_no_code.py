@@ -150,3 +150,23 @@ def test_bioim2ims_own_torchscript_passes_the_check(
     assert_ok(predict(model, one_image, tmp_path / "file"))
     package = only_weights(copy_package(exported_package, tmp_path / "package"), "torchscript")
     assert_ok(predict(package, one_image, tmp_path / "package-out"))
+
+
+def test_onnx_weights_come_first_wherever_onnx_runtime_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU too, when this onnxruntime has CUDA (no GPU needed to check the choice)."""
+    import onnxruntime
+    import torch
+
+    from bioim2im.prediction.model_files import weights_order
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert weights_order("auto", cpu) == ["onnx", "pytorch_state_dict", "torchscript"]
+    assert weights_order("torch", cpu) == ["pytorch_state_dict", "torchscript"]
+    assert weights_order("onnxruntime", cuda) == ["onnx"]
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
+    assert weights_order("auto", cuda)[0] == "onnx"
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers[1:])
+    assert weights_order("auto", cuda) == ["pytorch_state_dict", "torchscript", "onnx"]

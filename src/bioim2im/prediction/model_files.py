@@ -914,15 +914,30 @@ def _backend_choice(overrides: Sequence[str]) -> str:
     return str(choice)
 
 
-def weights_order(choice: str, backend: str) -> list[str]:
+def weights_order(choice: str, device: torch.device) -> list[str]:
     """The weights formats of a package to try, best first, for ``predict.backend = choice``
-    run by ``backend``: ONNX (ONNX Runtime) before TorchScript wherever ONNX Runtime runs, and
-    bioim2im's own architecture (a state dict, no code) before TorchScript in torch."""
+    on ``device``: ONNX (ONNX Runtime) first wherever ONNX Runtime runs, and bioim2im's own
+    architecture (a state dict, no code) before TorchScript in torch."""
     if choice == "onnxruntime":
         return ["onnx"]
-    if backend == "onnxruntime":
-        return ["onnx", "pytorch_state_dict", "torchscript"]
-    return ["pytorch_state_dict", "torchscript"] + (["onnx"] if choice == "auto" else [])
+    in_torch = ["pytorch_state_dict", "torchscript"]
+    if choice == "torch":
+        return in_torch
+    if _onnxruntime_runs_on(device):
+        return ["onnx", *in_torch]
+    return [*in_torch, "onnx"]
+
+
+def _onnxruntime_runs_on(device: torch.device) -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    if device.type == "cpu":
+        return True
+    return (
+        device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    )
 
 
 def _package_network(
@@ -938,13 +953,11 @@ def _package_network(
     :func:`weights_order`."""
     from bioim2im.model.conversion import as_tuple
     from bioim2im.model.runtimes import OnnxRuntimeNetwork
-    from bioim2im.prediction.backends import chosen_backend
 
     path = files.path
     choice = _backend_choice(overrides)
-    backend = chosen_backend(choice, device.type)
     weights = descr.weights
-    order = weights_order(choice, backend)
+    order = weights_order(choice, device)
     available = [w for w in order if getattr(weights, w, None) is not None and _usable(w, weights)]
     if not available:
         raise UserError(
