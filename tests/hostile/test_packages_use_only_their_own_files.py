@@ -164,3 +164,14 @@ def test_a_description_whose_aliases_expand_to_millions_is_refused(
     result = predict(model, one_image, tmp_path / "out")
     assert_user_error(result, "aliases")
     assert time.monotonic() - started < 10
+
+
+def test_a_package_folders_files_are_bounded_too(
+    package: Path, tmp_path: Path, one_image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open(package / "weights.onnx", "r+b") as handle:  # sparse: 64 MiB more, instantly
+        handle.truncate(64 << 20)
+    edit_rdf(package, lambda rdf: only_onnx(rdf, "weights.onnx", None))
+    monkeypatch.setenv("BIOIM2IM_MAX_PACKAGE_MB", "16")
+    result = predict(package, one_image, tmp_path / "out")
+    assert_user_error(result, "weights.onnx", "16 MiB", "BIOIM2IM_MAX_PACKAGE_MB")

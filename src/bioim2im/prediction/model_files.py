@@ -564,6 +564,13 @@ class _PackageFiles:
             )
         if not target.is_file():
             raise UserError(f"{self.path}: its {what} {name} is not a file in the package")
+        from bioim2im.model.archives import LIMIT_VARIABLE, limit_bytes
+
+        if target.stat().st_size > limit_bytes():
+            raise UserError(
+                f"{self.path}: its {what} {name} is larger than the {limit_bytes() >> 20} MiB "
+                f"bioim2im reads from a package ({LIMIT_VARIABLE}=N raises the limit to N MiB)"
+            )
         try:
             return target.read_bytes()
         except OSError as exc:
