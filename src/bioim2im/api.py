@@ -416,6 +416,7 @@ def predict(
     overrides: Sequence[str] = (),
     device: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    trust_model: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predict one image and return each head's postprocessed output.
 
@@ -425,13 +426,16 @@ def predict(
     the input lacks (C is always there), in the head's output dtype. ``device`` defaults to the
     GPU when there is one. ``on_progress(done, total)`` is told each block predicted (an array
     is one block; a lazy image is read in several); an exception it raises stops the
-    prediction and is raised here.
+    prediction and is raised here. ``model`` may be a run, a checkpoint, a model file or
+    package, or its ``https://`` URL; ``trust_model`` runs a TorchScript graph from elsewhere
+    that holds more than tensor operations (see the README's security model).
     """
     from bioim2im.prediction.job import predict_in_memory
     from bioim2im.prediction.trained_model import load_model
 
+    chosen = device or _default_device()
     return predict_in_memory(
-        load_model(model, overrides, device or _default_device()),
+        load_model(model, overrides, chosen, trust_model=trust_model),
         image,
         axes=axes,
         on_progress=on_progress,
@@ -458,6 +462,7 @@ def predict_files(
     part: str | None = None,
     finalize: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    trust_model: bool = False,
 ) -> PredictionSummary:
     """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
 
@@ -470,7 +475,8 @@ def predict_files(
     ``part="K/N"`` predicts one of N independent shares (cluster jobs without torchrun) and
     ``finalize`` publishes what the parts predicted. ``on_progress(done, total)`` is told each
     block of the image being predicted; an exception it raises stops the prediction (the same
-    call later continues it) and is raised here.
+    call later continues it) and is raised here. ``trust_model`` runs a TorchScript graph
+    from elsewhere that holds more than tensor operations (see the README's security model).
     """
     from bioim2im.prediction.job import predict_files as run
 
@@ -478,6 +484,7 @@ def predict_files(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
         devices=devices, progress=progress, split=split, part=part, finalize=finalize,
         on_progress=on_progress,
+        trust_model=trust_model,
     )  # fmt: skip
 
 

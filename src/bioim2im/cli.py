@@ -375,11 +375,12 @@ def train(
 @app.command()
 def predict(
     model: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A run directory, a checkpoint, a bioimage.io package (zip, folder or rdf.yaml), "
             "or an ONNX or TorchScript file (--set predict.roi_size=[...] when it was not "
-            "exported by bioim2im).",
+            "exported by bioim2im); a package zip, ONNX or TorchScript file may be an "
+            "http(s):// URL.",
             show_default=False,
         ),
     ],
@@ -445,6 +446,14 @@ def predict(
             "--finalize", help="Finish and publish what the --part jobs predicted (no prediction)."
         ),
     ] = False,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model",
+            help="Run a TorchScript model from elsewhere even when it holds more than tensor "
+            "operations (it may then read and write files): only for models you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Predict images of any size block by block; resumes where a killed run stopped."""
     if crops is not None or raw is not None:
@@ -454,7 +463,7 @@ def predict(
             raise UserError(
                 "--format, --devices and --split do not apply to CellMap test crops (--crops)"
             )
-        _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs)
+        _predict_crops(model, crops, raw, output, overrides or [], overwrite, inputs, trust_model)
         return
     if inputs is None:
         raise UserError(
@@ -474,18 +483,20 @@ def predict(
         split=split,
         part=part,
         finalize=finalize,
+        trust_model=trust_model,
     )
     render_summary(summary, _console(stderr=True))
 
 
 def _predict_crops(
-    model: Path,
+    model: str,
     crops: Path | None,
     raw: str | None,
     output: Path,
     overrides: list[str],
     overwrite: bool,
     inputs: str | None,
+    trust_model: bool,
 ) -> None:
     if crops is None or raw is None:
         raise UserError("CellMap prediction needs both --crops MANIFEST and --raw PATTERN")
@@ -502,6 +513,7 @@ def _predict_crops(
         overrides=overrides,
         overwrite=overwrite,
         report=lambda line: console.print(f"predicted {line}", highlight=False),
+        trust_model=trust_model,
     )
     for note in result.skipped:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)

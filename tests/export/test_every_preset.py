@@ -63,6 +63,12 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
 
     scripted = api.export(run, "torchscript", output=tmp_path / "model.pt").path
     graph = api.export(run, "onnx", output=tmp_path / "model.onnx").path
+    # What bioim2im exports runs where a graph from elsewhere must hold tensor operations only.
+    from bioim2im.model.conversion import load_torchscript
+
+    load_torchscript(scripted)
+    with zipfile.ZipFile(package.path) as archive:
+        load_torchscript(archive.read("weights_torchscript.pt"))
     with warnings.catch_warnings():  # TorchScript is deprecated, and what deepImageJ reads
         warnings.simplefilter("ignore", DeprecationWarning)
         loaded = torch.jit.load(str(scripted))

@@ -99,3 +99,18 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test in ``tmp_path`` (default outputs such as runs/ land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def exported_package(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run as a bioimage.io package folder (ONNX, TorchScript and state-dict
+    weights, the preset attached). Shared: copy it before changing anything."""
+    folder = tmp_path_factory.mktemp("exported") / "package"
+    assert_ok(invoke("export", trained_run, "--format", "bioimageio", "--folder", "-o", folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def one_image(nuclei_data: Path) -> Path:
+    """One 64 x 64 image of the nuclei data."""
+    return nuclei_data / "IM" / "img_000.tif"

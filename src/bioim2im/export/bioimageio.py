@@ -80,7 +80,7 @@ def export_package(
         (root / "weights.onnx").write_bytes(graph)
         sizes = source.test_sizes()
         converted = {
-            "torchscript": NamedOutputs(load_torchscript(scripted)[0], source.heads),
+            "torchscript": NamedOutputs(load_torchscript(scripted, trusted=True)[0], source.heads),
             "onnx": OnnxRuntimeNetwork(graph, source.heads),
         }
         for format, runner in converted.items():
@@ -228,7 +228,7 @@ def _description(source: Source) -> str:
 def _preset_toml(source: Source) -> str:
     from bioim2im.config.loading import to_toml
 
-    return to_toml(source.model.preset)
+    return to_toml(source.shared_preset())
 
 
 def _model_section(source: Source) -> dict[str, Any]:

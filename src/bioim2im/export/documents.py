@@ -36,7 +36,8 @@ def readme(
     lines += [
         f"Exported by bioim2im {__version__} from {origin} (checkpoint "
         f"`{source.model.checkpoint.name}`{step}). The resolved training preset is attached as "
-        "`preset.toml`.",
+        "`preset.toml`, without the paths of the training data and files and without the "
+        "experiment trackers.",
         "",
         "## Input",
         "",

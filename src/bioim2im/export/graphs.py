@@ -25,7 +25,7 @@ def graph_metadata(source: Source) -> dict[str, Any]:
         "format": GRAPH_FORMAT,
         "bioim2im": __version__,
         "heads": source.heads,
-        "preset": to_toml(source.model.preset),
+        "preset": to_toml(source.shared_preset()),
     }
 
 
@@ -50,7 +50,7 @@ def export_graph(source: Source, format: str, partial: Path) -> list[str]:
     metadata = graph_metadata(source)
     if format == "torchscript":
         data = torchscript_bytes(to_torchscript(network, example), metadata)
-        runner: Any = NamedOutputs(load_torchscript(data)[0], source.heads)
+        runner: Any = NamedOutputs(load_torchscript(data, trusted=True)[0], source.heads)
     else:
         data = to_onnx(network, example, source.heads, metadata)
         runner = OnnxRuntimeNetwork(data, source.heads)

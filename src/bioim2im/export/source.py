@@ -16,6 +16,7 @@ import numpy as np
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
+    from bioim2im.config.schema import Preset
     from bioim2im.prediction.inputs import TimePoint
     from bioim2im.prediction.trained_model import TrainedModel
 
@@ -61,6 +62,23 @@ class Source:
             if size_of
             else None
         )
+
+    def shared_preset(self) -> Preset:
+        """The preset as it leaves this machine (attached to a package, inside a graph file):
+        without local paths (data.path and the other path keys of a preset) and without
+        experiment trackers (``logging.loggers``: their settings hold tracking URIs and
+        credentials). Prediction needs none of them."""
+        from bioim2im.config.loading import PATH_KEYS, validate
+
+        data = self.model.preset.model_dump(mode="json", exclude_none=True)
+        for *sections, key in PATH_KEYS:
+            table: Any = data
+            for section in sections:
+                table = table.get(section) if isinstance(table, dict) else None
+            if isinstance(table, dict):
+                table.pop(key, None)
+        data.get("logging", {}).pop("loggers", None)
+        return validate(data, self.model.registry, "the exported preset")
 
     def test_sizes(self) -> list[tuple[int, ...]]:
         """Two window sizes the network takes (one for a fixed-size network), for checking a

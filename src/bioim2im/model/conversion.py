@@ -79,13 +79,29 @@ def torchscript_bytes(
 
 
 def load_torchscript(
-    source: Path | bytes, device: str | torch.device = "cpu"
+    source: Path | bytes,
+    device: str | torch.device = "cpu",
+    *,
+    trusted: bool = False,
+    name: str | None = None,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any] | None]:
-    """A TorchScript file and its bioim2im metadata (None when it has none)."""
+    """A TorchScript file and its bioim2im metadata (None when it has none).
+
+    Unless ``trusted`` (a graph bioim2im has just made, or the user's ``--trust-model``), the
+    archive is checked before it is loaded and the graph before it is returned: tensor
+    operations only (:mod:`bioim2im.model.allowlist`); ``name`` is the file in messages.
+    """
+    from bioim2im.model.allowlist import check_archive, check_module
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    label = name or (str(source) if not isinstance(source, bytes) else "the TorchScript graph")
+    if not trusted:
+        check_archive(data, label)
     extra = {METADATA_FILE: ""}
-    handle: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     with _quiet():
-        module = torch.jit.load(handle, map_location=device, _extra_files=extra)
+        module = torch.jit.load(io.BytesIO(data), map_location=device, _extra_files=extra)
+    if not trusted:
+        check_module(module, label)
     module.eval()
     text = extra[METADATA_FILE]
     return module, (json.loads(text) if text else None)

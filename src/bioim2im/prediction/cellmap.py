@@ -54,8 +54,10 @@ def predict_crops(
     device: str | None = None,
     instance_classes: Collection[str] = INSTANCE_CLASSES,
     report: Callable[[str], None] | None = None,
+    trust_model: bool = False,
 ) -> CropPredictions:
-    """Predict every test crop of ``manifest`` whose classes the model knows (see the module)."""
+    """Predict every test crop of ``manifest`` whose classes the model knows (see the module).
+    ``trust_model``: as for :func:`bioim2im.prediction.trained_model.load_model`."""
     from bioim2im.prediction.trained_model import load_model
 
     output = Path(output)
@@ -68,7 +70,9 @@ def predict_crops(
     datasets = sorted({row.dataset for row in crops})
     raws_read = [raw.replace("{dataset}", dataset) for dataset in datasets]
     refuse_inputs(output, [model_source, manifest, *raws_read])
-    model = load_model(model_source, overrides, device=device or _default_device())
+    model = load_model(
+        model_source, overrides, device=device or _default_device(), trust_model=trust_model
+    )
     preset = model.preset
     if preset.data.layout != "cellmap" or not preset.data.classes:
         raise UserError(

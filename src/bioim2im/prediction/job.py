@@ -161,6 +161,7 @@ def predict_files(
     part: str | None = None,
     finalize: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    trust_model: bool = False,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -172,7 +173,9 @@ def predict_files(
     image, and ``finalize`` finishes what the parts predicted (see
     :mod:`bioim2im.prediction.parts`). ``on_progress(done, total)`` is told each finished
     block of the image being predicted (this process's blocks); an exception it raises stops
-    the prediction, which the same call continues later.
+    the prediction, which the same call continues later. ``trust_model`` runs a TorchScript
+    graph from elsewhere even when it holds more than tensor operations (see
+    :mod:`bioim2im.model.allowlist`).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -199,13 +202,19 @@ def predict_files(
             split,
             finalize,
             on_progress,
+            trust_model,
         )
     if devices is not None and devices > 1 and not launched_by_torchrun():
         if on_progress is not None:
             raise UserError("on_progress reports this process's blocks: leave out devices")
         # Check everything here first: a mistake is reported once, before any worker starts.
         job = _Job.plan(
-            load_model(model, overrides), inputs, output, format, split, given_model=model
+            load_model(model, overrides, trust_model=trust_model),
+            inputs,
+            output,
+            format,
+            split,
+            given_model=model,
         )
         decisions = job.decide(overwrite)
         command = ["predict", str(model), "--input", inputs, "--output", str(output)]
@@ -213,13 +222,20 @@ def predict_files(
         command += ["--split", split] if split is not None else []
         command += ["--format", format] if format is not None else []
         command += ["--overwrite"] if overwrite else []
+        command += ["--trust-model"] if trust_model else []
         relaunch(devices, command, "prediction")
         results = [job.result(found, decisions[found.stem] == "done") for found in job.images]
         return job.summary(results, time.monotonic() - started, quiet=True)
     with distributed() as env, contextlib.ExitStack() as held:
         say = _say if progress and env.is_main else None
         job = _Job.plan(
-            load_model(model, overrides, env.device), inputs, output, format, split, say, model
+            load_model(model, overrides, env.device, trust_model=trust_model),
+            inputs,
+            output,
+            format,
+            split,
+            say,
+            model,
         )
         # Rank 0 takes the output folder (one command writes there at a time) and decides what
         # to do with existing outputs; every rank follows, or fails alike.
@@ -251,6 +267,7 @@ def _parts(
     split: str | None,
     finalize: bool,
     on_progress: Callable[[int, int], None] | None = None,
+    trust_model: bool = False,
 ) -> PredictionSummary:
     """``--part K/N`` or ``--finalize``: one independent part, or the finishing step."""
     from bioim2im.distributed import launched_by_torchrun
@@ -260,7 +277,14 @@ def _parts(
     if part is not None and ((devices is not None and devices > 1) or launched_by_torchrun()):
         raise UserError("--part runs one process per part: leave out --devices and torchrun")
     share = parts.share(part, finalize)
-    job = _Job.plan(load_model(model, overrides), inputs, output, format, split, given_model=model)
+    job = _Job.plan(
+        load_model(model, overrides, trust_model=trust_model),
+        inputs,
+        output,
+        format,
+        split,
+        given_model=model,
+    )
     if share is None:
         results = parts.finalize(job)
     else:

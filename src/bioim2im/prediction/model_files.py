@@ -25,11 +25,12 @@ import gc
 import hashlib
 import json
 import math
+import posixpath
 import sys
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import UserError
@@ -131,15 +132,24 @@ class PackagedModel(TrainedModel):
 
 
 def load_model_file(
-    path: Path, overrides: Sequence[str], device: str | torch.device
+    path: Path,
+    overrides: Sequence[str],
+    device: str | torch.device,
+    *,
+    trust_model: bool = False,
+    downloaded: bool = False,
 ) -> TrainedModel:
+    """The model in the file or package ``path``. A TorchScript graph runs only when it holds
+    tensor operations alone, unless ``trust_model`` (see :mod:`bioim2im.model.allowlist`); a
+    ``downloaded`` file has no folder of its own (ONNX external data is refused)."""
     import torch
 
     kind = file_kind(path)
     device = torch.device(device)
     if kind == "package":
-        return _load_package(path, overrides, device)
-    return _load_graph(path, kind or "", overrides, device)
+        return _load_package(path, overrides, device, trust_model)
+    folder = None if downloaded else path.parent
+    return _load_graph(path, kind or "", overrides, device, trust_model, folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,30 +157,49 @@ def load_model_file(
 
 
 def _load_graph(
-    path: Path, kind: str, overrides: Sequence[str], device: torch.device
+    path: Path,
+    kind: str,
+    overrides: Sequence[str],
+    device: torch.device,
+    trust_model: bool,
+    folder: Path | None,
 ) -> TrainedModel:
-    from bioim2im.model.conversion import GRAPH_FORMAT, METADATA_FILE, load_torchscript
+    from bioim2im.model.conversion import GRAPH_FORMAT, METADATA_FILE
     from bioim2im.model.runtimes import OnnxRuntimeNetwork
 
     data = path.read_bytes()
     runtime: Any
     if kind == "onnx":
-        runtime = OnnxRuntimeNetwork(data, None, device)
+        runtime = OnnxRuntimeNetwork(data, None, device, name=str(path), folder=folder)
         try:
             metadata = json.loads(runtime.metadata.get(METADATA_FILE) or "null")
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             metadata = None
         names = list(runtime.heads)
     else:
-        try:
-            runtime, metadata = load_torchscript(data, device)
-        except Exception as exc:  # torch fails in many ways on what is not TorchScript
-            raise UserError(f"{path} is not a readable TorchScript file: {_first(exc)}") from None
+        runtime, metadata = _torchscript(data, device, trust_model, str(path))
         names = []
     digest = hashlib.sha256(data)
     if isinstance(metadata, dict) and metadata.get("format") == GRAPH_FORMAT:
         return _bioim2im_graph(path, kind, runtime, metadata, overrides, device, digest)
     return _foreign_graph(path, kind, runtime, names, overrides, device, digest)
+
+
+def _torchscript(
+    data: bytes, device: torch.device, trust_model: bool, name: str
+) -> tuple[Any, Any]:
+    """A TorchScript graph and its metadata, checked unless trusted; one message when it is
+    not TorchScript."""
+    from bioim2im.model.conversion import load_torchscript
+
+    try:
+        return load_torchscript(data, device, trusted=trust_model, name=name)
+    except UserError:
+        raise
+    except RecursionError:
+        raise UserError(f"{name}: its bioim2im metadata nests too deeply") from None
+    except Exception as exc:  # torch fails in many ways on what is not TorchScript
+        raise UserError(f"{name} is not a readable TorchScript file: {_first(exc)}") from None
 
 
 def _bioim2im_graph(
@@ -187,8 +216,13 @@ def _bioim2im_graph(
     from bioim2im.plugin.manager import get_registry
 
     registry = get_registry()
-    preset = _preset(str(metadata.get("preset", "")), overrides, registry, f"{path}'s preset")
-    heads = [str(h) for h in metadata.get("heads", [])]
+    text, heads = metadata.get("preset", ""), metadata.get("heads", [])
+    if not isinstance(text, str) or not isinstance(heads, list):
+        raise UserError(
+            f"{path}: its bioim2im metadata is damaged (a preset as text and a list of heads)"
+        )
+    preset = _preset(text, overrides, registry, f"{path}'s preset")
+    heads = [str(h) for h in heads]
     outputs = head_outputs(preset, registry)
     unknown = [h for h in heads if h not in outputs]
     if not heads or unknown:
@@ -216,48 +250,52 @@ def _foreign_graph(
     device: torch.device,
     digest: Any,
 ) -> TrainedModel:
-    import torch
-
-    from bioim2im.model.conversion import as_tuple
     from bioim2im.model.runtimes import NamedOutputs
     from bioim2im.plugin.manager import get_registry
 
     registry = get_registry()
     settings = _settings(overrides, allowed=("predict", "data.axes", "data.normalize", "model"))
-    roi = settings.get("predict", {}).get("roi_size")
+    predict = _table(settings.get("predict", {}), "predict")
+    model = _table(settings.get("model", {}), "model")
+    roi = predict.get("roi_size")
     if not roi:
         raise UserError(
             f"{path} does not say which image sizes it takes: give the window, e.g. --set "
             "predict.roi_size=[256,256] (a size the network takes; 3 numbers for 3D)"
         )
-    in_channels = settings.get("model", {}).get("in_channels", 1)
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise UserError(f"model.in_channels must be a positive integer, got {in_channels!r}")
-    try:
-        with torch.inference_mode():
-            probe = as_tuple(runtime(torch.zeros((1, in_channels, *roi), device=device)))
-    except UserError:
-        raise
-    except Exception as exc:  # the graph refuses the window: say which
+    if (
+        not isinstance(roi, list)
+        or len(roi) not in (2, 3)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in roi)
+    ):
         raise UserError(
-            f"{path} does not run on a window of {in_channels} channel(s) x {roi}: {_first(exc)} "
-            "(set predict.roi_size to a size it takes, model.in_channels to its channels)"
-        ) from None
-    if not names:
+            f"predict.roi_size must be 2 or 3 sizes of at least 1 (a window {path} takes), "
+            f"got {roi!r}"
+        )
+    in_channels = model.get("in_channels", 1)
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise UserError(f"model.in_channels must be a positive integer, got {in_channels!r}")
+    probe = _probe(path, runtime, (1, in_channels, *roi), device)
+    if "batch_size" not in predict and not _takes_batches(runtime, (in_channels, *roi), device):
+        settings["predict"] = predict = {**predict, "batch_size": 1}
+    if not names or len(names) != len(probe):
         names = ["output"] if len(probe) == 1 else [f"output{i}" for i in range(len(probe))]
     heads = {}
+    specs = _table(model.get("heads", {}), "model.heads")
     for name, output in zip(names, probe, strict=True):
         geometry = _geometry(path, name, tuple(output.shape[2:]), roi)
-        spec = settings.get("model", {}).get("heads", {}).get(name, {})
-        steps = [
-            (s.get("name"), _build("postprocessor", s, registry))
-            for s in spec.get("postprocess", [])
-        ]
+        spec = _table(specs.get(name, {}), f"model.heads.{name}")
+        chain = spec.get("postprocess", [])
+        if not isinstance(chain, list):
+            raise UserError(
+                f"model.heads.{name}.postprocess must be a list of steps, got {chain!r}"
+            )
+        steps = [(s.get("name"), _build("postprocessor", s, registry)) for s in chain]
         heads[name] = _head(
             name, int(output.shape[1]), geometry, steps, spec.get("output_dtype"), registry
         )
     network = runtime.renamed(names) if kind == "onnx" else NamedOutputs(runtime, names)
-    normalize = settings.get("data", {}).get("normalize")
+    normalize = _table(settings.get("data", {}), "data").get("normalize")
     normalization = _build("transform", normalize, registry) if normalize else None
     preset = _bare_preset(settings, roi, in_channels)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -274,10 +312,80 @@ def _foreign_graph(
     )
 
 
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"--set {key}: must be a table, got {value!r}")
+    return value
+
+
+def _probe(
+    path: Path, runtime: Any, shape: tuple[int, ...], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """The graph's outputs for a window of zeros, each a tensor shaped (batch, channels,
+    *space) of numbers: one message naming what else it gives."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            found = runtime(torch.zeros(shape, device=device))
+    except UserError as exc:
+        raise UserError(f"{path}: {exc.message}", exc.problems) from None
+    except Exception as exc:  # the graph refuses the window: say which
+        raise UserError(
+            f"{path} does not run on a window of {shape[1]} channel(s) x {list(shape[2:])}: "
+            f"{_first(exc)} (set predict.roi_size to a size it takes, model.in_channels to its "
+            "channels)"
+        ) from None
+    if isinstance(found, torch.Tensor):
+        outputs: tuple[Any, ...] = (found,)
+    elif isinstance(found, Mapping):
+        outputs = tuple(found.values())
+    elif isinstance(found, (tuple, list)):
+        outputs = tuple(found)
+    else:
+        raise UserError(f"{path}: the graph returns a {type(found).__name__}, not tensors")
+    if not outputs:
+        raise UserError(f"{path}: the graph returns no outputs")
+    for index, output in enumerate(outputs):
+        if not isinstance(output, torch.Tensor):
+            raise UserError(
+                f"{path}: output {index} of the graph is a {type(output).__name__}, not a tensor"
+            )
+        if output.is_complex() or output.ndim < 3 or output.shape[1] < 1:
+            raise UserError(
+                f"{path}: output {index} of the graph is a {output.dtype} tensor of shape "
+                f"{tuple(output.shape)}; bioim2im writes real-valued outputs shaped (batch, "
+                "channels, *space)"
+            )
+        if output.shape[0] != shape[0]:
+            raise UserError(
+                f"{path}: output {index} of the graph has a batch of {output.shape[0]} for "
+                f"{shape[0]} window(s)"
+            )
+    return outputs
+
+
+def _takes_batches(runtime: Any, shape: tuple[int, ...], device: torch.device) -> bool:
+    """Whether the graph takes two windows at once (some are made for one)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            found = runtime(torch.zeros((2, *shape), device=device))
+    except Exception:  # a graph made for batches of one refuses two in its own way
+        return False
+    if isinstance(found, Mapping):
+        found = tuple(found.values())
+    found = (found,) if isinstance(found, torch.Tensor) else tuple(found)
+    return all(isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == 2 for t in found)
+
+
 def _geometry(path: Path, name: str, shape: tuple[int, ...], roi: Sequence[int]) -> Any:
     from bioim2im.prediction.blockwise import HeadGeometry
 
     dropped = len(roi) - len(shape)
+    if dropped < 0:
+        raise UserError(f"{path}: output {name!r} has more spatial axes than its input")
     scale = []
     for size, window in zip(shape, roi[dropped:], strict=True):
         if size % window or size < window:
@@ -286,8 +394,6 @@ def _geometry(path: Path, name: str, shape: tuple[int, ...], roi: Sequence[int])
                 "only outputs of the window's size, or a whole multiple of it, are supported"
             )
         scale.append(size // window)
-    if dropped < 0:
-        raise UserError(f"{path}: output {name!r} has more spatial axes than its input")
     return HeadGeometry(scale=(1,) * dropped + tuple(scale), dropped_axes=tuple(range(dropped)))
 
 
@@ -295,26 +401,253 @@ def _geometry(path: Path, name: str, shape: tuple[int, ...], roi: Sequence[int])
 # bioimage.io packages
 
 
-def _load_package(path: Path, overrides: Sequence[str], device: torch.device) -> TrainedModel:
-    # The description holds the package's zip open: it is read and let go in here.
-    with bioimageio_calls():
-        return _read_package(path, overrides, device)
+def _load_package(
+    path: Path, overrides: Sequence[str], device: torch.device, trust_model: bool
+) -> TrainedModel:
+    # Everything the package holds is read in here, and its zip let go.
+    with bioimageio_calls(), _PackageFiles(path) as files:
+        return _read_package(files, overrides, device, trust_model)
 
 
-def _read_package(path: Path, overrides: Sequence[str], device: torch.device) -> TrainedModel:
+class _PackageFiles:
+    """The files of a package: members of its zip, or files under its folder; nothing else.
+
+    A package names its files (weights, attachments) relative to its description. A URL, an
+    absolute path, a ``..`` that leads out, or a link out of the folder is refused: a package
+    may only use what it holds, and bioim2im fetches nothing a package names. A zip is bounded
+    before anything is inflated (:func:`bioim2im.model.archives.check_zip`). Each file read is
+    checked against the SHA-256 the description gives, and goes into :attr:`digest`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from bioim2im.model.archives import check_zip
+
+        self.path = path
+        self.archive: zipfile.ZipFile | None = None
+        self.root: Path | None = None
+        self.digest = hashlib.sha256()
+        if path.is_dir():
+            self.root = path
+            self.rdf: Path = path / next(n for n in RDF_NAMES if (path / n).is_file())
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            self.root, self.rdf = path.parent, path
+        else:
+            try:
+                self.archive = zipfile.ZipFile(path)
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise UserError(f"{path} is not a readable zip package: {_first(exc)}") from None
+            try:
+                check_zip(self.archive, str(path))
+            except UserError:
+                self.archive.close()
+                raise
+            with open(path, "rb") as handle:
+                while piece := handle.read(1 << 20):
+                    self.digest.update(piece)
+
+    def __enter__(self) -> _PackageFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.archive is not None:
+            self.archive.close()
+
+    def description(self) -> Any:
+        """The package's description (model format 0.5; older ones converted), read offline."""
+        try:
+            from bioimageio.spec import InvalidDescr, ValidationContext, load_model_description
+            from bioimageio.spec.model.v0_5 import ModelDescr
+        except ImportError:
+            raise UserError(
+                f"{self.path}: reading bioimage.io packages needs bioimageio.spec: pip install "
+                "'bioim2im[bioimageio]'"
+            ) from None
+        if self.archive is None:
+            text = self._file(self.rdf.name, "description")
+            self.digest.update(text)
+        else:
+            text = self._member(_rdf_member(self.archive, self.path), "description")
+        _check_yaml(text, self.path)
+        source: Any = self.archive if self.archive is not None else self.rdf
+        # No I/O checks (they would fetch what the package names) and no cache.
+        context = ValidationContext(perform_io_checks=False, disable_cache=True)
+        try:
+            with context:
+                descr = load_model_description(
+                    source, perform_io_checks=False, format_version="latest"
+                )
+        except Exception as exc:  # bioimageio.spec refuses what is not a model description
+            raise UserError(
+                f"{self.path} is not a readable bioimage.io model: {_first(exc)}"
+            ) from None
+        if isinstance(descr, InvalidDescr) or not isinstance(descr, ModelDescr):
+            summary = getattr(descr, "validation_summary", None)
+            errors = (
+                [f"{d.name}: {e.msg}" for d in summary.details for e in d.errors] if summary else []
+            )
+            raise UserError(
+                f"{self.path} is not a valid bioimage.io model (format 0.5):", errors[:10]
+            )
+        return descr
+
+    def read(self, source: Any, sha256: Any, what: str) -> bytes:
+        """The bytes of the file a package names as ``source`` (its ``what`` in messages)."""
+        name = self.member(source, what)
+        data = self._member(name, what) if self.archive is not None else self._file(name, what)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != str(sha256):
+            raise UserError(
+                f"{self.path}: its {what} {name} does not have the SHA-256 its description "
+                "gives (changed after the package was made?)"
+            )
+        if self.archive is None:  # a zip's bytes are in the digest already
+            self.digest.update(data)
+        return data
+
+    def local_folder(self, source: Any, what: str) -> Path | None:
+        """The folder holding the file ``source`` names, for a package that is a folder."""
+        if self.root is None:
+            return None
+        return (self.root / self.member(source, what)).parent
+
+    def label(self, source: Any) -> str:
+        """How messages name a file of the package."""
+        if self.root is None:
+            return f"{self.path} ({source})"
+        return str(self.root / str(source))
+
+    def member(self, source: Any, what: str) -> str:
+        """``source`` as a path inside the package, or a refusal saying why it is not one."""
+        text = str(source)
+        if "://" in text or text.lower().startswith(("http:", "https:", "file:")):
+            raise UserError(
+                f"{self.path}: its {what} is at {text}; a package may only use files inside "
+                "itself (bioim2im fetches nothing a package names)"
+            )
+        relative = PurePosixPath(text.replace("\\", "/"))
+        if relative.is_absolute() or PureWindowsPath(text).drive:
+            raise UserError(
+                f"{self.path}: its {what} is {text}, outside the package; a package may only "
+                "use files inside itself"
+            )
+        parts = [p for p in relative.parts if p not in ("", ".")]
+        depth = 0
+        for part in parts:
+            depth += -1 if part == ".." else 1
+            if depth < 0:
+                raise UserError(
+                    f"{self.path}: its {what} {text} leads outside the package; a package may "
+                    "only use files inside itself"
+                )
+        if not parts:
+            raise UserError(f"{self.path}: its {what} names no file ({text!r})")
+        return posixpath.normpath("/".join(parts))
+
+    def _member(self, name: str, what: str) -> bytes:
+        assert self.archive is not None
+        try:
+            return self.archive.read(name)
+        except KeyError:
+            raise UserError(f"{self.path}: its {what} {name} is not in the package") from None
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
+            raise UserError(
+                f"{self.path}: its {what} {name} cannot be read: {_first(exc)}"
+            ) from None
+
+    def _file(self, name: str, what: str) -> bytes:
+        assert self.root is not None
+        root = self.root.resolve()
+        target = (root / name).resolve()
+        if not target.is_relative_to(root):
+            raise UserError(
+                f"{self.path}: its {what} {name} links to {target}, outside the package; a "
+                "package may only use files inside itself"
+            )
+        if not target.is_file():
+            raise UserError(f"{self.path}: its {what} {name} is not a file in the package")
+        from bioim2im.model.archives import LIMIT_VARIABLE, limit_bytes
+
+        if target.stat().st_size > limit_bytes():
+            raise UserError(
+                f"{self.path}: its {what} {name} is larger than the {limit_bytes() >> 20} MiB "
+                f"bioim2im reads from a package ({LIMIT_VARIABLE}=N raises the limit to N MiB)"
+            )
+        try:
+            return target.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{self.path}: its {what} {name} cannot be read: {exc}") from None
+
+
+MAX_DESCRIPTION_VALUES = 100_000
+"""Most values a package's description may hold once its YAML aliases are expanded (an
+exported one holds a few hundred)."""
+
+
+def _rdf_member(archive: zipfile.ZipFile, path: Path) -> str:
+    """The description's name in a zip package, as bioimageio.spec finds it."""
+    names = sorted(archive.namelist())
+    for wanted in (*RDF_NAMES, ".bioimageio.yaml"):
+        for name in names:
+            if name == wanted or (wanted.startswith(".") and name.endswith(wanted)):
+                return name
+    raise UserError(f"{path}: the zip holds no rdf.yaml or bioimageio.yaml")
+
+
+def _check_yaml(data: bytes, path: Path) -> None:
+    """Refuse a description whose YAML aliases expand to more than
+    :data:`MAX_DESCRIPTION_VALUES` values (a "billion laughs"), before anything expands them."""
+    try:
+        from ruyaml import YAML
+        from ruyaml.error import YAMLError
+    except ImportError:  # bioimageio.spec brings ruyaml; without it nothing reads the package
+        return
+    try:
+        root = YAML(typ="safe").compose(data.decode("utf-8", "replace"))
+    except (YAMLError, ValueError, RecursionError):
+        return  # bioimageio.spec says what is wrong with it
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a node that refers to itself counts once
+        total = 1
+        if isinstance(node.value, list):
+            for item in node.value:
+                pair = item if isinstance(item, tuple) else (item,)
+                total += sum(size(n) for n in pair)
+                if total > MAX_DESCRIPTION_VALUES:
+                    break
+        sizes[id(node)] = total
+        return total
+
+    try:
+        values = size(root) if root is not None else 0
+    except RecursionError:
+        raise UserError(f"{path}: its description nests too deeply") from None
+    if values > MAX_DESCRIPTION_VALUES:
+        raise UserError(
+            f"{path}: its description expands to more than {MAX_DESCRIPTION_VALUES} values "
+            "(YAML aliases repeating each other)"
+        )
+
+
+def _read_package(
+    files: _PackageFiles, overrides: Sequence[str], device: torch.device, trust_model: bool
+) -> TrainedModel:
     from bioim2im.plugin.manager import get_registry
     from bioim2im.prediction.bioimageio_ops import Preprocessing, postprocessing_steps
 
-    descr = _description(path)
+    path = files.path
+    descr = files.description()
     registry = get_registry()
     if len(descr.inputs) != 1:
         raise UserError(f"{path}: models with {len(descr.inputs)} inputs are not supported (one)")
     tensor = descr.inputs[0]
     layout = _input_layout(path, tensor)
-    own = _own_config(descr)
+    own = _own_config(path, descr)
     preset = None
     if own is not None:
-        text = _read_file(descr, path, str(own.get("preset", "")))
+        text = _read_file(files, descr, own["preset"])
         if text is not None:
             preset = _preset(text, overrides, registry, f"the preset attached to {path}")
     operations = [_operation(p) for p in tensor.preprocessing]
@@ -331,25 +664,29 @@ def _read_package(path: Path, overrides: Sequence[str], device: torch.device) ->
         dtype = _dtype(output)
         head_name = name
         if preset is not None and own is not None:
-            entry = own.get("outputs", {}).get(name, {})
-            head_name = str(entry.get("head", name))
+            entry = own["outputs"].get(name, {})
+            head_name = entry.get("head", name)
             if head_name not in preset.model.heads:
                 raise UserError(
                     f"{path}: output {name!r} names head {head_name!r}, not in its preset"
                 )
             head = preset.model.heads[head_name]
-            remaining = head.postprocess[int(entry.get("expressed_steps", 0)) :]
+            remaining = head.postprocess[entry.get("expressed_steps", 0) :]
             steps += [(s.name, registry.build("postprocessor", s)) for s in remaining]
             dtype = head.output_dtype
         heads[head_name] = _head(head_name, _channels(output), geometry, steps, dtype, registry)
         layout.outputs.append(order)
+        layout.output_channels.append(_channels(output))
         names.append(head_name)
-    network = _package_network(path, descr, layout, names, preset, device)
+    network = _package_network(files, descr, layout, names, overrides, device, trust_model)
     settings = _settings(overrides, allowed=("predict", "data.axes")) if preset is None else {}
     if preset is None:
+        if layout.one_window_at_a_time:
+            predict = _table(settings.get("predict", {}), "predict")
+            settings["predict"] = {"batch_size": 1, **predict}
         preset = _bare_preset(settings, _default_window(layout, descr), layout.in_channels)
         preset = _overlap_for_halo(preset, layout, settings)
-    digest = _digest(path)
+    digest = files.digest
     digest.update(json.dumps(list(overrides)).encode())
     return PackagedModel(
         checkpoint=path,
@@ -367,6 +704,16 @@ def _read_package(path: Path, overrides: Sequence[str], device: torch.device) ->
 
 
 @dataclasses.dataclass
+class _OutputOrder:
+    """The permutation from an output's axis order to (B, C, *spatial) (the axes it has), and
+    whether it has a batch and a channel axis."""
+
+    permutation: list[int]
+    batch: bool
+    channel: bool
+
+
+@dataclasses.dataclass
 class _InputLayout:
     tensor: str
     ids: list[str]
@@ -380,35 +727,15 @@ class _InputLayout:
     scales: dict[str, float]
     halos: dict[str, int] = dataclasses.field(default_factory=dict)
     """Largest output halo seen per input axis, in input voxels."""
-    outputs: list[list[int]] = dataclasses.field(default_factory=list)
-    """Per output, the permutation from its axis order to (B, C, *spatial)."""
+    one_window_at_a_time: bool = False
+    """The batch axis is fixed at 1."""
+    outputs: list[_OutputOrder] = dataclasses.field(default_factory=list)
+    """Per output, how its axes become (B, C, *spatial)."""
+    output_channels: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def axis_ids(self) -> tuple[str, ...]:
         return (self.channel_id, *self.space_ids)
-
-
-def _description(path: Path) -> Any:
-    try:
-        from bioimageio.spec import InvalidDescr, load_model_description
-        from bioimageio.spec.model.v0_5 import ModelDescr
-    except ImportError:
-        raise UserError(
-            f"{path}: reading bioimage.io packages needs bioimageio.spec: pip install "
-            "'bioim2im[bioimageio]'"
-        ) from None
-    source = path / next(n for n in RDF_NAMES if (path / n).is_file()) if path.is_dir() else path
-    try:
-        descr = load_model_description(source, perform_io_checks=False, format_version="latest")
-    except Exception as exc:  # bioimageio.spec refuses what is not a model description
-        raise UserError(f"{path} is not a readable bioimage.io model: {_first(exc)}") from None
-    if isinstance(descr, InvalidDescr) or not isinstance(descr, ModelDescr):
-        summary = getattr(descr, "validation_summary", None)
-        errors = (
-            [f"{d.name}: {e.msg}" for d in summary.details for e in d.errors] if summary else []
-        )
-        raise UserError(f"{path} is not a valid bioimage.io model (format 0.5):", errors[:10])
-    return descr
 
 
 def _input_layout(path: Path, tensor: Any) -> _InputLayout:
@@ -438,7 +765,9 @@ def _input_layout(path: Path, tensor: Any) -> _InputLayout:
                 f"{path}: input axis {axis.id} is sized by another tensor; not supported"
             )
     channels = [a for a in tensor.axes if a.type == "channel"]
+    batch = [a for a in tensor.axes if a.type == "batch"]
     return _InputLayout(
+        one_window_at_a_time=bool(batch) and getattr(batch[0], "size", None) == 1,
         tensor=str(tensor.id),
         ids=ids,
         types=types,
@@ -452,12 +781,13 @@ def _input_layout(path: Path, tensor: Any) -> _InputLayout:
 
 def _output_layout(
     path: Path, output: Any, layout: _InputLayout
-) -> tuple[Any, tuple[str, ...], list[int]]:
+) -> tuple[Any, tuple[str, ...], _OutputOrder]:
     """The head geometry of ``output``, its axis ids as (channel, *kept spatial), and the
     permutation from its axis order to (B, C, *kept spatial)."""
     from bioim2im.prediction.blockwise import HeadGeometry
 
-    kept, scale, order = [], [], []
+    kept: list[int] = []
+    scale: list[int] = []
     channel_id = "channel"
     by_type: dict[str, list[int]] = {"batch": [], "channel": [], "space": []}
     positions: dict[str, int] = {}
@@ -496,12 +826,16 @@ def _output_layout(
             f"{path}: output {output.id} keeps spatial axes {kept}; only dropping leading ones is supported"
         )
     space_positions = [positions[i] for i in [str(a.id) for a in output.axes if a.type == "space"]]
-    order = by_type["batch"] + by_type["channel"] + space_positions
+    axes = _OutputOrder(
+        by_type["batch"] + by_type["channel"] + space_positions,
+        batch=bool(by_type["batch"]),
+        channel=bool(by_type["channel"]),
+    )
     geometry = HeadGeometry(
         scale=(1,) * (dims - len(kept)) + tuple(scale), dropped_axes=tuple(range(dims - len(kept)))
     )
     ids = (channel_id, *[str(a.id) for a in output.axes if a.type == "space"])
-    return geometry, ids, order
+    return geometry, ids, axes
 
 
 def _channels(output: Any) -> int:
@@ -518,52 +852,119 @@ def _operation(descr: Any) -> dict[str, Any]:
     return descr.model_dump(mode="json", exclude_none=True)
 
 
-def _own_config(descr: Any) -> dict[str, Any] | None:
+def _own_config(path: Path, descr: Any) -> dict[str, Any] | None:
+    """``config.bioim2im`` of a package bioim2im exported, checked: ``preset`` (the attached
+    preset's file) and ``outputs`` (per output, its ``head`` and its ``expressed_steps``)."""
     extra = descr.config.model_extra or {}
     own = extra.get("bioim2im")
-    return own if isinstance(own, dict) else None
+    if own is None:
+        return None
+    where = f"{path}: config.bioim2im"
+    if not isinstance(own, dict):
+        raise UserError(f"{where} must be a table, got {_short(own)}")
+    preset = own.get("preset", "")
+    if not isinstance(preset, str):
+        raise UserError(
+            f"{where}.preset must be the attached preset's file name, got {_short(preset)}"
+        )
+    outputs = own.get("outputs", {})
+    if not isinstance(outputs, dict):
+        raise UserError(f"{where}.outputs must be a table of the outputs, got {_short(outputs)}")
+    checked = {}
+    for name, entry in outputs.items():
+        head = entry.get("head", name) if isinstance(entry, dict) else None
+        steps = entry.get("expressed_steps", 0) if isinstance(entry, dict) else None
+        if (
+            not isinstance(head, str)
+            or not isinstance(steps, int)
+            or isinstance(steps, bool)
+            or steps < 0
+        ):
+            raise UserError(
+                f"{where}.outputs.{name} must be a table with a head name and a count of "
+                f"expressed_steps, got {_short(entry)}"
+            )
+        checked[str(name)] = {"head": head, "expressed_steps": steps}
+    return {"preset": preset, "outputs": checked}
 
 
-def _read_file(descr: Any, path: Path, name: str) -> str | None:
-    """An attachment's text, or None when the package has none of that name."""
-    from bioimageio.spec.utils import download
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
+
+def _read_file(files: _PackageFiles, descr: Any, name: str) -> str | None:
+    """The text of the package's attachment ``name``, or None when it has none of that name."""
     for attachment in descr.attachments:
         if str(attachment.source) == name:
+            data = files.read(attachment.source, attachment.sha256, "attachment")
             try:
-                return download(attachment.source).read().decode("utf-8")
-            except Exception as exc:  # a package missing its attachment
-                raise UserError(
-                    f"{path}: cannot read its attachment {name}: {_first(exc)}"
-                ) from None
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{files.path}: its attachment {name} is not UTF-8 text") from None
     return None
 
 
+def _backend_choice(overrides: Sequence[str]) -> str:
+    """``predict.backend`` as the user set it (--set), else auto: which of a package's weights
+    run is the user's choice, not the preset's that trained it."""
+    from bioim2im.config.loading import apply_override
+    from bioim2im.prediction.backends import BACKENDS
+
+    table: dict[str, Any] = {}
+    for text in overrides:
+        table = apply_override(table, text)
+    predict = table.get("predict", {})
+    choice = predict.get("backend", "auto") if isinstance(predict, dict) else "auto"
+    if choice not in BACKENDS:
+        raise UserError(f"predict.backend must be one of {', '.join(BACKENDS)}, got {choice!r}")
+    return str(choice)
+
+
+def weights_order(choice: str, device: torch.device) -> list[str]:
+    """The weights formats of a package to try, best first, for ``predict.backend = choice``
+    on ``device``: ONNX (ONNX Runtime) first wherever ONNX Runtime runs, and bioim2im's own
+    architecture (a state dict, no code) before TorchScript in torch."""
+    if choice == "onnxruntime":
+        return ["onnx"]
+    in_torch = ["pytorch_state_dict", "torchscript"]
+    if choice == "torch":
+        return in_torch
+    if _onnxruntime_runs_on(device):
+        return ["onnx", *in_torch]
+    return [*in_torch, "onnx"]
+
+
+def _onnxruntime_runs_on(device: torch.device) -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    if device.type == "cpu":
+        return True
+    return (
+        device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    )
+
+
 def _package_network(
-    path: Path,
+    files: _PackageFiles,
     descr: Any,
     layout: _InputLayout,
     heads: list[str],
-    preset: Preset | None,
+    overrides: Sequence[str],
     device: torch.device,
+    trust_model: bool,
 ) -> Any:
-    """The package's network, called like bioim2im's: the first weights format available of
-    the backend's choice (ONNX for ONNX Runtime; TorchScript, then bioim2im's state dict for
-    torch)."""
-    from bioimageio.spec.utils import download
-
-    from bioim2im.model.conversion import as_tuple, load_torchscript
+    """The package's network, called like bioim2im's: the first of its weights formats in
+    :func:`weights_order`."""
+    from bioim2im.model.conversion import as_tuple
     from bioim2im.model.runtimes import OnnxRuntimeNetwork
-    from bioim2im.prediction.backends import chosen_backend
 
-    choice = preset.predict.backend if preset is not None else "auto"
-    backend = chosen_backend(choice, device.type)
+    path = files.path
+    choice = _backend_choice(overrides)
     weights = descr.weights
-    order = ["onnx", "torchscript", "pytorch_state_dict"]
-    if backend == "torch":
-        order = ["torchscript", "pytorch_state_dict"] + (["onnx"] if choice == "auto" else [])
-    elif choice == "onnxruntime":
-        order = ["onnx"]
+    order = weights_order(choice, device)
     available = [w for w in order if getattr(weights, w, None) is not None and _usable(w, weights)]
     if not available:
         raise UserError(
@@ -571,24 +972,52 @@ def _package_network(
             "onnx, torchscript, and pytorch_state_dict weights of bioim2im's own architecture)"
         )
     chosen = available[0]
-    data = download(getattr(weights, chosen).source).read()
+    entry = getattr(weights, chosen)
+    data = files.read(entry.source, entry.sha256, f"{chosen} weights")
+    label = files.label(entry.source)
     if chosen == "onnx":
-        graph = OnnxRuntimeNetwork(data, None, device)
+        folder = files.local_folder(entry.source, "onnx weights")
+        graph = OnnxRuntimeNetwork(data, None, device, name=label, folder=folder)
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(graph(batch).values())
 
     else:
         module = (
-            load_torchscript(data, device)[0]
+            _torchscript(data, device, trust_model, label)[0]
             if chosen == "torchscript"
-            else _state_dict_network(path, weights.pytorch_state_dict, data, device)
+            else _state_dict_network(label, entry, data, device)
         )
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return as_tuple(module(batch))
 
-    return _Reordered(run, layout, heads)
+    network = _Reordered(run, layout, heads)
+    _probe_package(files.path, network, layout)
+    return network
+
+
+MAX_WINDOW_VALUES = 1 << 28
+"""Most values (channels x voxels) of the one window a package's network is tried on."""
+
+
+def _probe_package(path: Path, network: _Reordered, layout: _InputLayout) -> None:
+    """Run the network once on the smallest window its description allows, so that a network
+    that does not do what its description says is found before any prediction starts."""
+    import torch
+
+    window = [size if isinstance(size, int) else size[0] for size in layout.sizes]
+    if any(n < 1 for n in window) or layout.in_channels * math.prod(window) > MAX_WINDOW_VALUES:
+        raise UserError(
+            f"{path}: its description's smallest input ({layout.in_channels} channel(s) x "
+            f"{window}) is not a window bioim2im can predict with"
+        )
+    batch = torch.zeros((1, layout.in_channels, *window))
+    try:
+        with torch.inference_mode():
+            network(batch)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc.message}", exc.problems) from None
 
 
 def _usable(name: str, weights: Any) -> bool:
@@ -601,21 +1030,42 @@ def _usable(name: str, weights: Any) -> bool:
     )
 
 
-def _state_dict_network(path: Path, weights: Any, data: bytes, device: torch.device) -> Any:
+def _state_dict_network(label: str, weights: Any, data: bytes, device: torch.device) -> Any:
     import io
 
     import torch
 
     from bioim2im.model.packaged import PackagedNetwork
 
-    kwargs = dict(weights.architecture.kwargs)
-    network = PackagedNetwork(kwargs.get("patch_size", []), kwargs.get("model", {}))
+    kwargs = weights.architecture.kwargs
+    where = f"{label}: its architecture's kwargs"
+    patch_size, model = kwargs.get("patch_size", []), kwargs.get("model", {})
+    if not isinstance(patch_size, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in patch_size
+    ):
+        raise UserError(f"{where}: patch_size must be a list of sizes, got {_short(patch_size)}")
+    if not isinstance(model, dict):
+        raise UserError(f"{where}: model must be a preset's [model] table, got {_short(model)}")
+    try:
+        network = PackagedNetwork(patch_size, model)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc.message}", exc.problems) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # what the registered components refuse to build
+        raise UserError(f"{where}: the network cannot be built: {_first(exc)}") from None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, or one holding more than tensors and plain values
+        raise UserError(
+            f"{label}: its pytorch_state_dict weights are not a file of tensors that torch "
+            "reads weights-only"
+        ) from None
+    try:
         network.load_state_dict(state)
     except Exception as exc:  # a state dict that does not fit its architecture
         raise UserError(
-            f"{path}: its pytorch_state_dict weights do not load: {_first(exc)}"
+            f"{label}: its pytorch_state_dict weights do not fit its architecture: {_first(exc)}"
         ) from None
     return network.to(device).eval()
 
@@ -648,16 +1098,44 @@ class _Reordered:
         tensor = batch
         for axis in reversed(self.squeeze):
             tensor = tensor.squeeze(axis)
-        outputs = self.run(tensor.permute(*self.permutation).contiguous())
+        shaped = tensor.permute(*self.permutation).contiguous()
+        try:
+            outputs = self.run(shaped)
+        except UserError:
+            raise
+        except Exception as exc:  # the network refuses what its description describes
+            if _out_of_memory(exc):
+                raise
+            raise UserError(
+                f"the package's network does not run on an input shaped as its description "
+                f"says ({tuple(shaped.shape)}): {_first(exc)}"
+            ) from None
         if len(outputs) != len(self.heads):
-            raise ValueError(
-                f"the network returned {len(outputs)} outputs, its package {len(self.heads)}"
+            raise UserError(
+                f"the package's network gives {len(outputs)} outputs, its description "
+                f"{len(self.heads)}"
             )
         result = {}
         for index, head in enumerate(self.heads):
-            output = outputs[index].permute(*self.layout.outputs[index])
-            if not self.has_batch:
+            order = self.layout.outputs[index]
+            output = outputs[index]
+            if output.ndim != len(order.permutation):
+                raise UserError(
+                    f"the package's network gives output {head!r} {output.ndim} axes, its "
+                    f"description {len(order.permutation)}"
+                )
+            output = output.permute(*order.permutation)
+            if not order.batch:
                 output = output.unsqueeze(0)
+            if not order.channel:
+                output = output.unsqueeze(1)
+            channels = self.layout.output_channels[index]
+            if output.shape[0] != batch.shape[0] or output.shape[1] != channels:
+                raise UserError(
+                    f"the package's network gives output {head!r} a batch of "
+                    f"{output.shape[0]} with {output.shape[1]} channel(s) for a batch of "
+                    f"{batch.shape[0]}; its description says {channels} channel(s)"
+                )
             result[head] = output
         return result
 
@@ -797,16 +1275,9 @@ def _build(kind: str, spec: Any, registry: ComponentRegistry) -> Any:
     return registry.get(kind, str(spec["name"])).build(params)
 
 
-def _digest(path: Path) -> Any:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if path.suffix.lower() in (".yaml", ".yml"):
-        files = sorted(p for p in path.parent.rglob("*") if p.is_file())
-    for file in files:
-        with open(file, "rb") as handle:
-            while piece := handle.read(1 << 20):
-                digest.update(piece)
-    return digest
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _first(exc: BaseException) -> str:

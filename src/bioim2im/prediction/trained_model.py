@@ -146,19 +146,29 @@ def load_model(
     run_or_checkpoint: str | Path,
     overrides: Sequence[str] = (),
     device: str | torch.device = "cpu",
+    *,
+    trust_model: bool = False,
 ) -> TrainedModel:
     """Read a run directory's best checkpoint (or a checkpoint file) for prediction.
 
     ``overrides`` (``KEY.PATH=VALUE``, e.g. ``predict.tta=true``) change the checkpoint's preset
     before it is validated. Checkpoint problems raise a UserError naming the file. A bioimage.io
-    package, an ONNX or a TorchScript file is read by :mod:`bioim2im.prediction.model_files`.
-    The network runs with the backend ``predict.backend`` chooses.
+    package, an ONNX or a TorchScript file is read by :mod:`bioim2im.prediction.model_files`
+    (from an ``http(s)://`` URL too: :mod:`bioim2im.prediction.model_urls`); a TorchScript
+    graph from such a file runs only when it holds tensor operations alone, unless
+    ``trust_model``. The network runs with the backend ``predict.backend`` chooses.
     """
-    from bioim2im.prediction import model_files
+    from bioim2im.prediction import model_files, model_urls
     from bioim2im.prediction.backends import use_backend
 
+    if model_urls.is_url(run_or_checkpoint):
+        return model_urls.load_model_url(
+            str(run_or_checkpoint), overrides, device, trust_model=trust_model
+        )
     if model_files.is_model_file(run_or_checkpoint):
-        return model_files.load_model_file(Path(run_or_checkpoint), overrides, device)
+        return model_files.load_model_file(
+            Path(run_or_checkpoint), overrides, device, trust_model=trust_model
+        )
     return use_backend(load_checkpoint_model(run_or_checkpoint, overrides, device))
 
 
