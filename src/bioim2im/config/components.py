@@ -73,12 +73,18 @@ def components(preset: Any) -> list[UsedComponent]:
     return list(_walk(Preset, preset, ""))
 
 
-def kind_keys(kind: str) -> list[str]:
-    """The preset keys where a component of ``kind`` may be named, e.g. ``data.augment[]``,
-    ``model.heads.<head>.loss``."""
+def component_keys() -> dict[str, str]:
+    """Every preset key that names a component (a list of them, for ``data.augment``; one per
+    head, for ``model.heads.<name>``), with the kind it names."""
     from bioim2im.config.schema import Preset
 
-    return [key for key, found in _places(Preset, "") if found == kind]
+    return dict(_places(Preset, ""))
+
+
+def kind_keys(kind: str) -> list[str]:
+    """The preset keys where a component of ``kind`` may be named, e.g. ``data.augment``,
+    ``model.heads.<name>.loss``."""
+    return [key for key, found in component_keys().items() if found == kind]
 
 
 def _walk(model: type[BaseModel], value: Any, prefix: str) -> Iterator[UsedComponent]:
@@ -136,7 +142,7 @@ def _annotation_places(annotation: Any, key: str) -> Iterator[tuple[str, str]]:
         for arg in args:
             yield from _annotation_places(arg, key)
     elif origin is list:
-        yield from _annotation_places(args[0], f"{key}[]")
+        yield from _annotation_places(args[0], key)
     elif origin is dict:
         yield from _annotation_places(args[1], f"{key}.<name>")
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from bioim2im.config.components import component_keys
 from bioim2im.config.schema import ComponentSpec, HeadConfig
 from bioim2im.errors import UserError
 from bioim2im.plugin.registry import ComponentRegistry, suggest
@@ -86,21 +87,7 @@ class Option:
         return asdict(self)
 
 
-COMPONENT_KEYS: dict[str, str] = {
-    "data.normalize": "transform",
-    "data.augment": "transform",
-    "model.backbone": "backbone",
-    "model.heads.<name>": "head",
-    "model.heads.<name>.loss": "loss",
-    "model.heads.<name>.postprocess": "postprocessor",
-    "model.heads.<name>.metrics": "metric",
-    "model.heads.<name>.target_normalize": "transform",
-    "train.optimizer": "optimizer",
-    "train.scheduler": "scheduler",
-    "logging.loggers": "logger",
-    "adversarial.discriminator": "discriminator",
-    "adversarial.optimizer": "optimizer",
-}
+COMPONENT_KEYS: dict[str, str] = component_keys()
 """The keys that name a registered component (a table with ``name`` and its parameters)."""
 
 
