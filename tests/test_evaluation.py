@@ -14,7 +14,7 @@ import tifffile
 from rich.console import Console
 
 from bioim2im.errors import UserError
-from bioim2im.evaluation import EvaluationReport, evaluate, find_pairs, render_report
+from bioim2im.evaluation import EvaluationReport, evaluate, find_pairs
 from bioim2im.io import OmeZarrStreamWriter, write_image
 
 
@@ -430,7 +430,7 @@ def test_undefined_and_infinite_values_are_null_in_json(tmp_path: Path) -> None:
 
 def rendered(report: EvaluationReport) -> str:
     console = Console(file=io.StringIO(), width=250, color_system=None)
-    render_report(report, console)
+    console.print(report)
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 

@@ -44,13 +44,13 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -117,6 +117,9 @@ class EvaluationReport:
                 "truths": [str(p) for p in self.unmatched_truths],
             },
         }
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from report_renderables(self)
 
 
 def evaluate(
@@ -540,7 +543,7 @@ def write_csv(report: EvaluationReport, path: Path) -> None:
         writer.writerow({"name": "aggregate", **report.aggregate})
 
 
-def render_report(report: EvaluationReport, console: Console) -> None:
+def report_renderables(report: EvaluationReport) -> Iterator[Any]:
     """A table of the main metrics per image and their means, then any unmatched images."""
     columns = _columns(report)
     if report.task == "instance":
@@ -557,17 +560,15 @@ def render_report(report: EvaluationReport, console: Console) -> None:
         cells = [_cell(row.get(c)) for c in columns]
         table.add_row(Text(row["name"]), *cells, end_section=i == len(report.rows) - 1)
     table.add_row("aggregate", *(_cell(report.aggregate.get(c)) for c in columns), style="bold")
-    console.print(table)
+    yield table
     for side, paths in (
         ("prediction(s) without a truth", report.unmatched_predictions),
         ("truth(s) without a prediction", report.unmatched_truths),
     ):
         if paths:
-            console.print(
-                Text.assemble(
-                    ("warning: ", "yellow"),
-                    f"{len(paths)} {side}: {_listing(p.name for p in paths)}",
-                )
+            yield Text.assemble(
+                ("warning: ", "yellow"),
+                f"{len(paths)} {side}: {_listing(p.name for p in paths)}",
             )
 
 

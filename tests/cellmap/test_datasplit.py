@@ -52,6 +52,7 @@ def test_malformed_rows_are_listed_by_line(tmp_path: Path, cli):
 def test_generates_the_datasplit_of_a_search_path(cellmap_root: Path, tmp_path: Path, cli):
     output = tmp_path / "datasplit.csv"
     result = cli(
+        "cellmap",
         "datasplit",
         PATTERN.format(root=cellmap_root),
         "--classes",
@@ -75,6 +76,7 @@ def test_generates_the_datasplit_of_a_search_path(cellmap_root: Path, tmp_path: 
     assert output.read_text().splitlines()[0].startswith('"')
     # Seeded: the same split again; refuses to overwrite without --overwrite.
     again = cli(
+        "cellmap",
         "datasplit",
         PATTERN.format(root=cellmap_root),
         "-c",
@@ -101,7 +103,7 @@ def test_filters_scale_and_dry_run(cellmap_root: Path, tmp_path: Path, cli):
     assert [r.name for r in found.rows] == ["crop1", "crop2"]
     assert any("crop4: class mito left out, annotated coarser than" in s for s in found.skipped)
     output = tmp_path / "dry.csv"
-    result = cli("datasplit", pattern, "-c", "mito", "--dry-run", "-o", output)
+    result = cli("cellmap", "datasplit", pattern, "-c", "mito", "--dry-run", "-o", output)
     assert result.code == 0 and "dry run: " in result.err and not output.exists()
 
 
@@ -129,7 +131,7 @@ def test_bad_datasplit_arguments_exit_2(cellmap_root: Path, cli):
         (("x/{dataset}/{crop}", "-c", "mito"), "give it with --raw"),
     ]
     for args, message in cases:
-        result = cli("datasplit", *args, "--dry-run")
+        result = cli("cellmap", "datasplit", *args, "--dry-run")
         assert result.code == 2, (args, result.err)
         assert message in result.err, (args, result.err)
         assert "Traceback" not in result.err

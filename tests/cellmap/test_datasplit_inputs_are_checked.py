@@ -38,7 +38,9 @@ def test_bad_options_are_refused_before_the_scan(
 ):
     output = tmp_path / "datasplit.csv"
     options = ["--classes", "mito,nuc"]
-    result = cli("datasplit", PATTERN.format(root=cellmap_root), *options, *args, "-o", output)
+    result = cli(
+        "cellmap", "datasplit", PATTERN.format(root=cellmap_root), *options, *args, "-o", output
+    )
     one_error(result, message)
     assert not output.exists()
 
@@ -57,13 +59,26 @@ def test_the_output_is_checked_before_the_scan(tmp_path: Path, cli):
         (existing / "sub.csv", "is a file, not a directory"),
     ]
     for output, message in cases:
-        result = cli("datasplit", pattern, "--classes", "mito", "--raw", raw, "-o", output)
+        result = cli(
+            "cellmap", "datasplit", pattern, "--classes", "mito", "--raw", raw, "-o", output
+        )
         one_error(result, message)
         assert "no crop under" not in result.err
     assert existing.read_text() == "mine\n"
     assert list(folder.iterdir()) == []
     # A dry run writes nothing, so its output path is not in the way.
-    dry = cli("datasplit", pattern, "--classes", "mito", "--raw", raw, "-o", existing, "--dry-run")
+    dry = cli(
+        "cellmap",
+        "datasplit",
+        pattern,
+        "--classes",
+        "mito",
+        "--raw",
+        raw,
+        "-o",
+        existing,
+        "--dry-run",
+    )
     one_error(dry, "no crop under")
 
 

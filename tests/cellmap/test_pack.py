@@ -69,9 +69,9 @@ def zipped(folder: Path, archive: Path, prefix: str = "") -> Path:
 def test_pack_writes_a_valid_submission(tmp_path: Path, manifest: Path, cli):
     source = predictions(tmp_path / "predictions.zarr")
     output = tmp_path / "out" / "submission.zip"
-    result = cli("pack", source, "--crops", manifest, "-o", output)
+    result = cli("cellmap", "pack", source, "--crops", manifest, "-o", output)
     assert result.code == 0, result.err
-    assert cli("pack", output, "--crops", manifest, "--check").code == 0
+    assert cli("cellmap", "pack", output, "--crops", manifest, "--check").code == 0
     with zipfile.ZipFile(output) as archive:
         names = set(archive.namelist())
         assert {".zgroup", "crop1/.zgroup", "crop1/mito/.zarray", "crop1/mito/.zattrs"} <= names
@@ -84,7 +84,7 @@ def test_pack_writes_a_valid_submission(tmp_path: Path, manifest: Path, cli):
         assert array.attrs["translation"] == list(GRIDS[crop][1])
         assert array.dtype == (np.uint32 if name == "mito" else np.uint8)
     np.testing.assert_array_equal(group["crop1/mito"][...], labels(1, "mito"))
-    again = cli("pack", source, "--crops", manifest, "-o", output)
+    again = cli("cellmap", "pack", source, "--crops", manifest, "-o", output)
     assert again.code == 2 and "--overwrite" in again.err
     assert [p.name for p in output.parent.iterdir()] == ["submission.zip"]
 
@@ -97,7 +97,15 @@ def test_pack_resamples_predictions_to_the_crop_grid(tmp_path: Path, manifest: P
         write_array(group["crop2"], "er", fine, voxel_size=[2, 2, 2], translation=[101.0, 1.0, 1.0])
 
     output = tmp_path / "s.zip"
-    result = cli("pack", predictions(tmp_path / "p.zarr", finer), "--crops", manifest, "-o", output)
+    result = cli(
+        "cellmap",
+        "pack",
+        predictions(tmp_path / "p.zarr", finer),
+        "--crops",
+        manifest,
+        "-o",
+        output,
+    )
     assert result.code == 0, result.err
     with zipfile.ZipFile(output) as archive:
         archive.extractall(tmp_path / "u")
@@ -171,7 +179,7 @@ MALFORMED = {
 def test_check_names_each_problem(case: str, tmp_path: Path, manifest: Path, cli):
     change, message = MALFORMED[case]
     archive = zipped(predictions(tmp_path / "p.zarr", change), tmp_path / "s.zip")
-    result = cli("pack", archive, "--crops", manifest, "--check")
+    result = cli("cellmap", "pack", archive, "--crops", manifest, "--check")
     assert result.code == 2, result.err
     assert message in result.err, result.err
     assert (
@@ -200,7 +208,7 @@ def test_check_names_problems_of_the_zip_itself(tmp_path: Path, manifest: Path, 
         "crop1/mito: unreadable data",
     )
     for name, (archive, message) in cases.items():
-        result = cli("pack", archive, "--crops", manifest, "--check")
+        result = cli("cellmap", "pack", archive, "--crops", manifest, "--check")
         assert result.code == 2, (name, result.err)
         assert message in result.err, (name, result.err)
 
@@ -226,7 +234,7 @@ def test_pack_refuses_predictions_it_cannot_place(tmp_path: Path, manifest: Path
         (_drop("crop2"), "crop2: missing from"),
     ):
         source = predictions(tmp_path / "p.zarr", change)
-        result = cli("pack", source, "--crops", manifest, "-o", output)
+        result = cli("cellmap", "pack", source, "--crops", manifest, "-o", output)
         assert result.code == 2, result.err
         assert message in result.err, result.err
         assert "no submission written" in result.err
@@ -234,7 +242,13 @@ def test_pack_refuses_predictions_it_cannot_place(tmp_path: Path, manifest: Path
     assert (
         "does not cover the crop"
         in cli(
-            "pack", predictions(tmp_path / "p.zarr", shifted), "--crops", manifest, "-o", output
+            "cellmap",
+            "pack",
+            predictions(tmp_path / "p.zarr", shifted),
+            "--crops",
+            manifest,
+            "-o",
+            output,
         ).err
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

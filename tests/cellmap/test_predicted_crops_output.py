@@ -63,7 +63,15 @@ def test_overwrite_replaces_an_earlier_output_of_predict_crops(
     model: Path, manifest: Path, cellmap_root: Path, tmp_path: Path, cli
 ):
     output = tmp_path / "predictions.zarr"
-    command = ("predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root))
+    command = (
+        "cellmap",
+        "predict",
+        model,
+        "--crops",
+        manifest,
+        "--raw",
+        RAW.format(root=cellmap_root),
+    )
     assert cli(*command, "-o", output).code == 0
     (output / "crop21" / "mito" / ".zattrs").write_text("{}")  # made unusable
 
@@ -75,7 +83,7 @@ def test_overwrite_replaces_an_earlier_output_of_predict_crops(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     # What it wrote, `pack` takes.
-    packed = cli("pack", output, "--crops", manifest, "-o", tmp_path / "submission.zip")
+    packed = cli("cellmap", "pack", output, "--crops", manifest, "-o", tmp_path / "submission.zip")
     assert packed.code == 0, packed.err
 
 
@@ -94,7 +102,16 @@ def test_overwrite_never_replaces_what_predict_crops_did_not_write(
     manifest_bytes = manifest.read_bytes()
     for output in (mine, store, manifest):
         result = cli(
-            "predict", model, "--crops", manifest, "--raw", raw, "-o", output, "--overwrite"
+            "cellmap",
+            "predict",
+            model,
+            "--crops",
+            manifest,
+            "--raw",
+            raw,
+            "-o",
+            output,
+            "--overwrite",
         )
         assert result.code == 2, result.err
         assert "not one; nothing was changed" in result.err, result.err
@@ -110,7 +127,15 @@ def test_every_crop_and_class_is_written_once_with_finite_grid_attributes(
 ):
     output = tmp_path / "p.zarr"
     result = cli(
-        "predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root), "-o", output
+        "cellmap",
+        "predict",
+        model,
+        "--crops",
+        manifest,
+        "--raw",
+        RAW.format(root=cellmap_root),
+        "-o",
+        output,
     )
     assert result.code == 0, result.err
     for crop, _, name, scale, translation, shape in ROWS:
@@ -124,6 +149,7 @@ def test_every_crop_and_class_is_written_once_with_finite_grid_attributes(
     duplicated = tmp_path / "duplicated.csv"
     duplicated.write_text(manifest_text([*ROWS, ROWS[1]]))
     result = cli(
+        "cellmap",
         "predict",
         model,
         "--crops",

@@ -97,6 +97,7 @@ def test_datasplit_from_an_s3_search_path(s3: S3, cli, tmp_path: Path):
         == f"s3://{s3.bucket}/data/jrc_alpha/jrc_alpha.zarr/recon-1/em/fibsem-uint8"
     )
     web = cli(
+        "cellmap",
         "datasplit",
         "http://127.0.0.1:9/{dataset}/{crop}",
         "-c",

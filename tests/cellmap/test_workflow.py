@@ -119,7 +119,9 @@ def test_predicts_packs_and_scores_the_test_crops(
     manifest = write_manifest(tmp_path / "test_crop_manifest.csv")
     predictions = tmp_path / "predictions.zarr"
     raw = RAW.format(root=cellmap_root)
-    result = cli("predict", trained, "--crops", manifest, "--raw", raw, "-o", predictions)
+    result = cli(
+        "cellmap", "predict", trained, "--crops", manifest, "--raw", raw, "-o", predictions
+    )
     assert result.code == 0, result.err
     assert "crop13: the model knows none of golgi" in result.err
     group = zarr.open_group(predictions, mode="r")
@@ -135,13 +137,18 @@ def test_predicts_packs_and_scores_the_test_crops(
             assert array.dtype == (np.uint32 if name in ("mito", "nuc") else np.uint8)
 
     submission = tmp_path / "submission.zip"
-    result = cli("pack", predictions, "--crops", manifest, "-o", submission)
+    result = cli("cellmap", "pack", predictions, "--crops", manifest, "-o", submission)
     assert result.code == 2 and "crop13: missing from" in result.err and not submission.exists()
-    result = cli("pack", predictions, "--crops", manifest, "-o", submission, "--allow-missing")
+    result = cli(
+        "cellmap", "pack", predictions, "--crops", manifest, "-o", submission, "--allow-missing"
+    )
     assert result.code == 0, result.err
     with zipfile.ZipFile(submission) as archive:
         assert ".zgroup" in archive.namelist() and "crop11/mito/.zarray" in archive.namelist()
-    assert cli("pack", submission, "--crops", manifest, "--check", "--allow-missing").code == 0
+    assert (
+        cli("cellmap", "pack", submission, "--crops", manifest, "--check", "--allow-missing").code
+        == 0
+    )
 
     truth = write_test_truth(tmp_path / "truth.zarr")
     scores = tmp_path / "scores.json"
@@ -174,6 +181,7 @@ def test_two_dimensional_preset_trains_and_predicts_plane_by_plane(
     manifest = write_manifest(tmp_path / "manifest.csv")
     predictions = tmp_path / "p.zarr"
     result = cli(
+        "cellmap",
         "predict",
         run,
         "--crops",
@@ -193,11 +201,12 @@ def test_bad_cellmap_inputs_exit_2(
     manifest = write_manifest(tmp_path / "m.csv")
     cases = [
         (
-            ("predict", trained, "--crops", manifest, "-o", tmp_path / "o.zarr"),
-            "needs both --crops",
+            ("cellmap", "predict", trained, "--crops", manifest, "-o", tmp_path / "o.zarr"),
+            "Missing option '--raw'",
         ),
         (
             (
+                "cellmap",
                 "predict",
                 trained,
                 "--crops",
@@ -211,6 +220,7 @@ def test_bad_cellmap_inputs_exit_2(
         ),
         (
             (
+                "cellmap",
                 "predict",
                 trained,
                 "--crops",
@@ -224,6 +234,7 @@ def test_bad_cellmap_inputs_exit_2(
         ),
         (
             (
+                "cellmap",
                 "predict",
                 trained,
                 "--crops",

@@ -72,9 +72,27 @@ def _commands(manifest: Path, root: Path) -> list[tuple[str | Path, ...]]:
     predictions = root / "predictions.zarr"
     predictions.mkdir(exist_ok=True)
     return [
-        ("pack", predictions, "--crops", manifest, "-o", root / "out" / "submission.zip"),
-        ("pack", root / "submission.zip", "--crops", manifest, "--check"),
-        ("predict", root / "run", "--crops", manifest, "--raw", "d/{dataset}", "-o", root / "out"),
+        (
+            "cellmap",
+            "pack",
+            predictions,
+            "--crops",
+            manifest,
+            "-o",
+            root / "out" / "submission.zip",
+        ),
+        ("cellmap", "pack", root / "submission.zip", "--crops", manifest, "--check"),
+        (
+            "cellmap",
+            "predict",
+            root / "run",
+            "--crops",
+            manifest,
+            "--raw",
+            "d/{dataset}",
+            "-o",
+            root / "out",
+        ),
     ]
 
 
@@ -111,5 +129,5 @@ def test_a_manifest_that_is_not_utf8_csv_is_one_message(data: bytes, what: str, 
 def test_a_manifest_saved_with_a_byte_order_mark_is_read(tmp_path: Path):
     manifest = tmp_path / "test_crop_manifest.csv"
     manifest.write_bytes((HEADER + GOOD).encode("utf-8-sig"))
-    result = invoke("pack", tmp_path / "none.zip", "--crops", manifest, "--check")
+    result = invoke("cellmap", "pack", tmp_path / "none.zip", "--crops", manifest, "--check")
     assert_user_error(result, "none.zip: no such file")

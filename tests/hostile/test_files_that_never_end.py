@@ -95,6 +95,7 @@ def test_a_cellmap_datasplit_or_crop_manifest(trained_run: Path, tmp_path: Path,
     _expect(result, split)
     crops = _endless(kind, tmp_path / "test_crops.csv")
     result = _cli(
+        "cellmap",
         "predict",
         trained_run,
         "--crops",

@@ -124,11 +124,25 @@ def test_random_manifests(manifest: bytes) -> None:
         path = root / "test_crop_manifest.csv"
         path.write_bytes(manifest)
         out = root / "out"
-        _judge(["pack", root / "pred.zarr", "--crops", path, "-o", out / "s.zip"], top, [out])
-        _judge(["pack", out / "s.zip", "--crops", path, "--check"], top, [])
+        _judge(
+            ["cellmap", "pack", root / "pred.zarr", "--crops", path, "-o", out / "s.zip"],
+            top,
+            [out],
+        )
+        _judge(["cellmap", "pack", out / "s.zip", "--crops", path, "--check"], top, [])
         raw = f"{root}/{{dataset}}/raw.zarr"
         _judge(
-            ["predict", root / "run", "--crops", path, "--raw", raw, "-o", out / "p.zarr"],
+            [
+                "cellmap",
+                "predict",
+                root / "run",
+                "--crops",
+                path,
+                "--raw",
+                raw,
+                "-o",
+                out / "p.zarr",
+            ],
             top,
             [out],
         )

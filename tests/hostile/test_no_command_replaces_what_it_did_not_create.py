@@ -293,6 +293,7 @@ REFUSED: list[tuple[str, Args, str]] = [
     (
         "pack-over-a-user-file",
         lambda w: [
+            "cellmap",
             "pack",
             w.zarr_folder,
             "--crops",
@@ -305,6 +306,7 @@ REFUSED: list[tuple[str, Args, str]] = [
     (
         "pack-into-its-predictions",
         lambda w: [
+            "cellmap",
             "pack",
             w.zarr_folder,
             "--crops",
@@ -318,6 +320,7 @@ REFUSED: list[tuple[str, Args, str]] = [
     (
         "datasplit-over-a-user-file",
         lambda w: [
+            "cellmap",
             "datasplit",
             str(w.root / "data/{dataset}/{crop}"),
             "--classes",

@@ -180,6 +180,14 @@ def test_a_checked_preset_builds_and_its_component_runs(
     if kind == "logger":
         _log_and_close(name, tmp_path)
         return
+    if kind == "evaluation":  # a scoring function the evaluate command calls
+        assert callable(REGISTRY.get(kind, name).load())
+        return
+    if kind == "command":  # a command group of the command line
+        import typer
+
+        assert isinstance(REGISTRY.get(kind, name).load(), typer.Typer)
+        return
     preset = validate(_preset_with(kind, name), REGISTRY, f"{kind} {name}")
     dims = preset.spatial_dims
     network = build_model(preset, REGISTRY)
@@ -268,7 +276,7 @@ def _round_trip(kind: str, name: str, tmp_path: Path) -> None:
 def test_every_required_parameter_has_an_example() -> None:
     missing = []
     for component in REGISTRY:
-        if component.kind in ("preset", "reader", "writer"):
+        if component.kind in ("preset", "reader", "writer", "evaluation", "command"):
             continue
         required = {n for n, f in component.params.model_fields.items() if f.is_required()}
         given = set(EXAMPLES.get((component.kind, component.name), {}))

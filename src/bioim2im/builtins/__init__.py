@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bioim2im.builtins import (
     backbones,
+    cellmap,
     discriminators,
     heads,
     instance,
@@ -39,5 +40,6 @@ PLUGINS = (
     optim,
     loggers,
     presets,
+    cellmap,
 )
 """The built-in plugin modules, in the order their components are registered."""

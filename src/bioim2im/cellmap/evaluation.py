@@ -38,7 +38,7 @@ from bioim2im.metrics.cellmap import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, ConsoleOptions, RenderResult
 
 FOLLOWS = "CellMap challenge evaluation after PR #211 (code of 2026-06-30)"
 MASK_SUFFIX = "_mask"
@@ -75,6 +75,9 @@ class SubmissionScores:
                 "ignored": self.ignored,
             }
         )
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from score_renderables(self)
 
 
 def is_truth_store(path: str | Path) -> bool:
@@ -239,7 +242,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def render(result: SubmissionScores, console: Console) -> None:
+def score_renderables(result: SubmissionScores) -> Iterator[Any]:
     """A table of each class's scores and pooled counts, then the overall scores."""
     from rich.table import Table
     from rich.text import Text
@@ -260,21 +263,15 @@ def render(result: SubmissionScores, console: Console) -> None:
             str(s["fp"]),
             str(s["fn"]),
         )
-    console.print(table)
-    console.print(
+    yield table
+    yield Text(
         f"overall {result.scores['overall_score']:.4f}  (instance "
         f"{result.scores['overall_instance_score']:.4f}, semantic "
-        f"{result.scores['overall_semantic_score']:.4f})",
-        highlight=False,
+        f"{result.scores['overall_semantic_score']:.4f})"
     )
     if result.missing_crops:
-        console.print(
-            Text(
-                f"missing crops (scored as empty): {', '.join(result.missing_crops)}",
-                style="yellow",
-            )
+        yield Text(
+            f"missing crops (scored as empty): {', '.join(result.missing_crops)}", style="yellow"
         )
     if result.ignored:
-        console.print(
-            Text(f"not in the truth, ignored: {', '.join(result.ignored)}", style="yellow")
-        )
+        yield Text(f"not in the truth, ignored: {', '.join(result.ignored)}", style="yellow")

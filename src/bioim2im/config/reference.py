@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from bioim2im.config.components import component_keys
 from bioim2im.config.schema import ComponentSpec, HeadConfig
 from bioim2im.errors import UserError
+from bioim2im.plugin.hookspecs import WITHOUT_PARAMETERS
 from bioim2im.plugin.registry import ComponentRegistry, suggest
 
 
@@ -136,7 +137,7 @@ def component_options(registry: ComponentRegistry, kind: str) -> list[tuple[Any,
 
 def parameter_options(component: Any) -> list[Option]:
     """A component's preset parameters: name, type, default, description."""
-    if component.kind == "preset":
+    if component.kind in WITHOUT_PARAMETERS:
         return []
     return [
         Option(name, type_name(field.annotation), _default(field), _text(field.description))

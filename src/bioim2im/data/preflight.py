@@ -3,7 +3,7 @@
 ``bioim2im check PRESET --data`` runs::
 
     report = preflight(preset)
-    render_report(report, console)   # a summary table
+    console.print(report)            # a summary table (the report is a rich renderable)
     ensure_usable(report)            # UserError listing every problem, if any
 
 Each problem names the file(s) concerned and what was expected. Files larger than
@@ -13,10 +13,10 @@ Each problem names the file(s) concerned and what was expected. Files larger tha
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from bioim2im.data.volumes import Entry, HeadTarget, Preparation, View, open_ent
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, ConsoleOptions, RenderResult
 
     from bioim2im.config.schema import Preset
     from bioim2im.plugin.registry import ComponentRegistry
@@ -70,6 +70,9 @@ class Report:
     """The usable entries of each split (what training datasets are made of)."""
     opened_targets: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
     """Unpaired data only: per target name, the usable target entries of each split."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from report_renderables(self)
 
 
 def preflight(
@@ -279,9 +282,10 @@ def ensure_usable(report: Report) -> None:
         )
 
 
-def render_report(report: Report, console: Console) -> None:
-    """Print a summary of ``report`` to ``console``: per split and file role, what was found."""
+def report_renderables(report: Report) -> Iterator[Any]:
+    """A summary of ``report``: per split and file role, what was found; then its verdict."""
     from rich.table import Table
+    from rich.text import Text
 
     title = f"dataset {report.path} (layout '{report.layout}')"
     table = Table(
@@ -316,11 +320,11 @@ def render_report(report: Report, console: Console) -> None:
             ", ".join(sorted({f.dtype for f in files})),
             values,
         )
-    console.print(table)
+    yield table
     if report.problems:
-        console.print(
-            f"[bold red]{len(report.problems)} problem(s)[/] found in the dataset", highlight=False
+        yield Text.from_markup(
+            f"[bold red]{len(report.problems)} problem(s)[/] found in the dataset"
         )
     else:
         pairs = ", ".join(f"{n} {split}" for split, n in report.pairs.items())
-        console.print(f"[green]✓[/] dataset is usable: {pairs} pair(s)", highlight=False)
+        yield Text.from_markup(f"[green]✓[/] dataset is usable: {pairs} pair(s)")

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bioim2im.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
 
 FORMATS = ("bioimageio", "torchscript", "onnx")
 SUFFIXES = {"bioimageio": ".zip", "torchscript": ".pt", "onnx": ".onnx"}
@@ -27,6 +31,15 @@ class ExportResult:
     heads: list[str]
     checks: list[str] = field(default_factory=list)
     """The checks the export passed before it was written."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        for check in self.checks:
+            yield Text.from_markup("[green]✓[/] ").append(check)
+        yield Text.from_markup("[green]✓[/] ").append(
+            f"{self.path} ({self.format}; heads {', '.join(self.heads)})"
+        )
 
 
 def export_model(

@@ -205,10 +205,14 @@ KINDS: tuple[Kind, ...] = (
     Kind("scheduler", "bioim2im_register_schedulers", frozenset({"optimizer", "total_steps"})),
     Kind("logger", "bioim2im_register_loggers", frozenset({"run_dir", "preset", "start_step"})),
     Kind("preset", "bioim2im_register_presets"),
+    Kind("evaluation", "bioim2im_register_evaluations"),
+    Kind("command", "bioim2im_register_commands"),
 )
 """Every component kind, in the order `list-plugins` shows them."""
 
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
+WITHOUT_PARAMETERS = frozenset({"preset", "evaluation", "command"})
+"""Kinds a preset never names with parameters: their factory is used as it is."""
 KIND_OF: dict[str, Kind] = {kind.name: kind for kind in KINDS}
 
 
@@ -335,4 +339,30 @@ def bioim2im_register_presets(registry: Registrar) -> None:
     """Register presets that ``extends = "NAME"`` can name.
 
     The factory is the path of a TOML file (``pathlib.Path`` or ``str``).
+    """
+
+
+@hookspec
+def bioim2im_register_evaluations(registry: Registrar) -> None:
+    """Register evaluation tasks that ``bioim2im evaluate --task NAME`` (``api.evaluate(task=
+    NAME)``) runs instead of the built-in ones (semantic, instance, regression).
+
+    The factory is called as ``factory(pred, truth, *, head, json_path, csv_path, overwrite)``
+    (paths as given; ``head``, ``json_path`` and ``csv_path`` may be None) and returns the
+    report: an object with ``to_json()``, shown by the command line as a rich renderable
+    (``__rich_console__``). It writes ``json_path``/``csv_path`` itself, or raises
+    ``bioim2im.errors.UserError`` for an option it does not take; an existing report file is
+    replaced only with ``overwrite``, never ``pred`` or ``truth``.
+    """
+
+
+@hookspec
+def bioim2im_register_commands(registry: Registrar) -> None:
+    """Register command groups of the command line: ``bioim2im NAME ...``.
+
+    The factory is a ``typer.Typer`` app (or a ``"module:attr"`` string naming one, imported
+    when the command line starts: keep that module light). Its commands should derive from the
+    plugin's Python API with :func:`bioim2im.cli.derive.command`, so that each option is
+    written once, on the API function; the description is the group's help line. A name that
+    is already a command of bioim2im is refused.
     """

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from bioim2im.prediction.job import PredictionSummary
 
 LINE_SECONDS = 5.0
@@ -105,11 +103,12 @@ class _Tracker:
             )
 
 
-def render_summary(summary: PredictionSummary, console: Console) -> None:
+def summary_renderables(summary: PredictionSummary) -> Iterator[Any]:
     """A table of inputs, outputs, time and voxels/s, and the totals."""
     if summary.quiet:
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("input", "outputs", "time", "voxels/s", box=None, header_style="bold")
     for result in summary.results:
@@ -124,17 +123,15 @@ def render_summary(summary: PredictionSummary, console: Console) -> None:
                 time_text += f" (resumed: {result.blocks.resumed}/{result.blocks.total} blocks)"
             rate = rate_text(result.voxels / result.seconds) if result.seconds > 0 else ""
         table.add_row(str(result.input), outputs, time_text, rate)
-    console.print(table)
+    yield table
     waiting = summary.waiting
     if summary.part is not None and waiting:
-        console.print(
+        yield Text(
             f"part {summary.part}: {len(waiting)} image(s) wait for the other parts; the last "
-            "part to finish (or `bioim2im predict ... --finalize`) publishes them",
-            highlight=False,
+            "part to finish (or `bioim2im predict ... --finalize`) publishes them"
         )
         return
-    console.print(
+    yield Text(
         f"{len(summary.results)} image(s), {summary.voxels:,} voxels in {summary.seconds:.1f} s "
-        f"({rate_text(summary.voxels_per_second)}); table: {summary.table}",
-        highlight=False,
+        f"({rate_text(summary.voxels_per_second)}); table: {summary.table}"
     )

@@ -64,6 +64,8 @@ from bioim2im.prediction.outputs import (
 from bioim2im.prediction.trained_model import TrainedModel, load_model
 
 if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+
     from bioim2im.distributed import DistEnv
 
 __all__ = ["InputResult", "PredictionSummary", "predict_files", "predict_in_memory"]
@@ -145,6 +147,11 @@ class PredictionSummary:
     @property
     def voxels_per_second(self) -> float:
         return self.voxels / self.seconds if self.seconds > 0 else 0.0
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from bioim2im.prediction.display import summary_renderables
+
+        yield from summary_renderables(self)
 
 
 def predict_files(

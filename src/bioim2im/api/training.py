@@ -1,66 +1,24 @@
-"""The Python API, the one door the command line also goes through.
-
-- :func:`train`: a preset -> a run directory with checkpoints; returns a :class:`TrainResult`.
-- :func:`predict`: an image in memory (or any lazy image) -> each head's output array.
-- :func:`predict_files`: image files of any size -> prediction files; a
-  :class:`~bioim2im.prediction.job.PredictionSummary`.
-- :func:`evaluate`: predictions against ground truth; an
-  :class:`~bioim2im.evaluation.EvaluationReport`.
-- :func:`export`: a run as a bioimage.io package, a TorchScript or an ONNX file; an
-  :class:`~bioim2im.export.ExportResult`.
-- :func:`load_preset`: read, resolve and validate a preset; :func:`list_presets`: the presets
-  that can be named.
-- :func:`validation_images`: the validation images of a run directory, with their targets.
-
-Front ends (a GUI, a notebook) follow and stop the long calls through keyword-only callbacks:
-``on_progress`` (blocks predicted), ``on_metrics`` (each logged training record) and
-``should_stop`` (asked after every training step); they run in the calling process only.
-
-Every mistake of the caller's (a bad preset value, a missing file) is raised as a
-:class:`UserError` whose text is the one message the command line prints.
-
-The model a prediction uses is named ``model`` everywhere: a run directory (its best checkpoint),
-a checkpoint file, or an exported model (a bioimage.io package, an ONNX or TorchScript file). Options are keyword-only. Heavy libraries are imported by the functions
-that need them, so ``import bioim2im`` stays light.
-"""
+"""Training: a preset -> a run directory (:func:`train`), and what a run validated on
+(:func:`validation_images`)."""
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from bioim2im.api.options import Arg, Opt, Overrides, PythonOnly
 from bioim2im.errors import Interrupted, UserError
-from bioim2im.io.atomic import remove, remove_stale_partials
 
 if TYPE_CHECKING:
-    import numpy as np
+    from rich.console import Console, ConsoleOptions, RenderResult
 
     from bioim2im.config import Preset
-    from bioim2im.evaluation import EvaluationReport
-    from bioim2im.export import ExportResult
-    from bioim2im.io.base import LazyImage
-    from bioim2im.prediction.job import PredictionSummary
-
-__all__ = [
-    "TrainResult",
-    "UserError",
-    "ValidationImage",
-    "evaluate",
-    "export",
-    "list_presets",
-    "load_preset",
-    "predict",
-    "predict_files",
-    "train",
-    "validation_images",
-]
 
 RUN_MARKER = ".bioim2im-run"
 """The file that says a folder is a bioim2im run directory: training writes into a folder only
@@ -93,22 +51,20 @@ class TrainResult:
     def from_json(cls, data: dict[str, Any]) -> TrainResult:
         return cls(**{**data, "run_dir": Path(data["run_dir"])})
 
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.table import Table
 
-def load_preset(preset: str | Path, *, overrides: Sequence[str] = ()) -> Preset:
-    """Read, resolve (``extends``, then ``overrides`` such as ``"train.steps=500"``) and
-    validate a preset; a :class:`~bioim2im.errors.UserError` lists every problem."""
-    from bioim2im.config import load_preset as load
-
-    return load(preset, overrides)
-
-
-def list_presets() -> list[dict[str, str]]:
-    """Every preset that can be named (shipped and from installed plugins), as ``bioim2im
-    presets`` lists them: ``name``, ``description``, ``package``, ``version`` and ``path``."""
-    from bioim2im.config.reference import preset_rows
-    from bioim2im.plugin.manager import get_registry
-
-    return preset_rows(get_registry())
+        rows: dict[str, object] = {
+            "run_dir": self.run_dir,
+            "step": f"{self.step}/{self.total_steps}",
+            "stopped": self.stop_reason,
+            **self.metrics,
+        }
+        table = Table(title="trained", box=None, show_header=False)
+        for key, value in rows.items():
+            if value is not None:
+                table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        yield table
 
 
 @dataclass
@@ -126,6 +82,7 @@ def validation_images(run_dir: str | Path) -> list[ValidationImage]:
     """The images a run validated on, found again from the preset saved in ``run_dir`` (its
     ``data.val_path``, the data's own split, or the seeded split ``split.json`` records).
     CellMap runs validate on crops, not images: refused."""
+    from bioim2im.config import load_preset
     from bioim2im.data.sources import DEFAULT_TARGET, find_splits, reader_suffixes
     from bioim2im.plugin.manager import get_registry
 
@@ -158,17 +115,29 @@ def validation_images(run_dir: str | Path) -> list[ValidationImage]:
 
 
 def train(
-    preset: str | Path | None = None,
+    preset: Annotated[
+        str | Path | None,
+        Arg("A preset TOML file or a preset's name (not with --resume)."),
+    ] = None,
     *,
-    overrides: Sequence[str] = (),
-    run_dir: str | Path | None = None,
-    resume: str | Path | None = None,
-    devices: int | None = None,
-    on_metrics: Callable[[Mapping[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    overrides: Overrides = (),
+    run_dir: Annotated[
+        str | Path | None,
+        Opt("Where the run is written (default runs/<preset>-<time>).", ("--run-dir", "-o")),
+    ] = None,
+    resume: Annotated[
+        str | Path | None, Opt("Continue the run in this directory from its last checkpoint.")
+    ] = None,
+    devices: Annotated[
+        int | None, Opt("Train with N processes (GPUs) on this machine via torchrun.")
+    ] = None,
+    on_metrics: Annotated[Callable[[Mapping[str, Any]], None] | None, PythonOnly()] = None,
+    should_stop: Annotated[Callable[[], bool] | None, PythonOnly()] = None,
 ) -> TrainResult:
-    """Train a model from ``preset`` (a TOML file, or the name of a shipped or plugin preset)
-    into ``run_dir`` (default ``runs/<preset>-<time>``).
+    """Train a model from a preset; writes checkpoints, metrics and snapshots to a run directory.
+
+    ``preset`` is a TOML file or the name of a shipped or plugin preset; ``run_dir`` defaults
+    to ``runs/<preset>-<time>``.
 
     ``resume`` continues a killed run from ``RUN_DIR/checkpoints/last.pt`` with the preset saved
     in that run (``overrides`` may still change e.g. ``train.steps``). ``devices=N`` (N > 1)
@@ -205,6 +174,8 @@ def train(
         if not (run_dir / "checkpoints" / "last.pt").is_file():
             raise UserError(f"--resume {run_dir}: no checkpoints/last.pt to continue from")
         preset = saved
+    if devices is not None and devices < 1:
+        raise UserError(f"--devices {devices}: give 1 or more")
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     resolved = load(preset, overrides)
@@ -306,7 +277,7 @@ def _train_in(
     from bioim2im.config import to_toml
     from bioim2im.data.datasets import training_datasets
     from bioim2im.distributed import distributed
-    from bioim2im.io.atomic import write_text
+    from bioim2im.io.atomic import remove_stale_partials, write_text
     from bioim2im.model.checkpoint import load_checkpoint
     from bioim2im.plugin.manager import get_registry
     from bioim2im.training.gan import GanTrainer
@@ -393,6 +364,8 @@ def _remove_unstarted_run(run_dir: Path, existing: set[Path] | None) -> None:
     ``existing`` is what the folder held before (None: it did not exist)."""
     import shutil
 
+    from bioim2im.io.atomic import remove
+
     metrics = run_dir / "metrics.jsonl"
     logged = metrics.is_file() and metrics.stat().st_size > 0
     if logged or any((run_dir / "checkpoints").glob("*.pt")) or not run_dir.is_dir():
@@ -406,132 +379,3 @@ def _remove_unstarted_run(run_dir: Path, existing: set[Path] | None) -> None:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def predict(
-    model: str | Path,
-    image: np.ndarray | LazyImage,
-    *,
-    axes: str | None = None,
-    overrides: Sequence[str] = (),
-    device: str | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    trust_model: bool = False,
-) -> dict[str, np.ndarray]:
-    """Predict one image and return each head's postprocessed output.
-
-    ``image`` is an array, or any lazy image (e.g. ``bioim2im.io.open_image(path)``), which is
-    read block by block. ``axes`` name an array's axes (letters of ``TCZYX``; default: guessed
-    from its shape as for files). Each output is shaped ``(T, C, Z, Y, X)`` without the axes
-    the input lacks (C is always there), in the head's output dtype. ``device`` defaults to the
-    GPU when there is one. ``on_progress(done, total)`` is told each block predicted (an array
-    is one block; a lazy image is read in several); an exception it raises stops the
-    prediction and is raised here. ``model`` may be a run, a checkpoint, a model file or
-    package, or its ``https://`` URL; ``trust_model`` runs a TorchScript graph from elsewhere
-    that holds more than tensor operations (see the README's security model).
-    """
-    from bioim2im.prediction.job import predict_in_memory
-    from bioim2im.prediction.trained_model import load_model
-
-    chosen = device or _default_device()
-    return predict_in_memory(
-        load_model(model, overrides, chosen, trust_model=trust_model),
-        image,
-        axes=axes,
-        on_progress=on_progress,
-    )
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def predict_files(
-    model: str | Path,
-    inputs: str | Path,
-    output: str | Path,
-    *,
-    overrides: Sequence[str] = (),
-    format: str | None = None,
-    overwrite: bool = False,
-    devices: int | None = None,
-    progress: bool = True,
-    split: str | None = None,
-    part: str | None = None,
-    finalize: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-    trust_model: bool = False,
-) -> PredictionSummary:
-    """Predict image files (one image, a glob, a folder or a CSV manifest) into ``output``.
-
-    Memory depends on the block size, not on the image size; a killed run resumes where it
-    stopped when the same call is made again. ``format`` (``ome-zarr`` or ``tiff``) overrides
-    ``predict.format``; ``overwrite`` replaces existing outputs; ``devices=N`` (N > 1) runs N
-    processes under torchrun; ``progress`` shows a progress bar (plain lines when stderr is not
-    a terminal). A CSV manifest with a split column (``data.split_column``) stands for its
-    ``test`` rows unless ``split`` names others (``train``, ``val``, or ``all`` rows).
-    ``part="K/N"`` predicts one of N independent shares (cluster jobs without torchrun) and
-    ``finalize`` publishes what the parts predicted. ``on_progress(done, total)`` is told each
-    block of the image being predicted; an exception it raises stops the prediction (the same
-    call later continues it) and is raised here. ``trust_model`` runs a TorchScript graph
-    from elsewhere that holds more than tensor operations (see the README's security model).
-    """
-    from bioim2im.prediction.job import predict_files as run
-
-    return run(
-        model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
-        devices=devices, progress=progress, split=split, part=part, finalize=finalize,
-        on_progress=on_progress,
-        trust_model=trust_model,
-    )  # fmt: skip
-
-
-def evaluate(
-    pred: str | os.PathLike[str],
-    truth: str | os.PathLike[str],
-    *,
-    task: str = "auto",
-    head: str | None = None,
-    classes: Sequence[int] | None = None,
-    voxel_size: float | Sequence[float] | None = None,
-    json_path: str | os.PathLike[str] | None = None,
-    csv_path: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-) -> EvaluationReport:
-    """Score predictions against ground truth, image by image (see :mod:`bioim2im.evaluation`
-    for pairing and the automatic choice of ``task``); optionally write JSON and CSV (an
-    existing report file is replaced only with ``overwrite``, and never ``pred`` or ``truth``)."""
-    from bioim2im.evaluation import evaluate as run
-
-    return run(
-        pred, truth, task=task, head=head, classes=classes, voxel_size=voxel_size,
-        json_path=json_path, csv_path=csv_path, overwrite=overwrite,
-    )  # fmt: skip
-
-
-def export(
-    model: str | Path,
-    format: str,
-    *,
-    output: str | Path | None = None,
-    heads: Sequence[str] = (),
-    folder: bool = False,
-    overrides: Sequence[str] = (),
-    test_image: str | Path | None = None,
-    overwrite: bool = False,
-) -> ExportResult:
-    """Export a run directory (its best checkpoint) or a checkpoint as ``format``:
-    ``bioimageio`` (a model package, a zip or with ``folder`` a folder, tested with
-    bioimageio.core before it is written), ``torchscript`` or ``onnx`` (one graph, one output
-    per head, checked against the network). ``heads`` picks heads (default all);
-    ``overrides`` change the preset (e.g. ``export.license=MIT``); ``test_image`` is the image
-    the package's test tensors are cut from (default: one of the run's validation images).
-    Nothing is written unless every check passes."""
-    from bioim2im.export import export_model
-
-    return export_model(
-        model, format, output=output, heads=heads, folder=folder, overrides=overrides,
-        test_image=test_image, overwrite=overwrite,
-    )  # fmt: skip

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from bioim2im.api.options import Opt, PythonOnly
 from bioim2im.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
 
 MARKER = ".bioim2im-demo"
 # A small 2D UNet trained for a time budget: the constant learning rate suits a run whose
@@ -27,20 +33,59 @@ DEMO_OVERRIDES = [
 ]
 
 
-def run_demo(
-    output: Path, *, minutes: float = 2.0, overwrite: bool = False, console: Any = None
-) -> dict[str, Any]:
-    """Synthetic nuclei -> train -> predict the held-out images -> evaluate. Returns the metrics."""
-    from bioim2im.api import evaluate, predict_files, train
+@dataclass
+class DemoResult:
+    """What the demo wrote, and the held-out images' scores."""
+
+    output: Path
+    report: Any
+    minutes: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.report.aggregate)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        yield self.report
+        yield Text(
+            f"\ndone in {self.minutes:.1f} min. Wrote:\n"
+            f"  data         {self.output / 'data'}\n"
+            f"  run          {self.output / 'run'} (preset.toml, checkpoints/, metrics.jsonl, "
+            "snapshots/, loss_curve.png)\n"
+            f"  predictions  {self.output / 'predictions'}\n"
+            f"  metrics      {self.output / 'metrics.json'}"
+        )
+
+
+def demo(
+    output: Annotated[
+        str | Path,
+        Opt("Folder for the demo's data, run and predictions.", ("--output", "-o")),
+    ] = Path("bioim2im-demo"),
+    *,
+    minutes: Annotated[float, Opt("Training time budget (at least 0.1).")] = 2.0,
+    overwrite: Annotated[bool, Opt("Replace an earlier demo folder.")] = False,
+    say: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
+) -> DemoResult:
+    """Synthetic nuclei -> train a 2D segmentation model -> predict held-out images -> evaluate.
+
+    ``say`` is told each step (rich markup; default: printed to stderr)."""
+    from bioim2im.api.evaluation import evaluate
+    from bioim2im.api.prediction import predict_files
+    from bioim2im.api.training import train
     from bioim2im.builtins.presets import presets_dir
     from bioim2im.data.synthetic import write_dataset
-    from bioim2im.evaluation import render_report
     from bioim2im.io.atomic import refuse_inputs
 
+    if minutes < 0.1:
+        raise UserError(f"--minutes {minutes}: give at least 0.1")
+    output = Path(output)
     preset = presets_dir() / "segmentation-2d.toml"
     refuse_inputs(output, [preset])  # the one file the demo reads; it makes its own data
     _prepare_folder(output, overwrite)
-    say = console.print if console is not None else print
+    say = say or _say
     started = time.monotonic()
 
     say(f"[bold]1/4[/] writing synthetic 2D nuclei to {output / 'data'}")
@@ -81,16 +126,13 @@ def run_demo(
         head="seg",
         json_path=output / "metrics.json",
     )
-    if console is not None:
-        render_report(report, console)
-    say(
-        f"\ndone in {(time.monotonic() - started) / 60:.1f} min. Wrote:\n"
-        f"  data         {output / 'data'}\n"
-        f"  run          {run_dir} (preset.toml, checkpoints/, metrics.jsonl, snapshots/, loss_curve.png)\n"
-        f"  predictions  {predictions}\n"
-        f"  metrics      {output / 'metrics.json'}"
-    )
-    return report.aggregate
+    return DemoResult(output, report, (time.monotonic() - started) / 60)
+
+
+def _say(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(text, highlight=False)
 
 
 def _prepare_folder(output: Path, overwrite: bool) -> None:
