@@ -283,3 +283,44 @@ def test_every_required_parameter_has_an_example() -> None:
         if required - given:
             missing.append(f"{component.label}: {sorted(required - given)}")
     assert not missing, "add an example to EXAMPLES for: " + "; ".join(missing)
+
+
+def _network_parts() -> list[tuple[str, str, int]]:
+    parts = [(k, n) for k, n in COMPONENTS if k in ("backbone", "head")]
+    return [(k, n, d) for k, n in parts for d in (2, 3) if (k, n, d) != ("head", "projection", 2)]
+
+
+def _in_dims(data: dict[str, Any], kind: str, name: str, dims: int) -> dict[str, Any]:
+    """``data`` (a preset from :func:`_preset_with`) with patches of ``dims`` dimensions."""
+    patch = data["data"]["patch_size"]
+    if len(patch) == dims:
+        return data
+    data["data"]["patch_size"] = [32 if name == "swin_unetr" else 16, *patch]
+    if name == "unetr":
+        data["model"]["backbone"]["img_size"] = data["data"]["patch_size"]
+    channels = REGISTRY.get(kind, name).extras.get("out_channels") if kind == "head" else None
+    if channels is not None:
+        data["model"]["heads"]["seg"]["out_channels"] = channels(dims)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "dims"),
+    _network_parts(),
+    ids=[f"{k}-{n}-{d}d" for k, n, d in _network_parts()],
+)
+def test_a_networks_torchscript_holds_only_operations_a_model_from_elsewhere_may(
+    kind: str, name: str, dims: int
+) -> None:
+    """What export writes (a trace) passes the check `predict` makes of a graph from elsewhere:
+    a component using a tensor operation the allowlist lacks fails here, the day it is
+    registered (bioim2im.model.allowlist)."""
+    from bioim2im.model.conversion import load_torchscript, to_torchscript, torchscript_bytes
+    from bioim2im.model.packaged import HeadsInOrder
+
+    data = _in_dims(_preset_with(kind, name), kind, name, dims)
+    preset = validate(data, REGISTRY, f"{kind} {name} in {dims}D")
+    network = HeadsInOrder(build_model(preset, REGISTRY), list(preset.model.heads))
+    example = torch.zeros(1, 1, *preset.data.patch_size)
+    scripted = torchscript_bytes(to_torchscript(network, example), None)
+    load_torchscript(scripted, name=f"{kind} {name}")
