@@ -278,7 +278,12 @@ class Trainer:
         parts = {}
         for name, head in self.preset.model.heads.items():
             pred = outputs[name].float()
-            value = self.losses[name](pred, batch[f"target/{name}"], batch.get(f"weight/{name}"))
+            try:
+                value = self.losses[name](
+                    pred, batch[f"target/{name}"], batch.get(f"weight/{name}")
+                )
+            except ValueError as exc:  # the loss's settings do not fit what it is given
+                raise UserError(f"model.heads.{name}.loss ({head.loss.name}): {exc}") from None
             parts[name] = value.detach()
             total = total + head.weight * value
         return total, parts, outputs
