@@ -37,8 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import EnvironmentFailure, UserError
+from bioim2im.formats import load_model
+from bioim2im.formats.trained_model import TrainedModel, mismatch
 from bioim2im.io.atomic import output_lock, refuse_inputs, remove, remove_stale_partials
 from bioim2im.io.base import InMemoryImage, LazyImage
+from bioim2im.io.images import InputImage
 from bioim2im.prediction.display import BlockReporter
 from bioim2im.prediction.image import (
     BlockCounts,
@@ -50,7 +53,7 @@ from bioim2im.prediction.image import (
     share_one_heap,
     whole_tiling,
 )
-from bioim2im.prediction.inputs import InputImage, find_inputs, mismatch, open_inputs
+from bioim2im.prediction.inputs import find_inputs, open_inputs
 from bioim2im.prediction.outputs import (
     FORMATS,
     TABLE,
@@ -61,7 +64,6 @@ from bioim2im.prediction.outputs import (
     read_table,
     write_table,
 )
-from bioim2im.prediction.trained_model import TrainedModel, load_model
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -182,7 +184,7 @@ def predict_files(
     block of the image being predicted (this process's blocks); an exception it raises stops
     the prediction, which the same call continues later. ``trust_model`` runs a TorchScript
     graph from elsewhere even when it holds more than tensor operations (see
-    :mod:`bioim2im.model.allowlist`).
+    :mod:`bioim2im.formats.graphs.allowlist`).
     """
     from bioim2im.distributed import (
         broadcast_object,

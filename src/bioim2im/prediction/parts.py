@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 from bioim2im.errors import UserError
 from bioim2im.io.atomic import output_lock
+from bioim2im.io.images import InputImage
 from bioim2im.prediction.image import BlockCounts, finish_image, image_specs, predict_image
-from bioim2im.prediction.inputs import InputImage
 from bioim2im.prediction.outputs import RunRecord, Store, WorkDir, write_table
 
 if TYPE_CHECKING:
