@@ -314,8 +314,12 @@ def test_a_networks_torchscript_holds_only_operations_a_model_from_elsewhere_may
 ) -> None:
     """What export writes (a trace) passes the check `predict` makes of a graph from elsewhere:
     a component using a tensor operation the allowlist lacks fails here, the day it is
-    registered (bioim2im.model.allowlist)."""
-    from bioim2im.model.conversion import load_torchscript, to_torchscript, torchscript_bytes
+    registered (bioim2im.formats.graphs.allowlist)."""
+    from bioim2im.formats.graphs.conversion import (
+        load_torchscript,
+        to_torchscript,
+        torchscript_bytes,
+    )
     from bioim2im.model.packaged import HeadsInOrder
 
     data = _in_dims(_preset_with(kind, name), kind, name, dims)

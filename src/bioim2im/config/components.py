@@ -18,12 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-
-@dataclass(frozen=True)
-class Component:
-    """The mark of a component field: the kind of component it names."""
-
-    kind: str
+from bioim2im.config.schema import Component, Preset
 
 
 @dataclass(frozen=True)
@@ -68,16 +63,12 @@ def holds_components(annotation: Any) -> bool:
 
 def components(preset: Any) -> list[UsedComponent]:
     """Every component ``preset`` names, in the order of the schema's fields."""
-    from bioim2im.config.schema import Preset
-
     return list(_walk(Preset, preset, ""))
 
 
 def component_keys() -> dict[str, str]:
     """Every preset key that names a component (a list of them, for ``data.augment``; one per
     head, for ``model.heads.<name>``), with the kind it names."""
-    from bioim2im.config.schema import Preset
-
     return dict(_places(Preset, ""))
 
 

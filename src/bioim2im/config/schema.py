@@ -10,12 +10,12 @@ so a plugin's component is validated exactly like a built-in one.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from bioim2im.config.components import Component
 from bioim2im.plugin.registry import StrictModel
 
 MAX_WORKERS = 64
@@ -51,6 +51,14 @@ def spec(name: str, **params: Any) -> Any:
     of these models (see config/build.py) validate them into their own component types.
     """
     return {"name": name, **params}
+
+
+@dataclass(frozen=True)
+class Component:
+    """The mark of a component field: the kind of component it names (what
+    :mod:`bioim2im.config.components` walks a preset along)."""
+
+    kind: str
 
 
 # Component fields, each marked with the kind of component it names (see config/components.py).

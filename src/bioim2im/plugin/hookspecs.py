@@ -6,8 +6,8 @@ the hooks below, exposed through an entry point in the ``bioim2im`` group::
     [project.entry-points.bioim2im]
     my_plugin = "bioim2im_my_plugin"
 
-Every hook receives ``registry``, a :class:`bioim2im.plugin.registry.Registrar` bound to the
-hook's kind and to the plugin's distribution, and registers components by calling
+Every hook receives ``registry``, a :class:`Registrar` bound to the hook's kind and to the
+plugin's distribution, and registers components by calling
 ``registry.add(name, factory, description=None, *, params=None, **extras)``:
 
 - ``name``: what a preset writes, e.g. ``name = "unet"``; unique per kind across all plugins
@@ -29,13 +29,12 @@ declare their extras like any plugin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
 import pluggy
-
-if TYPE_CHECKING:
-    from bioim2im.plugin.registry import Registrar
+from pydantic import BaseModel
 
 hookspec = pluggy.HookspecMarker("bioim2im")
 hookimpl = pluggy.HookimplMarker("bioim2im")
@@ -60,6 +59,27 @@ BIOIMAGEIO = (
     "bioimage.io operations (normalisations) or stays in the attached preset (postprocessors)."
 )
 """The ``bioimageio`` extra of normalisations and postprocessors."""
+
+
+class Registrar(Protocol):
+    """What every hook receives as ``registry``: it adds components of the hook's kind on behalf
+    of the plugin's distribution (the plugin manager passes a
+    :class:`bioim2im.plugin.registry.Registrar`). The module docstring says what each argument
+    of :meth:`add` means."""
+
+    kind: str
+    package: str
+    version: str
+
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str | Any,
+        description: str | None = None,
+        *,
+        params: type[BaseModel] | None = None,
+        **extras: Any,
+    ) -> None: ...
 
 
 ValueKind = Literal["float", "probabilities", "mask", "labels"]

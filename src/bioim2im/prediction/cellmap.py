@@ -32,7 +32,7 @@ from bioim2im.io.atomic import partial_path, publish, refuse_inputs, remove
 from bioim2im.io.multiscale import Level, nearest_level, open_levels
 
 if TYPE_CHECKING:
-    from bioim2im.prediction.trained_model import TrainedModel
+    from bioim2im.formats.trained_model import TrainedModel
 
 
 @dataclass
@@ -57,8 +57,8 @@ def predict_crops(
     trust_model: bool = False,
 ) -> CropPredictions:
     """Predict every test crop of ``manifest`` whose classes the model knows (see the module).
-    ``trust_model``: as for :func:`bioim2im.prediction.trained_model.load_model`."""
-    from bioim2im.prediction.trained_model import load_model
+    ``trust_model``: as for :func:`bioim2im.formats.load_model`."""
+    from bioim2im.formats import load_model
 
     output = Path(output)
     _check_output(output, overwrite)

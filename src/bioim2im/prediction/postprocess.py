@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import UserError
+from bioim2im.formats.trained_model import HeadOutput
 from bioim2im.io.atomic import output_lock, refuse_inputs
+from bioim2im.io.images import SPATIAL, InputImage
 from bioim2im.io.ngff import inside_store
 from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels
-from bioim2im.prediction.inputs import SPATIAL, InputImage
 from bioim2im.prediction.outputs import (
     FORMATS,
     TABLE,
@@ -51,7 +52,6 @@ from bioim2im.prediction.outputs import (
     WorkDir,
     write_table,
 )
-from bioim2im.prediction.trained_model import HeadOutput
 from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 if sys.version_info >= (3, 11):
@@ -322,11 +322,11 @@ def _names(steps: Sequence[dict[str, Any]]) -> str:
 
 
 def _made_floats(steps: Sequence[Any], registry: ComponentRegistry, channels: int) -> bool:
-    from bioim2im.prediction.trained_model import _run
+    from bioim2im.formats.trained_model import run_steps
 
     probe = np.zeros((channels, 8, 8), np.float32)
     built = [registry.build("postprocessor", step) for step in steps]
-    return _run(built, probe).dtype.kind == "f"
+    return run_steps(built, probe).dtype.kind == "f"
 
 
 def _head_output(
@@ -338,8 +338,8 @@ def _head_output(
     spatial: str,
 ) -> HeadOutput:
     """Like prediction's, for the steps run here on ``channels`` saved channels."""
+    from bioim2im.formats.trained_model import chain_output
     from bioim2im.prediction.blockwise import HeadGeometry
-    from bioim2im.prediction.trained_model import chain_output
 
     built = [(spec.name, registry.build("postprocessor", spec)) for spec in steps]
     geometry = HeadGeometry.same(len(spatial))

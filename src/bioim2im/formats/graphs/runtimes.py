@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bioim2im.errors import UserError
-from bioim2im.model.conversion import as_tuple
+from bioim2im.formats.graphs.conversion import as_tuple
 
 
 class NamedOutputs:

@@ -1,9 +1,9 @@
 """``bioim2im export``: a trained model in the formats other tools read.
 
 - ``bioimageio``: a bioimage.io model package (zip, or a folder), tested with bioimageio.core
-  before it is published (:mod:`bioim2im.export.bioimageio`);
+  before it is published (:mod:`bioim2im.formats.bioimageio.export`);
 - ``torchscript`` / ``onnx``: the network alone, one graph with one output per head, checked
-  against the network (:mod:`bioim2im.export.graphs`).
+  against the network (:mod:`bioim2im.formats.graphs.export`).
 
 Every check runs before anything appears at the output path: a failed export leaves nothing.
 """
@@ -55,8 +55,8 @@ def export_model(
 ) -> ExportResult:
     """Export the run directory (its best checkpoint) or checkpoint ``model``; see the module
     docstring. ``output`` defaults to ``<run name><suffix>`` in the current directory."""
-    from bioim2im.export.source import open_source
-    from bioim2im.export.target import check_output, staged
+    from bioim2im.formats.export.source import open_source
+    from bioim2im.formats.export.target import check_output, staged
 
     if format not in FORMATS:
         raise UserError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -77,12 +77,12 @@ def export_model(
     path = Path(output)
     with staged(path, folder=folder) as partial:
         if format == "bioimageio":
-            from bioim2im.export.bioimageio import export_package
+            from bioim2im.formats.bioimageio.export import export_package
 
             image = Path(test_image) if test_image is not None else None
             checks = export_package(source, path, folder=folder, image=image, partial=partial)
         else:
-            from bioim2im.export.graphs import export_graph
+            from bioim2im.formats.graphs.export import export_graph
 
             checks = export_graph(source, format, partial)
     return ExportResult(path, format, source.heads, checks)

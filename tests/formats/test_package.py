@@ -58,7 +58,7 @@ def test_the_package_holds_a_valid_model_that_bioimageio_core_accepts(
 ) -> None:
     from bioimageio.core import test_model
 
-    from bioim2im.prediction.model_files import bioimageio_calls
+    from bioim2im.formats.bioimageio.calls import bioimageio_calls
 
     with bioimageio_calls():
         summary = test_model(package)

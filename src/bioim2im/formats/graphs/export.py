@@ -14,8 +14,8 @@ from typing import Any
 
 from bioim2im._version import __version__
 from bioim2im.errors import UserError
-from bioim2im.export.source import Source
-from bioim2im.model.conversion import GRAPH_FORMAT
+from bioim2im.formats.export.source import Source
+from bioim2im.formats.graphs.conversion import GRAPH_FORMAT
 
 
 def graph_metadata(source: Source) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def export_graph(source: Source, format: str, partial: Path) -> list[str]:
     """Write ``source``'s network as ``format`` at ``partial``; returns the checks passed."""
     import torch
 
-    from bioim2im.model.conversion import (
+    from bioim2im.formats.graphs.conversion import (
         TOLERANCE,
         disagreement,
         load_torchscript,
@@ -41,8 +41,8 @@ def export_graph(source: Source, format: str, partial: Path) -> list[str]:
         to_torchscript,
         torchscript_bytes,
     )
+    from bioim2im.formats.graphs.runtimes import NamedOutputs, OnnxRuntimeNetwork
     from bioim2im.model.packaged import HeadsInOrder
-    from bioim2im.model.runtimes import NamedOutputs, OnnxRuntimeNetwork
 
     network = HeadsInOrder(source.model.network, source.heads).eval()
     sizes = source.test_sizes()

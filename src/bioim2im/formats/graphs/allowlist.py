@@ -8,7 +8,7 @@ calls the ``__setstate__`` of the modules and objects it unpickles, and custom C
 
 1. :func:`check_archive`, before loading: the archive's code and pickles are read as data
    (never executed) and refused when they define ``__setstate__`` or name ``torch.classes``;
-   the archive is bounded like a package (:mod:`bioim2im.model.archives`).
+   the archive is bounded like a package (:mod:`bioim2im.formats.archives`).
 2. :func:`check_module`, once loaded and before it runs: every method and hook of every
    submodule, with what it calls inlined, may hold only the operations of an allowlist:
    :data:`ATEN`, a reviewed list of torch's tensor operations by category (arithmetic,
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from bioim2im.errors import UserError
-from bioim2im.model.archives import check_zip
+from bioim2im.formats.archives import check_zip
 
 
 def _aten(names: str) -> frozenset[str]:

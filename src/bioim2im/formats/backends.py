@@ -2,8 +2,8 @@
 
 ``"onnxruntime"`` converts the network to an ONNX graph when the model is loaded (about a
 second for the presets' networks), checks that the graph computes what the network computes
-(:func:`bioim2im.model.conversion.disagreement`, on random windows of two sizes), and runs the
-graph with ONNX Runtime. ``"auto"`` does so on the CPU when onnxruntime is installed and the
+(:func:`bioim2im.formats.graphs.conversion.disagreement`, on random windows of two sizes), and
+runs the graph with ONNX Runtime. ``"auto"`` does so on the CPU when onnxruntime is installed and the
 network converts and agrees, and uses torch otherwise (on a GPU, or for a network the
 conversion cannot record). benchmarks/bench_predict.py measures both on the same volume.
 """
@@ -13,17 +13,17 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from bioim2im.errors import UserError
+from bioim2im.errors import UserError, first_line
 
 if TYPE_CHECKING:
-    from bioim2im.prediction.trained_model import TrainedModel
+    from bioim2im.formats.trained_model import TrainedModel
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def chosen_backend(choice: str, device_type: str) -> str:
     """``torch`` or ``onnxruntime`` for ``predict.backend = choice`` on a ``device_type``."""
-    from bioim2im.model.runtimes import onnxruntime_available
+    from bioim2im.formats.graphs.runtimes import onnxruntime_available
 
     if choice == "auto":
         return "onnxruntime" if device_type == "cpu" and onnxruntime_available() else "torch"
@@ -48,9 +48,13 @@ def onnxruntime_network(model: TrainedModel) -> Any:
     """The model's network as an ONNX graph run by ONNX Runtime, checked against torch."""
     import torch
 
-    from bioim2im.model.conversion import disagreement, to_onnx
+    from bioim2im.formats.graphs.conversion import disagreement, to_onnx
+    from bioim2im.formats.graphs.runtimes import (
+        NamedOutputs,
+        OnnxRuntimeNetwork,
+        onnxruntime_available,
+    )
     from bioim2im.model.packaged import HeadsInOrder
-    from bioim2im.model.runtimes import NamedOutputs, OnnxRuntimeNetwork, onnxruntime_available
 
     if not onnxruntime_available():
         raise UserError(
@@ -64,7 +68,7 @@ def onnxruntime_network(model: TrainedModel) -> Any:
     try:
         graph = to_onnx(ordered, example, heads)
     except Exception as exc:  # what the exporter cannot record (a plugin's operation)
-        raise UserError(f"the network does not convert to ONNX: {_first_line(exc)}") from None
+        raise UserError(f"the network does not convert to ONNX: {first_line(exc)}") from None
     runtime = OnnxRuntimeNetwork(graph, heads, model.device)
     # Two window sizes: a size recorded as a constant by the conversion shows up here.
     sizes = [window, *_larger(model, window)]
@@ -82,8 +86,3 @@ def _larger(model: TrainedModel, window: tuple[int, ...]) -> list[tuple[int, ...
     divisor_of = component.extras.get("divisor")
     divisor = int(divisor_of(model.preset.model.backbone.params())) if divisor_of else 1
     return [tuple(n + divisor for n in window)]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -83,7 +83,7 @@ def test_a_plugin_normaliser_and_postprocessor_export_with_their_declared_operat
 ) -> None:
     from bioimageio.core import test_model
 
-    from bioim2im.prediction.model_files import bioimageio_calls
+    from bioim2im.formats.bioimageio.calls import bioimageio_calls
 
     with_plugin(declare=True)
     out = api.export(trained_run, "bioimageio", output=tmp_path / "m.zip", overrides=OVERRIDES)

@@ -17,8 +17,8 @@ from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
     from bioim2im.config.schema import Preset
-    from bioim2im.prediction.inputs import TimePoint
-    from bioim2im.prediction.trained_model import TrainedModel
+    from bioim2im.formats.trained_model import TrainedModel
+    from bioim2im.io.images import TimePoint
 
 
 @dataclass
@@ -93,9 +93,9 @@ def open_source(
     model_path: str | Path, heads: Sequence[str] = (), overrides: Sequence[str] = ()
 ) -> Source:
     """The checkpoint of a run directory (its best) or a checkpoint file, ready to export."""
+    from bioim2im.formats.checkpoint import load_checkpoint_model
+    from bioim2im.formats.model_files import is_model_file
     from bioim2im.model.checkpoint import load_checkpoint
-    from bioim2im.prediction.model_files import is_model_file
-    from bioim2im.prediction.trained_model import load_checkpoint_model
 
     if is_model_file(model_path):
         raise UserError(
@@ -164,8 +164,9 @@ class TestImage:
 
 def test_image(source: Source, given: Path | None) -> TestImage:
     """``given``, else the first validation image of the run's dataset (else a training one)."""
+    from bioim2im.formats.trained_model import mismatch
     from bioim2im.io import open_image
-    from bioim2im.prediction.inputs import InputImage, mismatch
+    from bioim2im.io.images import InputImage
 
     model = source.model
     path = given if given is not None else _dataset_image(source)

@@ -22,7 +22,7 @@ NAMES = sorted(p.stem for p in PRESETS.glob("*.toml"))
 
 def network_and_sizes(run: Path):  # type: ignore[no-untyped-def]
     """The run's network (heads in order) and two input sizes it takes."""
-    from bioim2im.export.source import open_source
+    from bioim2im.formats.export.source import open_source
     from bioim2im.model.packaged import HeadsInOrder
 
     source = open_source(run)
@@ -64,7 +64,7 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
     scripted = api.export(run, "torchscript", output=tmp_path / "model.pt").path
     graph = api.export(run, "onnx", output=tmp_path / "model.onnx").path
     # What bioim2im exports runs where a graph from elsewhere must hold tensor operations only.
-    from bioim2im.model.conversion import load_torchscript
+    from bioim2im.formats.graphs.conversion import load_torchscript
 
     load_torchscript(scripted)
     with zipfile.ZipFile(package.path) as archive:

@@ -89,9 +89,9 @@ def load_torchscript(
 
     Unless ``trusted`` (a graph bioim2im has just made, or the user's ``--trust-model``), the
     archive is checked before it is loaded and the graph before it is returned: tensor
-    operations only (:mod:`bioim2im.model.allowlist`); ``name`` is the file in messages.
+    operations only (:mod:`bioim2im.formats.graphs.allowlist`); ``name`` is the file in messages.
     """
-    from bioim2im.model.allowlist import check_archive, check_module
+    from bioim2im.formats.graphs.allowlist import check_archive, check_module
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     label = name or (str(source) if not isinstance(source, bytes) else "the TorchScript graph")

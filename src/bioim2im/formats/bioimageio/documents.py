@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from bioim2im._version import __version__
-from bioim2im.export.layout import Layout
-from bioim2im.export.source import Source
+from bioim2im.formats.bioimageio.layout import Layout
+from bioim2im.formats.export.source import Source
 
 OFFLINE_SKIPS = (
     "checking that the URLs the description cites exist (citations, links)",

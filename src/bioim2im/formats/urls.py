@@ -1,11 +1,11 @@
 """A model the user names by URL (``bioim2im predict https://host/model.zip``): downloaded into
-a temporary folder, read like a file (:mod:`bioim2im.prediction.model_files`), and the folder
+a temporary folder, read like a file (:mod:`bioim2im.formats.model_files`), and the folder
 removed once the model is loaded. Nothing is cached.
 
 This is the only network access a model brings, and only because the user named the URL: a
 package never makes bioim2im fetch what it names. The download follows at most
 :data:`MAX_REDIRECTS` redirects, to ``http`` and ``https`` URLs only (never ``file://``), holds
-at most what a package may unpack to (:func:`bioim2im.model.archives.limit_bytes`), and gives
+at most what a package may unpack to (:func:`bioim2im.formats.archives.limit_bytes`), and gives
 up, with one message, on a server that does not answer within ``BIOIM2IM_NETWORK_TIMEOUT``
 seconds (default 30) or sends less than :data:`MIN_RATE` bytes a second on average after that.
 """
@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bioim2im.errors import UserError
+from bioim2im.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
 
-    from bioim2im.prediction.trained_model import TrainedModel
+    from bioim2im.formats.trained_model import TrainedModel
 
 SCHEMES = ("http://", "https://")
 TIMEOUT_VARIABLE = "BIOIM2IM_NETWORK_TIMEOUT"
@@ -64,7 +64,7 @@ def load_model_url(
     url: str, overrides: Sequence[str], device: str | torch.device, *, trust_model: bool
 ) -> TrainedModel:
     """The model at ``url`` (a package zip, an ONNX or a TorchScript file)."""
-    from bioim2im.prediction.model_files import file_kind, load_model_file
+    from bioim2im.formats.model_files import file_kind, load_model_file
 
     with tempfile.TemporaryDirectory(prefix="bioim2im-model-") as scratch:
         path = download(url, Path(scratch))
@@ -128,7 +128,7 @@ class _Watch:
 def download(url: str, folder: Path) -> Path:
     """The file at ``url`` (redirects followed) written into ``folder``."""
     from bioim2im._version import __version__
-    from bioim2im.model.archives import LIMIT_VARIABLE, limit_bytes
+    from bioim2im.formats.archives import LIMIT_VARIABLE, limit_bytes
 
     timeout = network_timeout()
     limit = limit_bytes()
@@ -189,7 +189,9 @@ def download(url: str, folder: Path) -> Path:
             except (OSError, http.client.HTTPException) as exc:
                 if watch.expired or isinstance(exc, TimeoutError):
                     raise UserError(watch.reason(url)) from None
-                raise UserError(f"{url}: the model cannot be downloaded: {_first(exc)}") from None
+                raise UserError(
+                    f"{url}: the model cannot be downloaded: {first_line(exc)}"
+                ) from None
             finally:
                 connection.close()
         raise UserError(f"{url}: more than {MAX_REDIRECTS} redirects")
@@ -202,8 +204,3 @@ def _file_name(url: str) -> str:
     segment = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     name = re.sub(r"[^A-Za-z0-9._-]", "_", segment).lstrip(".")[:100]
     return name or "model"
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,5 +1,6 @@
-"""The trained model behind ``bioim2im predict``: a checkpoint read back into its network, its
-preset and, per head, what prediction writes (geometry, postprocessing, channels, dtype).
+"""The trained model prediction runs, whatever its format: a network called like bioim2im's
+(a batch in, a dict of head outputs), a preset and, per head, what prediction writes (geometry,
+postprocessing, channels, dtype). :func:`bioim2im.formats.load_model` reads one from any format.
 
 A head's postprocessing chain is split where it stops being *pointwise*: sigmoid, softmax,
 argmax and threshold look at one voxel at a time and run on each block as it is predicted; the
@@ -12,9 +13,8 @@ postprocessor says which it is when it is registered (extras ``pointwise`` and `
 
 from __future__ import annotations
 
-import hashlib
-import sys
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,16 +23,12 @@ import numpy as np
 
 from bioim2im.errors import UserError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 if TYPE_CHECKING:
     import torch
 
     from bioim2im.config.schema import HeadConfig, Preset
     from bioim2im.data.volumes import HeadTarget
+    from bioim2im.io.images import InputImage
     from bioim2im.plugin.registry import ComponentRegistry
     from bioim2im.prediction.blockwise import HeadGeometry
 
@@ -63,10 +59,10 @@ class HeadOutput:
     """Floating-point values in [0, 1] written as integers spanning the dtype (x 255 for uint8)."""
 
     def run_pointwise(self, values: np.ndarray) -> np.ndarray:
-        return _run(self.pointwise, values)
+        return run_steps(self.pointwise, values)
 
     def run_neighbourhood(self, values: np.ndarray) -> np.ndarray:
-        return _run(self.neighbourhood, values)
+        return run_steps(self.neighbourhood, values)
 
     def to_output(self, values: np.ndarray) -> np.ndarray:
         """Postprocessed ``values`` in the written dtype."""
@@ -85,9 +81,10 @@ class HeadOutput:
 
 @dataclass
 class TrainedModel:
-    """A checkpoint's network (in eval mode, on ``device``), preset and heads."""
+    """A model's network (in eval mode, on ``device``), preset and heads."""
 
     checkpoint: Path
+    """The file (or package) it was read from."""
     preset: Preset
     registry: ComponentRegistry
     network: Any
@@ -142,89 +139,90 @@ class TrainedModel:
         return prep.normalize, prep.nan_policy
 
 
-def load_model(
-    run_or_checkpoint: str | Path,
-    overrides: Sequence[str] = (),
-    device: str | torch.device = "cpu",
-    *,
-    trust_model: bool = False,
-) -> TrainedModel:
-    """Read a run directory's best checkpoint (or a checkpoint file) for prediction.
+@dataclass
+class PackagedModel(TrainedModel):
+    """A model read from a package or a foreign graph: its own normalisation and window sizes."""
 
-    ``overrides`` (``KEY.PATH=VALUE``, e.g. ``predict.tta=true``) change the checkpoint's preset
-    before it is validated. Checkpoint problems raise a UserError naming the file. A bioimage.io
-    package, an ONNX or a TorchScript file is read by :mod:`bioim2im.prediction.model_files`
-    (from an ``http(s)://`` URL too: :mod:`bioim2im.prediction.model_urls`); a TorchScript
-    graph from such a file runs only when it holds tensor operations alone, unless
-    ``trust_model``. The network runs with the backend ``predict.backend`` chooses.
-    """
-    from bioim2im.prediction import model_files, model_urls
-    from bioim2im.prediction.backends import use_backend
+    normalization: Any = None
+    """A bioim2im normalisation (``statistics``/``apply``), or None: images as they are."""
+    nan_policy: str = "error"
+    sizes: list[tuple[int, int] | int] | None = None
+    """Per spatial axis (ZYX order): (min, step) or the one size the network takes; None: only
+    ``predict.roi_size``."""
 
-    if model_urls.is_url(run_or_checkpoint):
-        return model_urls.load_model_url(
-            str(run_or_checkpoint), overrides, device, trust_model=trust_model
+    def input_normalization(self) -> tuple[Any, Any]:
+        return self.normalization, self.nan_policy
+
+    def window(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        if self.sizes is None:
+            return self.roi_size
+        window = []
+        for roi, n, size in zip(self.roi_size, spatial_shape, self.sizes, strict=True):
+            if isinstance(size, int):
+                window.append(size)
+            else:
+                low, step = size
+                window.append(low + max(0, math.ceil((min(roi, n) - low) / step)) * step)
+        return tuple(window)
+
+
+def mismatch(found: InputImage, model: TrainedModel) -> str | None:
+    """Why the model cannot predict ``found``, or None."""
+    image = found.image
+    if "S" in image.axes:
+        return (
+            f"{found.path}: axes {image.axes} have an S (sample) axis; "
+            "write each sample as its own image to predict it"
         )
-    if model_files.is_model_file(run_or_checkpoint):
-        return model_files.load_model_file(
-            Path(run_or_checkpoint), overrides, device, trust_model=trust_model
+    dims, channels = model.spatial_dims, model.in_channels
+    if len(found.spatial) != dims or found.channels != channels:
+        expected = "ZYX" if dims == 3 else "YX"
+        return (
+            f"{found.path}: shape {tuple(image.shape)} with axes {image.axes} has "
+            f"{found.channels} channel(s) and {len(found.spatial)} spatial axes "
+            f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
+            f"spatial axes ({expected})"
         )
-    return use_backend(load_checkpoint_model(run_or_checkpoint, overrides, device))
+    problem = _too_many_windows(found, model)
+    if problem is not None:
+        return problem
+    data = model.preset.data
+    if data.target_voxel_size is not None:
+        # Training resampled every image to this voxel size; prediction does not resample.
+        size = found.voxel_size or (tuple(data.voxel_size) if data.voxel_size else None)
+        if size is None or not np.allclose(size, data.target_voxel_size, rtol=1e-3):
+            return (
+                f"{found.path}: voxel size {size or 'unknown'}, but the model was trained on "
+                f"images resampled to {tuple(data.target_voxel_size)}; resample it to that "
+                "voxel size first"
+            )
+    return None
 
 
-def load_checkpoint_model(
-    run_or_checkpoint: str | Path,
-    overrides: Sequence[str] = (),
-    device: str | torch.device = "cpu",
-) -> TrainedModel:
-    """:func:`load_model` of a run directory or a checkpoint, its network a torch module."""
-    import torch
+MAX_WINDOWS = 1 << 40
+"""The most windows prediction takes on for one image: about 10^12, a year or more of any
+machine's time. More means a damaged header (2^31 x 2^31 pixels, say), not an image."""
+MAX_AXIS_WINDOWS = 1 << 24
+"""The most windows along one axis (their positions are planned up front)."""
 
-    from bioim2im.config.loading import apply_override, to_toml, validate
-    from bioim2im.model.checkpoint import checkpoint_path, load_checkpoint
-    from bioim2im.model.network import amp_dtype, build_model
-    from bioim2im.plugin.manager import get_registry
 
-    path = checkpoint_path(run_or_checkpoint)
-    state = load_checkpoint(path)
-    if not isinstance(state.get("model"), Mapping) or not isinstance(state.get("preset"), str):
-        raise UserError(f"{path}: the checkpoint lacks its model weights or its preset")
-    registry = get_registry()
-    try:
-        data = tomllib.loads(state["preset"])
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: the checkpoint's preset is not valid TOML: {exc}") from None
-    except RecursionError:
-        raise UserError(f"{path}: the checkpoint's preset nests tables too deeply") from None
-    for text in overrides:
-        data = apply_override(data, text)
-    preset = validate(data, registry, f"the preset of checkpoint {path}")
-    network = build_model(preset, registry)
-    try:
-        network.load_state_dict(_prediction_weights(state))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(
-            f"{path}: the weights do not fit the network its preset describes"
-            f"{' (changed by --set?)' if overrides else ''}: {first}"
-        ) from None
-    device = torch.device(device)
-    network.to(device).eval()
-    heads = head_outputs(preset, registry)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for piece in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(piece)
-    digest.update(to_toml(preset).encode())
-    return TrainedModel(
-        checkpoint=path,
-        preset=preset,
-        registry=registry,
-        network=network,
-        heads=heads,
-        device=device,
-        amp_dtype=amp_dtype(preset.train.amp, device),
-        fingerprint=digest.hexdigest(),
+def _too_many_windows(found: InputImage, model: TrainedModel) -> str | None:
+    shape = found.spatial_shape
+    window = model.window(shape)
+    overlap = model.preset.predict.overlap
+    overlaps = overlap if isinstance(overlap, list) else [overlap] * len(shape)
+    along = [
+        math.ceil(max(n - w, 0) / max(w * (1.0 - o), 1.0)) + 1
+        for n, w, o in zip(shape, window, overlaps, strict=True)
+    ]
+    total = math.prod(along) * found.time_points
+    if max(along) <= MAX_AXIS_WINDOWS and total <= MAX_WINDOWS:
+        return None
+    return (
+        f"{found.path}: {' x '.join(map(str, found.image.shape))} pixels ({found.image.axes}) "
+        f"need {total:.3g} windows of {list(window)} to predict, more than prediction can get "
+        f"through (at most {MAX_WINDOWS:.3g}, and {MAX_AXIS_WINDOWS:,} along an axis): is its "
+        "header damaged? Predict a crop of it"
     )
 
 
@@ -238,18 +236,6 @@ def head_outputs(preset: Preset, registry: ComponentRegistry) -> dict[str, HeadO
         name: _head_output(name, head, targets[name], preset.spatial_dims, registry)
         for name, head in preset.model.heads.items()
     }
-
-
-def _prediction_weights(state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The averaged weights when the run kept an EMA (they are what validation scored), else the
-    trained ones."""
-    ema = state.get("ema")
-    if isinstance(ema, Mapping):
-        prefix = "module."
-        averaged = {k[len(prefix) :]: v for k, v in ema.items() if k.startswith(prefix)}
-        if averaged:
-            return averaged
-    return state["model"]
 
 
 def _head_output(
@@ -311,8 +297,8 @@ def head_output(
     ``pointwise`` then ``neighbourhood`` steps (``instance``: they number objects)."""
     # What the chain makes of a block: run it on a small one.
     probe = np.zeros((out_channels, *[8] * len(geometry.kept_axes)), np.float32)
-    blockwise = _run(pointwise, probe)
-    final = _run(neighbourhood, blockwise)
+    blockwise = run_steps(pointwise, probe)
+    final = run_steps(neighbourhood, blockwise)
     integer = final.dtype.kind in "uib"
     wanted = output_dtype or ("uint32" if integer else "float32")
     dtype = np.dtype(wanted)
@@ -332,7 +318,8 @@ def head_output(
     )
 
 
-def _run(steps: Sequence[Step], values: np.ndarray) -> np.ndarray:
+def run_steps(steps: Sequence[Step], values: np.ndarray) -> np.ndarray:
+    """``values`` through each step in turn."""
     for step in steps:
         values = np.asarray(step(values))
     return values

@@ -25,9 +25,9 @@ import numpy as np
 
 from bioim2im._version import __version__
 from bioim2im.errors import UserError
-from bioim2im.export.layout import Layout, OutputLayout, plan_layout
-from bioim2im.export.source import Source, TestImage, test_image
-from bioim2im.export.target import scratch
+from bioim2im.formats.bioimageio.layout import Layout, OutputLayout, plan_layout
+from bioim2im.formats.export.source import Source, TestImage, test_image
+from bioim2im.formats.export.target import scratch
 
 SMALLEST_VALUE = 1e-4
 """bioimage.io refuses test tensors whose values all lie within this of 0."""
@@ -49,16 +49,16 @@ def export_package(
     """Write the package of ``source`` at ``partial`` (tested); returns the checks passed."""
     import torch
 
-    from bioim2im.export.documents import cover, readme
-    from bioim2im.model.conversion import (
+    from bioim2im.formats.bioimageio.documents import cover, readme
+    from bioim2im.formats.graphs.conversion import (
         disagreement,
         load_torchscript,
         to_onnx,
         to_torchscript,
         torchscript_bytes,
     )
+    from bioim2im.formats.graphs.runtimes import NamedOutputs, OnnxRuntimeNetwork
     from bioim2im.model.packaged import HeadsInOrder, network_arguments
-    from bioim2im.model.runtimes import NamedOutputs, OnnxRuntimeNetwork
 
     bioimageio = _bioimageio()
     bioimageio.check_license(source.model.preset.export.license)
@@ -144,7 +144,7 @@ def _test_tensors(
     tensors all hold values the specification can test is taken."""
     import torch
 
-    from bioim2im.prediction.bioimageio_ops import Preprocessing, postprocessing_steps
+    from bioim2im.formats.bioimageio.operations import Preprocessing, postprocessing_steps
 
     patch = source.model.preset.data.patch_size
     shape = found.spatial_shape
@@ -257,7 +257,7 @@ def _description_table(
 ) -> dict[str, Any]:
     import torch
 
-    from bioim2im.model.conversion import ONNX_OPSET
+    from bioim2im.formats.graphs.conversion import ONNX_OPSET
 
     metadata = source.model.preset.export
     authors = [a.model_dump(exclude_none=True) for a in metadata.authors] or [{"name": _user()}]
@@ -403,7 +403,7 @@ class _BioimageIO:
     def _offline(self, urls: Sequence[str], root: Path | None = None) -> Iterator[None]:
         from bioimageio.spec import ValidationContext
 
-        from bioim2im.prediction.model_files import bioimageio_calls
+        from bioim2im.formats.bioimageio.calls import bioimageio_calls
 
         options: dict[str, Any] = {
             "known_files": {url: None for url in urls},

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bioim2im.errors import UserError
-from bioim2im.export.source import Source
+from bioim2im.formats.export.source import Source
 
 if TYPE_CHECKING:
     from bioim2im.plugin.registry import ComponentRegistry
