@@ -14,7 +14,7 @@ import pytest
 
 from bioim2im import hookimpl
 from bioim2im.config.components import components
-from bioim2im.config.loading import load_preset, local_path_keys, to_toml, validate
+from bioim2im.config.loading import load_preset, to_toml, validate
 from bioim2im.config.reference import json_schema
 from bioim2im.errors import UserError
 from bioim2im.model.network import components_used
@@ -219,6 +219,8 @@ def test_a_layout_path_parameter_is_relative_to_the_preset_that_sets_it(
     given = load_preset(child, ["data.layout.table=v.csv"], registry=registry)
     assert given.data.layout.params()["table"] == tmp_path / "v.csv"
     # What export shares leaves it out, as it leaves out data.path.
+    from bioim2im.config.loading import local_path_keys
+
     dumped = json.loads(given.model_dump_json())
     assert ("data", "layout", "table") in local_path_keys(dumped, registry)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+PRESETS = Path(__file__).resolve().parents[1] / "src" / "bioim2im_cellmap" / "presets"
+"""The plugin's presets (cellmap-3d.toml, cellmap-2d.toml)."""
 EXTENT = 384.0
 MITO = [((120.0, 140.0, 110.0), 36.0), ((250.0, 230.0, 260.0), 30.0), ((200.0, 300.0, 120.0), 28.0)]
 NUCLEUS = ((260.0, 110.0, 150.0), 80.0)

@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stores import datasplit_text
+from stores import PRESETS, datasplit_text
 
 PATTERN = "{root}/data/{{dataset}}/{{dataset}}.zarr/recon-1/labels/groundtruth/{{crop}}"
-PRESET = (
-    Path(__file__).resolve().parents[1] / "src" / "bioim2im_cellmap" / "presets" / "cellmap-3d.toml"
-)
+PRESET = PRESETS / "cellmap-3d.toml"
 
 
 def one_error(result, *mentions: str) -> None:

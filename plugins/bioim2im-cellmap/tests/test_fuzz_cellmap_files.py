@@ -14,6 +14,7 @@ from hostile_helpers import changes, ended_cleanly, examples, invoke, snapshot
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from stores import PRESETS
 
 HEADER = ["crop_name", "dataset", "class_label", "voxel_size", "translation", "shape"]
 TEXT = st.text(max_size=12)
@@ -159,11 +160,5 @@ def test_random_datasplits(datasplit: bytes) -> None:
         (root / "a.zarr").mkdir()
         path = root / "datasplit.csv"
         path.write_bytes(datasplit)
-        preset = (
-            Path(__file__).resolve().parents[1]
-            / "src"
-            / "bioim2im_cellmap"
-            / "presets"
-            / "cellmap-3d.toml"
-        )
+        preset = PRESETS / "cellmap-3d.toml"
         _judge(["check", preset, "--data", "--set", f"data.path={path}"], top, [])

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 import zarr
-from stores import datasplit_text, manifest_text
+from stores import PRESETS, datasplit_text, manifest_text
 
 from bioim2im.errors import UserError
 from bioim2im_cellmap.grids import Grid
 
-PRESET = (
-    Path(__file__).resolve().parents[1] / "src" / "bioim2im_cellmap" / "presets" / "cellmap-3d.toml"
-)
+PRESET = PRESETS / "cellmap-3d.toml"
 RAW = "{root}/data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8"
 ROWS = [
     (21, "jrc_alpha", "mito", (8.0, 8.0, 8.0), (100.0, 92.0, 60.0), (6, 8, 8)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from stores import S3, datasplit_text
+from stores import PRESETS, S3, datasplit_text
 
 from bioim2im.data.loader import make_loader
 from bioim2im.errors import UserError
@@ -134,7 +134,7 @@ def test_private_bucket_needs_credentials(
 
 
 def test_unreachable_stores_are_one_clear_error(http_root: str, s3: S3, tmp_path: Path, cli):
-    presets = Path(__file__).resolve().parents[1] / "src" / "bioim2im_cellmap" / "presets"
+    presets = PRESETS
     cases = {
         "http://127.0.0.1:9": "the server cannot be reached",
         f"{http_root}/nowhere": "nothing is there",

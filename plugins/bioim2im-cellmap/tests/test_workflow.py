@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from stores import datasplit_text, manifest_text, scene, write_truth
+from stores import PRESETS, datasplit_text, manifest_text, scene, write_truth
 
-PRESETS = Path(__file__).resolve().parents[3] / "presets"
-CELLMAP_PRESETS = Path(__file__).resolve().parents[1] / "src" / "bioim2im_cellmap" / "presets"
+CORE_PRESETS = Path(__file__).resolve().parents[3] / "presets"
 CLASSES = ["mito", "nuc", "er"]
 RAW = "{root}/data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8"
 # Test crops: one at the training scale, one finer on the anisotropic dataset, one whose classes
@@ -64,7 +63,7 @@ def trained(datasplit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bioim2im.api import train
 
     run = tmp_path_factory.mktemp("run") / "cellmap"
-    result = train(CELLMAP_PRESETS / "cellmap-3d.toml", overrides=tiny(datasplit), run_dir=run)
+    result = train(PRESETS / "cellmap-3d.toml", overrides=tiny(datasplit), run_dir=run)
     assert result.step == 12
     return run
 
@@ -85,9 +84,7 @@ def test_resumes_exactly(datasplit: Path, tmp_path: Path, trained: Path):
 
     run = tmp_path / "resumed"
     # Stopped at step 6, then continued to 12: the same weights as 12 steps in one go.
-    train(
-        CELLMAP_PRESETS / "cellmap-3d.toml", overrides=tiny(datasplit, "train.steps=6"), run_dir=run
-    )
+    train(PRESETS / "cellmap-3d.toml", overrides=tiny(datasplit, "train.steps=6"), run_dir=run)
     train(overrides=["train.steps=12"], resume=run)
     done = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     reference = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
@@ -180,7 +177,7 @@ def test_two_dimensional_preset_trains_and_predicts_plane_by_plane(
     run = tmp_path / "run2d"
     overrides = tiny(datasplit, "data.patch_size=[32, 32]", "train.steps=4", "train.val_every=4")
     overrides += ["model.backbone.channels=[8, 16]", "model.backbone.strides=[2]"]
-    train(CELLMAP_PRESETS / "cellmap-2d.toml", overrides=overrides, run_dir=run)
+    train(PRESETS / "cellmap-2d.toml", overrides=overrides, run_dir=run)
     manifest = write_manifest(tmp_path / "manifest.csv")
     predictions = tmp_path / "p.zarr"
     result = cli(
@@ -252,7 +249,7 @@ def test_bad_cellmap_inputs_exit_2(
         (
             (
                 "check",
-                CELLMAP_PRESETS / "cellmap-3d.toml",
+                PRESETS / "cellmap-3d.toml",
                 "--set",
                 "model.heads.seg.out_channels=3",
             ),
@@ -261,7 +258,7 @@ def test_bad_cellmap_inputs_exit_2(
         (
             (
                 "check",
-                CELLMAP_PRESETS / "cellmap-3d.toml",
+                PRESETS / "cellmap-3d.toml",
                 "--set",
                 "model.heads.seg.loss={name='ce'}",
             ),
@@ -270,7 +267,7 @@ def test_bad_cellmap_inputs_exit_2(
         (
             (
                 "check",
-                PRESETS / "segmentation-2d.toml",
+                CORE_PRESETS / "segmentation-2d.toml",
                 "--set",
                 "data.layout={name='auto', classes=['mito']}",
             ),
@@ -279,7 +276,7 @@ def test_bad_cellmap_inputs_exit_2(
         (
             (
                 "check",
-                CELLMAP_PRESETS / "cellmap-3d.toml",
+                PRESETS / "cellmap-3d.toml",
                 "--set",
                 "data.layout.target_shape=[80, 8, 8]",
             ),
@@ -288,7 +285,7 @@ def test_bad_cellmap_inputs_exit_2(
         (
             (
                 "check",
-                CELLMAP_PRESETS / "cellmap-3d.toml",
+                PRESETS / "cellmap-3d.toml",
                 "--data",
                 "--set",
                 f"data.path={tmp_path / 'none.csv'}",
@@ -304,11 +301,7 @@ def test_bad_cellmap_inputs_exit_2(
     assert not (tmp_path / "o.zarr").exists()
     broken = tmp_path / "broken.csv"
     broken.write_text(datasplit.read_text().replace("crop2/[mito]", "crop9/[mito]"))
-    result = cli(
-        "check", CELLMAP_PRESETS / "cellmap-3d.toml", "--data", "--set", f"data.path={broken}"
-    )
+    result = cli("check", PRESETS / "cellmap-3d.toml", "--data", "--set", f"data.path={broken}")
     assert result.code == 2 and "jrc_alpha/crop9: class mito:" in result.err
-    good = cli(
-        "check", CELLMAP_PRESETS / "cellmap-3d.toml", "--data", "--set", f"data.path={datasplit}"
-    )
+    good = cli("check", PRESETS / "cellmap-3d.toml", "--data", "--set", f"data.path={datasplit}")
     assert good.code == 0, good.err
