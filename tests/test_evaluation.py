@@ -14,7 +14,7 @@ import tifffile
 from rich.console import Console
 
 from bioim2im.errors import UserError
-from bioim2im.evaluation import EvaluationReport, evaluate, find_pairs, render_report
+from bioim2im.evaluation import EvaluationReport, evaluate, find_pairs
 from bioim2im.io import OmeZarrStreamWriter, write_image
 
 
@@ -355,30 +355,6 @@ def test_regression_scores(tmp_path: Path) -> None:
     assert report.aggregate["mae"] == pytest.approx(0.05, abs=1e-6)
 
 
-def test_cellmap_scores_a_mask_as_semantic_and_labels_as_instances(tmp_path: Path) -> None:
-    pred = tif(tmp_path / "p.tif", square(4, 6))
-    truth = tif(tmp_path / "t.tif", square(4, 4))
-
-    mask = evaluate(pred, truth, task="cellmap")
-    assert mask.rows[0] == {
-        "name": "t",
-        "object/iou": pytest.approx(1 / 3),
-        "overall_semantic_score": pytest.approx(1 / 3),
-    }
-    assert "semantic mask" in mask.task_reason
-
-    tif(pred, objects(3))
-    tif(truth, objects(3))
-    labels = evaluate(pred, truth, task="cellmap", head="mito")
-    assert labels.rows[0] == {
-        "name": "t",
-        "mito/f1": 1.0,
-        "mito/normalized_hausdorff_distance": 1.0,
-        "mito/combined_score": 1.0,
-        "overall_instance_score": 1.0,
-    }
-
-
 # --- reports -------------------------------------------------------------------------------
 
 
@@ -430,7 +406,7 @@ def test_undefined_and_infinite_values_are_null_in_json(tmp_path: Path) -> None:
 
 def rendered(report: EvaluationReport) -> str:
     console = Console(file=io.StringIO(), width=250, color_system=None)
-    render_report(report, console)
+    console.print(report)
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 

@@ -77,14 +77,18 @@ def test_checkpoint_versions_name_the_package_of_every_component_used() -> None:
 
 
 def test_the_keys_of_each_kind_come_from_the_schema() -> None:
+    from bioim2im.config.components import component_keys
+    from bioim2im.config.reference import COMPONENT_KEYS
+
+    assert component_keys() == COMPONENT_KEYS
     assert kind_keys("transform") == [
         "data.normalize",
-        "data.augment[]",
+        "data.augment",
         "model.heads.<name>.target_normalize",
     ]
     assert kind_keys("optimizer") == ["train.optimizer", "adversarial.optimizer"]
     assert kind_keys("discriminator") == ["adversarial.discriminator"]
-    assert kind_keys("logger") == ["logging.loggers[]"]
+    assert kind_keys("logger") == ["logging.loggers"]
 
 
 def test_a_plugin_component_is_checked_where_it_sits(tmp_path: Path) -> None:

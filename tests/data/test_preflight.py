@@ -12,7 +12,7 @@ import tifffile
 from rich.console import Console
 
 from bioim2im.config import Preset, validate
-from bioim2im.data.preflight import Report, ensure_usable, preflight, render_report
+from bioim2im.data.preflight import Report, ensure_usable, preflight
 from bioim2im.errors import UserError
 from bioim2im.plugin.manager import get_registry
 
@@ -63,7 +63,7 @@ def test_a_good_dataset_has_no_problems_and_a_summary(tmp_path: Path) -> None:
     assert 0.0 <= image.low < image.high <= 1.0
     ensure_usable(report)
     out = io.StringIO()
-    render_report(report, Console(file=out, width=150))
+    Console(file=out, width=150).print(report)
     text = out.getvalue()
     assert "train" in text and "val" in text and "float32" in text and "dataset is usable" in text
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hostile_helpers import THOROUGH, TINY_PRESET, assert_ok, invoke
+from hostile_helpers import THOROUGH, TINY_PRESET, assert_ok, hostile_servers, invoke
 from hypothesis import HealthCheck, settings
 
 _QUIET = [
@@ -99,3 +99,26 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run the test in ``tmp_path`` (default outputs such as runs/ land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def exported_package(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run as a bioimage.io package folder (ONNX, TorchScript and state-dict
+    weights, the preset attached). Shared: copy it before changing anything."""
+    folder = tmp_path_factory.mktemp("exported") / "package"
+    assert_ok(invoke("export", trained_run, "--format", "bioimageio", "--folder", "-o", folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def one_image(nuclei_data: Path) -> Path:
+    """One 64 x 64 image of the nuclei data."""
+    return nuclei_data / "IM" / "img_000.tif"
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[[str], str]]:
+    """``start(mode)``: ``http://127.0.0.1:PORT`` of a server that hangs, trickles or
+    redirects to ``file:///etc/passwd``; stopped after the test."""
+    with hostile_servers() as start:
+        yield start

@@ -38,8 +38,8 @@ IMAGES = {
 @pytest.fixture
 def registry() -> ComponentRegistry:
     reg = ComponentRegistry()
-    io_plugin.register_readers(Registrar(reg, "reader", "bioim2im", "0"))
-    io_plugin.register_writers(Registrar(reg, "writer", "bioim2im", "0"))
+    io_plugin.bioim2im_register_readers(Registrar(reg, "reader", "bioim2im", "0"))
+    io_plugin.bioim2im_register_writers(Registrar(reg, "writer", "bioim2im", "0"))
     return reg
 
 

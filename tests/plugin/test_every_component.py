@@ -180,6 +180,17 @@ def test_a_checked_preset_builds_and_its_component_runs(
     if kind == "logger":
         _log_and_close(name, tmp_path)
         return
+    if kind == "evaluation":  # a scoring function the evaluate command calls
+        assert callable(REGISTRY.get(kind, name).load())
+        return
+    if kind == "command":  # a command group of the command line
+        import typer
+
+        assert isinstance(REGISTRY.get(kind, name).load(), typer.Typer)
+        return
+    if kind == "layout":  # a data layout: the object the data modules and export ask
+        _check_layout(name)
+        return
     preset = validate(_preset_with(kind, name), REGISTRY, f"{kind} {name}")
     dims = preset.spatial_dims
     network = build_model(preset, REGISTRY)
@@ -229,6 +240,19 @@ def test_a_checked_preset_builds_and_its_component_runs(
         assert torch.isfinite(judge(torch.rand(1, 3, *preset.data.patch_size))).all()
 
 
+def _check_layout(name: str) -> None:
+    """A layout builds from its parameters into an object with the contract's methods (a
+    plugin's layout with required parameters is tested by its plugin)."""
+    component = REGISTRY.get("layout", name)
+    required = {n for n, f in component.params.model_fields.items() if f.is_required()}
+    if required - set(EXAMPLES.get(("layout", name), {})):
+        assert component.package != "bioim2im", "add an example to EXAMPLES"
+        return
+    layout = component.build(EXAMPLES.get(("layout", name), {}))
+    for method in ("preflight", "datasets", "image_pairs"):
+        assert callable(getattr(layout, method, None)), f"layout '{name}' has no {method}()"
+
+
 def _log_and_close(name: str, run_dir: Path) -> None:
     """A logger takes a record, a snapshot and the end of the run, and writes nothing outside
     the run directory."""
@@ -268,10 +292,57 @@ def _round_trip(kind: str, name: str, tmp_path: Path) -> None:
 def test_every_required_parameter_has_an_example() -> None:
     missing = []
     for component in REGISTRY:
-        if component.kind in ("preset", "reader", "writer"):
+        if component.kind in ("preset", "reader", "writer", "evaluation", "command"):
             continue
+        if component.kind == "layout" and component.package != "bioim2im":
+            continue  # tested by its plugin, with its own data
         required = {n for n, f in component.params.model_fields.items() if f.is_required()}
         given = set(EXAMPLES.get((component.kind, component.name), {}))
         if required - given:
             missing.append(f"{component.label}: {sorted(required - given)}")
     assert not missing, "add an example to EXAMPLES for: " + "; ".join(missing)
+
+
+def _network_parts() -> list[tuple[str, str, int]]:
+    parts = [(k, n) for k, n in COMPONENTS if k in ("backbone", "head")]
+    return [(k, n, d) for k, n in parts for d in (2, 3) if (k, n, d) != ("head", "projection", 2)]
+
+
+def _in_dims(data: dict[str, Any], kind: str, name: str, dims: int) -> dict[str, Any]:
+    """``data`` (a preset from :func:`_preset_with`) with patches of ``dims`` dimensions."""
+    patch = data["data"]["patch_size"]
+    if len(patch) == dims:
+        return data
+    data["data"]["patch_size"] = [32 if name == "swin_unetr" else 16, *patch]
+    if name == "unetr":
+        data["model"]["backbone"]["img_size"] = data["data"]["patch_size"]
+    channels = REGISTRY.get(kind, name).extras.get("out_channels") if kind == "head" else None
+    if channels is not None:
+        data["model"]["heads"]["seg"]["out_channels"] = channels(dims)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "dims"),
+    _network_parts(),
+    ids=[f"{k}-{n}-{d}d" for k, n, d in _network_parts()],
+)
+def test_a_networks_torchscript_holds_only_operations_a_model_from_elsewhere_may(
+    kind: str, name: str, dims: int
+) -> None:
+    """What export writes (a trace) passes the check `predict` makes of a graph from elsewhere:
+    a component using a tensor operation the allowlist lacks fails here, the day it is
+    registered (bioim2im.formats.graphs.allowlist)."""
+    from bioim2im.formats.graphs.conversion import (
+        load_torchscript,
+        to_torchscript,
+        torchscript_bytes,
+    )
+    from bioim2im.model.packaged import HeadsInOrder
+
+    data = _in_dims(_preset_with(kind, name), kind, name, dims)
+    preset = validate(data, REGISTRY, f"{kind} {name} in {dims}D")
+    network = HeadsInOrder(build_model(preset, REGISTRY), list(preset.model.heads))
+    example = torch.zeros(1, 1, *preset.data.patch_size)
+    scripted = torchscript_bytes(to_torchscript(network, example), None)
+    load_torchscript(scripted, name=f"{kind} {name}")

@@ -15,6 +15,7 @@ from bioim2im.builtins import (
     heads,
     instance,
     io,
+    layouts,
     loggers,
     losses,
     metrics,
@@ -38,6 +39,7 @@ PLUGINS = (
     metrics,
     optim,
     loggers,
+    layouts,
     presets,
 )
 """The built-in plugin modules, in the order their components are registered."""

@@ -9,6 +9,7 @@ and ranks never draw the same patch.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +74,31 @@ class _SeedWorker:
         torch.manual_seed(value)
         np.random.seed(value)
         random.seed(value)
+
+
+def usable_workers(requested: int) -> tuple[int, str | None]:
+    """``data.num_workers``, at most the CPU cores this process may use (shared among the
+    training processes torchrun starts on the machine), and a notice when it was capped.
+
+    Workers beyond the cores only compete for them, each holding its own copy of the
+    dataset's buffers; 24 workers on 2 cores made training slower, not faster.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    share = max(1, cores // processes)
+    if requested <= share:
+        return requested, None
+    among = f" shared by {processes} training processes" if processes > 1 else ""
+    return share, (
+        f"data.num_workers = {requested}, but this machine has {cores} CPU core(s){among}: "
+        f"starting {share} worker(s)"
+    )
 
 
 def make_loader(

@@ -3,7 +3,7 @@
 ``bioim2im check PRESET --data`` runs::
 
     report = preflight(preset)
-    render_report(report, console)   # a summary table
+    console.print(report)            # a summary table (the report is a rich renderable)
     ensure_usable(report)            # UserError listing every problem, if any
 
 Each problem names the file(s) concerned and what was expected. Files larger than
@@ -13,10 +13,10 @@ Each problem names the file(s) concerned and what was expected. Files larger tha
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from bioim2im.data.volumes import Entry, HeadTarget, Preparation, View, open_ent
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, ConsoleOptions, RenderResult
 
     from bioim2im.config.schema import Preset
     from bioim2im.plugin.registry import ComponentRegistry
@@ -71,6 +71,9 @@ class Report:
     opened_targets: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
     """Unpaired data only: per target name, the usable target entries of each split."""
 
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from report_renderables(self)
+
 
 def preflight(
     preset: Preset,
@@ -79,19 +82,33 @@ def preflight(
     run_dir: Path | None = None,
     scan: bool = True,
 ) -> Report:
-    """Find, open and (``scan``) read through ``preset``'s dataset: files per split, shapes,
-    dtypes, value ranges, and every problem. The opened entries are kept in the report for the
-    training datasets; a seeded split is written to ``run_dir/split.json`` when given."""
-    from bioim2im.data.dataset import unpaired_preparation
-    from bioim2im.data.preparation import augmentation, preparation
+    """What ``preset``'s data layout (``data.layout``) finds in its dataset, and every problem
+    (see :func:`image_preflight` for the built-in layouts of image files)."""
+    from bioim2im.data.layouts import dataset_layout
 
     if registry is None:
         from bioim2im.plugin.manager import get_registry
 
         registry = get_registry()
+    layout = dataset_layout(preset, registry)
+    report: Report = layout.preflight(preset, registry=registry, run_dir=run_dir, scan=scan)
+    return report
+
+
+def image_preflight(
+    preset: Preset,
+    *,
+    registry: ComponentRegistry,
+    run_dir: Path | None = None,
+    scan: bool = True,
+) -> Report:
+    """Find, open and (``scan``) read through ``preset``'s image files: files per split, shapes,
+    dtypes, value ranges, and every problem. The opened entries are kept in the report for the
+    training datasets; a seeded split is written to ``run_dir/split.json`` when given."""
+    from bioim2im.data.dataset import unpaired_preparation
+    from bioim2im.data.preparation import augmentation, preparation
+
     data = preset.data
-    if data.layout == "cellmap":
-        return _cellmap(preset)
     splits = find_splits(
         data,
         preset.model.heads,
@@ -200,22 +217,6 @@ def _expectation(head: HeadTarget) -> str:
     return f"object ids 0, 1, 2, ... of instance head '{head.head}'"
 
 
-def _cellmap(preset: Preset) -> Report:
-    """The crops of a CellMap datasplit per split, and every problem in opening them."""
-    from bioim2im.data.cellmap import open_split
-
-    report = Report(preset.data.path, "cellmap")
-    try:
-        splits = open_split(preset)
-    except UserError as exc:
-        report.problems.append(str(exc))
-        return report
-    for usage, opened in splits.items():
-        report.pairs[usage] = report.entries[usage] = len(opened.crops)
-        report.problems += opened.problems
-    return report
-
-
 def _scan(
     entry: Entry, split: str, prep: Preparation, report: Report, image_role: str = "image"
 ) -> list[str]:
@@ -279,9 +280,10 @@ def ensure_usable(report: Report) -> None:
         )
 
 
-def render_report(report: Report, console: Console) -> None:
-    """Print a summary of ``report`` to ``console``: per split and file role, what was found."""
+def report_renderables(report: Report) -> Iterator[Any]:
+    """A summary of ``report``: per split and file role, what was found; then its verdict."""
     from rich.table import Table
+    from rich.text import Text
 
     title = f"dataset {report.path} (layout '{report.layout}')"
     table = Table(
@@ -316,11 +318,11 @@ def render_report(report: Report, console: Console) -> None:
             ", ".join(sorted({f.dtype for f in files})),
             values,
         )
-    console.print(table)
+    yield table
     if report.problems:
-        console.print(
-            f"[bold red]{len(report.problems)} problem(s)[/] found in the dataset", highlight=False
+        yield Text.from_markup(
+            f"[bold red]{len(report.problems)} problem(s)[/] found in the dataset"
         )
     else:
         pairs = ", ".join(f"{n} {split}" for split, n in report.pairs.items())
-        console.print(f"[green]✓[/] dataset is usable: {pairs} pair(s)", highlight=False)
+        yield Text.from_markup(f"[green]✓[/] dataset is usable: {pairs} pair(s)")

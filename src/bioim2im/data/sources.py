@@ -25,6 +25,7 @@ can report them all at once; :meth:`Splits.ensure_usable` raises them together.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import numpy as np
 
 from bioim2im.errors import UserError
 from bioim2im.io.atomic import write_text
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text, user_path
 
 if TYPE_CHECKING:
     from bioim2im.config.schema import DataConfig, HeadConfig
@@ -136,8 +138,13 @@ def find_pairs(
     suffixes: Sequence[str] = IMAGE_SUFFIXES,
 ) -> Found:
     """The pairs ``path`` holds in ``layout``, and the problems found (each naming files)."""
-    if not path.exists():
+    if not _exists(path):
         return Found(layout, problems=[f"{path} does not exist"])
+    if not path.is_dir() and not path.is_file():
+        return Found(
+            layout,
+            problems=[f"{path} is not a folder or a regular file (a FIFO, socket or device)"],
+        )
     if layout == "auto":
         layout, problem = detect_layout(path, source, suffixes)
         if problem:
@@ -277,10 +284,13 @@ def _read_csv(
     split_column: str,
 ) -> None:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            columns = list(rows[0]) if rows else []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_text(path, what="CSV manifest", limit=MAX_TABLE_BYTES, encoding="utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        columns = list(rows[0]) if rows else []
+    except UserError as exc:
+        found.problems.append(str(exc))
+        return
+    except (OSError, csv.Error) as exc:
         found.problems.append(f"cannot read CSV {path}: {exc}")
         return
     missing = [c for c in (source, *targets) if c not in columns]
@@ -303,9 +313,13 @@ def _read_csv(
                 if column != cost_map:
                     found.problems.append(f"{where}: no path in column '{column}'")
                 continue
-            file = Path(cell).expanduser()
+            try:
+                file = user_path(cell, f"{where} (column '{column}')")
+            except UserError as exc:
+                found.problems.append(str(exc))
+                continue
             file = file if file.is_absolute() else path.parent / file
-            if not file.exists():
+            if not _exists(file):
                 found.problems.append(f"{where}: file not found: {file} (column '{column}')")
             files[column] = file
         row_split = split
@@ -318,7 +332,7 @@ def _read_csv(
                 )
                 continue
         complete = all(c in files for c in (source, *targets))
-        if complete and all(f.exists() for f in files.values()):
+        if complete and all(_exists(f) for f in files.values()):
             name = (
                 files[source].relative_to(path.parent).as_posix()
                 if files[source].is_relative_to(path.parent)
@@ -327,6 +341,14 @@ def _read_csv(
             cost = files.get(cost_map) if cost_map is not None else None
             pair = Pair(name, files[source], {t: files[t] for t in targets}, cost)
             found.pairs.setdefault(row_split, []).append(pair)
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name too long for the file system does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def seeded_split(
@@ -359,7 +381,7 @@ def find_splits(
     """
     if data.path is None:
         problem = "data.path is not set: give the folder or CSV manifest of the training images"
-        return Splits(None, layout=data.layout, problems=[problem])
+        return Splits(None, layout=data.layout.name, problems=[problem])
     if not data.unpaired:
         splits, seeded = _find_splits(
             data, data.source, target_names(heads), data.cost_map, seed, suffixes
@@ -385,9 +407,9 @@ def _find_splits(
     suffixes: Sequence[str],
 ) -> tuple[Splits, bool]:
     """The splits of ``source`` (with ``targets``), and whether they are a seeded split."""
-    splits = Splits(data.path, layout=data.layout)
+    splits = Splits(data.path, layout=data.layout.name)
     options = {
-        "layout": data.layout,
+        "layout": data.layout.name,
         "source": source,
         "targets": targets,
         "cost_map": cost_map,

@@ -22,6 +22,7 @@ from bioim2im.data.sources import Pair
 from bioim2im.data.transforms import Normalization
 from bioim2im.errors import UserError
 from bioim2im.io import LazyImage, open_image
+from bioim2im.io.base import beyond_memory
 from bioim2im.plugin.registry import ComponentRegistry
 
 Task = Literal["semantic", "instance", "regression"]
@@ -222,8 +223,30 @@ def _open_pair(
         )
         targets = {t: View(others[t], fixed) for t in pair.targets}
         cost_map = View(others["cost map"], fixed) if pair.cost_map else None
-        entries.append(Entry(pair, view, targets, cost_map, shape, zoom))
+        entry = Entry(pair, view, targets, cost_map, shape, zoom)
+        problem = _beyond_memory(entry, prep)
+        if problem is not None:
+            return [], [problem]
+        entries.append(entry)
     return entries, []
+
+
+def _beyond_memory(entry: Entry, prep: Preparation) -> str | None:
+    """The problem of an entry training cannot hold: it reads each label of a label head whole
+    (to find the labelled voxels), and everything whole when resampling (float32)."""
+    voxels = math.prod(entry.shape)
+    if entry.zoom is not None:
+        why = "training resamples it, so it reads the image and its targets whole"
+        problem = beyond_memory(entry.image.path, estimate_bytes(entry), why)
+        return None if problem is None else f"{problem}; crop it or cut it into tiles"
+    for head in prep.heads:
+        if head.is_label and head.same_grid:
+            view = entry.targets[head.target]
+            why = "training reads each label image whole to find the labelled voxels"
+            problem = beyond_memory(view.path, 4 * voxels * view.channels, why)
+            if problem is not None:
+                return f"{problem}; crop it or cut it into tiles"
+    return None
 
 
 def _open_like(path: Any, image: LazyImage, registry: ComponentRegistry | None) -> LazyImage:

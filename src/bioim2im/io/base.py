@@ -15,6 +15,7 @@ Anything else needs explicit axes.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Mapping, Sequence
@@ -289,10 +290,67 @@ def micrometers(value: float, unit: str | None) -> float | None:
 def check_dtype(path: str | os.PathLike[str], dtype: np.dtype) -> np.dtype:
     """``dtype`` when bioim2im can train on it, else a UserError naming the file."""
     dtype = np.dtype(dtype)
-    if dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
+    try:
+        native = dtype.newbyteorder("=")
+    except (TypeError, ValueError):  # text, objects: numpy's newer dtypes have no byte order
+        native = None
+    if native not in SUPPORTED_DTYPES:
         supported = ", ".join(sorted(str(d) for d in SUPPORTED_DTYPES))
-        raise UserError(f"{path}: pixel type {dtype} is not supported (supported: {supported})")
+        kind = {"O": " (objects)", "T": " (text)", "U": " (text)", "S": " (bytes)"}.get(
+            dtype.kind, " (records)" if dtype.fields else ""
+        )
+        raise UserError(
+            f"{path}: pixel type {dtype}{kind} is not supported: images hold numbers "
+            f"(supported: {supported})"
+        )
     return dtype
+
+
+MAX_ARRAY_BYTES = int(np.iinfo(np.intp).max)
+"""The most bytes an array can span: sizes beyond it overflow every index and byte count."""
+
+
+def check_shape(path: str | os.PathLike[str], shape: Sequence[int], dtype: np.dtype) -> None:
+    """A UserError when ``shape`` cannot be an image's: a size below 0, or more bytes than any
+    array can span (a damaged or hostile header claiming 2^40 x 2^40 pixels, say)."""
+    sizes = [int(n) for n in shape]
+    if any(n < 0 for n in sizes):
+        raise UserError(
+            f"{path}: damaged header: the image's shape {tuple(sizes)} has a size below 0"
+        )
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 1
+    nbytes = math.prod(sizes) * max(itemsize, 1)
+    if nbytes > MAX_ARRAY_BYTES:
+        shown = " x ".join(str(n) for n in sizes)
+        raise UserError(
+            f"{path}: its header claims {shown} pixels ({nbytes:.3g} bytes), more than any "
+            f"file or memory can hold (at most {MAX_ARRAY_BYTES:.3g} bytes): the header is "
+            "damaged or not an image's"
+        )
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this machine has (None when the system does not say)."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def beyond_memory(path: str | os.PathLike[str], nbytes: int, why: str) -> str | None:
+    """The problem of reading ``nbytes`` of ``path`` at once (``why``: who reads it whole) when
+    they are more than the whole memory of the machine, or None."""
+    memory = machine_memory()
+    if memory is None or nbytes <= memory:
+        return None
+    return (
+        f"{path}: {why}: {nbytes / 2**30:,.1f} GiB, more than this machine's "
+        f"{memory / 2**30:,.1f} GiB of memory"
+    )
 
 
 def storage_order(

@@ -11,8 +11,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from bioim2im.errors import UserError
-from bioim2im.io.base import LazyImage
+from bioim2im.io.base import LazyImage, check_shape
 from bioim2im.plugin.registry import Component, ComponentRegistry
+from bioim2im.userfiles import check_regular
 
 
 def open_image(
@@ -31,9 +32,13 @@ def open_image(
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        # A FIFO would block the reader forever, a device never end.
+        check_regular(path, "an image file")
     component = _by_suffix(path, _registry(registry), "reader", look_in_parents=True)
     options = _validated(component, path, {"axes": axes, "level": level})
     image: LazyImage = component.load()(path, **options)
+    check_shape(path, image.shape, image.dtype)
     return image
 
 

@@ -1,14 +1,14 @@
 """Arrays placed in physical space: pyramid levels with a voxel size and an offset in nanometers,
 read on any grid of that space.
 
-Convention (OME-NGFF, and the CellMap data): voxel ``i`` of a level with ``scale`` s and
-``translation`` t is centred at ``t + i * s`` and covers ``[t + (i - 0.5) s, t + (i + 0.5) s)``.
-So level s1 of a CellMap volume (scale 4, translation 1) covers exactly the voxels 0 and 1 of
-s0 (scale 2, translation 0).
+Convention (OME-NGFF): voxel ``i`` of a level with ``scale`` s and ``translation`` t is
+centred at ``t + i * s`` and covers ``[t + (i - 0.5) s, t + (i + 0.5) s)``. So level s1 of a
+volume (scale 4, translation 1) covers exactly the voxels 0 and 1 of s0 (scale 2, translation
+0).
 
 :func:`open_levels` reads the levels of an OME-NGFF multiscale group (0.4 or 0.5), or of a single
 array whose attributes give ``voxel_size`` (or ``resolution``/``scale``) and ``translation``
-(or ``offset``), the way the CellMap challenge's ground truth and submissions store them.
+(or ``offset``), as some challenges' ground truth and submissions store them.
 :func:`nearest_level` picks the level closest to a wanted voxel size, and
 :meth:`Level.sample` reads the level on another grid, as nearest neighbour or linear
 interpolation, separably along each axis: a patch at the level's own grid is a plain slice.
@@ -28,8 +28,9 @@ from numpy.typing import ArrayLike
 
 from bioim2im.errors import UserError
 from bioim2im.io import ngff, remote
+from bioim2im.io.base import check_dtype, check_shape
 
-# Units of CellMap's metadata; a scale without a unit is taken to be in nanometers.
+# Units of the multiscale metadata; a scale without a unit is taken to be in nanometers.
 _NANOMETERS = {
     "nanometer": 1.0,
     "nm": 1.0,
@@ -124,7 +125,9 @@ class Level:
         index: tuple[Any, ...] = (*lead, *(region or [slice(None)] * self.ndim))
         try:
             return np.asarray(array[index])
-        except remote.UNREACHABLE as exc:
+        except Exception as exc:
+            if not remote.is_unreachable(exc):
+                raise
             raise UserError(remote.unreachable(self.location, exc)) from exc
 
     def sample(
@@ -212,7 +215,7 @@ def open_levels(location: str | os.PathLike[str], ndim: int = 3) -> list[Level]:
     node = remote.open_node(location)
     if isinstance(node, zarr.Array):
         return [_single(location, node, ndim)]
-    entry = ngff.multiscales(node.attrs)
+    entry = ngff.checked_multiscales(location, node.attrs)
     if entry is None:
         raise UserError(
             f"{location}: a zarr group without OME-NGFF multiscales metadata; expected a "
@@ -221,8 +224,8 @@ def open_levels(location: str | os.PathLike[str], ndim: int = 3) -> list[Level]:
     spatial = _spatial_positions(location, entry, ndim)
     factor = _unit_factor(entry, spatial)
     levels = []
-    for dataset in entry.get("datasets", []):
-        path = str(dataset.get("path", ""))
+    for index, dataset in enumerate(entry["datasets"]):
+        path = ngff.dataset_path(location, entry, index)
         scale, translation = _transforms(location, dataset, entry, spatial, factor)
         try:
             array = node[path]
@@ -230,8 +233,17 @@ def open_levels(location: str | os.PathLike[str], ndim: int = 3) -> list[Level]:
             raise UserError(
                 f"{location}: the multiscales metadata names level '{path}', which is missing"
             ) from None
+        except Exception as exc:
+            where = remote.join(location, path)
+            if remote.is_remote(location) and remote.is_unreachable(exc):
+                raise UserError(remote.unreachable(where, exc)) from exc
+            if isinstance(exc, (ValueError, TypeError)):  # damaged metadata
+                raise UserError(f"{where}: not a readable zarr array ({exc})") from exc
+            raise
         if not isinstance(array, zarr.Array):
             raise UserError(f"{location}/{path}: a group, not an array")
+        check_dtype(remote.join(location, path), array.dtype)
+        check_shape(remote.join(location, path), array.shape, array.dtype)
         levels.append(
             Level(
                 remote.join(location, path),
@@ -289,8 +301,13 @@ def _transforms(
         *entry.get("coordinateTransformations", []),
     ]:
         kind = transform.get("type")
+        values = transform.get(kind)
+        if isinstance(values, list) and len(values) < n:
+            raise UserError(
+                f"{location}: level '{dataset.get('path')}' has the {kind} {values}, "
+                f"which needs {n} numbers"
+            )
         if kind == "scale" and "scale" in transform:
-            values = transform["scale"]
             translation = [t * v for t, v in zip(translation, values[-n:], strict=False)]
             scale = [s * v for s, v in zip(scale, values[-n:], strict=False)]
         elif kind == "translation" and "translation" in transform:
@@ -325,7 +342,15 @@ def _single(location: str, array: zarr.Array, ndim: int) -> Level:
     given = next((attrs[k] for k in _OFFSET_KEYS if k in attrs), None)
     scale = (numbers(found) or [])[-ndim:]
     offset = (numbers(given) or [])[-ndim:] if given is not None else [0.0] * ndim
-    if len(scale) != ndim or len(offset) != ndim or array.ndim < ndim or min(scale) <= 0:
+    check_dtype(location, array.dtype)
+    check_shape(location, array.shape, array.dtype)
+    if (
+        len(scale) != ndim
+        or len(offset) != ndim
+        or array.ndim < ndim
+        or not all(math.isfinite(v) for v in (*scale, *offset))
+        or min(scale) <= 0
+    ):
         raise UserError(
             f"{location}: voxel size {found} or translation {given} is not {ndim} numbers "
             "(positive sizes, Z Y X)"

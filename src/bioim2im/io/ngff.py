@@ -9,9 +9,11 @@ unit is read back as "voxel size unknown", so ``None`` survives a round trip.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bioim2im.errors import UserError
 from bioim2im.io.base import micrometers, spatial_axes
 
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
@@ -30,6 +32,119 @@ def multiscales(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         return None
     return entries[0]
+
+
+TRANSFORMATION_TYPES = ("identity", "scale", "translation")
+
+
+def checked_multiscales(location: str, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first multiscales entry of a group, as :func:`multiscales`, once its metadata is
+    known to be usable: a UserError naming ``location`` and the problem otherwise.
+
+    Whatever a reader takes from it is then of the right kind: axes are a list of names or of
+    tables with text ``name``, ``type`` and ``unit``; datasets a non-empty list of tables whose
+    ``path`` stays inside the store; transformations ``identity``, ``scale`` or ``translation``
+    with one finite number per axis, scales above 0.
+    """
+    entry = multiscales(attrs)
+    if entry is None:
+        return None
+    problem = _problem(entry)
+    if problem is not None:
+        raise UserError(f"{location}: damaged OME-Zarr multiscales metadata: {problem}")
+    return entry
+
+
+def dataset_path(location: str, entry: Mapping[str, Any], level: int) -> str:
+    """The path of pyramid level ``level`` of a :func:`checked_multiscales` entry, inside the
+    store (without a trailing ``/``)."""
+    path = str(entry["datasets"][level]["path"])
+    return path[:-1] if path.endswith("/") else path
+
+
+def inside_store(value: Any, container: str = "the store") -> str | None:
+    """Why ``value`` is not a path inside a store (or another ``container``), or None: a path
+    read from metadata must be relative, with no ``.`` or ``..`` segment and no scheme, drive
+    or backslash, so that it cannot name another store or a file elsewhere."""
+    if not isinstance(value, str) or not value:
+        return f"{value!r} is not a path (a text such as '0' or 's0')"
+    text = value[:-1] if value.endswith("/") else value
+    parts = text.split("/")
+    if (
+        value.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+        or any(char in value for char in "\\\0:")
+    ):
+        return (
+            f"the path {value!r} leads outside {container}: the paths it lists are relative, "
+            "without '.', '..', '//', ':' or a leading '/'"
+        )
+    return None
+
+
+def _problem(entry: Mapping[str, Any]) -> str | None:
+    axes = entry.get("axes")
+    if "axes" in entry:
+        if not isinstance(axes, list):
+            return f"'axes' must be a list, not {axes!r}"
+        for axis in axes:
+            if isinstance(axis, str):
+                continue
+            if not isinstance(axis, Mapping) or not isinstance(axis.get("name"), str):
+                return f"axis {axis!r} must be a name or a table with a text 'name'"
+            for key in ("type", "unit"):
+                if key in axis and not isinstance(axis[key], str):
+                    return f"axis {axis['name']!r}: '{key}' must be a text, not {axis[key]!r}"
+    n_axes = len(axes) if axes else None
+    datasets = entry.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        return f"'datasets' must be a non-empty list of levels, not {datasets!r}"
+    for dataset in datasets:
+        if not isinstance(dataset, Mapping):
+            return f"dataset {dataset!r} must be a table with a 'path'"
+        problem = inside_store(dataset.get("path"))
+        if problem is not None:
+            return f"dataset path: {problem}"
+        problem = _transformations_problem(dataset, n_axes)
+        if problem is not None:
+            return f"dataset {dataset['path']!r}: {problem}"
+    return _transformations_problem(entry, n_axes)
+
+
+def _transformations_problem(table: Mapping[str, Any], n_axes: int | None) -> str | None:
+    transforms = table.get("coordinateTransformations", [])
+    if not isinstance(transforms, list):
+        return f"'coordinateTransformations' must be a list, not {transforms!r}"
+    for transform in transforms:
+        kind = transform.get("type") if isinstance(transform, Mapping) else None
+        if kind not in TRANSFORMATION_TYPES:
+            return (
+                f"transformation {transform!r}: 'type' must be one of "
+                f"{', '.join(TRANSFORMATION_TYPES)}"
+            )
+        if kind == "identity":
+            continue
+        assert isinstance(transform, Mapping)
+        if kind not in transform:
+            # The values stored in an array of the store: only its path is checked here.
+            if "path" not in transform:
+                return f"the {kind} transformation has no '{kind}' (and no 'path')"
+            problem = inside_store(transform["path"])
+            if problem is not None:
+                return f"{kind} path: {problem}"
+            continue
+        values = transform[kind]
+        numbers = isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not numbers or not values:
+            return f"{kind} {values!r} must be a list of finite numbers, one per axis"
+        if n_axes is not None and len(values) != n_axes:
+            return f"{kind} {values!r} has {len(values)} numbers for the {n_axes} axes"
+        if kind == "scale" and any(v <= 0 for v in values):
+            return f"scale {values!r} must be above 0 along every axis"
+    return None
 
 
 def is_label(attrs: Mapping[str, Any]) -> bool:

@@ -75,18 +75,19 @@ def open_zarr(
         ) from exc
     stored: str | None
     if isinstance(node, zarr.Group):
-        entry = ngff.multiscales(node.attrs)
+        entry = ngff.checked_multiscales(os.fspath(path), node.attrs)
         if entry is None:
             raise UserError(
                 f"{path}: not an OME-Zarr image (no multiscales metadata){_inside(node)}"
             )
-        datasets = entry.get("datasets", [])
+        datasets = entry["datasets"]
         if not 0 <= level < len(datasets):
             raise UserError(
                 f"{path}: pyramid level {level} requested but the image has {len(datasets)} "
                 f"(0..{len(datasets) - 1})"
             )
-        array_path = os.path.join(path, datasets[level]["path"])
+        # The metadata's path stays inside the store (checked_multiscales made sure of it).
+        array_path = os.path.join(path, ngff.dataset_path(os.fspath(path), entry, level))
         try:
             array = zarr.open_array(array_path, mode="r")
         except PermissionError:

@@ -2,23 +2,34 @@
 
 A *location* is a local path or a URL: ``s3://bucket/key.zarr`` or ``https://host/key.zarr``
 (``http://`` too). Remote stores are read lazily through fsspec (s3fs, aiohttp), chunk by
-chunk, so training or scoring on the CellMap data needs only the chunks it touches.
+chunk, so training or scoring on remote data needs only the chunks it touches.
 
 S3 credentials: anonymous unless AWS credentials are in the environment
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` or a credentials file named
 by ``AWS_SHARED_CREDENTIALS_FILE``), which botocore then reads as usual; ``AWS_ENDPOINT_URL``
 (or ``AWS_ENDPOINT_URL_S3``) points at an S3-compatible server. The remote libraries are the
-``cellmap`` extra: ``pip install "bioim2im[cellmap]"``.
+``remote`` extra: ``pip install "bioim2im[remote]"``.
+
+Every request to a remote store must be answered in full within ``BIOIM2IM_REMOTE_TIMEOUT``
+seconds (default 60): a server that never answers, or trickles its bytes, is one message
+naming it instead of a wait of minutes or forever. Redirects are followed to ``http(s)://``
+only (never to ``file://``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import posixpath
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zarr
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import FsspecStore, WrapperStore
 
 from bioim2im.errors import UserError
 
@@ -31,6 +42,26 @@ _CREDENTIAL_VARIABLES = (
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
 )
+
+
+TIMEOUT_VARIABLE = "BIOIM2IM_REMOTE_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+_T = TypeVar("_T")
+
+
+def timeout() -> float:
+    """Seconds within which a remote store must answer each request in full:
+    ``BIOIM2IM_REMOTE_TIMEOUT``, default 60."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{TIMEOUT_VARIABLE}={text!r}: give a number of seconds above 0, e.g. 60")
+    return value
 
 
 def is_remote(location: str | os.PathLike[str]) -> bool:
@@ -46,16 +77,79 @@ def join(location: str | os.PathLike[str], *parts: str) -> str:
 
 
 def storage_options(location: str) -> dict[str, Any]:
-    """The fsspec options for ``location``: anonymous S3 unless credentials are set."""
+    """The fsspec options for ``location``: anonymous S3 unless credentials are set; time
+    limits on connecting and reading (:func:`timeout`); web redirects to http(s) only."""
+    seconds = timeout()
     if location.startswith("s3://"):
         options: dict[str, Any] = {
-            "anon": not any(os.environ.get(v) for v in _CREDENTIAL_VARIABLES)
+            "anon": not any(os.environ.get(v) for v in _CREDENTIAL_VARIABLES),
+            "config_kwargs": {"connect_timeout": seconds, "read_timeout": seconds},
         }
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["client_kwargs"] = {"endpoint_url": endpoint}
         return options
+    if location.startswith(("http://", "https://")):
+        import aiohttp
+
+        limit = aiohttp.ClientTimeout(total=seconds, sock_connect=seconds, sock_read=seconds)
+        # aiohttp follows redirects to http(s) only: one to file:// is an error, not a read.
+        return {"client_kwargs": {"timeout": limit}}
     return {}
+
+
+class _Deadline(WrapperStore[Store]):
+    """A store whose every read must be done within ``seconds``, retries included: the one
+    limit that also stops a server trickling its answer a byte at a time."""
+
+    def __init__(self, store: Store, seconds: float) -> None:
+        super().__init__(store)
+        self.seconds = seconds
+
+    def _with_store(self, store: Store) -> _Deadline:
+        return type(self)(store, self.seconds)
+
+    async def _within(self, work: Awaitable[_T]) -> _T:
+        return await asyncio.wait_for(work, self.seconds)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        return await self._within(self._store.get(key, prototype, byte_range))
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        return await self._within(self._store.get_partial_values(prototype, key_ranges))
+
+    async def exists(self, key: str) -> bool:
+        return await self._within(self._store.exists(key))
+
+    async def is_empty(self, prefix: str) -> bool:
+        return await self._within(self._store.is_empty(prefix))
+
+    async def _listing(self, names: AsyncIterator[str]) -> AsyncIterator[str]:
+        while True:
+            try:
+                yield await self._within(names.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def list(self) -> AsyncIterator[str]:
+        return self._listing(self._store.list())
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return self._listing(self._store.list_prefix(prefix))
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._listing(self._store.list_dir(prefix))
+
+
+def _remote_store(location: str) -> Store:
+    store = FsspecStore.from_url(
+        location, storage_options=storage_options(location), read_only=True
+    )
+    return _Deadline(store, timeout())
 
 
 def _needs_extra(location: str) -> None:
@@ -64,8 +158,8 @@ def _needs_extra(location: str) -> None:
         __import__(module)
     except ImportError:
         raise UserError(
-            f"{location}: reading remote stores needs {module}; install the cellmap extra: "
-            'pip install "bioim2im[cellmap]"'
+            f"{location}: reading remote stores needs {module}; install the remote extra: "
+            'pip install "bioim2im[remote]"'
         ) from None
 
 
@@ -81,8 +175,12 @@ def open_node(location: str | os.PathLike[str]) -> zarr.Group | zarr.Array:
             raise UserError(f"{text}: not a zarr group or array ({exc})") from exc
     _needs_extra(text)
     try:
-        return zarr.open(text, mode="r", storage_options=storage_options(text))
-    except UNREACHABLE as exc:
+        return zarr.open(_remote_store(text), mode="r")
+    except UserError:
+        raise
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
         raise UserError(unreachable(text, exc)) from exc
 
 
@@ -93,9 +191,30 @@ def open_array(location: str | os.PathLike[str]) -> zarr.Array:
     return node
 
 
+_REMOTE_LIBRARIES = frozenset({"aiohttp", "aiobotocore", "botocore", "s3fs", "fsspec", "yarl"})
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a remote store could not be read (what fsspec, s3fs, aiohttp and
+    zarr raise for servers that fail, refuse, redirect elsewhere or run out of time)."""
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, UNREACHABLE) or module in _REMOTE_LIBRARIES
+
+
 def unreachable(location: str, exc: BaseException) -> str:
     """One line on why a remote store could not be read, with what to check."""
     reason = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return (
+            f"cannot read {location}: the server did not answer within {timeout():g} s; "
+            f"check the address and the network, or set {TIMEOUT_VARIABLE} (seconds) to wait "
+            f"longer ({type(exc).__name__})"
+        )
+    if "redirect" in type(exc).__name__.lower() or "redirect" in reason.lower():
+        return (
+            f"cannot read {location}: the server redirects it elsewhere, to what is not an "
+            f"http(s) address or cannot be followed ({type(exc).__name__}: {reason})"
+        )
     if isinstance(exc, FileNotFoundError) or "not found" in reason.lower():
         hint = "check the URL: nothing is there"
     elif isinstance(exc, PermissionError) or "forbidden" in reason.lower():
@@ -124,7 +243,12 @@ def glob(pattern: str) -> list[str]:
 
     try:
         fs = fsspec.filesystem("s3", **storage_options(pattern))
-        found = fs.glob(pattern[len("s3://") :])
-    except UNREACHABLE as exc:
+        # fsspec's own time limit for the whole listing (its retries included).
+        found = fs.glob(pattern[len("s3://") :], timeout=timeout())
+    except UserError:
+        raise
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
         raise UserError(unreachable(pattern, exc)) from exc
     return sorted(f"s3://{path}" for path in found)

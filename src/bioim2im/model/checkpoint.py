@@ -11,6 +11,7 @@ import torch
 
 from bioim2im.errors import EnvironmentFailure, UserError, describe_os_error, os_error_cause
 from bioim2im.io.atomic import atomic_file
+from bioim2im.userfiles import check_regular
 
 FORMAT = "bioim2im-checkpoint"
 FORMAT_VERSION = 1
@@ -49,7 +50,10 @@ def checkpoint_path(run_or_checkpoint: str | Path, which: str = "best") -> Path:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a bioim2im checkpoint; anything else is refused with a clear message."""
+    """Read a bioim2im checkpoint; anything else is refused with a clear message (a FIFO or a
+    device, which would block or never end, before anything is read)."""
+    if not Path(path).is_dir():
+        check_regular(path, "checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

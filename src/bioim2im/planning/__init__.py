@@ -158,6 +158,8 @@ def plan_preset(
         time_step=lambda p: seconds_per_step(p, registry, machine),
     )
     path = find_preset(preset, registry)
-    data = apply_overrides(merge(resolve(path, [], registry), plan.overrides()), overrides)
+    data = apply_overrides(
+        merge(resolve(path, [], registry), plan.overrides()), overrides, registry
+    )
     data.setdefault("data", {})["plan"] = False
     return validate(data, registry, f"preset {preset} as planned"), plan

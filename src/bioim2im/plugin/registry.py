@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from bioim2im.errors import PluginError, UserError
-from bioim2im.plugin.hookspecs import KIND_NAMES, KIND_OF
+from bioim2im.plugin.hookspecs import KIND_NAMES, KIND_OF, WITHOUT_PARAMETERS
 
 
 class StrictModel(BaseModel):
@@ -233,7 +233,7 @@ class Component:
     def build(self, params: Mapping[str, Any] | None = None, **structural: Any) -> Any:
         """Call the factory with validated parameters and the structural arguments it accepts."""
         factory = self.load()
-        if self.kind == "preset":
+        if self.kind in WITHOUT_PARAMETERS:
             return factory
         try:
             values = self.params.model_validate(dict(params or {})).model_dump()
@@ -255,7 +255,8 @@ class Component:
 
 
 class Registrar:
-    """What a hook receives: adds components of one kind on behalf of one distribution."""
+    """What a hook receives: adds components of one kind on behalf of one distribution (the
+    :class:`bioim2im.plugin.hookspecs.Registrar` of the plugin contract)."""
 
     def __init__(self, registry: ComponentRegistry, kind: str, package: str, version: str) -> None:
         self._registry = registry

@@ -1,16 +1,13 @@
-"""What ``bioim2im predict`` shows: progress over blocks (a rich bar with voxels/s and ETA on
-a terminal, plain lines every few seconds otherwise) and the summary table at the end."""
+"""What ``bioim2im predict`` shows while it runs: progress over blocks (a rich bar with
+voxels/s and ETA on a terminal, plain lines every few seconds otherwise). The summary at the
+end renders itself (:mod:`bioim2im.prediction.summary`)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from bioim2im.prediction.job import PredictionSummary
+from collections.abc import Callable
+from typing import Any, TextIO
 
 LINE_SECONDS = 5.0
 
@@ -22,16 +19,24 @@ def rate_text(voxels_per_second: float) -> str:
 class BlockReporter:
     """Reports each image's blocks as they are written; silent when not ``enabled``."""
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        stream: TextIO | None = None,
+        listener: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.enabled = enabled
         self.stream = stream or sys.stderr
+        self.listener = listener
+        """Also told ``(blocks done, blocks to do)`` of the image being predicted, shown or not;
+        what it raises stops the prediction."""
         self._bar: Any = None
 
     def track(self, name: str) -> Any:
         """The ``report`` argument of :func:`~bioim2im.prediction.image.predict_image` for the
         image ``name``: given the blocks and voxels it will predict, their progress callback."""
         if not self.enabled:
-            return None
+            return None if self.listener is None else (lambda blocks, voxels: self.listener)
 
         def start(blocks: int, voxels: int) -> _Tracker:
             return _Tracker(self, name, blocks, voxels)
@@ -79,6 +84,8 @@ class _Tracker:
             self.task = reporter.bar().add_task(name, total=blocks, rate="")
 
     def __call__(self, done: int, total: int) -> None:
+        if self.reporter.listener is not None:
+            self.reporter.listener(done, total)
         now = time.monotonic()
         elapsed = now - self.started
         speed = self.voxels_per_block * done / elapsed if elapsed > 0 else 0.0
@@ -92,38 +99,3 @@ class _Tracker:
                 file=self.reporter.stream,
                 flush=True,
             )
-
-
-def render_summary(summary: PredictionSummary, console: Console) -> None:
-    """A table of inputs, outputs, time and voxels/s, and the totals."""
-    if summary.quiet:
-        return
-    from rich.table import Table
-
-    table = Table("input", "outputs", "time", "voxels/s", box=None, header_style="bold")
-    for result in summary.results:
-        outputs = "\n".join(str(p) for p in result.outputs)
-        if result.done_earlier:
-            time_text, rate = "done earlier", ""
-        elif result.seconds is None:
-            time_text, rate = "", ""
-        else:
-            time_text = f"{result.seconds:.1f} s"
-            if result.blocks.resumed:
-                time_text += f" (resumed: {result.blocks.resumed}/{result.blocks.total} blocks)"
-            rate = rate_text(result.voxels / result.seconds) if result.seconds > 0 else ""
-        table.add_row(str(result.input), outputs, time_text, rate)
-    console.print(table)
-    waiting = summary.waiting
-    if summary.part is not None and waiting:
-        console.print(
-            f"part {summary.part}: {len(waiting)} image(s) wait for the other parts; the last "
-            "part to finish (or `bioim2im predict ... --finalize`) publishes them",
-            highlight=False,
-        )
-        return
-    console.print(
-        f"{len(summary.results)} image(s), {summary.voxels:,} voxels in {summary.seconds:.1f} s "
-        f"({rate_text(summary.voxels_per_second)}); table: {summary.table}",
-        highlight=False,
-    )

@@ -11,100 +11,22 @@ from __future__ import annotations
 
 import csv
 import glob
-import math
+import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bioim2im.data.sources import image_stem
 from bioim2im.errors import UserError
-from bioim2im.io import LazyImage, open_image
+from bioim2im.formats.trained_model import TrainedModel, mismatch
+from bioim2im.io import open_image
 from bioim2im.io.base import InMemoryImage
-from bioim2im.prediction.trained_model import TrainedModel
+from bioim2im.io.images import InputImage, TimePoint
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text, user_path
 
-SPATIAL = "ZYX"
 STATISTICS_VOXELS = 1 << 24
 """Voxels read to compute an image's normalisation statistics (as in training)."""
-
-
-@dataclass
-class InputImage:
-    """One input file, opened lazily, with the layout prediction needs."""
-
-    path: Path
-    stem: str
-    """The name its outputs are given: the file name without its image suffix."""
-    image: LazyImage
-
-    @property
-    def axes(self) -> str:
-        return self.image.axes
-
-    @property
-    def spatial(self) -> str:
-        """Its spatial axes in ZYX order."""
-        return "".join(a for a in SPATIAL if a in self.axes)
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(self.image.shape[self.axes.index(a)] for a in self.spatial)
-
-    @property
-    def channels(self) -> int:
-        return self.image.shape[self.axes.index("C")] if "C" in self.axes else 1
-
-    @property
-    def time_points(self) -> int:
-        return self.image.shape[self.axes.index("T")] if "T" in self.axes else 1
-
-    @property
-    def voxels(self) -> int:
-        """Voxels predicted: every time point's spatial voxels."""
-        return self.time_points * math.prod(self.spatial_shape)
-
-    @property
-    def voxel_size(self) -> tuple[float, ...] | None:
-        """Micrometers per voxel in ZYX order, when the file says."""
-        size = self.image.voxel_size
-        if size is None:
-            return None
-        stored = [a for a in self.axes if a in SPATIAL]
-        return tuple(size[stored.index(a)] for a in self.spatial)
-
-    def at(self, time_point: int) -> TimePoint:
-        return TimePoint(self.image, time_point)
-
-
-class TimePoint:
-    """One time point of an image (the image itself when it has no T axis), read by region.
-
-    Its axes are the image's without T; ``spatial_axes`` are their positions in ZYX order.
-    """
-
-    def __init__(self, image: LazyImage, time_point: int) -> None:
-        self.image = image
-        self.time_point = time_point
-        self._t = image.axes.index("T") if "T" in image.axes else None
-        self.axes = image.axes.replace("T", "")
-        self.shape = tuple(n for i, n in enumerate(image.shape) if i != self._t)
-        self.spatial_axes = tuple(self.axes.index(a) for a in SPATIAL if a in self.axes)
-
-    def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
-        region = region or tuple(slice(None) for _ in self.shape)
-        if self._t is None:
-            return self.image.read(region)
-        t = self.time_point
-        full = (*region[: self._t], slice(t, t + 1), *region[self._t :])
-        return self.image.read(full).squeeze(self._t)
-
-    def channel_first(self) -> np.ndarray:
-        """All of it as float32 (C, *spatial), spatial axes in ZYX order."""
-        data = self.read()
-        other = [a for a in range(data.ndim) if a not in self.spatial_axes]
-        data = data.transpose(*other, *self.spatial_axes)
-        return data.reshape(-1, *data.shape[len(other) :]).astype(np.float32, copy=False)
 
 
 def find_inputs(
@@ -125,15 +47,15 @@ def find_inputs(
     its ``split`` rows, by default ``test``; ``split="all"`` takes every row. ``report`` is told
     which rows were taken.
     """
-    path = Path(inputs).expanduser()
-    if path.suffix.lower() == ".csv" and path.is_file():
+    path = user_path(inputs, "input")
+    if path.suffix.lower() == ".csv" and _exists(path) and not path.is_dir():
         return _from_manifest(path, manifest_column, split_column, split, report)
     if split is not None:
         raise UserError(
             f"--split {split} chooses rows of a CSV manifest with a '{split_column}' column; "
             f"{inputs} is not a CSV file"
         )
-    if path.exists():
+    if _exists(path):
         if _is_image(path, suffixes) or not path.is_dir():
             return [path]
         found = _images_in(path, suffixes)
@@ -153,6 +75,14 @@ def find_inputs(
     raise UserError(f"input {inputs}: no such file or directory")
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name too long for the file system does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _is_image(path: Path, suffixes: Sequence[str]) -> bool:
     return image_stem(path, suffixes) is not None
 
@@ -169,9 +99,9 @@ def _from_manifest(
     report: Callable[[str], None] | None,
 ) -> list[Path]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_text(path, what="CSV manifest", limit=MAX_TABLE_BYTES, encoding="utf-8-sig")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, csv.Error) as exc:
         raise UserError(f"cannot read the manifest {path}: {exc}") from None
     columns = list(rows[0]) if rows else []
     if split_column in columns:
@@ -192,7 +122,7 @@ def _from_manifest(
         cell = (row.get(chosen) or "").strip()
         if not cell:
             raise UserError(f"{path} line {line}: no path in column '{chosen}'")
-        file = Path(cell).expanduser()
+        file = user_path(cell, f"{path} line {line}")
         files.append(file if file.is_absolute() else path.parent / file)
     if not files:
         raise UserError(f"manifest {path} lists no images")
@@ -266,36 +196,6 @@ def open_inputs(
         noun = "input cannot" if len(problems) == 1 else "inputs cannot"
         raise UserError(f"{len(problems)} {noun} be predicted:", problems)
     return images
-
-
-def mismatch(found: InputImage, model: TrainedModel) -> str | None:
-    """Why the model cannot predict ``found``, or None."""
-    image = found.image
-    if "S" in image.axes:
-        return (
-            f"{found.path}: axes {image.axes} have an S (sample) axis; "
-            "write each sample as its own image to predict it"
-        )
-    dims, channels = model.spatial_dims, model.in_channels
-    if len(found.spatial) != dims or found.channels != channels:
-        expected = "ZYX" if dims == 3 else "YX"
-        return (
-            f"{found.path}: shape {tuple(image.shape)} with axes {image.axes} has "
-            f"{found.channels} channel(s) and {len(found.spatial)} spatial axes "
-            f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
-            f"spatial axes ({expected})"
-        )
-    data = model.preset.data
-    if data.target_voxel_size is not None:
-        # Training resampled every image to this voxel size; prediction does not resample.
-        size = found.voxel_size or (tuple(data.voxel_size) if data.voxel_size else None)
-        if size is None or not np.allclose(size, data.target_voxel_size, rtol=1e-3):
-            return (
-                f"{found.path}: voxel size {size or 'unknown'}, but the model was trained on "
-                f"images resampled to {tuple(data.target_voxel_size)}; resample it to that "
-                "voxel size first"
-            )
-    return None
 
 
 def normalizer(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -36,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import UserError
+from bioim2im.formats.trained_model import HeadOutput
 from bioim2im.io.atomic import output_lock, refuse_inputs
+from bioim2im.io.images import SPATIAL, InputImage
+from bioim2im.io.ngff import inside_store
 from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels
-from bioim2im.prediction.inputs import SPATIAL, InputImage
 from bioim2im.prediction.outputs import (
     FORMATS,
     TABLE,
@@ -49,7 +52,7 @@ from bioim2im.prediction.outputs import (
     WorkDir,
     write_table,
 )
-from bioim2im.prediction.trained_model import HeadOutput
+from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -191,8 +194,9 @@ def _find_saved(
         raise UserError(
             f"--head {unknown[0]!r} is not a head of the run (heads: {', '.join(known)})"
         )
-    table = inputs if inputs.name == TABLE and inputs.is_file() else inputs / TABLE
-    if table.is_file():
+    # Whatever is there under the table's name is read as one (a FIFO is refused, not skipped).
+    table = inputs if inputs.name == TABLE and not inputs.is_dir() else inputs / TABLE
+    if table.exists() and not table.is_dir():
         saved = _from_table(table, known)
     else:
         saved = _from_files(inputs, preset, registry, heads)
@@ -205,9 +209,9 @@ def _find_saved(
 def _from_table(table: Path, known: Sequence[str]) -> list[_Saved]:
     """The outputs ``predictions.csv`` lists, with the steps each went through."""
     try:
-        with table.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        text = read_text(table, what="prediction table", limit=MAX_TABLE_BYTES)
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (OSError, csv.Error) as exc:
         raise UserError(f"cannot read {table}: {exc}") from None
     saved = []
     for line, row in enumerate(rows, start=2):
@@ -219,10 +223,13 @@ def _from_table(table: Path, known: Sequence[str]) -> list[_Saved]:
             )
         try:
             applied = json.loads(row.get("postprocess") or "[]")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: lists nested thousands deep
             applied = None
         if not isinstance(applied, list) or not all(isinstance(s, dict) for s in applied):
             raise UserError(f"{table} line {line}: the postprocess column is not a list of steps")
+        outside = inside_store(output, f"the folder of {table.name}")
+        if outside is not None:
+            raise UserError(f"{table} line {line}: output: {outside}")
         path = table.parent / output
         saved.append(_Saved(_stem(path, head), head, path, applied, table))
     return saved
@@ -315,11 +322,11 @@ def _names(steps: Sequence[dict[str, Any]]) -> str:
 
 
 def _made_floats(steps: Sequence[Any], registry: ComponentRegistry, channels: int) -> bool:
-    from bioim2im.prediction.trained_model import _run
+    from bioim2im.formats.trained_model import run_steps
 
     probe = np.zeros((channels, 8, 8), np.float32)
     built = [registry.build("postprocessor", step) for step in steps]
-    return _run(built, probe).dtype.kind == "f"
+    return run_steps(built, probe).dtype.kind == "f"
 
 
 def _head_output(
@@ -331,8 +338,8 @@ def _head_output(
     spatial: str,
 ) -> HeadOutput:
     """Like prediction's, for the steps run here on ``channels`` saved channels."""
+    from bioim2im.formats.trained_model import chain_output
     from bioim2im.prediction.blockwise import HeadGeometry
-    from bioim2im.prediction.trained_model import chain_output
 
     built = [(spec.name, registry.build("postprocessor", spec)) for spec in steps]
     geometry = HeadGeometry.same(len(spatial))

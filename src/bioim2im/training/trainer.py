@@ -12,7 +12,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +45,10 @@ class FitOutcome:
     """The last validation's metrics (empty without validation data)."""
     signal: int | None = None
     """The signal (SIGINT, SIGTERM) that stopped training early, if one did."""
+
+
+STOP_REQUESTED = "stop requested"
+"""The ``stop_reason`` of a run stopped by :attr:`Trainer.should_stop`."""
 
 
 class TrainingFailed(UserError):
@@ -102,6 +106,11 @@ class Trainer:
             )
         self.micro_batch = preset.data.batch_size // per_step
         self.total_steps = self._total_steps()
+        from bioim2im.data.loader import usable_workers
+
+        self.num_workers, notice = usable_workers(preset.data.num_workers)
+        if notice is not None:
+            self.notices.append(notice)
 
         model: nn.Module = build_model(preset, registry).to(self.device)
         self._apply_init_and_freeze(model)
@@ -129,6 +138,9 @@ class Trainer:
         self.bad_validations = 0
         self.stop_reason: str | None = None
         self._stop_signal: int | None = None
+        self.should_stop: Callable[[], bool] | None = None
+        """Asked after every step (rank 0's answer counts); True stops training as a signal
+        does: a checkpoint is written and the run may be resumed (``api.train(should_stop=)``)."""
         self.tracker = Tracker()
         """The run's experiment trackers (``logging.loggers``), set by whoever runs ``fit``."""
 
@@ -266,7 +278,12 @@ class Trainer:
         parts = {}
         for name, head in self.preset.model.heads.items():
             pred = outputs[name].float()
-            value = self.losses[name](pred, batch[f"target/{name}"], batch.get(f"weight/{name}"))
+            try:
+                value = self.losses[name](
+                    pred, batch[f"target/{name}"], batch.get(f"weight/{name}")
+                )
+            except ValueError as exc:  # the loss's settings do not fit what it is given
+                raise UserError(f"model.heads.{name}.loss ({head.loss.name}): {exc}") from None
             parts[name] = value.detach()
             total = total + head.weight * value
         return total, parts, outputs
@@ -407,7 +424,7 @@ class Trainer:
             start_index=start_step * cfg.accumulate * env.world_size * self.micro_batch,
             rank=env.rank,
             world_size=env.world_size,
-            num_workers=self.preset.data.num_workers,
+            num_workers=self.num_workers,
             seed=cfg.seed,
         )
         batches = iter(loader)
@@ -474,6 +491,8 @@ class Trainer:
                     self.stop_reason = f"train.max_minutes ({cfg.max_minutes}) reached"
                 if self._stop_signal is not None:
                     self.stop_reason = f"{signal.Signals(self._stop_signal).name} received"
+                if env.is_main and self.should_stop is not None and self.should_stop():
+                    self.stop_reason = STOP_REQUESTED
                 if self._any_rank(self.stop_reason is not None):
                     self.stop_reason = self.stop_reason or "another process stopped"
                     break

@@ -1,0 +1,172 @@
+"""A model from someone else runs tensor operations, not code (issue 28, 1): a TorchScript graph
+is inspected before it is loaded and run, and refused (exit 2, one message naming the file and
+the operation) unless every operation is a tensor operation, or the user says --trust-model.
+Where a package offers ONNX weights too, ONNX Runtime runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_helpers import assert_ok, assert_user_error, invoke
+from hostile_models import (
+    Looping,
+    Printing,
+    UsesAClass,
+    copy_package,
+    edit_rdf,
+    file_toucher,
+    hook_toucher,
+    load_toucher,
+    only_weights,
+    scripted_bytes,
+    sha256,
+)
+
+ROI = ("--set", "predict.roi_size=[32, 32]")
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "precious.txt"
+    path.write_text("precious contents\n")
+    return path
+
+
+def predict(model: Path, image: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return invoke("predict", model, "-i", image, "-o", out, *extra)
+
+
+def test_a_torchscript_file_that_writes_files_is_refused(
+    tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    created = tmp_path / "created.pth"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(file_toucher(victim, created))
+    result = predict(evil, one_image, tmp_path / "out", *ROI)
+    assert_user_error(result, "evil.pt", "aten::from_file", "--trust-model")
+    assert victim.read_text() == "precious contents\n"
+    assert not created.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_torchscript_file_that_runs_code_while_loading_is_refused(
+    tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(load_toucher(victim))
+    result = predict(evil, one_image, tmp_path / "out", *ROI)
+    assert_user_error(result, "evil.pt", "__setstate__")
+    assert victim.read_text() == "precious contents\n"
+
+
+def test_a_torchscript_hook_that_writes_files_is_refused(
+    tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(hook_toucher(victim))
+    result = predict(evil, one_image, tmp_path / "out", *ROI)
+    assert_user_error(result, "evil.pt", "aten::from_file")
+    assert victim.read_text() == "precious contents\n"
+
+
+def test_a_torchscript_class_other_than_the_modules_is_refused(
+    tmp_path: Path, one_image: Path
+) -> None:
+    model = tmp_path / "classy.pt"
+    model.write_bytes(scripted_bytes(UsesAClass()))
+    result = predict(model, one_image, tmp_path / "out", *ROI)
+    assert_user_error(result, "classy.pt", "Scaler")
+
+
+def test_a_packages_torchscript_weights_that_write_files_are_refused(
+    exported_package: Path, tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    created = tmp_path / "created.pth"
+    package = copy_package(exported_package, tmp_path / "package")
+    only_weights(package, "torchscript", file_toucher(victim, created))
+    result = predict(package, one_image, tmp_path / "out")
+    assert_user_error(result, "weights_torchscript.pt", "aten::from_file")
+    assert victim.read_text() == "precious contents\n"
+    assert not created.exists()
+
+
+def test_a_package_offering_onnx_weights_runs_them_with_onnx_runtime(
+    exported_package: Path, tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    """The package's TorchScript would write files; its ONNX weights run instead."""
+    created = tmp_path / "created.pth"
+    package = copy_package(exported_package, tmp_path / "package")
+    evil = file_toucher(victim, created)
+    (package / "weights_torchscript.pt").write_bytes(evil)
+
+    def change(rdf: dict) -> None:  # type: ignore[type-arg]
+        rdf["weights"]["torchscript"]["sha256"] = sha256(evil)
+        del rdf["weights"]["pytorch_state_dict"]
+        for entry in rdf["weights"].values():
+            entry.pop("parent", None)
+
+    edit_rdf(package, change)
+    assert_ok(predict(package, one_image, tmp_path / "out"))
+    assert victim.read_text() == "precious contents\n"
+    assert not created.exists()
+
+
+def test_trust_model_runs_a_graph_outside_the_allowlist(tmp_path: Path, one_image: Path) -> None:
+    model = tmp_path / "printing.pt"
+    model.write_bytes(scripted_bytes(Printing()))
+    assert_user_error(predict(model, one_image, tmp_path / "a", *ROI), "printing.pt", "prim::Print")
+    assert_ok(predict(model, one_image, tmp_path / "b", *ROI, "--trust-model"))
+    assert (tmp_path / "b" / "img_000.ome.zarr").is_dir()
+
+
+def test_the_api_refuses_and_trusts_alike(tmp_path: Path) -> None:
+    import bioim2im
+    from bioim2im.errors import UserError
+
+    model = tmp_path / "printing.pt"
+    model.write_bytes(scripted_bytes(Printing()))
+    image = np.ones((32, 32), np.float32)
+    with pytest.raises(UserError, match="prim::Print"):
+        bioim2im.predict(model, image, overrides=["predict.roi_size=[32, 32]"], device="cpu")
+    outputs = bioim2im.predict(
+        model, image, overrides=["predict.roi_size=[32, 32]"], device="cpu", trust_model=True
+    )
+    np.testing.assert_allclose(outputs["output"][0], image)
+
+
+def test_a_scripted_network_of_tensor_operations_runs(tmp_path: Path, one_image: Path) -> None:
+    model = tmp_path / "looping.pt"
+    model.write_bytes(scripted_bytes(Looping()))
+    assert_ok(predict(model, one_image, tmp_path / "out", *ROI))
+
+
+def test_bioim2ims_own_torchscript_passes_the_check(
+    trained_run: Path, exported_package: Path, tmp_path: Path, one_image: Path
+) -> None:
+    model = tmp_path / "model.pt"
+    assert_ok(invoke("export", trained_run, "--format", "torchscript", "-o", model))
+    assert_ok(predict(model, one_image, tmp_path / "file"))
+    package = only_weights(copy_package(exported_package, tmp_path / "package"), "torchscript")
+    assert_ok(predict(package, one_image, tmp_path / "package-out"))
+
+
+def test_onnx_weights_come_first_wherever_onnx_runtime_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU too, when this onnxruntime has CUDA (no GPU needed to check the choice)."""
+    import onnxruntime
+    import torch
+
+    from bioim2im.formats.bioimageio.load import weights_order
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert weights_order("auto", cpu) == ["onnx", "pytorch_state_dict", "torchscript"]
+    assert weights_order("torch", cpu) == ["pytorch_state_dict", "torchscript"]
+    assert weights_order("onnxruntime", cuda) == ["onnx"]
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
+    assert weights_order("auto", cuda)[0] == "onnx"
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers[1:])
+    assert weights_order("auto", cuda) == ["pytorch_state_dict", "torchscript", "onnx"]
