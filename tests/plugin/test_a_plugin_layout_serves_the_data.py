@@ -235,3 +235,24 @@ def test_export_asks_the_layout_for_its_test_image(registry: Any, tmp_path: Path
     source = types.SimpleNamespace(model=types.SimpleNamespace(preset=preset, registry=registry))
     with pytest.raises(UserError, match=r"tiles are not image files: give an image .*--test-image"):
         test_image(source, None)  # type: ignore[arg-type]
+
+
+def test_data_plan_is_refused_for_a_layout_that_is_not_image_files(
+    registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning measures image files; a plugin's layout is refused before anything is written."""
+    from bioim2im import api
+    from bioim2im.plugin import manager
+
+    monkeypatch.setattr(manager, "get_registry", lambda: registry)
+    preset = tmp_path / "tiles.toml"
+    preset.write_text(
+        '[data]\npath = "tiles.csv"\npatch_size = [16, 16]\nplan = true\n'
+        'layout = { name = "tiles", count = 4 }\n'
+        '[model.backbone]\nname = "unet"\nchannels = [4, 8]\nstrides = [2]\n'
+        '[model.heads.seg]\nname = "conv"\nloss = { name = "bce" }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError, match=r'data.plan = true .*not data.layout = "tiles"'):
+        api.train(preset, run_dir=tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.toml"]
