@@ -1,4 +1,5 @@
-"""Per-crop instance counts equal the CellMap challenge's ``score_instance``, case by case.
+"""Per-crop counts and their pooling equal the CellMap challenge's (``score_instance``,
+``score_semantic``, ``empty_label_score``, ``combine_scores``), case by case.
 
 The expected values are facts: the official evaluator (janelia-cellmap/
 cellmap-segmentation-challenge at commit 6b9ad68, ``evaluate.score_instance``) was run offline on
@@ -12,7 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bioim2im_cellmap.metrics import components, instance_counts, ratio_cutoff
+from bioim2im_cellmap.metrics import (
+    combine,
+    components,
+    instance_counts,
+    missing_counts,
+    ratio_cutoff,
+    semantic_counts,
+)
 
 
 def _counts(pred, truth, vs):
@@ -181,3 +189,53 @@ def test_float_labels_are_components_of_exact_values_and_each_nan_voxel_its_own(
     truth = np.zeros((1, 4, 8), np.uint8)
     truth[0, 0, 0:4] = 1
     _expect(_counts(_float_labels(), truth, (1, 1, 1)), 1, 4, 0, 5, 4.985658541665535)
+
+
+# --- semantic counts, missing classes and pooling (tests/test_evaluate_metrics.py) ---
+
+
+def test_semantic_counts():
+    truth = np.array([[0, 1], [1, 1]], np.float32)
+    assert semantic_counts(truth, truth) == {"tp": 3, "fp": 0, "fn": 0, "status": "scored"}
+    partial = np.array([[0, 1], [0, 1]], np.float32)
+    got = semantic_counts(partial, truth)
+    assert (got["tp"], got["fp"], got["fn"]) == (2, 0, 1)
+    zeros = np.zeros((3, 3))
+    assert semantic_counts(zeros, zeros)["tp"] == 0
+
+
+def test_missing_classes():
+    assert missing_counts(np.zeros((2, 2, 2), np.uint8), True)["fn"] == 0
+    assert missing_counts(np.zeros((2, 2, 2), np.uint8), True)["n_hausdorff"] == 0
+    ids = np.zeros((2, 2, 2), np.uint8)
+    ids[0], ids[1] = 1, 2
+    got = missing_counts(ids, True)
+    assert (got["fn"], got["n_hausdorff"], got["status"]) == (2, 2, "missing")
+    got = missing_counts(np.zeros((2, 2, 2), np.uint8), False)
+    assert (got["fp"], got["fn"]) == (0, 8) and "iou" not in got
+
+
+def test_pooling_over_crops():
+    combined = combine(
+        {
+            "instance": [{"tp": 2, "fp": 0, "fn": 0, "hausdorff_norm_sum": 2.0, "n_hausdorff": 2}],
+            "sem": [{"tp": 4, "fp": 2, "fn": 2}],
+        },
+        ["instance"],
+    )
+    assert combined["label_scores"]["instance"]["combined_score"] == 1.0
+    assert combined["label_scores"]["sem"]["iou"] == 0.5
+    assert combined["overall_instance_score"] == 1.0
+    assert combined["overall_semantic_score"] == 0.5
+    mito = combine(
+        {
+            "mito": [
+                {"tp": 3, "fp": 1, "fn": 0, "hausdorff_norm_sum": 2.4, "n_hausdorff": 4},
+                {"tp": 1, "fp": 0, "fn": 2, "hausdorff_norm_sum": 1.0, "n_hausdorff": 2},
+            ]
+        },
+        ["mito"],
+    )["label_scores"]["mito"]
+    assert mito["f1"] == pytest.approx(8 / 11)
+    assert mito["normalized_hausdorff_distance"] == pytest.approx(3.4 / 6)
+    assert mito["combined_score"] == pytest.approx((8 / 11 * 3.4 / 6) ** 0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from stores import manifest_text, write_array
+from stores import manifest_text, write_array, write_multiscale
 
 # crop1: mito (instance) and er (semantic) at 8 nm; crop2: er at 4 nm.
 GRIDS = {
@@ -141,7 +141,23 @@ def _attrs(path: str, **attrs: object) -> Callable[[zarr.Group], None]:
     return change
 
 
+def _multiscale(path: str) -> Callable[[zarr.Group], None]:
+    def change(group: zarr.Group) -> None:
+        crop = path.split("/")[0]
+        scale, translation, _ = GRIDS[int(crop.removeprefix("crop"))]
+        values = group[path][...]
+        del group[path]
+        write_multiscale(Path(str(group.store.root)) / path, [(values, scale, translation)])
+
+    return change
+
+
 MALFORMED = {
+    "multiscale group": (
+        _multiscale("crop1/mito"),
+        "crop1/mito: an OME-NGFF multiscale group, not an array: the challenge's evaluation "
+        "reads only Zarr-2 arrays, so this class would score as missing",
+    ),
     "missing crop": (_drop("crop2"), "crop2: missing (its classes: er)"),
     "missing class": (_drop("crop1/er"), "crop1/er: missing"),
     "wrong shape": (

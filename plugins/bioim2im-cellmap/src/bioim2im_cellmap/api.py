@@ -277,6 +277,14 @@ def evaluate(
         Opt("Write the overall, per-class and per-crop scores as JSON.", ("--json",)),
     ] = None,
     csv_path: Annotated[str | Path | None, PythonOnly()] = None,
+    alignment: Annotated[
+        str,
+        Opt(
+            "How submitted arrays are placed on the crops: 'challenge' as the challenge's "
+            "evaluator does (the leaderboard's number), or 'physical' where their voxels "
+            "physically are (sub-voxel exact; not the leaderboard's number)."
+        ),
+    ] = "challenge",
     overwrite: Annotated[bool, Opt("Replace an existing --json file.")] = False,
 ) -> Any:
     """Score a CellMap submission as the challenge does; a single prediction file against one
@@ -286,7 +294,9 @@ def evaluate(
     if is_truth_store(truth):
         if csv_path is not None:
             raise UserError("--csv does not apply to a CellMap submission; use --json")
-        return evaluate_submission(pred, truth, json_path=json_path, overwrite=overwrite)
+        return evaluate_submission(
+            pred, truth, alignment=alignment, json_path=json_path, overwrite=overwrite
+        )
     from bioim2im_cellmap.evaluation import evaluate_one_class
 
     return evaluate_one_class(
