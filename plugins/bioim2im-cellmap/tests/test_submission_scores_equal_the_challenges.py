@@ -281,3 +281,25 @@ def test_physical_alignment_is_not_the_leaderboards_number(tmp_path: Path):
     assert physical["alignment"] == "physical"
     assert "mito_mask" not in physical["label_scores"]
     assert physical["overall_score"] != pytest.approx(OFFICIAL["overall_score"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"voxel_size": [0, 0, 0]}, "every value must be positive"),
+        ({"voxel_size": "abc"}, "'voxel_size' is not a list of numbers"),
+        ({"voxel_size": [2.0]}, "'voxel_size' needs 3 finite numbers"),
+        ({"voxel_size": [1e30] * 3}, "more than 4096 times the crop's"),
+        (None, "unreadable data"),
+    ],
+)
+def test_bad_submitted_arrays_are_refused_with_one_message(tmp_path: Path, cli, attrs, message):
+    truth, sub = _small(tmp_path, with_mask=False)
+    if attrs is None:
+        (sub / "crop1" / "mito" / "0.0.0").write_bytes(b"not a chunk")
+    else:
+        _array(sub / "crop1" / "mito", np.ones((4, 8, 8), np.uint8), **attrs)
+    result = cli("cellmap", "evaluate", "--pred", sub, "--truth", truth)
+    assert result.code == 2, result.err
+    assert result.err.startswith("error:") and result.err.count("\n") == 1 and message in result.err
+    assert "Traceback" not in result.err and "crop1/mito" in result.err

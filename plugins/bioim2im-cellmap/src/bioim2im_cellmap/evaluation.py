@@ -297,13 +297,14 @@ def _score_official(
         translation = recorded(array.attrs.asdict(), ("translation", "offset"), ndim)
         # The challenge chooses nearest or linear resampling by its own list of instance
         # classes, whichever classes it is told to score as instances.
+        values = _read(array, pred_location)
         pred = align_like_the_challenge(
-            np.asarray(array[...]), voxel_size, translation, grid, nearest=name in INSTANCE_CLASSES
+            values, voxel_size, translation, grid, nearest=name in INSTANCE_CLASSES
         )
     except UserError as exc:
-        raise UserError(f"{pred_location}: {exc}") from None
+        raise UserError(f"{pred_location}: {str(exc).removeprefix(pred_location + ': ')}") from None
     if mask_location is not None:
-        mask = np.asarray(remote.open_array(mask_location)[...])
+        mask = _read(remote.open_array(mask_location), mask_location)
         if mask.shape != truth.shape:
             raise UserError(
                 f"{mask_location}: shape {list(mask.shape)}, its class's is {list(truth.shape)}"
@@ -314,6 +315,15 @@ def _score_official(
         instance_counts(pred, truth, grid.voxel_size) if instance else semantic_counts(pred, truth)
     )
     return {**counted, **base, "is_missing": False}
+
+
+def _read(array: zarr.Array, location: str) -> np.ndarray:
+    try:
+        return np.asarray(array[...])
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if remote.is_unreachable(exc):
+            raise UserError(remote.unreachable(location, exc)) from None
+        raise UserError(f"{location}: unreadable data ({type(exc).__name__}: {exc})") from None
 
 
 def _score_physical(

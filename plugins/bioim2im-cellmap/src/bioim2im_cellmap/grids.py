@@ -180,10 +180,20 @@ def align_like_the_challenge(
         )
     if voxel_size is not None:
         source_vs = np.asarray(voxel_size, dtype=float)
+        if not np.all(source_vs > 0):
+            raise UserError(f"voxel size {source_vs.tolist()}: every value must be positive")
         if not np.allclose(source_vs, target_vs):
             from skimage.transform import rescale
 
             factors = tuple(source_vs / target_vs)
+            sizes = zip(image.shape, factors, strict=True)
+            rescaled = math.prod(max(round(n * f), 1) for n, f in sizes)
+            if rescaled > MAX_SIZE_RATIO * math.prod(shape):
+                raise UserError(
+                    f"voxel size {source_vs.tolist()} nm would make its {list(image.shape)} "
+                    f"voxels {float(rescaled):.3g} at the crop's {list(grid.voxel_size)} nm, more than "
+                    f"{MAX_SIZE_RATIO} times the crop's"
+                )
             if nearest:
                 image = rescale(
                     image, factors, order=0, mode="constant", preserve_range=True
@@ -198,7 +208,8 @@ def align_like_the_challenge(
     if translation is not None:
         snapped = (np.asarray(translation, dtype=float) // target_vs) * target_vs
         offset = snapped - np.asarray(grid.translation, dtype=float)
-        shift = ((np.abs(offset) // target_vs) * np.sign(offset)).astype(int)
+        whole = np.minimum(np.abs(offset) // target_vs, 2**40)  # far outside is outside
+        shift = (whole * np.sign(offset)).astype(np.int64)
     else:
         shift = np.zeros(len(shape), dtype=int)
     if not shift.any() and image.shape == shape:
