@@ -230,9 +230,6 @@ def test_check_names_problems_of_the_zip_itself(tmp_path: Path, manifest: Path, 
 
 
 def test_pack_refuses_predictions_it_cannot_place(tmp_path: Path, manifest: Path, cli):
-    def shifted(group: zarr.Group) -> None:
-        group["crop1/er"].attrs["translation"] = [400.0, 4.0, 4.0]
-
     def floating(group: zarr.Group) -> None:
         del group["crop1/mito"]
         write_array(
@@ -245,7 +242,6 @@ def test_pack_refuses_predictions_it_cannot_place(tmp_path: Path, manifest: Path
 
     output = tmp_path / "s.zip"
     for change, message in (
-        (shifted, "crop1/er: "),
         (floating, "holds floating-point values (float32) but mito is scored as instances"),
         (_drop("crop2"), "crop2: missing from"),
     ):
@@ -255,16 +251,50 @@ def test_pack_refuses_predictions_it_cannot_place(tmp_path: Path, manifest: Path
         assert message in result.err, result.err
         assert "no submission written" in result.err
         assert not output.exists()
-    assert (
-        "does not cover the crop"
-        in cli(
-            "cellmap",
-            "pack",
-            predictions(tmp_path / "p.zarr", shifted),
-            "--crops",
-            manifest,
-            "-o",
-            output,
-        ).err
-    )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pack_pads_predictions_that_cover_part_of_a_crop_and_says_so(
+    tmp_path: Path, manifest: Path, cli
+):
+    def half(group: zarr.Group) -> None:
+        # crop1/mito predicted over its first two planes only, with ids above 255.
+        del group["crop1/mito"]
+        values = labels(1, "mito")[:2].astype(np.uint16)
+        values[0, 0, 0] = 1000
+        write_array(group["crop1"], "mito", values, voxel_size=[8, 8, 8], translation=[4, 4, 4])
+
+    output = tmp_path / "s.zip"
+    result = cli(
+        "cellmap", "pack", predictions(tmp_path / "p.zarr", half), "--crops", manifest, "-o", output
+    )
+    assert result.code == 0, result.err
+    assert "warning crop1/mito: covers only part of the crop" in result.err
+    with zipfile.ZipFile(output) as archive:
+        archive.extractall(tmp_path / "u")
+    packed = zarr.open_group(tmp_path / "u", mode="r")["crop1/mito"][...]
+    expected = labels(1, "mito").astype(np.uint32)
+    expected[2:] = 0
+    expected[0, 0, 0] = 1000  # ids above 255 are kept (the toolbox's packer wraps them)
+    np.testing.assert_array_equal(packed, expected)
+
+
+def test_pack_fills_dataset_and_crop_into_a_path(tmp_path: Path, manifest: Path, cli):
+    source = predictions(tmp_path / "p.zarr")
+    # The toolbox's layout: one store per dataset, crop<N> groups in it.
+    for crop, dataset, _ in ROWS:
+        target = tmp_path / "processed" / f"{dataset}.zarr" / f"crop{crop}"
+        if not target.exists():
+            shutil.copytree(source / f"crop{crop}", target)
+    template = f"{tmp_path}/processed/{{dataset}}.zarr/{{crop}}"
+    output = tmp_path / "s.zip"
+    result = cli("cellmap", "pack", template, "--crops", manifest, "-o", output)
+    assert result.code == 0, result.err
+    with zipfile.ZipFile(output) as archive:
+        archive.extractall(tmp_path / "u")
+    group = zarr.open_group(tmp_path / "u", mode="r")
+    for crop, _, name in ROWS:
+        np.testing.assert_array_equal(group[f"crop{crop}/{name}"][...] > 0, labels(crop, name) > 0)
+    missing = cli("cellmap", "pack", f"{tmp_path}/nowhere/{{crop}}", "--crops", manifest, "-o",
+                  tmp_path / "t.zip")  # fmt: skip
+    assert missing.code == 2 and "crop1: missing from" in missing.err

@@ -207,6 +207,7 @@ class PackResult:
     manifest: Path
     arrays: int = 0
     missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     checked_only: bool = False
     error: UserError | None = None
 
@@ -222,6 +223,8 @@ class PackResult:
             return
         for note in self.missing:
             yield Text.from_markup("[yellow]missing[/] ").append(note)
+        for note in self.warnings:
+            yield Text.from_markup("[yellow]warning[/] ").append(note)
         yield Text.from_markup("[green]✓[/] ").append(
             f"{self.path}: {self.arrays} arrays, checked against {self.manifest}"
         )
@@ -232,7 +235,9 @@ def pack(
         str | Path,
         Arg(
             "A zarr group of crop<N>/<class> predictions (e.g. from `bioim2im cellmap "
-            "predict`), or with --check a submission zip.",
+            "predict`), or a path with {dataset} and {crop} (crop<N>) in it, as the toolbox's "
+            "packer takes them (e.g. 'processed/{dataset}.zarr/{crop}'), or with --check a "
+            "submission zip.",
             metavar="PREDICTIONS",
         ),
     ],
@@ -260,7 +265,7 @@ def pack(
     done = pack_submission(
         predictions, crops, output, overwrite=overwrite, allow_missing=allow_missing
     )
-    return PackResult(done.path, Path(crops), done.arrays, done.missing)
+    return PackResult(done.path, Path(crops), done.arrays, done.missing, done.warnings)
 
 
 def evaluate(
