@@ -176,3 +176,17 @@ def test_every_crop_and_class_is_written_once_with_finite_grid_attributes(
 def test_a_crop_grid_is_finite_and_positive(voxel_size, translation, shape):
     with pytest.raises(UserError, match="not a crop grid"):
         Grid(voxel_size, translation, shape)
+
+
+def test_only_predicts_the_crops_it_names(
+    model: Path, manifest: Path, cellmap_root: Path, tmp_path: Path, cli
+):
+    output = tmp_path / "some.zarr"
+    command = ("cellmap", "predict", model, "--crops", manifest, "--raw")
+    result = cli(*command, RAW.format(root=cellmap_root), "-o", output, "--only", "crop22")
+    assert result.code == 0, result.err
+    group = zarr.open_group(output, mode="r")
+    assert sorted(name for name, _ in group.groups()) == ["crop22"]
+    bad = cli(*command, RAW.format(root=cellmap_root), "-o", tmp_path / "b.zarr", "--only", "5")
+    assert bad.code == 2 and "--only '5': not a crop of" in bad.err and "21, 22" in bad.err
+    assert not (tmp_path / "b.zarr").exists()

@@ -176,6 +176,10 @@ def predict_crops(
         ),
     ],
     output: Annotated[str | Path, Opt("The zarr group to write.", ("--output", "-o"))],
+    only: Annotated[
+        str | None,
+        Opt("Predict only these crops of the manifest, comma-separated (e.g. 7,crop11)."),
+    ] = None,
     overrides: Overrides = (),
     overwrite: Annotated[bool, Opt("Replace an earlier output of this command.")] = False,
     trust_model: TrustModel = False,
@@ -195,6 +199,7 @@ def predict_crops(
         overwrite=overwrite,
         report=report or (lambda line: print(f"predicted {line}", file=sys.stderr, flush=True)),
         trust_model=trust_model,
+        only=_names(only, "--only") if only else None,
     )
     return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped)
 

@@ -83,6 +83,11 @@ class CellMapLayout:
         for usage, opened in splits.items():
             report.pairs[usage] = report.entries[usage] = len(opened.crops)
             report.problems += opened.problems
+            report.found[usage] = [
+                f"{crop.row.dataset} {crop.row.crop_path.rstrip('/').rsplit('/', 1)[-1]}: "
+                f"{', '.join(crop.labels)}"
+                for crop in opened.crops
+            ]
         return report
 
     def datasets(

@@ -44,6 +44,21 @@ class CropPredictions:
     skipped: list[str] = field(default_factory=list)
 
 
+def pick(crops: list[TestCrop], only: Collection[str] | None, manifest: str) -> list[TestCrop]:
+    """The rows of the crops ``only`` names (``7`` or ``crop7``); all without ``only``."""
+    if not only:
+        return crops
+    known = sorted({row.id for row in crops})
+    wanted: set[int] = set()
+    for name in only:
+        text = name.strip().removeprefix("crop")
+        if not text.isdigit() or int(text) not in known:
+            shown = ", ".join(str(i) for i in known[:20]) + (", ..." if len(known) > 20 else "")
+            raise UserError(f"--only {name!r}: not a crop of {manifest} (its crops: {shown})")
+        wanted.add(int(text))
+    return [row for row in crops if row.id in wanted]
+
+
 def predict_crops(
     model_source: str | Path,
     manifest: str | Path,
@@ -56,9 +71,11 @@ def predict_crops(
     instance_classes: Collection[str] = INSTANCE_CLASSES,
     report: Callable[[str], None] | None = None,
     trust_model: bool = False,
+    only: Collection[str] | None = None,
 ) -> CropPredictions:
-    """Predict every test crop of ``manifest`` whose classes the model knows (see the module).
-    ``trust_model``: as for :func:`bioim2im.formats.load_model`."""
+    """Predict every test crop of ``manifest`` whose classes the model knows (see the module),
+    or only the crops ``only`` names (``7`` or ``crop7``). ``trust_model``: as for
+    :func:`bioim2im.formats.load_model`."""
     from bioim2im.formats import load_model
 
     output = Path(output)
@@ -67,7 +84,7 @@ def predict_crops(
         raise UserError(
             f"--raw {raw!r} must hold {{dataset}}, e.g. 'data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8'"
         )
-    crops = read_manifest(manifest)
+    crops = pick(read_manifest(manifest), only, str(manifest))
     datasets = sorted({row.dataset for row in crops})
     raws_read = [raw.replace("{dataset}", dataset) for dataset in datasets]
     refuse_inputs(output, [model_source, manifest, *raws_read])
