@@ -146,12 +146,15 @@ class CropsResult:
     crops: int = 0
     arrays: int = 0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         from rich.text import Text
 
         for note in self.skipped:
             yield Text.from_markup("[yellow]skipped[/] ").append(note)
+        for note in self.notes:
+            yield Text.from_markup("[yellow]note[/] ").append(note)
         yield Text.from_markup("[green]✓[/] ").append(
             f"{self.arrays} arrays of {self.crops} crops in {self.output}; pack them with: "
             f"bioim2im cellmap pack {self.output} --crops {self.manifest} -o submission.zip"
@@ -201,7 +204,7 @@ def predict_crops(
         trust_model=trust_model,
         only=_names(only, "--only") if only else None,
     )
-    return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped)
+    return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped, done.notes)
 
 
 @dataclass

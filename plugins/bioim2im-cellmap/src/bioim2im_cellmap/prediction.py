@@ -7,7 +7,9 @@ over the crop's region plus half a window of context on every side, predicted wi
 windows (2D models plane by plane), turned into probabilities (sigmoid: CellMap heads have one
 independent channel per class), and each class the manifest asks for and the model knows is
 brought onto the crop's grid: linear interpolation, then ``> 0.5``; instance classes are then
-split into connected components. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
+split into connected components. The head's own ``postprocess`` chain is not applied (its
+steps act on the network's output at the input scale and may mix classes): the result says so
+when the chain is anything else than that sigmoid and 0.5 threshold. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
 with ``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellmap pack`` zips it.
 
 Each crop is predicted in memory (its probabilities at the input scale, one class at a time on
@@ -42,6 +44,7 @@ class CropPredictions:
     crops: int = 0
     arrays: int = 0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def pick(crops: list[TestCrop], only: Collection[str] | None, manifest: str) -> list[TestCrop]:
@@ -103,6 +106,17 @@ def predict_crops(
     classes = list(layout.classes)
     input_scale = np.asarray(scales(layout)[0])
     result = CropPredictions(output)
+    for name, head in preset.model.heads.items():
+        steps = [step.name for step in head.postprocess]
+        what_is_done = steps == ["sigmoid", "threshold"] and (
+            head.postprocess[1].params().get("value", 0.5) == 0.5
+        )
+        if not what_is_done:
+            result.notes.append(
+                f"head '{name}': its postprocess chain ({', '.join(steps) or 'none'}) is not "
+                "applied to the crops; each class is the sigmoid, moved linearly onto the "
+                "crop's grid, then > 0.5, instance classes split by connected components"
+            )
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
