@@ -315,3 +315,58 @@ def evaluate(
     return evaluate_one_class(
         pred, truth, head=head, json_path=json_path, csv_path=csv_path, overwrite=overwrite
     )
+
+
+@dataclass
+class ProcessResult:
+    """What :func:`process` wrote."""
+
+    output: Path
+    arrays: int
+    chain: list[str]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        yield Text.from_markup("[green]✓[/] ").append(
+            f"{self.arrays} arrays through [{', '.join(self.chain)}] in {self.output}"
+        )
+
+
+def process(
+    model: Annotated[ModelSource, Arg(MODEL_HELP)],
+    *,
+    inputs: Annotated[
+        str | Path,
+        Opt(
+            "Crop predictions: a zarr group of crop<N>/<class> arrays (e.g. from `bioim2im "
+            "cellmap predict`).",
+            ("--input", "-i"),
+        ),
+    ],
+    output: Annotated[str | Path, Opt("The zarr group to write.", ("--output", "-o"))],
+    overrides: Overrides = (),
+    head: Annotated[str | None, Opt("The head whose chain runs (needed with several).")] = None,
+    block: Annotated[int, Opt("Block size (voxels per axis).")] = 64,
+    overwrite: Annotated[
+        bool, Opt("Replace an earlier output of cellmap predict or process.")
+    ] = False,
+    trust_model: TrustModel = False,
+    report: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
+) -> ProcessResult:
+    """Run a head's postprocessing chain (thresholds, size filters, watershed...) over crop
+    predictions, block by block; the steps they already went through are skipped."""
+    from bioim2im_cellmap.process import process_crops
+
+    done = process_crops(
+        model,
+        inputs,
+        output,
+        overrides=overrides,
+        head=head,
+        block=block,
+        overwrite=overwrite,
+        trust_model=trust_model,
+        report=report or (lambda line: print(f"processed {line}", file=sys.stderr, flush=True)),
+    )
+    return ProcessResult(done.output, done.arrays, done.chain)

@@ -120,7 +120,9 @@ def predict_crops(
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
-    root.attrs[MARKER] = {"written_by": WRITTEN_BY}
+    # What its values went through, for `cellmap process` (instance classes are then split by
+    # connected components, which a size filter or another threshold may follow).
+    root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": [dict(s) for s in APPLIED]}
     try:
         raws: dict[str, Level] = {}
         for crop_id, rows in by_crop(crops).items():
@@ -168,11 +170,15 @@ MARKER = "bioim2im"
 """The root attribute that marks a zarr group as written by ``cellmap predict`` (its value
 names the command as it was first called)."""
 WRITTEN_BY = "predict --crops"
+WRITERS = (WRITTEN_BY, "process")
+"""The commands whose output ``--overwrite`` may replace."""
+APPLIED: list[dict[str, str | float]] = [{"name": "sigmoid"}, {"name": "threshold", "value": 0.5}]
+"""The postprocessing steps equivalent to what ``cellmap predict`` applies."""
 
 
 def written_here(path: Path) -> bool:
-    """Whether ``path`` is a zarr group ``cellmap predict`` wrote (the only folder its
-    ``--overwrite`` replaces)."""
+    """Whether ``path`` is a zarr group ``cellmap predict`` or ``cellmap process`` wrote (the
+    only folders their ``--overwrite`` replaces)."""
     import json
 
     attributes = path / ".zattrs"
@@ -183,7 +189,7 @@ def written_here(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
     mark = found.get(MARKER) if isinstance(found, dict) else None
-    return isinstance(mark, dict) and mark.get("written_by") == WRITTEN_BY
+    return isinstance(mark, dict) and mark.get("written_by") in WRITERS
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
