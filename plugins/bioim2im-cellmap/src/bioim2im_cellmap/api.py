@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -370,3 +371,57 @@ def process(
         report=report or (lambda line: print(f"processed {line}", file=sys.stderr, flush=True)),
     )
     return ProcessResult(done.output, done.arrays, done.chain)
+
+
+@dataclass
+class ViewResult:
+    """A neuroglancer viewer that was served (and, from the command line, closed)."""
+
+    url: str
+    layers: list[str]
+    shown: Any = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        yield Text(f"served {len(self.layers)} layers ({', '.join(self.layers)}) at {self.url}")
+
+
+def view(
+    *,
+    raw: Annotated[
+        str | None,
+        Opt(
+            "The raw data: a multiscale group or array (e.g. DATASET.zarr/recon-1/em/fibsem-uint8)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Sequence[str],
+        Opt(
+            "Labels: a crop group (each class a layer), a class's array or multiscale group, "
+            "truth or predictions (repeatable).",
+            ("--labels", "-l"),
+        ),
+    ] = (),
+    bind: Annotated[str, Opt("The address the viewer's server listens on.")] = "127.0.0.1",
+    port: Annotated[int, Opt("Its port (0: any free one).")] = 0,
+    wait: Annotated[bool, PythonOnly()] = True,
+) -> ViewResult:
+    """Show raw data, ground truth and predictions of crops in neuroglancer (its local server,
+    each layer at its voxel size and offset); prints the URL and serves until Enter."""
+    from bioim2im_cellmap.view import stop
+    from bioim2im_cellmap.view import view as serve
+
+    shown = serve(
+        raw,
+        labels,
+        bind=bind,
+        port=port,
+        report=lambda url: print(f"neuroglancer viewer at {url}", file=sys.stderr, flush=True),
+    )
+    if wait:
+        print("press Enter to stop the viewer", file=sys.stderr, flush=True)
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            input()
+        stop()
+    return ViewResult(shown.url, list(shown.layers), shown)
