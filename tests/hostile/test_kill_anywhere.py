@@ -28,7 +28,6 @@ import torch
 from hostile_helpers import (
     SPAWN,
     THOROUGH,
-    TINY_PRESET,
     Limits,
     Result,
     assert_ok,
@@ -43,6 +42,8 @@ from hostile_helpers import (
     stray_files,
     wait_until,
 )
+
+from tiny_presets import tiny_unet_toml
 
 # 80 steps of 8 whole 64 x 64 images: ~1 s once torch is warm, checkpoints every 20 steps.
 KILLABLE = [
@@ -92,7 +93,7 @@ def repeated_rows(run_dir: Path) -> list[tuple[str, int]]:
 def setup(tmp_path_factory: pytest.TempPathFactory, nuclei_data: Path, trained_run: Path):
     root = tmp_path_factory.mktemp("kill")
     preset = root / "tiny.toml"
-    preset.write_text(TINY_PRESET.format(data=nuclei_data), encoding="utf-8")
+    preset.write_text(tiny_unet_toml(nuclei_data), encoding="utf-8")
     straight = root / "straight"
     assert_ok(invoke(*_train_args(preset, straight)))
     return preset, straight

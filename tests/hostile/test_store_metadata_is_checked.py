@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hostile_helpers import TINY_PRESET, assert_user_error, changes, invoke, snapshot
+from hostile_helpers import assert_user_error, changes, invoke, snapshot
 
 from bioim2im.errors import UserError
 from bioim2im.io.multiscale import open_levels
 from bioim2im.io.omezarr import write_ome_zarr
+from tiny_presets import tiny_unet_toml
 
 
 def _store(path: Path, value: float, zarr_format: int = 2) -> Path:
@@ -177,7 +178,7 @@ def test_a_zarr_array_with_broken_metadata(
     (data_copy / "IM" / "img_003.tif").unlink()
     if command == "check":
         preset = tmp_path / "tiny.toml"
-        preset.write_text(TINY_PRESET.format(data=data_copy), encoding="utf-8")
+        preset.write_text(tiny_unet_toml(data_copy), encoding="utf-8")
         result = invoke("check", "--data", preset)
     else:
         result = invoke("predict", trained_run, "-i", image, "-o", tmp_path / "out")
