@@ -226,7 +226,7 @@ def test_a_layout_path_parameter_is_relative_to_the_preset_that_sets_it(
 
 
 def test_export_asks_the_layout_for_its_test_image(registry: Any, tmp_path: Path) -> None:
-    from bioim2im.export.source import test_image
+    from bioim2im.formats.export.source import test_image
 
     (tmp_path / "tiles.csv").write_text("tile\n", encoding="utf-8")
     table = _table({"name": "tiles"})
