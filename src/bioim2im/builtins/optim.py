@@ -75,7 +75,7 @@ def radam(
         weight_decay: L2 penalty on the weights, added to the gradient (or, decoupled, taken
             off the weights directly).
         decoupled_weight_decay: Decay the weights directly, as AdamW does, instead of adding
-            the penalty to the gradient (the CellMap toolbox trains with it).
+            the penalty to the gradient.
     """
     import torch
 

@@ -71,7 +71,7 @@ class Report:
     opened_targets: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
     """Unpaired data only: per target name, the usable target entries of each split."""
     found: dict[str, list[str]] = field(default_factory=dict)
-    """Per split, one line per item a layout found and names (e.g. CellMap crops), printed."""
+    """Per split, one line per item a layout found and names (e.g. crops of large volumes), printed."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from report_renderables(self)
