@@ -153,7 +153,8 @@ def cellmap(
         search_path: Where the crops are, with {dataset} and {crop} (e.g.
             'data/{dataset}/{dataset}.zarr/recon-1/labels/groundtruth/{crop}'): when data.path
             does not exist, training writes it there from the crops found annotating any of
-            classes, as the toolbox's train does (check --data shows it without writing).
+            classes, as the toolbox's train does: crops lacking one of classes go to training
+            (its force_all_classes = "validate"); check --data shows it without writing.
         validation_fraction: Share of the crops a created datasplit puts in validation (the
             toolbox's train uses 0.15), seeded by train.seed.
     """

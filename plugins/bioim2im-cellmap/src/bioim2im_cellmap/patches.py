@@ -252,6 +252,8 @@ def datasplit_rows(preset: Preset, layout: CellMapLayout, *, create: bool) -> li
             layout.search_path,
             layout.classes,
             val_fraction=layout.validation_fraction,
+            # As the toolbox's train makes it: a crop lacking a class is not validated on.
+            force_all_classes="validate",
             seed=preset.train.seed,
         )
     except UserError as exc:
