@@ -17,6 +17,7 @@ from bioim2im_cellmap.metrics import (
     combine,
     components,
     instance_counts,
+    match_instances,
     missing_counts,
     ratio_cutoff,
     semantic_counts,
@@ -239,3 +240,47 @@ def test_pooling_over_crops():
     assert mito["f1"] == pytest.approx(8 / 11)
     assert mito["normalized_hausdorff_distance"] == pytest.approx(3.4 / 6)
     assert mito["combined_score"] == pytest.approx((8 / 11 * 3.4 / 6) ** 0.5)
+
+
+# --- matching (tests/test_match_instance.py: match_instances on labels used as they are) ---
+
+
+def _blocks(shape, *pairs):
+    a = np.zeros(shape, np.uint16)
+    for value, region in pairs:
+        a[region] = value
+    return a
+
+
+@pytest.mark.parametrize(
+    ("truth", "pred", "expected"),
+    [
+        (_blocks((3, 3), (1, np.s_[0, 0])), _blocks((3, 3), (1, np.s_[2, 2])), {}),
+        (_blocks((4, 4), (1, np.s_[0:2, 0:2])), _blocks((4, 4), (1, np.s_[2:4, 2:4])), {}),
+        (
+            _blocks((6, 6), (1, np.s_[0:2, 0:2]), (2, np.s_[4:6, 4:6])),
+            _blocks((6, 6), (1, np.s_[0:2, 0:2]), (2, np.s_[4:6, 4:6])),
+            {1: 1, 2: 2},
+        ),
+        (
+            _blocks((6, 6), (1, np.s_[0:2, 0:2]), (5, np.s_[4:6, 4:6])),
+            _blocks((6, 6), (1, np.s_[0:2, 0:2]), (7, np.s_[4:6, 4:6])),
+            {1: 1, 7: 5},
+        ),
+        (
+            _blocks((2, 3), (1, np.s_[0:2, 0:2]), (2, np.s_[0:2, 2:3])),
+            _blocks((2, 3), (1, np.s_[0:2, 0:3])),
+            {1: 1},
+        ),
+        (_blocks((2, 2), (1, np.s_[0, :])), _blocks((2, 2), (1, np.s_[0, :])), {1: 1}),
+    ],
+    ids=["no overlap", "apart", "two objects", "ids with gaps", "higher IoU wins", "one pair"],
+)
+def test_matching(truth, pred, expected):
+    assert match_instances(truth, pred, int(pred.max())) == expected
+
+
+def test_matching_more_predictions_than_the_cutoff_allows():
+    truth = np.ones((10, 10), np.uint16)
+    pred = np.arange(100, dtype=np.uint16).reshape(10, 10) + 1
+    assert match_instances(truth, pred, 100) == "skipped_too_many_instances"

@@ -151,7 +151,7 @@ def _raster_order(labelled: np.ndarray, n: int) -> np.ndarray:
     return lut[labelled]
 
 
-def _match(truth: np.ndarray, pred: np.ndarray, n_pred: int) -> dict[int, int] | str:
+def match_instances(truth: np.ndarray, pred: np.ndarray, n_pred: int) -> dict[int, int] | str:
     """The challenge's ``match_instances``: predicted component -> true id, or the status of a
     crop that is not matched."""
     n_truth = int(truth.max()) if truth.size else 0
@@ -186,7 +186,7 @@ def instance_counts(
     if np.shape(pred) != truth.shape:
         raise ValueError(f"prediction {np.shape(pred)} and truth {truth.shape} differ in shape")
     labelled, n_pred = components(pred)
-    mapping = _match(truth, labelled, n_pred)
+    mapping = match_instances(truth, labelled, n_pred)
     if isinstance(mapping, str):
         return _pathological(mapping)
     true_ids = np.unique(truth)
