@@ -85,3 +85,19 @@ def test_a_chain_that_does_not_start_with_what_was_applied_is_refused(
     done = cli("cellmap", "process", model, "-i", source, "-o", out)
     assert done.code == 2 and "nothing to do" in done.err
     assert not out.exists()
+
+
+def test_an_unreadable_prediction_is_one_message_and_nothing_is_written(
+    model: Path,  # noqa: F811
+    predicted: tuple[Path, Path],
+    tmp_path: Path,
+    cli,
+):
+    source, _ = predicted
+    chunk = next(p for p in (source / "crop21" / "er").iterdir() if not p.name.startswith("."))
+    chunk.write_bytes(b"not a chunk")
+    out = tmp_path / "p.zarr"
+    result = cli("cellmap", "process", model, "-i", source, "-o", out, "--set", CHAIN)
+    assert result.code == 2 and result.err.startswith("error:"), result.err
+    assert "crop21/er: cannot be processed" in result.err and "Traceback" not in result.err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -110,7 +110,12 @@ def process_crops(
         root = zarr.open_group(partial, mode="w", zarr_format=2)
         root.attrs[MARKER] = {"written_by": "process", APPLIED: chain}
         for crop, label, array in arrays:
-            values = _run(array, steps, config.output_dtype, registry, block)
+            try:
+                values = _run(array, steps, config.output_dtype, registry, block)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise UserError(
+                    f"{source / crop / label}: cannot be processed ({type(exc).__name__}: {exc})"
+                ) from None
             written = root.require_group(crop).create_array(
                 label,
                 shape=values.shape,
