@@ -303,3 +303,51 @@ def test_bad_submitted_arrays_are_refused_with_one_message(tmp_path: Path, cli, 
     assert result.code == 2, result.err
     assert result.err.startswith("error:") and result.err.count("\n") == 1 and message in result.err
     assert "Traceback" not in result.err and "crop1/mito" in result.err
+
+
+def random_case(root: Path, seed: int) -> tuple[Path, Path]:
+    """Two crops of random objects (mito) and masks (er) at 2, 4 or 8 nm, half-voxel
+    translations; the submission at half, the same or twice the voxel size, a little larger or
+    smaller than the crops, shifted by up to two voxels; er as float probabilities."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    truth, sub = root / "truth", root / "submission.zarr"
+    for c in (1, 2):
+        vs = [float(rng.choice([2, 4, 8]))] * 3
+        shape = tuple(int(x) for x in rng.integers(8, 20, 3))
+        tr = [float(v * (k + 0.5)) for v, k in zip(vs, rng.integers(0, 50, 3), strict=True)]
+        mito, _ = ndimage.label(ndimage.gaussian_filter(rng.random(shape), 1.5) > 0.52)
+        er = (ndimage.gaussian_filter(rng.random(shape), 2) > 0.5).astype(np.uint8)
+        _array(truth / f"crop{c}" / "mito", mito.astype(np.uint16), voxel_size=vs, translation=tr)
+        _array(truth / f"crop{c}" / "er", er, voxel_size=vs, translation=tr)
+        f = float(rng.choice([0.5, 1, 2]))
+        sub_vs = [v * f for v in vs]
+        sub_shape = tuple(max(1, round(s / f)) + int(rng.integers(-2, 3)) for s in shape)
+        pred, _ = ndimage.label(ndimage.gaussian_filter(rng.random(sub_shape), 1.5 / f) > 0.52)
+        prob = ndimage.gaussian_filter(rng.random(sub_shape), 2 / f).astype(np.float32)
+        sub_tr = [t + float(rng.uniform(-2, 2) * v) for t, v in zip(tr, vs, strict=True)]
+        _array(
+            sub / f"crop{c}" / "mito", pred.astype(np.uint16), voxel_size=sub_vs, translation=sub_tr
+        )
+        _array(sub / f"crop{c}" / "er", prob, voxel_size=sub_vs, translation=sub_tr)
+    return truth, sub
+
+
+# The official evaluator's (overall, instance, semantic) scores of random_case(seed).
+RANDOM_OFFICIAL = {
+    0: (0.3601223127125485, 0.6213727769568714, 0.20871220131105941),
+    1: (0.2396010412100911, 0.34669281212856934, 0.16558941212680825),
+    2: (0.36600760379578456, 0.6456561055356866, 0.20748129675810473),
+    3: (0.3490042778878732, 0.6026987649788917, 0.20209762000806777),
+}
+
+
+@pytest.mark.parametrize("seed", sorted(RANDOM_OFFICIAL))
+def test_random_off_grid_submissions_score_as_the_challenge_scores_them(tmp_path: Path, seed):
+    truth, sub = random_case(tmp_path, seed)
+    scores = evaluate_submission(sub, truth).scores
+    found = tuple(
+        scores[k] for k in ("overall_score", "overall_instance_score", "overall_semantic_score")
+    )
+    assert found == pytest.approx(RANDOM_OFFICIAL[seed], abs=1e-6)
