@@ -169,6 +169,7 @@ def predict_files(
     finalize: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     trust_model: bool = False,
+    cluster: str | None = None,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -182,7 +183,8 @@ def predict_files(
     block of the image being predicted (this process's blocks); an exception it raises stops
     the prediction, which the same call continues later. ``trust_model`` runs a TorchScript
     graph from elsewhere even when it holds more than tensor operations (see
-    :mod:`bioim2im.model.allowlist`).
+    :mod:`bioim2im.model.allowlist`). ``cluster`` (an address, ``local[:N]``, ``slurm``,
+    ``lsf`` or ``pbs``) predicts on a Dask cluster (:mod:`bioim2im.prediction.cluster`).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -195,6 +197,11 @@ def predict_files(
     started = time.monotonic()
     inputs, output = str(inputs), Path(output)
     share_one_heap()
+    if cluster is not None:
+        return _on_cluster(
+            model, inputs, output, overrides, format, overwrite, devices, progress, split, part,
+            finalize, on_progress, trust_model, cluster,
+        )  # fmt: skip
     if part is not None or finalize:
         return _parts(
             model,
@@ -300,6 +307,53 @@ def _parts(
     summary = job.summary(results, time.monotonic() - started, quiet=False)
     summary.part = part
     return summary
+
+
+def _on_cluster(
+    model: str | Path,
+    inputs: str,
+    output: Path,
+    overrides: Sequence[str],
+    format: str | None,
+    overwrite: bool,
+    devices: int | None,
+    progress: bool,
+    split: str | None,
+    part: str | None,
+    finalize: bool,
+    on_progress: Callable[[int, int], None] | None,
+    trust_model: bool,
+    cluster: str,
+) -> PredictionSummary:
+    """``--cluster``: the block plan as Dask tasks (see :mod:`bioim2im.prediction.cluster`)."""
+    from bioim2im.distributed import launched_by_torchrun
+    from bioim2im.prediction import cluster as dask
+
+    started = time.monotonic()
+    if part is not None or finalize or (devices is not None and devices > 1):
+        raise UserError(
+            "--cluster spreads the blocks over the cluster's workers: leave out --devices, "
+            "--part and --finalize"
+        )
+    if launched_by_torchrun():
+        raise UserError("--cluster runs its own workers: do not start it under torchrun")
+    where = dask.check_where(cluster)
+    model_overrides, settings = dask.split_overrides(overrides)
+    say = _say if progress else None
+    loaded = load_model(model, model_overrides, trust_model=trust_model)
+    job = _Job.plan(loaded, inputs, output, format, split, say, model)
+    given = str(model)
+    source = dask.ModelSource(
+        given if "://" in given else str(Path(given).resolve()),
+        tuple(model_overrides),
+        trust_model,
+        loaded.fingerprint,
+    )
+    reporter = BlockReporter(enabled=progress, listener=on_progress)
+    results = dask.predict_on_cluster(
+        job, where, settings, source, overwrite=overwrite, reporter=reporter, say=say
+    )
+    return job.summary(results, time.monotonic() - started, quiet=False)
 
 
 # ---------------------------------------------------------------------------------------------
