@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from bioim2im.prediction.image import BlockCounts, Tiling
     from bioim2im.prediction.inputs import InputImage
     from bioim2im.prediction.job import InputResult, _Job
-    from bioim2im.prediction.outputs import Store
+    from bioim2im.prediction.outputs import Store, WorkDir
     from bioim2im.prediction.trained_model import TrainedModel
 
 JOBQUEUE = ("slurm", "lsf", "pbs")
@@ -207,10 +207,18 @@ def connect(
     """A client of the cluster ``--cluster`` names (see the module docstring)."""
     where = check_where(where)
     try:
+        import dask
         import distributed
     except ImportError:
         raise UserError(f"--cluster needs Dask's distributed scheduler: {INSTALL}") from None
     with contextlib.ExitStack() as stack:
+        # Dask logs what goes wrong as it happens (reconnecting, with tracebacks); the run
+        # reports it once, in its own words.
+        stack.enter_context(_quiet("distributed"))
+        # A task whose workers die this often stops the run (the schedulers started here).
+        stack.enter_context(
+            dask.config.set({"distributed.scheduler.allowed-failures": settings.retries + 1})
+        )
         resources: dict[str, float] | None = {SLOT: 1}
         if where == "local" or where.startswith("local:"):
             count = int(where.split(":")[1]) if ":" in where else _local_workers()
@@ -243,6 +251,22 @@ def connect(
         if say is not None:
             say(f"Dask: {client.scheduler.address}, dashboard {client.dashboard_link}")
         yield Connection(client, where, resources)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    import logging
+
+    names = [n for n in logging.root.manager.loggerDict if n == name or n.startswith(f"{name}.")]
+    loggers = [logging.getLogger(n) for n in {name, *names}]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _local_workers() -> int:
@@ -373,12 +397,11 @@ def predict_task(task: ImageTask, time_point: int, blocks: tuple[int, ...]) -> t
     """A task: predict ``blocks`` of ``time_point`` (those not recorded yet); returns (blocks
     recorded before, blocks predicted). A failure names the block and the cause."""
     from bioim2im.prediction.image import predict_chosen_blocks
-    from bioim2im.prediction.outputs import WorkDir
 
     with _lock:  # one task at a time per process, whatever the worker's threads
-        model, found, tiling, store = _opened(task)
-        work = WorkDir(work_dir(task))
+        tiling = None
         try:
+            model, found, tiling, store = _opened(task)
             return predict_chosen_blocks(
                 model,
                 found,
@@ -386,11 +409,13 @@ def predict_task(task: ImageTask, time_point: int, blocks: tuple[int, ...]) -> t
                 tiling,
                 time_point,
                 blocks,
-                work=work,
+                work=_work(task),
                 name=f"dask-b{blocks[0]:08d}",
             )
         except Exception as exc:
-            raise BlockFailed(_failing_block(task, tiling, work, time_point, blocks, exc)) from exc
+            where = _failing_block(task, tiling, time_point, blocks)
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise BlockFailed(f"{where}: {cause}", isinstance(exc, OSError)) from exc
 
 
 def finish_task(task: ImageTask) -> None:
@@ -403,36 +428,42 @@ def finish_task(task: ImageTask) -> None:
         _images.pop(task, None)
 
 
-def work_dir(task: ImageTask) -> Path:
-    from bioim2im.prediction.outputs import Outputs
+def _work(task: ImageTask) -> WorkDir:
+    """The image's work directory (its blocks' records)."""
+    from bioim2im.prediction.outputs import Outputs, WorkDir
 
-    return Outputs(Path(task.folder), task.stem, (), task.format).work_dir
+    return WorkDir(Outputs(Path(task.folder), task.stem, (), task.format).work_dir)
 
 
 class BlockFailed(RuntimeError):
-    """A task's block failed: the message names the image, the block and the cause."""
+    """A task's block failed: the message names the image, the block and the cause; the second
+    argument says whether the cause was the environment (a disk full, permissions)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def environment(self) -> bool:
+        return bool(self.args[1]) if len(self.args) > 1 else False
 
 
 def _failing_block(
-    task: ImageTask,
-    tiling: Tiling,
-    work: Any,
-    time_point: int,
-    blocks: tuple[int, ...],
-    exc: BaseException,
+    task: ImageTask, tiling: Tiling | None, time_point: int, blocks: tuple[int, ...]
 ) -> str:
+    """The image and the block a task was predicting (the first of its blocks not recorded)."""
     from bioim2im.prediction.blockwise import load_finished_blocks
 
+    when = f" time point {time_point}," if time_point else ""
+    if tiling is None:  # it failed before its first block
+        return f"{task.path}:{when} blocks {blocks[0]} to {blocks[-1]}"
     record = {**tiling.plan.fingerprint(), "time_point": time_point}
     finished: set[int] = set()
     with contextlib.suppress(OSError, ValueError):
-        for path in work.progress_files(time_point):
+        for path in _work(task).progress_files(time_point):
             finished |= load_finished_blocks(path, record)
     block = next((b for b in blocks if b not in finished), blocks[0])
-    core = tiling.plan.core(block)
-    region = ", ".join(f"{s.start}:{s.stop}" for s in core)
-    when = f" time point {time_point}," if time_point else ""
-    return f"{task.path}:{when} block {block} (voxels {region}): {type(exc).__name__}: {exc}"
+    region = ", ".join(f"{s.start}:{s.stop}" for s in tiling.plan.core(block))
+    return f"{task.path}:{when} block {block} (voxels {region})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,9 +577,13 @@ def _result(
         return future.result()
     except BlockFailed as exc:
         tries = settings.retries + 1
-        raise UserError(
-            f"a block failed {tries} time{'s' if tries > 1 else ''} on the cluster: {exc}"
-        ) from None
+        text = f"a block failed {tries} time{'s' if tries > 1 else ''} on the cluster: {exc}"
+        if exc.environment:
+            raise EnvironmentFailure(
+                f"{text}; the blocks finished so far are recorded: fix it, then run the same "
+                "command again to continue"
+            ) from None
+        raise UserError(text) from None
     except KilledWorker as exc:
         what = (
             f"blocks {blocks[0]}..{blocks[-1]} of {work.task.path}"

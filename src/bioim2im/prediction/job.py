@@ -327,7 +327,7 @@ def _on_cluster(
 ) -> PredictionSummary:
     """``--cluster``: the block plan as Dask tasks (see :mod:`bioim2im.prediction.cluster`)."""
     from bioim2im.distributed import launched_by_torchrun
-    from bioim2im.prediction import cluster as dask
+    from bioim2im.prediction import cluster as on_cluster
 
     started = time.monotonic()
     if part is not None or finalize or (devices is not None and devices > 1):
@@ -337,20 +337,20 @@ def _on_cluster(
         )
     if launched_by_torchrun():
         raise UserError("--cluster runs its own workers: do not start it under torchrun")
-    where = dask.check_where(cluster)
-    model_overrides, settings = dask.split_overrides(overrides)
+    where = on_cluster.check_where(cluster)
+    model_overrides, settings = on_cluster.split_overrides(overrides)
     say = _say if progress else None
     loaded = load_model(model, model_overrides, trust_model=trust_model)
     job = _Job.plan(loaded, inputs, output, format, split, say, model)
     given = str(model)
-    source = dask.ModelSource(
+    source = on_cluster.ModelSource(
         given if "://" in given else str(Path(given).resolve()),
         tuple(model_overrides),
         trust_model,
         loaded.fingerprint,
     )
     reporter = BlockReporter(enabled=progress, listener=on_progress)
-    results = dask.predict_on_cluster(
+    results = on_cluster.predict_on_cluster(
         job, where, settings, source, overwrite=overwrite, reporter=reporter, say=say
     )
     return job.summary(results, time.monotonic() - started, quiet=False)
