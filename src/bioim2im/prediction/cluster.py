@@ -240,7 +240,7 @@ def connect(
             client = stack.enter_context(distributed.Client(cluster))
         else:
             try:
-                client = stack.enter_context(distributed.Client(where, timeout="30s"))
+                client = stack.enter_context(distributed.Client(where, timeout="10s"))
             except (OSError, TimeoutError) as exc:
                 raise EnvironmentFailure(
                     f"--cluster {where}: no Dask scheduler answers there ({exc})"
