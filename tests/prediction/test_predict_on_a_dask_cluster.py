@@ -288,6 +288,37 @@ def test_a_block_that_keeps_failing_is_named_with_its_cause(run_2d, cluster, cli
     same_outputs(out, single, "cells", ("seg", "prob"))
 
 
+OBJECTS = (
+    'model.heads.prob.postprocess=[{name = "sigmoid"}, {name = "threshold", value = 0.4}, '
+    '{name = "connected_components"}]'
+)
+
+
+def test_postprocess_on_the_cluster_equals_one_process(run_2d, cluster, tmp_path):
+    from bioim2im.prediction.postprocess import postprocess_files
+
+    image = nuclei_image(tmp_path / "cells.tif", (160, 96), seed=7)
+    saved = tmp_path / "saved"
+    predict_files(run_2d, image, saved, overrides=FIXED, progress=False)
+    chain = [OBJECTS, "predict.block_size=[32, 32]"]
+    single = tmp_path / "single"
+    postprocess_files(run_2d, saved, single, overrides=chain, heads=["prob"])
+    out = tmp_path / "out"
+    summary = postprocess_files(
+        run_2d,
+        saved,
+        out,
+        overrides=[*chain, "cluster.blocks_per_task=4"],
+        heads=["prob"],
+        cluster=cluster.scheduler_address,
+    )
+    assert (summary.blocks, summary.resumed_blocks) == (15, 0)
+    labels = read_zarr(out / "cells.ome.zarr" / "prob" / "0")
+    assert labels.max() > 3
+    assert labels.tobytes() == read_zarr(single / "cells.ome.zarr" / "prob" / "0").tobytes()
+    assert (out / "predictions.csv").read_text() == (single / "predictions.csv").read_text()
+
+
 def test_the_slurm_job_script_follows_the_cluster_settings():
     overrides, settings = on_cluster.split_overrides(
         [

@@ -176,11 +176,13 @@ def postprocess(
     format: Annotated[str | None, Opt("ome-zarr (default) or tiff.")] = None,
     overwrite: Annotated[bool, Opt("Replace existing outputs.")] = False,
     report: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
+    cluster: Annotated[str | None, Opt(CLUSTER_HELP, metavar="WHERE")] = None,
 ) -> PostprocessResult:
     """Run a head's postprocessing over saved predictions, without the network: try thresholds
     or watershed settings on a large volume; block by block, resumable.
 
-    ``report`` is told each line of progress (default: printed to stderr)."""
+    ``report`` is told each line of progress (default: printed to stderr). ``cluster`` runs
+    the blocks as tasks of a Dask cluster, as for :func:`predict_files`."""
     from bioim2im.prediction.postprocess import postprocess_files
 
     summary = postprocess_files(
@@ -192,6 +194,7 @@ def postprocess(
         format=format,
         overwrite=overwrite,
         report=report or _say,
+        cluster=cluster,
     )
     return PostprocessResult(
         summary.outputs, summary.table, Path(output), summary.resumed_blocks, summary.blocks

@@ -36,6 +36,7 @@ prediction, say) hands it the tasks of its images and gets them predicted on the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from bioim2im.prediction.inputs import InputImage
     from bioim2im.prediction.job import InputResult, _Job
     from bioim2im.prediction.outputs import Store, WorkDir
+    from bioim2im.prediction.postprocess import PostprocessPlan
     from bioim2im.prediction.trained_model import TrainedModel
 
 JOBQUEUE = ("slurm", "lsf", "pbs")
@@ -472,14 +474,20 @@ def _failing_block(
 
 @dataclass
 class ImageWork:
-    """What is left of one image: its task, its blocks per time point not yet recorded."""
+    """What is left of one image: its blocks not recorded yet, in runs to predict in order
+    (per time point, say), the task that predicts some of them and the one that finishes it."""
 
-    task: ImageTask
-    todo: dict[int, list[int]]
-    voxels: dict[int, int]
-    """Voxels of each block."""
-    finish: bool = True
-    """Run its neighbourhood steps and publish it once its blocks are done."""
+    name: str
+    """What messages call it (its path)."""
+    todo: dict[Any, list[int]]
+    """Per run (a time point; a head and a time point), its blocks left, in sweep order."""
+    voxels: int
+    """Voxels of the blocks left."""
+    predict: Callable[..., Any]
+    """The task, called with ``(*args, run, blocks)``: returns (blocks recorded before, done)."""
+    args: tuple[Any, ...]
+    finish: Callable[..., Any] | None = None
+    """The task run with ``args`` once every block is done (neighbourhood steps, publish)."""
     before_finish: Callable[[], None] | None = None
     """Called on the client once every block is done, before the finishing task."""
     counts: BlockCounts | None = None
@@ -497,9 +505,14 @@ def run_blocks(
     settings: ClusterConfig,
     reporter: BlockReporter | None,
 ) -> None:
-    """Predict every image's blocks on the cluster, then finish each image (a task too);
-    progress to ``reporter``. Raises one UserError naming a block that kept failing, or an
-    EnvironmentFailure when the scheduler went away (the blocks written are recorded)."""
+    """Run every image's blocks as tasks on the cluster, then finish each image (a task too)
+    once all of its blocks are done; progress to ``reporter``. Raises one UserError naming a
+    block that kept failing and why, or an EnvironmentFailure when the scheduler went away or
+    the environment failed (the blocks written are recorded either way).
+
+    The mechanism for any caller: a plugin's own prediction hands its images here with its own
+    task functions (module-level functions a worker imports, which record their blocks).
+    """
     from distributed import as_completed
 
     client = connection.client
@@ -512,45 +525,42 @@ def run_blocks(
     if connection.resources:
         options["resources"] = connection.resources
     futures: dict[Any, tuple[ImageWork, tuple[int, ...]]] = {}
-    left: dict[str, int] = {}
-    for work in images:
-        left[work.task.stem] = 0
-        for t, todo in work.todo.items():
+    left: dict[int, int] = {}
+    for number, work in enumerate(images):
+        left[number] = 0
+        for run, todo in work.todo.items():
             for blocks in tasks_of(todo, size):
-                future = client.submit(predict_task, work.task, t, blocks, **options)
+                future = client.submit(work.predict, *work.args, run, blocks, **options)
                 futures[future] = (work, blocks)
-                left[work.task.stem] += 1
-    total_voxels = sum(
-        work.voxels[b] for work in images for blocks in work.todo.values() for b in blocks
-    )
+                left[number] += 1
+    which = {id(work): number for number, work in enumerate(images)}
     track = reporter.track("blocks") if reporter is not None else None
-    progress = track(total_blocks, total_voxels) if track is not None else None
+    progress = track(total_blocks, sum(w.voxels for w in images)) if track is not None else None
     done = 0
     pending = as_completed(list(futures))
-    finishing = []
     # Images with nothing left to predict are finished at once.
-    for work in images:
-        if left[work.task.stem] == 0 and work.finish:
-            finishing.append(_finish(client, work, options))
+    finishing = [_finish(client, w, options) for n, w in enumerate(images) if left[n] == 0]
     try:
         for future in pending:
-            if future in futures:
-                work, blocks = futures[future]
-                skipped, _ = _result(future, work, blocks, connection, settings)
-                if work.counts is not None:
-                    work.counts.predicted -= skipped
-                    work.counts.resumed += skipped
-                done += len(blocks)
-                if progress is not None:
-                    progress(done, total_blocks)
-                left[work.task.stem] -= 1
-                if left[work.task.stem] == 0 and work.finish:
-                    finishing.append(_finish(client, work, options))
-                    pending.add(finishing[-1])
-            else:
+            if future not in futures:
                 _result(future, None, (), connection, settings)
+                continue
+            work, blocks = futures[future]
+            skipped, _ = _result(future, work, blocks, connection, settings)
+            if work.counts is not None:
+                work.counts.predicted -= skipped
+                work.counts.resumed += skipped
+            done += len(blocks)
+            if progress is not None:
+                progress(done, total_blocks)
+            left[which[id(work)]] -= 1
+            if left[which[id(work)]] == 0:
+                finishing.append(_finish(client, work, options))
+                if finishing[-1] is not None:
+                    pending.add(finishing[-1])
         for future in finishing:
-            _result(future, None, (), connection, settings)
+            if future is not None:
+                _result(future, None, (), connection, settings)
     finally:
         if reporter is not None:
             reporter.close()
@@ -559,7 +569,9 @@ def run_blocks(
 def _finish(client: Any, work: ImageWork, options: dict[str, Any]) -> Any:
     if work.before_finish is not None:
         work.before_finish()
-    return client.submit(finish_task, work.task, **options)
+    if work.finish is None:
+        return None
+    return client.submit(work.finish, *work.args, **options)
 
 
 def _result(
@@ -586,7 +598,7 @@ def _result(
         raise UserError(text) from None
     except KilledWorker as exc:
         what = (
-            f"blocks {blocks[0]}..{blocks[-1]} of {work.task.path}"
+            f"blocks {blocks[0]} to {blocks[-1]} of {work.name}"
             if work is not None and blocks
             else "finishing an image"
         )
@@ -693,5 +705,159 @@ def _image_work(
         json.dumps(plan.fingerprint()),
     )
     return ImageWork(
-        task, todo, voxels, before_finish=lambda: record.mark_done(found.stem), counts=result.blocks
+        str(found.path),
+        todo,
+        sum(voxels.values()),
+        predict_task,
+        (task,),
+        finish_task,
+        before_finish=lambda: record.mark_done(found.stem),
+        counts=result.blocks,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# bioim2im postprocess --cluster
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """How a worker plans the same ``postprocess`` command as the client."""
+
+    model: str
+    overrides: tuple[str, ...]
+    inputs: str
+    folder: str
+    heads: tuple[str, ...]
+    format: str
+    fingerprint: str
+    """The client's plan: a worker that plans another (the files changed) stops."""
+
+
+_postprocess_plans: dict[PostprocessSpec, Any] = {}
+_postprocess_stores: dict[tuple[PostprocessSpec, str], Store] = {}
+
+
+def _postprocess_plan(spec: PostprocessSpec) -> Any:
+    """The command's plan, made once per worker process."""
+    if spec not in _postprocess_plans:
+        from bioim2im.prediction.postprocess import plan_postprocess
+
+        _postprocess_plans.clear()
+        _postprocess_stores.clear()
+        plan = plan_postprocess(
+            spec.model, spec.inputs, spec.folder, spec.overrides, spec.heads, spec.format
+        )
+        if plan.fingerprint != spec.fingerprint:
+            raise UserError(
+                f"{spec.inputs}: a worker found other saved predictions or another run than the "
+                "client (were they changed, or does the worker see other files at that path?)"
+            )
+        _postprocess_plans[spec] = plan
+    return _postprocess_plans[spec]
+
+
+def postprocess_task(
+    spec: PostprocessSpec, run: tuple[str, str, int], blocks: tuple[int, ...]
+) -> tuple[int, int]:
+    """A task: the pointwise steps on ``blocks`` of one head (``run``: stem, head, time
+    point); returns (blocks recorded before, blocks done)."""
+    from bioim2im.prediction.outputs import WorkDir
+    from bioim2im.prediction.postprocess import finished_blocks, pointwise_blocks
+
+    stem, head, t = run
+    with _lock:
+        item = None
+        try:
+            plan = _postprocess_plan(spec)
+            item = next(i for i in plan.by_stem[stem] if i.head == head)
+            if (spec, stem) not in _postprocess_stores:
+                _postprocess_stores[spec, stem] = plan.store(stem)
+            work = WorkDir(plan.outputs[stem].work_dir)
+            return pointwise_blocks(
+                work, item, _postprocess_stores[spec, stem], t, blocks, f"dask-b{blocks[0]:08d}"
+            )
+        except Exception as exc:
+            where = f"{spec.inputs}: {stem} {head}, blocks {blocks[0]} to {blocks[-1]}"
+            if item is not None and item.plan is not None:
+                done: set[int] = set()
+                with contextlib.suppress(OSError, ValueError):
+                    done = finished_blocks(WorkDir(plan.outputs[stem].work_dir), item, t)
+                block = next((b for b in blocks if b not in done), blocks[0])
+                region = ", ".join(f"{s.start}:{s.stop}" for s in item.plan.core(block))
+                where = f"{item.path}: block {block} (voxels {region})"
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise BlockFailed(f"{where}: {cause}", isinstance(exc, OSError)) from exc
+
+
+def postprocess_finish_task(spec: PostprocessSpec, stem: str) -> None:
+    """A task: the neighbourhood steps of every head of ``stem``, then publish."""
+    from bioim2im.prediction.postprocess import finish_stem
+
+    with _lock:
+        plan = _postprocess_plan(spec)
+        store = _postprocess_stores.pop((spec, stem), None) or plan.store(stem)
+        finish_stem(plan.by_stem[stem], store)
+
+
+def postprocess_on_cluster(
+    plan: PostprocessPlan,
+    record: Any,
+    where: str,
+    settings: ClusterConfig,
+    report: Callable[[str], None] | None,
+) -> tuple[int, int]:
+    """``postprocess --cluster``: the pointwise steps of every block as tasks, then each
+    input's neighbourhood steps and publishing as a task. Returns (blocks done by an earlier
+    run, blocks)."""
+    spec = PostprocessSpec(
+        plan.model,
+        plan.overrides,
+        plan.inputs,
+        str(plan.folder.resolve()),
+        plan.heads,
+        plan.format,
+        plan.fingerprint,
+    )
+    works, resumed, total = [], 0, 0
+    for stem, items in plan.by_stem.items():
+        target = plan.outputs[stem]
+        if stem in record.done and len(target.finished()) == len(target.published):
+            continue
+        work = plan.start(stem)
+        plan.store(stem)  # creates the images; the workers open them
+        todo: dict[Any, list[int]] = {}
+        voxels = 0
+        for item in items:
+            assert item.image is not None and item.plan is not None
+            blocks = item.plan
+            for t in range(item.image.time_points):
+                finished = _finished_postprocess(work, item, t)
+                left = [b for b in range(len(blocks)) if b not in finished]
+                resumed += len(blocks) - len(left)
+                total += len(blocks)
+                for b in left:
+                    voxels += math.prod(s.stop - s.start for s in blocks.core(b))
+                if left:
+                    todo[stem, item.head, t] = left
+        works.append(
+            ImageWork(
+                stem,
+                todo,
+                voxels,
+                postprocess_task,
+                (spec,),
+                functools.partial(postprocess_finish_task, stem=stem),
+                before_finish=functools.partial(record.mark_done, stem),
+            )
+        )
+    if works:
+        with connect(where, settings, report) as connection:
+            run_blocks(connection, works, settings, None)
+    return resumed, total
+
+
+def _finished_postprocess(work: Any, item: Any, t: int) -> set[int]:
+    from bioim2im.prediction.postprocess import finished_blocks
+
+    return finished_blocks(work, item, t)

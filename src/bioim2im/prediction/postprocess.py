@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from bioim2im.plugin.registry import ComponentRegistry
     from bioim2im.prediction.blockwise import BlockPlan
 
-__all__ = ["PostprocessSummary", "postprocess_files"]
+__all__ = ["PostprocessPlan", "PostprocessSummary", "plan_postprocess", "postprocess_files"]
 
 
 @dataclass
@@ -107,9 +107,81 @@ def postprocess_files(
     format: str | None = None,
     overwrite: bool = False,
     report: Callable[[str], None] | None = None,
+    cluster: str | None = None,
 ) -> PostprocessSummary:
     """Run the heads' postprocessing over saved predictions into ``output``; see the module
-    docstring. ``heads`` restricts it to those heads."""
+    docstring. ``heads`` restricts it to those heads. ``cluster`` runs the blocks as tasks of a
+    Dask cluster, as ``predict --cluster`` does (:mod:`bioim2im.prediction.cluster`)."""
+    settings = None
+    if cluster is not None:
+        from bioim2im.prediction import cluster as on_cluster
+
+        on_cluster.check_where(cluster)
+        overrides, settings = on_cluster.split_overrides(overrides)
+    plan = plan_postprocess(model, inputs, output, overrides, heads, format)
+    folder, outputs, by_stem = plan.folder, plan.outputs, plan.by_stem
+    total = resumed = 0
+    with output_lock(folder):  # one command writes there at a time
+        record = RunRecord(folder, plan.fingerprint)
+        _decide(outputs, by_stem, record, overwrite)
+        if cluster is not None and settings is not None:
+            from bioim2im.prediction.cluster import postprocess_on_cluster
+
+            resumed, total = postprocess_on_cluster(plan, record, cluster, settings, report)
+        else:
+            for stem, items in by_stem.items():
+                done, count = _postprocess_one(outputs[stem], items, plan.preset, record, report)
+                resumed, total = resumed + done, total + count
+        write_table(folder, [_row(folder, outputs[s.stem], s) for s in plan.saved])
+        record.close()
+    published = [p for o in outputs.values() for p in o.published]
+    return PostprocessSummary(published, folder / TABLE, resumed, total)
+
+
+@dataclass
+class PostprocessPlan:
+    """What one ``postprocess`` command does: the saved outputs, their chains and blocks, and
+    where the results go."""
+
+    model: str
+    """The checkpoint (absolute)."""
+    overrides: tuple[str, ...]
+    inputs: str
+    heads: tuple[str, ...]
+    format: str
+    folder: Path
+    preset: Preset
+    saved: list[_Saved]
+    by_stem: dict[str, list[_Saved]]
+    outputs: dict[str, Outputs]
+    fingerprint: str
+
+    def store(self, stem: str) -> Store:
+        """``stem``'s results: created by the first call, opened by later ones."""
+        settings = self.preset.predict
+        return self.outputs[stem].open_store(
+            {item.head: _spec(item) for item in self.by_stem[stem]},
+            zarr_format=settings.zarr_format,
+            pyramid_levels=settings.pyramid_levels,
+        )
+
+    def start(self, stem: str) -> WorkDir:
+        """``stem``'s work directory, started (a run of other settings there is discarded)."""
+        work = WorkDir(self.outputs[stem].work_dir)
+        fingerprint = _stem_fingerprint(self.by_stem[stem])
+        work.start(fingerprint, fresh=work.state(fingerprint) == "other")
+        return work
+
+
+def plan_postprocess(
+    model: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    overrides: Sequence[str] = (),
+    heads: Sequence[str] = (),
+    format: str | None = None,
+) -> PostprocessPlan:
+    """Check everything and plan the command (nothing is written)."""
     checkpoint, preset, registry = _run_preset(model, overrides)
     folder = Path(output)
     chosen = format or preset.predict.format
@@ -144,17 +216,60 @@ def postprocess_files(
         stem: Outputs(folder, stem, tuple(s.head for s in items), chosen)
         for stem, items in by_stem.items()
     }
-    total = resumed = 0
-    with output_lock(folder):  # one command writes there at a time
-        record = RunRecord(folder, fingerprint)
-        _decide(outputs, by_stem, record, overwrite)
-        for stem, items in by_stem.items():
-            done, count = _postprocess_one(outputs[stem], items, preset, record, report)
-            resumed, total = resumed + done, total + count
-        write_table(folder, [_row(folder, outputs[s.stem], s) for s in saved])
-        record.close()
-    published = [p for o in outputs.values() for p in o.published]
-    return PostprocessSummary(published, folder / TABLE, resumed, total)
+    return PostprocessPlan(
+        checkpoint,
+        tuple(overrides),
+        str(Path(inputs).absolute()),
+        tuple(heads),
+        chosen,
+        folder,
+        preset,
+        saved,
+        by_stem,
+        outputs,
+        fingerprint,
+    )
+
+
+def finished_blocks(work: WorkDir, item: _Saved, t: int) -> set[int]:
+    """The blocks of ``item`` at time point ``t`` recorded as done (by any process)."""
+    from bioim2im.prediction.blockwise import load_finished_blocks
+
+    assert item.plan is not None
+    record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
+    finished: set[int] = set()
+    for path in sorted((work.path / "progress").glob(f"{item.head}-t{t:05d}*.json")):
+        finished |= load_finished_blocks(path, record)
+    return finished
+
+
+def pointwise_blocks(
+    work: WorkDir, item: _Saved, store: Store, t: int, blocks: Sequence[int], name: str = ""
+) -> tuple[int, int]:
+    """The pointwise steps on ``blocks`` of ``item`` at ``t`` not recorded yet, each recorded
+    (in the progress file ``name``) once written; returns (skipped, done)."""
+    from bioim2im.prediction.blockwise import BlockProgress
+
+    assert item.plan is not None
+    finished = finished_blocks(work, item, t)
+    todo = [b for b in blocks if b not in finished]
+    if todo:
+        record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
+        suffix = f"-{name}" if name else ""
+        progress = BlockProgress(
+            work.path / "progress" / f"{item.head}-t{t:05d}{suffix}.json", record
+        )
+        for index in todo:
+            _pointwise_block(item, store, t, item.plan.core(index))
+            progress.mark_done(index)
+    return len(blocks) - len(todo), len(todo)
+
+
+def finish_stem(items: Sequence[_Saved], store: Store) -> None:
+    """The neighbourhood steps of every head of one input, then publish."""
+    for item in items:
+        _neighbourhood(item, store)
+    store.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,8 +559,6 @@ def _postprocess_one(
 ) -> tuple[int, int]:
     """Every head of one input: pointwise steps block by block (recorded, resumable), then the
     neighbourhood steps; publish. Returns (blocks done by an earlier run, blocks)."""
-    from bioim2im.prediction.blockwise import BlockProgress
-
     if target.stem in record.done and len(target.finished()) == len(target.published):
         return 0, 0
     work = WorkDir(target.work_dir)
@@ -461,25 +574,16 @@ def _postprocess_one(
     for item in items:
         assert item.image is not None and item.plan is not None and item.output is not None
         for t in range(item.image.time_points):
-            plan_record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
-            progress = BlockProgress(
-                work.path / "progress" / f"{item.head}-t{t:05d}.json", plan_record
-            )
-            resumed += len(progress.finished)
+            done, _ = pointwise_blocks(work, item, store, t, range(len(item.plan)))
+            resumed += done
             total += len(item.plan)
-            for index in range(len(item.plan)):
-                if index not in progress.finished:
-                    _pointwise_block(item, store, t, item.plan.core(index))
-                    progress.mark_done(index)
     if report is not None:
         report(
             f"{target.stem}: {total - resumed} blocks"
             + (f", {resumed} done earlier" if resumed else "")
         )
     record.mark_done(target.stem)
-    for item in items:
-        _neighbourhood(item, store)
-    store.finish()
+    finish_stem(items, store)
     return resumed, total
 
 
