@@ -46,12 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from bioim2im.errors import EnvironmentFailure, UserError
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from bioim2im.config.schema import ClusterConfig
+    from bioim2im.prediction.blockwise import BlockPlan
     from bioim2im.prediction.display import BlockReporter
     from bioim2im.prediction.image import BlockCounts, Tiling
     from bioim2im.prediction.inputs import InputImage
@@ -472,6 +475,35 @@ def _failing_block(
 # The client
 
 
+def tasks_of(todo: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """``todo`` (in sweep order) cut into runs of ``size`` consecutive blocks."""
+    return [tuple(todo[i : i + size]) for i in range(0, len(todo), size)]
+
+
+def box_tasks(plan: BlockPlan, todo: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """``todo`` (in sweep order) cut into boxes of about ``size`` blocks, as near cubes (in
+    blocks) as the grid allows, each in sweep order.
+
+    A task pays for the windows of its earlier neighbours that reach into it (and for their
+    batches): about ``roi / block`` of a block per block on each of its earlier faces, so the
+    fewer its faces for its blocks, the better; a run of consecutive blocks is a thin slab.
+    """
+    grid = plan.grid
+    edges = [1] * len(grid)
+    while math.prod(edges) < size:
+        growing = [a for a in range(len(grid)) if edges[a] < grid[a]]
+        if not growing:
+            break
+        edges[min(growing, key=lambda a: (edges[a], -grid[a]))] += 1
+    boxes: dict[tuple[int, ...], list[int]] = {}
+    for block in todo:
+        position = [int(p) for p in np.unravel_index(block, grid)]
+        boxes.setdefault(tuple(p // e for p, e in zip(position, edges, strict=True)), []).append(
+            block
+        )
+    return [tuple(blocks) for blocks in boxes.values()]
+
+
 @dataclass
 class ImageWork:
     """What is left of one image: its blocks not recorded yet, in runs to predict in order
@@ -492,11 +524,8 @@ class ImageWork:
     """Called on the client once every block is done, before the finishing task."""
     counts: BlockCounts | None = None
     """Told the blocks some other process recorded meanwhile (predicted -> resumed)."""
-
-
-def tasks_of(todo: Sequence[int], size: int) -> list[tuple[int, ...]]:
-    """``todo`` (in sweep order) cut into runs of ``size`` consecutive blocks."""
-    return [tuple(todo[i : i + size]) for i in range(0, len(todo), size)]
+    group: Callable[[Sequence[int], int], list[tuple[int, ...]]] = tasks_of
+    """How its blocks left are cut into tasks of about a given number of blocks."""
 
 
 def run_blocks(
@@ -529,7 +558,7 @@ def run_blocks(
     for number, work in enumerate(images):
         left[number] = 0
         for run, todo in work.todo.items():
-            for blocks in tasks_of(todo, size):
+            for blocks in work.group(todo, size):
                 future = client.submit(work.predict, *work.args, run, blocks, **options)
                 futures[future] = (work, blocks)
                 left[number] += 1
@@ -713,6 +742,7 @@ def _image_work(
         finish_task,
         before_finish=lambda: record.mark_done(found.stem),
         counts=result.blocks,
+        group=functools.partial(box_tasks, plan),
     )
 
 
