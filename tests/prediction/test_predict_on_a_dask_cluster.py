@@ -381,3 +381,22 @@ def test_bad_cluster_options_are_refused_with_one_message(cli, run_2d, tmp_path,
     assert message in result.err and "Traceback" not in result.err
     assert result.err.count("error:") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_tasks_are_near_cubic_boxes_covering_each_block_left_once():
+    import numpy as np
+
+    from bioim2im.prediction.blockwise.blocks import plan_blocks
+
+    plan = plan_blocks((64, 128, 128), (16, 32, 32), block_size=(8, 16, 16))
+    order = plan.sweep_order()
+    boxes = on_cluster.box_tasks(plan, order, 64)
+    assert len(boxes) == 8
+    for box in boxes:  # 4 x 4 x 4 blocks: the fewest faces for 64 blocks
+        positions = np.array([np.unravel_index(b, plan.grid) for b in box])
+        assert (positions.max(axis=0) - positions.min(axis=0) + 1).tolist() == [4, 4, 4]
+    left = order[5:]
+    boxes = on_cluster.box_tasks(plan, left, 3)
+    assert sorted(b for box in boxes for b in box) == sorted(left)
+    for box in boxes:
+        assert list(box) == [b for b in left if b in box] and 1 <= len(box) <= 3

@@ -452,8 +452,9 @@ class ClusterConfig(StrictModel):
     log_directory: str | None = None
     """Where the jobs' output and error files go."""
     blocks_per_task: int | None = Field(None, ge=1, le=100000)
-    """Blocks one task predicts (consecutive ones: the windows across the borders between tasks
-    run in both); default: about 8 tasks per worker, at most 64 blocks each."""
+    """Blocks one task predicts, a box of them: a task runs again the windows its earlier
+    neighbours would hand on to it, so larger boxes cost less (but hold more in memory);
+    default: one task per worker, at most 64 blocks each."""
     retries: int = Field(2, ge=0, le=100)
     """How often a failed task is tried again (on any worker) before the run stops naming the
     block and the cause."""

@@ -67,7 +67,11 @@ JOBQUEUE = ("slurm", "lsf", "pbs")
 SLOT = "bioim2im-slot"
 """A Dask resource our workers have one of: one prediction task at a time per worker."""
 MAX_BLOCKS_PER_TASK = 64
-TASKS_PER_WORKER = 8
+TASKS_PER_WORKER = 1
+"""Tasks per worker (when the blocks allow): each task runs again the windows its earlier
+neighbours hand on, so fewer, larger tasks cost less; a block done is reported as it is done."""
+PROGRESS = "bioim2im-blocks"
+"""The Dask event topic each block done is reported on (through the scheduler)."""
 INSTALL = "pip install 'bioim2im[cluster]'"
 
 
@@ -416,6 +420,7 @@ def predict_task(task: ImageTask, time_point: int, blocks: tuple[int, ...]) -> t
                 blocks,
                 work=_work(task),
                 name=f"dask-b{blocks[0]:08d}",
+                report=_block_done,
             )
         except Exception as exc:
             where = _failing_block(task, tiling, time_point, blocks)
@@ -438,6 +443,14 @@ def _work(task: ImageTask) -> WorkDir:
     from bioim2im.prediction.outputs import Outputs, WorkDir
 
     return WorkDir(Outputs(Path(task.folder), task.stem, (), task.format).work_dir)
+
+
+def _block_done(done: int, total: int) -> None:
+    """Tell the client, through the scheduler, that one more block is done."""
+    from distributed import get_worker
+
+    with contextlib.suppress(ValueError):
+        get_worker().log_event(PROGRESS, 1)
 
 
 class BlockFailed(RuntimeError):
@@ -481,27 +494,35 @@ def tasks_of(todo: Sequence[int], size: int) -> list[tuple[int, ...]]:
 
 
 def box_tasks(plan: BlockPlan, todo: Sequence[int], size: int) -> list[tuple[int, ...]]:
-    """``todo`` (in sweep order) cut into boxes of about ``size`` blocks, as near cubes (in
-    blocks) as the grid allows, each in sweep order.
+    """``todo`` (in sweep order) cut into boxes of at most about ``size`` blocks, each in sweep
+    order.
 
-    A task pays for the windows of its earlier neighbours that reach into it (and for their
-    batches): about ``roi / block`` of a block per block on each of its earlier faces, so the
-    fewer its faces for its blocks, the better; a run of consecutive blocks is a thin slab.
+    A task runs again the windows of its earlier neighbours that reach into it (and their
+    batches): the thinner the box along an axis, in windows, the more of them. So the image's
+    grid of blocks is halved, again and again, across the axis along which the boxes are
+    thickest in windows, until they are small enough: equal boxes, as near cubes as the grid
+    allows.
     """
     grid = plan.grid
-    edges = [1] * len(grid)
-    while math.prod(edges) < size:
-        growing = [a for a in range(len(grid)) if edges[a] < grid[a]]
-        if not growing:
-            break
-        edges[min(growing, key=lambda a: (edges[a], -grid[a]))] += 1
-    boxes: dict[tuple[int, ...], list[int]] = {}
+    edges = list(grid)
+    wanted = max(1, math.ceil(len(plan) / max(size, 1)))
+
+    def boxes() -> int:
+        return math.prod(math.ceil(g / e) for g, e in zip(grid, edges, strict=True))
+
+    while boxes() < wanted and any(e > 1 for e in edges):
+        thickness = [
+            e * b / r if e > 1 else -1.0
+            for e, b, r in zip(edges, plan.block_size, plan.roi_size, strict=True)
+        ]
+        axis = max(range(len(grid)), key=lambda a: (thickness[a], -a))
+        edges[axis] = math.ceil(edges[axis] / 2)
+    groups: dict[tuple[int, ...], list[int]] = {}
     for block in todo:
         position = [int(p) for p in np.unravel_index(block, grid)]
-        boxes.setdefault(tuple(p // e for p, e in zip(position, edges, strict=True)), []).append(
-            block
-        )
-    return [tuple(blocks) for blocks in boxes.values()]
+        key = tuple(p // e for p, e in zip(position, edges, strict=True))
+        groups.setdefault(key, []).append(block)
+    return [tuple(blocks) for blocks in groups.values()]
 
 
 @dataclass
@@ -565,7 +586,15 @@ def run_blocks(
     which = {id(work): number for number, work in enumerate(images)}
     track = reporter.track("blocks") if reporter is not None else None
     progress = track(total_blocks, sum(w.voxels for w in images)) if track is not None else None
-    done = 0
+    done = [0]
+
+    def block_done(event: Any) -> None:
+        # Told by the workers as each block is written (a block predicted again counts again).
+        done[0] = min(done[0] + 1, total_blocks)
+        if progress is not None and done[0] < total_blocks:
+            progress(done[0], total_blocks)
+
+    client.subscribe_topic(PROGRESS, block_done)
     pending = as_completed(list(futures))
     # Images with nothing left to predict are finished at once.
     finishing = [_finish(client, w, options) for n, w in enumerate(images) if left[n] == 0]
@@ -579,9 +608,6 @@ def run_blocks(
             if work.counts is not None:
                 work.counts.predicted -= skipped
                 work.counts.resumed += skipped
-            done += len(blocks)
-            if progress is not None:
-                progress(done, total_blocks)
             left[which[id(work)]] -= 1
             if left[which[id(work)]] == 0:
                 finishing.append(_finish(client, work, options))
@@ -590,7 +616,11 @@ def run_blocks(
         for future in finishing:
             if future is not None:
                 _result(future, None, (), connection, settings)
+        if progress is not None:
+            progress(total_blocks, total_blocks)
     finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(PROGRESS)
         if reporter is not None:
             reporter.close()
 
