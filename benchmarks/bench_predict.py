@@ -166,7 +166,7 @@ def monai_worker(run: Path, image_path: Path, output: Path, device: str) -> None
     from monai.inferers import sliding_window_inference
 
     from bioim2im.data.preparation import preparation
-    from bioim2im.prediction.trained_model import load_model
+    from bioim2im.formats import load_model
 
     model = load_model(run, device=device)
     settings = model.preset.predict

@@ -63,3 +63,10 @@ def describe_os_error(error: OSError, doing: str = "") -> str:
     return (
         f"{prefix}{where}: {reason}" if where else f"{prefix.strip() or 'system error'}: {reason}"
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: how a library's
+    long error is quoted in one message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

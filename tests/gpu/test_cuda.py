@@ -128,10 +128,10 @@ def test_training_batches_come_pinned_for_fast_copies(data) -> None:
 @pytest.mark.parametrize("channels_last", ["false", "true", '"auto"'])
 def test_prediction_on_the_gpu_equals_prediction_on_the_cpu(preset, tmp_path, channels_last):
     from bioim2im.api import train
+    from bioim2im.formats import load_model
     from bioim2im.io import open_image
     from bioim2im.io.tiff import write_tiff
     from bioim2im.prediction.job import predict_in_memory
-    from bioim2im.prediction.trained_model import load_model
 
     run = tmp_path / "run"
     train(preset, overrides=["train.steps=4", "train.val_every=4"], run_dir=run)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hostile_helpers import THOROUGH, TINY_PRESET, assert_ok, invoke
+from hostile_helpers import THOROUGH, TINY_PRESET, assert_ok, hostile_servers, invoke
 from hypothesis import HealthCheck, settings
 
 _QUIET = [
@@ -114,3 +114,11 @@ def exported_package(trained_run: Path, tmp_path_factory: pytest.TempPathFactory
 def one_image(nuclei_data: Path) -> Path:
     """One 64 x 64 image of the nuclei data."""
     return nuclei_data / "IM" / "img_000.tif"
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[[str], str]]:
+    """``start(mode)``: ``http://127.0.0.1:PORT`` of a server that hangs, trickles or
+    redirects to ``file:///etc/passwd``; stopped after the test."""
+    with hostile_servers() as start:
+        yield start

@@ -140,7 +140,7 @@ def command_lines(draw: st.DrawFn) -> list[str]:
     elif command == "evaluate":
         maybe("-p", [*TRUTHS, "@pred"], chance=draw(st.integers(0, 5)) == 0)
         maybe("-t", TRUTHS, chance=draw(st.integers(0, 5)) == 0)
-        maybe("--task", ["auto", "semantic", "instance", "regression", "cellmap", "nope"])
+        maybe("--task", ["auto", "semantic", "instance", "regression", "nope"])
         maybe("--head", ["seg", "nope", ""])
         maybe("--json", OUTPUTS)
         maybe("--csv", OUTPUTS)

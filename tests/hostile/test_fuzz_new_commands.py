@@ -25,7 +25,7 @@ STEPS = [
     "predict.block_size=[0, 16]",
 ]
 NAMES = ["segmentation-2d", "instance-3d", "nope", "", "@file", "@preset"]
-SECTIONS = ["train", "model.heads.seg.loss", "data.cellmap", "model.heads", "nope", "", "."]
+SECTIONS = ["train", "model.heads.seg.loss", "data.layout", "model.heads", "nope", "", "."]
 
 
 @st.composite

@@ -1,8 +1,8 @@
 """A TorchScript graph from elsewhere runs only when every operation it holds is on a reviewed
-allowlist of tensor operations (bioim2im.model.allowlist): an aten operation that is not listed
-is refused by name even when it is harmless, so a new torch operation that touches files is
-refused until someone reviews it; the networks people bring (MONAI's, scripted or traced) pass;
-and no listed operation takes a file."""
+allowlist of tensor operations (bioim2im.formats.graphs.allowlist): an aten operation that is
+not listed is refused by name even when it is harmless, so a new torch operation that touches
+files is refused until someone reviews it; the networks people bring (MONAI's, scripted or
+traced) pass; and no listed operation takes a file."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from hostile_models import scripted_bytes
 from torch import nn
 
 from bioim2im.errors import UserError
-from bioim2im.model.allowlist import ATEN, allowed
-from bioim2im.model.conversion import load_torchscript
+from bioim2im.formats.graphs.allowlist import ATEN, allowed
+from bioim2im.formats.graphs.conversion import load_torchscript
 
 ROI = ("--set", "predict.roi_size=[32, 32]")
 

@@ -159,7 +159,7 @@ def test_onnx_weights_come_first_wherever_onnx_runtime_runs(
     import onnxruntime
     import torch
 
-    from bioim2im.prediction.model_files import weights_order
+    from bioim2im.formats.bioimageio.load import weights_order
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert weights_order("auto", cpu) == ["onnx", "pytorch_state_dict", "torchscript"]

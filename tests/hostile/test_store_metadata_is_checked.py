@@ -71,7 +71,7 @@ def test_a_dataset_path_outside_the_store_is_refused(
         assert_user_error(result, "cells.ome.zarr", path, "outside the store")
 
 
-def test_cellmap_levels_stay_inside_their_store(tmp_path: Path) -> None:
+def test_multiscale_levels_stay_inside_their_store(tmp_path: Path) -> None:
     _store(tmp_path / "other.ome.zarr", 7.0)
     store = _store(tmp_path / "cells.ome.zarr", 0.0)
     _edit(store, lambda entry: entry["datasets"][0].update(path="../other.ome.zarr/0"))

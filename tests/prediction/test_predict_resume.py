@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from predict_helpers import INSTANCE, nuclei_image, read_zarr
 
-import bioim2im.prediction.job as predict_module
+import bioim2im.prediction.command as predict_module
 from bioim2im.errors import UserError
 from bioim2im.prediction.blockwise import load_finished_blocks
 from bioim2im.prediction.job import predict_files

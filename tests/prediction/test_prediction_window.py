@@ -19,10 +19,10 @@ from bioim2im.config import load_preset
 from bioim2im.config.loading import to_toml
 from bioim2im.data.preparation import preparation
 from bioim2im.data.synthetic import nuclei
+from bioim2im.formats import load_model
 from bioim2im.model.checkpoint import save_checkpoint
 from bioim2im.model.network import build_model
 from bioim2im.plugin.manager import get_registry
-from bioim2im.prediction.trained_model import load_model
 
 SHIPPED = sorted(path.stem for path in presets_dir().glob("*.toml"))
 

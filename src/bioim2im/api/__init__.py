@@ -9,7 +9,7 @@ functions and prints what they return.
 - :func:`evaluate`: predictions against ground truth; an
   :class:`~bioim2im.evaluation.EvaluationReport` (or a plugin task's report).
 - :func:`export`: a run as a bioimage.io package, a TorchScript or an ONNX file; an
-  :class:`~bioim2im.export.ExportResult`.
+  :class:`~bioim2im.formats.export.ExportResult`.
 - :func:`load_preset`, :func:`check`: read, resolve and validate a preset;
   :func:`list_presets`, :func:`presets`, :func:`show_preset`: the presets that can be named;
   :func:`options`, :func:`schema`, :func:`list_plugins`: the keys and components there are.

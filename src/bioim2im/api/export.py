@@ -11,7 +11,7 @@ from bioim2im.api.options import Arg, Opt, Overrides
 from bioim2im.errors import UserError
 
 if TYPE_CHECKING:
-    from bioim2im.export import ExportResult
+    from bioim2im.formats.export import ExportResult
 
 
 def export(
@@ -63,7 +63,7 @@ def export(
     ``doi`` or ``url``, ``tags``) set the preset's ``export`` keys, as ``overrides`` may (e.g.
     ``export.license=MIT``); ``test_image`` is the image the package's test tensors are cut
     from (default: one of the run's validation images)."""
-    from bioim2im.export import export_model
+    from bioim2im.formats.export import export_model
 
     metadata = list(overrides)
     for key, value in (("name", name), ("description", description), ("license", license)):

@@ -56,8 +56,8 @@ def predict(
     package, or its ``https://`` URL; ``trust_model`` runs a TorchScript graph from elsewhere
     that holds more than tensor operations (see the README's security model).
     """
+    from bioim2im.formats import load_model
     from bioim2im.prediction.job import predict_in_memory
-    from bioim2im.prediction.trained_model import load_model
 
     chosen = device or _default_device()
     return predict_in_memory(

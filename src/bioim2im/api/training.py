@@ -82,23 +82,21 @@ class ValidationImage:
 def validation_images(run_dir: str | Path) -> list[ValidationImage]:
     """The images a run validated on, found again from the preset saved in ``run_dir`` (its
     ``data.val_path``, the data's own split, or the seeded split ``split.json`` records).
-    CellMap runs validate on crops, not images: refused."""
+    A run whose data layout does not serve image files (its ``image_pairs``) is refused."""
     from bioim2im.config import load_preset
-    from bioim2im.data.sources import DEFAULT_TARGET, find_splits, reader_suffixes
+    from bioim2im.data.layouts import dataset_layout
+    from bioim2im.data.sources import DEFAULT_TARGET
     from bioim2im.plugin.manager import get_registry
 
     saved = Path(run_dir) / "preset.toml"
     if not saved.is_file():
         raise UserError(f"{run_dir}: not a bioim2im run directory (no preset.toml)")
     preset = load_preset(saved)
-    if preset.data.layout == "cellmap":
-        raise UserError(f"{run_dir}: a CellMap run validates on crops, not on image files")
-    splits = find_splits(
-        preset.data,
-        preset.model.heads,
-        seed=preset.train.seed,
-        suffixes=reader_suffixes(get_registry()),
-    )
+    registry = get_registry()
+    try:
+        splits = dataset_layout(preset, registry).image_pairs(preset, registry=registry)
+    except UserError as exc:
+        raise UserError(f"{run_dir}: {exc.message}", exc.problems) from None
     splits.ensure_usable()
     heads = preset.model.heads
     return [

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from bioim2im.data.synthetic import _random_rotation, _smooth_noise, _tidy
+from bioim2im.data.drawing import ball_volume, random_rotation, smooth_noise, tidy
 
 Shape = Sequence[int]
 
@@ -67,10 +67,6 @@ def crowded_nuclei(
     return image, labels
 
 
-def _volume(radius: float, ndim: int) -> float:
-    return math.pi * radius**2 * (4 / 3 * radius if ndim == 3 else 1)
-
-
 def _clusters(
     rng: np.random.Generator, extent: np.ndarray, low: float, high: float
 ) -> tuple[list[np.ndarray], list[float]]:
@@ -102,7 +98,7 @@ def _clusters(
             continue
         centers.append(center)
         radii.append(r)
-        covered += _volume(r, ndim)
+        covered += ball_volume(r, ndim)
     return centers, radii
 
 
@@ -116,13 +112,13 @@ def _partition(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels (each voxel to the nucleus it is deepest inside) and that depth (0 centre, 1 rim)."""
     ndim = len(shape)
-    wobble = 1 + 0.08 * np.clip(_smooth_noise(rng, shape, 2 * low), -2, 2)
+    wobble = 1 + 0.08 * np.clip(smooth_noise(rng, shape, 2 * low), -2, 2)
     upper = np.array(shape) - 1
     depth = np.full(shape, np.inf, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint16)
     for label, (center, r) in enumerate(zip(centers, radii, strict=True), start=1):
         semi_axes = r * rng.uniform(0.7, 1.3, size=ndim)
-        rotation = _random_rotation(rng, ndim)
+        rotation = random_rotation(rng, ndim)
         reach = 1.3 * semi_axes.max()
         box = tuple(
             slice(max(0, math.floor((c - reach) / s)), min(n, math.ceil((c + reach) / s) + 1))
@@ -142,7 +138,7 @@ def _partition(
         inside = (distance < 1) & (distance < depth[box])
         depth[box][inside] = distance[inside]
         labels[box][inside] = label
-    labels = _tidy(labels, min_size=0.3 * _volume(low, ndim) / math.prod(spacing))
+    labels = tidy(labels, min_size=0.3 * ball_volume(low, ndim) / math.prod(spacing))
     depth[labels == 0] = 1.0
     return labels, np.minimum(depth, 1.0)
 
@@ -155,8 +151,8 @@ def _stain(
     shape = labels.shape
     # About 8x between the dimmest and the brightest nucleus.
     brightness = np.concatenate([[0.0], np.exp(rng.uniform(np.log(0.15), 0.0, size=n))])
-    chromatin = 1 + 0.3 * _smooth_noise(rng, shape, low / 3) + 0.12 * _smooth_noise(rng, shape, 1)
-    nucleoli = np.clip(_smooth_noise(rng, shape, low / 2) - 1.6, 0, None)
+    chromatin = 1 + 0.3 * smooth_noise(rng, shape, low / 3) + 0.12 * smooth_noise(rng, shape, 1)
+    nucleoli = np.clip(smooth_noise(rng, shape, low / 2) - 1.6, 0, None)
     # Half the nuclei are brightest at the centre, the others along their rim.
     rim_bright = np.concatenate([[False], rng.random(n) < 0.5])[labels]
     profile = np.where(rim_bright, 0.65 + 0.35 * depth**2, 1 - 0.4 * depth**2)
@@ -199,9 +195,9 @@ def _optics(
     background = (
         rng.uniform(0.02, 0.12)
         + rng.uniform(0.0, 0.12) * ramp
-        + 0.02 * _smooth_noise(rng, shape, max(shape) / 4)
+        + 0.02 * smooth_noise(rng, shape, max(shape) / 4)
     )
-    illumination = 1 + 0.25 * _smooth_noise(rng, shape, max(shape) / 2)
+    illumination = 1 + 0.25 * smooth_noise(rng, shape, max(shape) / 2)
     clean = np.clip((image + ghosts) * illumination + background, 0, None)
     clean /= max(float(np.percentile(clean, 99.9)), 1e-6)
     photons = float(np.exp(rng.uniform(np.log(30.0), np.log(300.0))))

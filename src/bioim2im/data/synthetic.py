@@ -24,9 +24,9 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import expand_labels, find_boundaries, relabel_sequential
-from skimage.transform import resize
+from skimage.segmentation import expand_labels, find_boundaries
 
+from bioim2im.data.drawing import ball_volume, random_rotation, smooth_noise, tidy
 from bioim2im.io.tiff import write_tiff
 
 Shape = Sequence[int]
@@ -73,12 +73,12 @@ def _labelfree(rng: np.random.Generator, shape: Shape) -> tuple[np.ndarray, np.n
     # Optical path length: thick where cells are, a bit more through nuclei, with texture.
     thickness = ndimage.gaussian_filter(cells.astype(np.float32), r / 4)
     thickness += 0.4 * ndimage.gaussian_filter((instances > 0).astype(np.float32), r / 8)
-    thickness *= 1 + 0.1 * _smooth_noise(rng, shape, r / 3)
+    thickness *= 1 + 0.1 * smooth_noise(rng, shape, r / 3)
     # Phase contrast sees differences of optical path: a high-pass gives dark cells with halos.
     phase = thickness - ndimage.gaussian_filter(thickness, 2 * r)
     relief = ndimage.sobel(ndimage.gaussian_filter(thickness, 1.0), axis=-1)
     transmitted = 0.5 - 0.25 * phase + 0.1 * relief
-    transmitted *= 1 + 0.1 * _smooth_noise(rng, shape, max(shape) / 2)
+    transmitted *= 1 + 0.1 * smooth_noise(rng, shape, max(shape) / 2)
     transmitted += rng.normal(0.0, 0.02, size=transmitted.shape)
     return transmitted.astype(np.float32), fluorescence, instances
 
@@ -265,18 +265,20 @@ def _nuclei_clean(
     low, high = _radius_range(shape, radius)
     ndim = len(shape)
     if n_objects is None:
-        n_objects = max(1, round(_COVERAGE * math.prod(shape) / _volume((low + high) / 2, ndim)))
+        n_objects = max(
+            1, round(_COVERAGE * math.prod(shape) / ball_volume((low + high) / 2, ndim))
+        )
     centers, radii = _place(rng, shape, n_objects, low, high)
 
     # Each pixel belongs to the nucleus whose (wobbly) ellipsoid it is deepest inside: the
     # labels are a partition, and overlapping pairs end up touching along a shared border.
-    wobble = 1 + 0.15 * np.clip(_smooth_noise(rng, shape, low), -2, 2)
+    wobble = 1 + 0.15 * np.clip(smooth_noise(rng, shape, low), -2, 2)
     upper = np.array(shape) - 1
     depth = np.full(shape, np.inf, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint16)
     for label, (center, r) in enumerate(zip(centers, radii, strict=True), start=1):
         semi_axes = r * rng.uniform(0.75, 1.25, size=ndim)
-        rotation = _random_rotation(rng, ndim)
+        rotation = random_rotation(rng, ndim)
         box = tuple(
             slice(
                 max(0, math.floor(c - 1.4 * semi_axes.max())),
@@ -297,24 +299,20 @@ def _nuclei_clean(
         inside = (distance < 1) & (distance < depth[box])
         depth[box][inside] = distance[inside]
         labels[box][inside] = label
-    labels = _tidy(labels, min_size=0.3 * _volume(low, ndim))
+    labels = tidy(labels, min_size=0.3 * ball_volume(low, ndim))
 
     brightness = np.concatenate([[0.0], rng.uniform(0.45, 1.0, size=int(labels.max()))])
-    texture = 1 + 0.25 * _smooth_noise(rng, shape, low / 2) + 0.1 * _smooth_noise(rng, shape, 1.0)
+    texture = 1 + 0.25 * smooth_noise(rng, shape, low / 2) + 0.1 * smooth_noise(rng, shape, 1.0)
     # Brighter centres, dimmer rims: the look of a rounded nucleus seen through a widefield.
     profile = np.where(labels > 0, 1 - 0.35 * np.minimum(depth, 1) ** 2, 0)
     signal = brightness[labels] * profile * texture
-    illumination = 1 + 0.2 * _smooth_noise(rng, shape, max(shape) / 2)
-    background = 0.05 + 0.02 * _smooth_noise(rng, shape, max(shape) / 3)
+    illumination = 1 + 0.2 * smooth_noise(rng, shape, max(shape) / 2)
+    background = 0.05 + 0.02 * smooth_noise(rng, shape, max(shape) / 3)
     # A point spread function longer along Z, unless one is given.
     sigma = (1.5, 1.0, 1.0)[-ndim:] if psf_sigma is None else psf_sigma
     image = ndimage.gaussian_filter(signal * illumination + background, sigma)
     image = np.clip(image, 0, None) / max(float(image.max()), 1e-6)
     return image.astype(np.float32), labels
-
-
-def _volume(radius: float, ndim: int) -> float:
-    return math.pi * radius**2 * (4 / 3 * radius if ndim == 3 else 1)
 
 
 def _place(
@@ -345,53 +343,6 @@ def _place(
             centers.append(center)
             radii.append(r)
     return centers, radii
-
-
-def _random_rotation(rng: np.random.Generator, ndim: int) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(ndim, ndim)))
-    return q * np.sign(np.diag(r))
-
-
-def _smooth_noise(rng: np.random.Generator, shape: Shape, length: float) -> np.ndarray:
-    """Gaussian noise with unit std correlated over about ``length`` pixels (float32)."""
-    if length <= 4:
-        field = ndimage.gaussian_filter(rng.normal(size=tuple(shape)), length / 2)
-    else:
-        # Interpolating a coarse grid is much cheaper than blurring with a kernel this wide;
-        # a small blur then rounds off the corners of the linear interpolation.
-        coarse = tuple(max(2, math.ceil(n / length) + 1) for n in shape)
-        field = resize(
-            rng.normal(size=coarse), tuple(shape), order=1, mode="reflect", anti_aliasing=False
-        )
-        field = ndimage.gaussian_filter(field, 2.0)
-    field -= field.mean()
-    return (field / max(float(field.std()), 1e-6)).astype(np.float32)
-
-
-def _tidy(labels: np.ndarray, min_size: float) -> np.ndarray:
-    """One solid piece per object, none smaller than ``min_size`` pixels, labels 1..N.
-
-    Where neighbours cut an object in pieces only its largest piece stays; background left
-    enclosed by a single object is filled in.
-    """
-    kept = np.zeros_like(labels)
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        pieces, _ = ndimage.label(labels[box] == label)
-        largest = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
-        if largest.sum() >= min_size:
-            kept[box][largest] = label
-    gaps, _ = ndimage.label(kept == 0)
-    for gap, box in enumerate(ndimage.find_objects(gaps), start=1):
-        if any(s.start == 0 or s.stop == n for s, n in zip(box, labels.shape, strict=True)):
-            continue  # open to the image border: not enclosed
-        around = tuple(slice(s.start - 1, s.stop + 1) for s in box)
-        inside = gaps[around] == gap
-        neighbours = np.unique(kept[around][ndimage.binary_dilation(inside) & ~inside])
-        if len(neighbours) == 1:
-            kept[around][inside] = neighbours[0]
-    return relabel_sequential(kept)[0].astype(np.uint16)
 
 
 def _acquire(

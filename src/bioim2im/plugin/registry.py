@@ -255,7 +255,8 @@ class Component:
 
 
 class Registrar:
-    """What a hook receives: adds components of one kind on behalf of one distribution."""
+    """What a hook receives: adds components of one kind on behalf of one distribution (the
+    :class:`bioim2im.plugin.hookspecs.Registrar` of the plugin contract)."""
 
     def __init__(self, registry: ComponentRegistry, kind: str, package: str, version: str) -> None:
         self._registry = registry

@@ -54,14 +54,14 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from bioim2im.config.schema import ClusterConfig
+    from bioim2im.formats.trained_model import TrainedModel
+    from bioim2im.io.images import InputImage
     from bioim2im.prediction.blockwise import BlockPlan
+    from bioim2im.prediction.command import Command
     from bioim2im.prediction.display import BlockReporter
     from bioim2im.prediction.image import BlockCounts, Tiling
-    from bioim2im.prediction.inputs import InputImage
-    from bioim2im.prediction.job import InputResult, _Job
     from bioim2im.prediction.outputs import Store, WorkDir
-    from bioim2im.prediction.postprocess import PostprocessPlan
-    from bioim2im.prediction.trained_model import TrainedModel
+    from bioim2im.prediction.summary import InputResult
 
 JOBQUEUE = ("slurm", "lsf", "pbs")
 SLOT = "bioim2im-slot"
@@ -314,7 +314,9 @@ class ImageTask:
     """The client's block plan (JSON of its fingerprint): the worker's must be the same."""
 
 
-_lock = threading.Lock()
+TASK_LOCK = threading.Lock()
+"""Held by every task while it runs: one task at a time per worker process, whatever its
+threads."""
 _models: dict[ModelSource, TrainedModel] = {}
 _images: dict[ImageTask, tuple[InputImage, Tiling, Store]] = {}
 _model_loads = 0
@@ -325,7 +327,7 @@ def _loaded(source: ModelSource) -> TrainedModel:
     """The model, loaded once per worker process (on its GPU when it has one)."""
     global _model_loads
     if source not in _models:
-        from bioim2im.prediction.trained_model import load_model
+        from bioim2im.formats import load_model
 
         _models.clear()
         _images.clear()
@@ -377,8 +379,8 @@ def _opened(task: ImageTask) -> tuple[TrainedModel, InputImage, Tiling, Store]:
     model = _loaded(task.source)
     if task not in _images:
         from bioim2im.io import open_image
+        from bioim2im.io.images import InputImage
         from bioim2im.prediction.image import file_tiling, image_specs
-        from bioim2im.prediction.inputs import InputImage
         from bioim2im.prediction.outputs import Outputs
 
         image = open_image(task.path, axes=model.preset.data.axes, registry=model.registry)
@@ -407,7 +409,7 @@ def predict_task(task: ImageTask, time_point: int, blocks: tuple[int, ...]) -> t
     recorded before, blocks predicted). A failure names the block and the cause."""
     from bioim2im.prediction.image import predict_chosen_blocks
 
-    with _lock:  # one task at a time per process, whatever the worker's threads
+    with TASK_LOCK:  # one task at a time per process, whatever the worker's threads
         tiling = None
         try:
             model, found, tiling, store = _opened(task)
@@ -432,7 +434,7 @@ def finish_task(task: ImageTask) -> None:
     """A task: the neighbourhood steps over the whole image, then publish its outputs."""
     from bioim2im.prediction.image import finish_image
 
-    with _lock:
+    with TASK_LOCK:
         model, found, tiling, store = _opened(task)
         finish_image(model, found, store, tiling)
         _images.pop(task, None)
@@ -679,7 +681,7 @@ def _result(
 
 
 def predict_on_cluster(
-    job: _Job,
+    job: Command,
     where: str,
     settings: ClusterConfig,
     source: ModelSource,
@@ -729,7 +731,7 @@ def predict_on_cluster(
 
 
 def _image_work(
-    job: _Job,
+    job: Command,
     found: InputImage,
     source: ModelSource,
     work: Any,
@@ -774,150 +776,3 @@ def _image_work(
         counts=result.blocks,
         group=functools.partial(box_tasks, plan),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# bioim2im postprocess --cluster
-
-
-@dataclass(frozen=True)
-class PostprocessSpec:
-    """How a worker plans the same ``postprocess`` command as the client."""
-
-    model: str
-    overrides: tuple[str, ...]
-    inputs: str
-    folder: str
-    heads: tuple[str, ...]
-    format: str
-    fingerprint: str
-    """The client's plan: a worker that plans another (the files changed) stops."""
-
-
-_postprocess_plans: dict[PostprocessSpec, Any] = {}
-_postprocess_stores: dict[tuple[PostprocessSpec, str], Store] = {}
-
-
-def _postprocess_plan(spec: PostprocessSpec) -> Any:
-    """The command's plan, made once per worker process."""
-    if spec not in _postprocess_plans:
-        from bioim2im.prediction.postprocess import plan_postprocess
-
-        _postprocess_plans.clear()
-        _postprocess_stores.clear()
-        plan = plan_postprocess(
-            spec.model, spec.inputs, spec.folder, spec.overrides, spec.heads, spec.format
-        )
-        if plan.fingerprint != spec.fingerprint:
-            raise UserError(
-                f"{spec.inputs}: a worker found other saved predictions or another run than the "
-                "client (were they changed, or does the worker see other files at that path?)"
-            )
-        _postprocess_plans[spec] = plan
-    return _postprocess_plans[spec]
-
-
-def postprocess_task(
-    spec: PostprocessSpec, run: tuple[str, str, int], blocks: tuple[int, ...]
-) -> tuple[int, int]:
-    """A task: the pointwise steps on ``blocks`` of one head (``run``: stem, head, time
-    point); returns (blocks recorded before, blocks done)."""
-    from bioim2im.prediction.outputs import WorkDir
-    from bioim2im.prediction.postprocess import finished_blocks, pointwise_blocks
-
-    stem, head, t = run
-    with _lock:
-        item = None
-        try:
-            plan = _postprocess_plan(spec)
-            item = next(i for i in plan.by_stem[stem] if i.head == head)
-            if (spec, stem) not in _postprocess_stores:
-                _postprocess_stores[spec, stem] = plan.store(stem)
-            work = WorkDir(plan.outputs[stem].work_dir)
-            return pointwise_blocks(
-                work, item, _postprocess_stores[spec, stem], t, blocks, f"dask-b{blocks[0]:08d}"
-            )
-        except Exception as exc:
-            where = f"{spec.inputs}: {stem} {head}, blocks {blocks[0]} to {blocks[-1]}"
-            if item is not None and item.plan is not None:
-                done: set[int] = set()
-                with contextlib.suppress(OSError, ValueError):
-                    done = finished_blocks(WorkDir(plan.outputs[stem].work_dir), item, t)
-                block = next((b for b in blocks if b not in done), blocks[0])
-                region = ", ".join(f"{s.start}:{s.stop}" for s in item.plan.core(block))
-                where = f"{item.path}: block {block} (voxels {region})"
-            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            raise BlockFailed(f"{where}: {cause}", isinstance(exc, OSError)) from exc
-
-
-def postprocess_finish_task(spec: PostprocessSpec, stem: str) -> None:
-    """A task: the neighbourhood steps of every head of ``stem``, then publish."""
-    from bioim2im.prediction.postprocess import finish_stem
-
-    with _lock:
-        plan = _postprocess_plan(spec)
-        store = _postprocess_stores.pop((spec, stem), None) or plan.store(stem)
-        finish_stem(plan.by_stem[stem], store)
-
-
-def postprocess_on_cluster(
-    plan: PostprocessPlan,
-    record: Any,
-    where: str,
-    settings: ClusterConfig,
-    report: Callable[[str], None] | None,
-) -> tuple[int, int]:
-    """``postprocess --cluster``: the pointwise steps of every block as tasks, then each
-    input's neighbourhood steps and publishing as a task. Returns (blocks done by an earlier
-    run, blocks)."""
-    spec = PostprocessSpec(
-        plan.model,
-        plan.overrides,
-        plan.inputs,
-        str(plan.folder.resolve()),
-        plan.heads,
-        plan.format,
-        plan.fingerprint,
-    )
-    works, resumed, total = [], 0, 0
-    for stem, items in plan.by_stem.items():
-        target = plan.outputs[stem]
-        if stem in record.done and len(target.finished()) == len(target.published):
-            continue
-        work = plan.start(stem)
-        plan.store(stem)  # creates the images; the workers open them
-        todo: dict[Any, list[int]] = {}
-        voxels = 0
-        for item in items:
-            assert item.image is not None and item.plan is not None
-            blocks = item.plan
-            for t in range(item.image.time_points):
-                finished = _finished_postprocess(work, item, t)
-                left = [b for b in range(len(blocks)) if b not in finished]
-                resumed += len(blocks) - len(left)
-                total += len(blocks)
-                for b in left:
-                    voxels += math.prod(s.stop - s.start for s in blocks.core(b))
-                if left:
-                    todo[stem, item.head, t] = left
-        works.append(
-            ImageWork(
-                stem,
-                todo,
-                voxels,
-                postprocess_task,
-                (spec,),
-                functools.partial(postprocess_finish_task, stem=stem),
-                before_finish=functools.partial(record.mark_done, stem),
-            )
-        )
-    if works:
-        with connect(where, settings, report) as connection:
-            run_blocks(connection, works, settings, None)
-    return resumed, total
-
-
-def _finished_postprocess(work: Any, item: Any, t: int) -> set[int]:
-    from bioim2im.prediction.postprocess import finished_blocks
-
-    return finished_blocks(work, item, t)

@@ -1,15 +1,13 @@
-"""What ``bioim2im predict`` shows: progress over blocks (a rich bar with voxels/s and ETA on
-a terminal, plain lines every few seconds otherwise) and the summary table at the end."""
+"""What ``bioim2im predict`` shows while it runs: progress over blocks (a rich bar with
+voxels/s and ETA on a terminal, plain lines every few seconds otherwise). The summary at the
+end renders itself (:mod:`bioim2im.prediction.summary`)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TextIO
-
-if TYPE_CHECKING:
-    from bioim2im.prediction.job import PredictionSummary
+from collections.abc import Callable
+from typing import Any, TextIO
 
 LINE_SECONDS = 5.0
 
@@ -101,37 +99,3 @@ class _Tracker:
                 file=self.reporter.stream,
                 flush=True,
             )
-
-
-def summary_renderables(summary: PredictionSummary) -> Iterator[Any]:
-    """A table of inputs, outputs, time and voxels/s, and the totals."""
-    if summary.quiet:
-        return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table("input", "outputs", "time", "voxels/s", box=None, header_style="bold")
-    for result in summary.results:
-        outputs = "\n".join(str(p) for p in result.outputs)
-        if result.done_earlier:
-            time_text, rate = "done earlier", ""
-        elif result.seconds is None:
-            time_text, rate = "", ""
-        else:
-            time_text = f"{result.seconds:.1f} s"
-            if result.blocks.resumed:
-                time_text += f" (resumed: {result.blocks.resumed}/{result.blocks.total} blocks)"
-            rate = rate_text(result.voxels / result.seconds) if result.seconds > 0 else ""
-        table.add_row(str(result.input), outputs, time_text, rate)
-    yield table
-    waiting = summary.waiting
-    if summary.part is not None and waiting:
-        yield Text(
-            f"part {summary.part}: {len(waiting)} image(s) wait for the other parts; the last "
-            "part to finish (or `bioim2im predict ... --finalize`) publishes them"
-        )
-        return
-    yield Text(
-        f"{len(summary.results)} image(s), {summary.voxels:,} voxels in {summary.seconds:.1f} s "
-        f"({rate_text(summary.voxels_per_second)}); table: {summary.table}"
-    )

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import UserError
-from bioim2im.prediction.inputs import InputImage, normalizer
+from bioim2im.formats.trained_model import HeadOutput, TrainedModel
+from bioim2im.io.images import InputImage
+from bioim2im.prediction.inputs import normalizer
 from bioim2im.prediction.outputs import ImageSpec, Store, WorkDir
-from bioim2im.prediction.trained_model import HeadOutput, TrainedModel
 
 if TYPE_CHECKING:
     from bioim2im.prediction.blockwise import BlockPlan, BlockProgress

@@ -12,101 +12,21 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bioim2im.data.sources import image_stem
 from bioim2im.errors import UserError
-from bioim2im.io import LazyImage, open_image
+from bioim2im.formats.trained_model import TrainedModel, mismatch
+from bioim2im.io import open_image
 from bioim2im.io.base import InMemoryImage
-from bioim2im.prediction.trained_model import TrainedModel
+from bioim2im.io.images import InputImage, TimePoint
 from bioim2im.userfiles import MAX_TABLE_BYTES, read_text, user_path
 
-SPATIAL = "ZYX"
 STATISTICS_VOXELS = 1 << 24
 """Voxels read to compute an image's normalisation statistics (as in training)."""
-
-
-@dataclass
-class InputImage:
-    """One input file, opened lazily, with the layout prediction needs."""
-
-    path: Path
-    stem: str
-    """The name its outputs are given: the file name without its image suffix."""
-    image: LazyImage
-
-    @property
-    def axes(self) -> str:
-        return self.image.axes
-
-    @property
-    def spatial(self) -> str:
-        """Its spatial axes in ZYX order."""
-        return "".join(a for a in SPATIAL if a in self.axes)
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(self.image.shape[self.axes.index(a)] for a in self.spatial)
-
-    @property
-    def channels(self) -> int:
-        return self.image.shape[self.axes.index("C")] if "C" in self.axes else 1
-
-    @property
-    def time_points(self) -> int:
-        return self.image.shape[self.axes.index("T")] if "T" in self.axes else 1
-
-    @property
-    def voxels(self) -> int:
-        """Voxels predicted: every time point's spatial voxels."""
-        return self.time_points * math.prod(self.spatial_shape)
-
-    @property
-    def voxel_size(self) -> tuple[float, ...] | None:
-        """Micrometers per voxel in ZYX order, when the file says."""
-        size = self.image.voxel_size
-        if size is None:
-            return None
-        stored = [a for a in self.axes if a in SPATIAL]
-        return tuple(size[stored.index(a)] for a in self.spatial)
-
-    def at(self, time_point: int) -> TimePoint:
-        return TimePoint(self.image, time_point)
-
-
-class TimePoint:
-    """One time point of an image (the image itself when it has no T axis), read by region.
-
-    Its axes are the image's without T; ``spatial_axes`` are their positions in ZYX order.
-    """
-
-    def __init__(self, image: LazyImage, time_point: int) -> None:
-        self.image = image
-        self.time_point = time_point
-        self._t = image.axes.index("T") if "T" in image.axes else None
-        self.axes = image.axes.replace("T", "")
-        self.shape = tuple(n for i, n in enumerate(image.shape) if i != self._t)
-        self.spatial_axes = tuple(self.axes.index(a) for a in SPATIAL if a in self.axes)
-
-    def read(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
-        region = region or tuple(slice(None) for _ in self.shape)
-        if self._t is None:
-            return self.image.read(region)
-        t = self.time_point
-        full = (*region[: self._t], slice(t, t + 1), *region[self._t :])
-        return self.image.read(full).squeeze(self._t)
-
-    def channel_first(self) -> np.ndarray:
-        """All of it as float32 (C, *spatial), spatial axes in ZYX order."""
-        data = self.read()
-        other = [a for a in range(data.ndim) if a not in self.spatial_axes]
-        data = data.transpose(*other, *self.spatial_axes)
-        return data.reshape(-1, *data.shape[len(other) :]).astype(np.float32, copy=False)
 
 
 def find_inputs(
@@ -276,66 +196,6 @@ def open_inputs(
         noun = "input cannot" if len(problems) == 1 else "inputs cannot"
         raise UserError(f"{len(problems)} {noun} be predicted:", problems)
     return images
-
-
-def mismatch(found: InputImage, model: TrainedModel) -> str | None:
-    """Why the model cannot predict ``found``, or None."""
-    image = found.image
-    if "S" in image.axes:
-        return (
-            f"{found.path}: axes {image.axes} have an S (sample) axis; "
-            "write each sample as its own image to predict it"
-        )
-    dims, channels = model.spatial_dims, model.in_channels
-    if len(found.spatial) != dims or found.channels != channels:
-        expected = "ZYX" if dims == 3 else "YX"
-        return (
-            f"{found.path}: shape {tuple(image.shape)} with axes {image.axes} has "
-            f"{found.channels} channel(s) and {len(found.spatial)} spatial axes "
-            f"({found.spatial}), but the model expects {channels} channel(s) and {dims} "
-            f"spatial axes ({expected})"
-        )
-    problem = _too_many_windows(found, model)
-    if problem is not None:
-        return problem
-    data = model.preset.data
-    if data.target_voxel_size is not None:
-        # Training resampled every image to this voxel size; prediction does not resample.
-        size = found.voxel_size or (tuple(data.voxel_size) if data.voxel_size else None)
-        if size is None or not np.allclose(size, data.target_voxel_size, rtol=1e-3):
-            return (
-                f"{found.path}: voxel size {size or 'unknown'}, but the model was trained on "
-                f"images resampled to {tuple(data.target_voxel_size)}; resample it to that "
-                "voxel size first"
-            )
-    return None
-
-
-MAX_WINDOWS = 1 << 40
-"""The most windows prediction takes on for one image: about 10^12, a year or more of any
-machine's time. More means a damaged header (2^31 x 2^31 pixels, say), not an image."""
-MAX_AXIS_WINDOWS = 1 << 24
-"""The most windows along one axis (their positions are planned up front)."""
-
-
-def _too_many_windows(found: InputImage, model: TrainedModel) -> str | None:
-    shape = found.spatial_shape
-    window = model.window(shape)
-    overlap = model.preset.predict.overlap
-    overlaps = overlap if isinstance(overlap, list) else [overlap] * len(shape)
-    along = [
-        math.ceil(max(n - w, 0) / max(w * (1.0 - o), 1.0)) + 1
-        for n, w, o in zip(shape, window, overlaps, strict=True)
-    ]
-    total = math.prod(along) * found.time_points
-    if max(along) <= MAX_AXIS_WINDOWS and total <= MAX_WINDOWS:
-        return None
-    return (
-        f"{found.path}: {' x '.join(map(str, found.image.shape))} pixels ({found.image.axes}) "
-        f"need {total:.3g} windows of {list(window)} to predict, more than prediction can get "
-        f"through (at most {MAX_WINDOWS:.3g}, and {MAX_AXIS_WINDOWS:,} along an axis): is its "
-        "header damaged? Predict a crop of it"
-    )
 
 
 def normalizer(

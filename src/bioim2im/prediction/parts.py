@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING
 
 from bioim2im.errors import UserError
 from bioim2im.io.atomic import output_lock
+from bioim2im.io.images import InputImage
 from bioim2im.prediction.image import BlockCounts, finish_image, image_specs, predict_image
-from bioim2im.prediction.inputs import InputImage
 from bioim2im.prediction.outputs import RunRecord, Store, WorkDir, write_table
+from bioim2im.prediction.summary import InputResult
 
 if TYPE_CHECKING:
+    from bioim2im.prediction.command import Command
     from bioim2im.prediction.display import BlockReporter
-    from bioim2im.prediction.job import InputResult, _Job
 
 # ASCII digits only: int() would also read other scripts' digits ("１/２").
 _PART = re.compile(r" *([0-9]{1,9}) */ *([0-9]{1,9}) *", re.ASCII)
@@ -72,7 +73,7 @@ def folder_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
 
 
 def predict_part(
-    job: _Job, part: tuple[int, int], *, overwrite: bool, reporter: BlockReporter
+    job: Command, part: tuple[int, int], *, overwrite: bool, reporter: BlockReporter
 ) -> list[InputResult]:
     """Predict share ``part`` (K, N) of every image of ``job``; finish the images it completes."""
     with folder_lock(job.folder):
@@ -100,7 +101,7 @@ def predict_part(
 
 
 def _predict_share(
-    job: _Job, found: InputImage, part: tuple[int, int], overwrite: bool, reporter: BlockReporter
+    job: Command, found: InputImage, part: tuple[int, int], overwrite: bool, reporter: BlockReporter
 ) -> BlockCounts | None:
     """Predict this part's blocks of ``found`` and finish it when they were the last ones;
     None when another part had finished it already."""
@@ -128,7 +129,7 @@ def _predict_share(
     return counts
 
 
-def finalize(job: _Job) -> list[InputResult]:
+def finalize(job: Command) -> list[InputResult]:
     """Finish every image whose blocks are all written; a UserError naming those that are not."""
     if not job.folder.is_dir():
         raise UserError(f"{job.folder}: no part of this command has predicted anything there yet")
@@ -164,7 +165,7 @@ def finalize(job: _Job) -> list[InputResult]:
     return results
 
 
-def _open(job: _Job, found: InputImage, *, fresh: bool) -> Store:
+def _open(job: Command, found: InputImage, *, fresh: bool) -> Store:
     """Create (or open) ``found``'s work directory and output images; under the lock."""
     settings = job.model.preset.predict
     outputs = job.outputs[found.stem]
@@ -176,7 +177,7 @@ def _open(job: _Job, found: InputImage, *, fresh: bool) -> Store:
     )
 
 
-def _missing(job: _Job, found: InputImage) -> int:
+def _missing(job: Command, found: InputImage) -> int:
     """Blocks of ``found`` (over its time points) no part has recorded as written."""
     from bioim2im.prediction.blockwise import load_finished_blocks
 
@@ -192,7 +193,7 @@ def _missing(job: _Job, found: InputImage) -> int:
     return missing
 
 
-def _finish(job: _Job, found: InputImage, store: Store) -> None:
+def _finish(job: Command, found: InputImage, store: Store) -> None:
     """Run the neighbourhood steps and publish ``found``'s outputs; under the lock."""
     record = RunRecord(job.folder, job.fingerprint)
     outputs = job.outputs[found.stem]
@@ -203,7 +204,7 @@ def _finish(job: _Job, found: InputImage, store: Store) -> None:
     finish_image(job.model, found, store, job.tilings[found.stem])
 
 
-def _finish_run(job: _Job) -> None:
+def _finish_run(job: Command) -> None:
     """Once every image is published: ``predictions.csv``, and no record or lock left."""
     with folder_lock(job.folder):
         record = RunRecord(job.folder, job.fingerprint)

@@ -24,10 +24,13 @@ appear only when complete, and get a ``predictions.csv`` that records the whole 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bioim2im.errors import UserError
+from bioim2im.formats.trained_model import HeadOutput
 from bioim2im.io.atomic import output_lock, refuse_inputs
+from bioim2im.io.images import SPATIAL, InputImage
 from bioim2im.io.ngff import inside_store
 from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels
-from bioim2im.prediction.inputs import SPATIAL, InputImage
 from bioim2im.prediction.outputs import (
     FORMATS,
     TABLE,
@@ -51,7 +55,6 @@ from bioim2im.prediction.outputs import (
     WorkDir,
     write_table,
 )
-from bioim2im.prediction.trained_model import HeadOutput
 from bioim2im.userfiles import MAX_TABLE_BYTES, read_text
 
 if sys.version_info >= (3, 11):
@@ -60,7 +63,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from bioim2im.config.schema import HeadConfig, Preset
+    from bioim2im.config.schema import ClusterConfig, HeadConfig, Preset
     from bioim2im.plugin.registry import ComponentRegistry
     from bioim2im.prediction.blockwise import BlockPlan
 
@@ -125,8 +128,6 @@ def postprocess_files(
         record = RunRecord(folder, plan.fingerprint)
         _decide(outputs, by_stem, record, overwrite)
         if cluster is not None and settings is not None:
-            from bioim2im.prediction.cluster import postprocess_on_cluster
-
             resumed, total = postprocess_on_cluster(plan, record, cluster, settings, report)
         else:
             for stem, items in by_stem.items():
@@ -437,11 +438,11 @@ def _names(steps: Sequence[dict[str, Any]]) -> str:
 
 
 def _made_floats(steps: Sequence[Any], registry: ComponentRegistry, channels: int) -> bool:
-    from bioim2im.prediction.trained_model import _run
+    from bioim2im.formats.trained_model import run_steps
 
     probe = np.zeros((channels, 8, 8), np.float32)
     built = [registry.build("postprocessor", step) for step in steps]
-    return _run(built, probe).dtype.kind == "f"
+    return run_steps(built, probe).dtype.kind == "f"
 
 
 def _head_output(
@@ -453,8 +454,8 @@ def _head_output(
     spatial: str,
 ) -> HeadOutput:
     """Like prediction's, for the steps run here on ``channels`` saved channels."""
+    from bioim2im.formats.trained_model import chain_output
     from bioim2im.prediction.blockwise import HeadGeometry
-    from bioim2im.prediction.trained_model import chain_output
 
     built = [(spec.name, registry.build("postprocessor", spec)) for spec in steps]
     geometry = HeadGeometry.same(len(spatial))
@@ -637,3 +638,147 @@ def _row(folder: Path, target: Outputs, item: _Saved) -> dict[str, str]:
         "dtype": str(spec.dtype),
         "postprocess": json.dumps(item.chain),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# bioim2im postprocess --cluster (the mechanism: bioim2im.prediction.cluster)
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """How a worker plans the same ``postprocess`` command as the client."""
+
+    model: str
+    overrides: tuple[str, ...]
+    inputs: str
+    folder: str
+    heads: tuple[str, ...]
+    format: str
+    fingerprint: str
+    """The client's plan: a worker that plans another (the files changed) stops."""
+
+
+_postprocess_plans: dict[PostprocessSpec, Any] = {}
+_postprocess_stores: dict[tuple[PostprocessSpec, str], Store] = {}
+
+
+def _postprocess_plan(spec: PostprocessSpec) -> Any:
+    """The command's plan, made once per worker process."""
+    if spec not in _postprocess_plans:
+        _postprocess_plans.clear()
+        _postprocess_stores.clear()
+        plan = plan_postprocess(
+            spec.model, spec.inputs, spec.folder, spec.overrides, spec.heads, spec.format
+        )
+        if plan.fingerprint != spec.fingerprint:
+            raise UserError(
+                f"{spec.inputs}: a worker found other saved predictions or another run than the "
+                "client (were they changed, or does the worker see other files at that path?)"
+            )
+        _postprocess_plans[spec] = plan
+    return _postprocess_plans[spec]
+
+
+def postprocess_task(
+    spec: PostprocessSpec, run: tuple[str, str, int], blocks: tuple[int, ...]
+) -> tuple[int, int]:
+    """A task: the pointwise steps on ``blocks`` of one head (``run``: stem, head, time
+    point); returns (blocks recorded before, blocks done)."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    stem, head, t = run
+    with on_cluster.TASK_LOCK:
+        item = None
+        try:
+            plan = _postprocess_plan(spec)
+            item = next(i for i in plan.by_stem[stem] if i.head == head)
+            if (spec, stem) not in _postprocess_stores:
+                _postprocess_stores[spec, stem] = plan.store(stem)
+            work = WorkDir(plan.outputs[stem].work_dir)
+            return pointwise_blocks(
+                work, item, _postprocess_stores[spec, stem], t, blocks, f"dask-b{blocks[0]:08d}"
+            )
+        except Exception as exc:
+            where = f"{spec.inputs}: {stem} {head}, blocks {blocks[0]} to {blocks[-1]}"
+            if item is not None and item.plan is not None:
+                done: set[int] = set()
+                with contextlib.suppress(OSError, ValueError):
+                    done = finished_blocks(WorkDir(plan.outputs[stem].work_dir), item, t)
+                block = next((b for b in blocks if b not in done), blocks[0])
+                region = ", ".join(f"{s.start}:{s.stop}" for s in item.plan.core(block))
+                where = f"{item.path}: block {block} (voxels {region})"
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise on_cluster.BlockFailed(f"{where}: {cause}", isinstance(exc, OSError)) from exc
+
+
+def postprocess_finish_task(spec: PostprocessSpec, stem: str) -> None:
+    """A task: the neighbourhood steps of every head of ``stem``, then publish."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    with on_cluster.TASK_LOCK:
+        plan = _postprocess_plan(spec)
+        store = _postprocess_stores.pop((spec, stem), None) or plan.store(stem)
+        finish_stem(plan.by_stem[stem], store)
+
+
+def postprocess_on_cluster(
+    plan: PostprocessPlan,
+    record: Any,
+    where: str,
+    settings: ClusterConfig,
+    report: Callable[[str], None] | None,
+) -> tuple[int, int]:
+    """``postprocess --cluster``: the pointwise steps of every block as tasks, then each
+    input's neighbourhood steps and publishing as a task. Returns (blocks done by an earlier
+    run, blocks)."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    spec = PostprocessSpec(
+        plan.model,
+        plan.overrides,
+        plan.inputs,
+        str(plan.folder.resolve()),
+        plan.heads,
+        plan.format,
+        plan.fingerprint,
+    )
+    works, resumed, total = [], 0, 0
+    for stem, items in plan.by_stem.items():
+        target = plan.outputs[stem]
+        if stem in record.done and len(target.finished()) == len(target.published):
+            continue
+        work = plan.start(stem)
+        plan.store(stem)  # creates the images; the workers open them
+        todo: dict[Any, list[int]] = {}
+        voxels = 0
+        for item in items:
+            assert item.image is not None and item.plan is not None
+            blocks = item.plan
+            for t in range(item.image.time_points):
+                finished = _finished_postprocess(work, item, t)
+                left = [b for b in range(len(blocks)) if b not in finished]
+                resumed += len(blocks) - len(left)
+                total += len(blocks)
+                for b in left:
+                    voxels += math.prod(s.stop - s.start for s in blocks.core(b))
+                if left:
+                    todo[stem, item.head, t] = left
+        works.append(
+            on_cluster.ImageWork(
+                stem,
+                todo,
+                voxels,
+                postprocess_task,
+                (spec,),
+                functools.partial(postprocess_finish_task, stem=stem),
+                before_finish=functools.partial(record.mark_done, stem),
+            )
+        )
+    if works:
+        with on_cluster.connect(where, settings, report) as connection:
+            on_cluster.run_blocks(connection, works, settings, None)
+    return resumed, total
+
+
+def _finished_postprocess(work: Any, item: Any, t: int) -> set[int]:
+    return finished_blocks(work, item, t)

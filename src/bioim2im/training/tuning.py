@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from bioim2im.config.schema import Preset
     from bioim2im.data.dataset import PatchDataset
+    from bioim2im.formats.trained_model import TrainedModel
     from bioim2im.plugin.registry import ComponentRegistry
-    from bioim2im.prediction.trained_model import TrainedModel
 
 Grid = Callable[[Mapping[str, Any]], Mapping[str, Sequence[float]]]
 """A tuned postprocessor's ``tuned``: its parameters -> the values to try per tuned parameter."""
@@ -76,7 +76,7 @@ def tune_postprocessing(
     best = run_dir / "checkpoints" / "best.pt"
     if not heads or val_data is None or not best.is_file():
         return {}
-    from bioim2im.prediction.trained_model import load_model
+    from bioim2im.formats import load_model
 
     model = load_model(best, device=device)
     images = _validation_outputs(val_data, model, list(heads))

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from bioim2im.config import HeadConfig
+    from bioim2im.config import HeadConfig, Preset
     from bioim2im.plugin.registry import ComponentRegistry
-    from bioim2im.training.trainer import Trainer
+
+Batch = dict[str, torch.Tensor]
+
+
+class Validated(Protocol):
+    """What validation uses of the trainer (:class:`bioim2im.training.trainer.Trainer`): its
+    preset and registry, the validation patches and the micro-batch size, how a batch reaches
+    the device, the losses, and where snapshots go."""
+
+    preset: Preset
+    registry: ComponentRegistry
+    val_data: Any
+    micro_batch: int
+
+    def to_device(self, batch: Batch) -> Batch: ...
+
+    def compute_losses(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Batch, Batch]:
+        """The total loss, each head's loss, and each head's raw output."""
+        ...
+
+    def snapshot(self, rows: list[list[np.ndarray]]) -> None: ...
 
 
 def postprocess_chain(registry: ComponentRegistry, head: HeadConfig) -> list[Any]:
     return [registry.build("postprocessor", step) for step in head.postprocess]
 
 
-def validate(trainer: Trainer, model: nn.Module) -> dict[str, float]:
+def validate(trainer: Validated, model: nn.Module) -> dict[str, float]:
     preset, cfg = trainer.preset, trainer.preset.train
     heads = preset.model.heads
     chains = {name: postprocess_chain(trainer.registry, head) for name, head in heads.items()}

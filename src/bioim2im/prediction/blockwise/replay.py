@@ -36,15 +36,30 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from bioim2im.prediction.blockwise.blocks import Block, BlockPlan
+from bioim2im.prediction.blockwise.blocks import Block, BlockPlan, OpenBlock
 
-if TYPE_CHECKING:
-    from bioim2im.prediction.blockwise.runner import _WindowRunner
+
+class Runner(Protocol):
+    """What a replay uses of the window runner
+    (:class:`~bioim2im.prediction.blockwise.runner._WindowRunner`, which imports this module)."""
+
+    device: torch.device
+    weights: dict[str, torch.Tensor]
+
+    def _zeros(self, block: Block) -> dict[str, torch.Tensor]: ...
+    def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]: ...
+    def _hand_on_all(self, current: OpenBlock) -> None: ...
+    def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def _crop(self, image: torch.Tensor, start: tuple[int, ...]) -> torch.Tensor: ...
+    def _placement(
+        self, head: str, block: Block, start: tuple[int, ...]
+    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]: ...
+
 
 WindowStart = tuple[int, ...]
 
@@ -266,7 +281,7 @@ def _box(a: Sequence[slice], b: Sequence[slice]) -> tuple[slice, ...]:
 
 
 def replay(
-    runner: _WindowRunner,
+    runner: Runner,
     parts: list[_Part],
     schedule: list[list[tuple[int, int]]],
     items: Iterator[tuple[Block, np.ndarray]],
@@ -274,10 +289,8 @@ def replay(
     """Run ``schedule`` with a window runner (:class:`~bioim2im.prediction.blockwise.runner.
     _WindowRunner`) on ``items`` (each part's block and its data, in order); yield the chosen
     blocks with their outputs over their cores, in sweep order."""
-    from bioim2im.prediction.blockwise.runner import _OpenBlock
-
     by_index = {part.block.index: part for part in parts}
-    opened: collections.OrderedDict[int, _OpenBlock] = collections.OrderedDict()
+    opened: collections.OrderedDict[int, OpenBlock] = collections.OrderedDict()
     source = iter(items)
 
     def open_until(index: int) -> None:
@@ -289,7 +302,7 @@ def replay(
             part = by_index[block.index]
             sums = runner._zeros(block) if part.role != "fill" else {}
             image = torch.from_numpy(data).to(runner.device)
-            opened[block.index] = _OpenBlock(block, image, sums, block.n_windows)
+            opened[block.index] = OpenBlock(block, image, sums, block.n_windows)
 
     def finish_front() -> Iterator[tuple[Block, dict[str, np.ndarray]]]:
         while opened:
@@ -329,7 +342,7 @@ def replay(
             part = by_index[block.index]
             sums = runner._zeros(block) if part.role != "fill" else {}
             image = torch.from_numpy(data).to(runner.device)
-            opened[block.index] = _OpenBlock(block, image, sums, block.n_windows)
+            opened[block.index] = OpenBlock(block, image, sums, block.n_windows)
         yield from finish_front()
 
 
@@ -343,7 +356,7 @@ def replay_blocks(
     parts, schedule = plan_replay(plan, batch_size, chosen)
 
     def run(
-        runner: _WindowRunner, items: Iterator[tuple[Block, np.ndarray]]
+        runner: Runner, items: Iterator[tuple[Block, np.ndarray]]
     ) -> Iterator[tuple[Block, dict[str, np.ndarray]]]:
         return replay(runner, parts, schedule, items)
 

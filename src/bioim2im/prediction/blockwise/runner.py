@@ -16,7 +16,6 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +26,7 @@ from bioim2im.prediction.blockwise.blocks import (
     Block,
     BlockPlan,
     HeadGeometry,
+    OpenBlock,
     bounding_box,
     plan_blocks,
 )
@@ -339,8 +339,8 @@ class _WindowRunner:
         at most ``batch_size + 1`` blocks open at once.
         """
         source = iter(blocks)
-        opened: collections.deque[_OpenBlock] = collections.deque()
-        queued: collections.deque[tuple[_OpenBlock, tuple[int, ...]]] = collections.deque()
+        opened: collections.deque[OpenBlock] = collections.deque()
+        queued: collections.deque[tuple[OpenBlock, tuple[int, ...]]] = collections.deque()
         exhausted = False
         with torch.inference_mode():
             while True:
@@ -366,9 +366,9 @@ class _WindowRunner:
                 if exhausted and not opened:
                     return
 
-    def _open(self, block: Block, data: np.ndarray) -> _OpenBlock:
+    def _open(self, block: Block, data: np.ndarray) -> OpenBlock:
         sums = self._zeros(block)
-        return _OpenBlock(block, torch.from_numpy(data).to(self.device), sums, block.n_windows)
+        return OpenBlock(block, torch.from_numpy(data).to(self.device), sums, block.n_windows)
 
     def _zeros(self, block: Block) -> dict[str, torch.Tensor]:
         """Per head, zeroed sums over the block's reach."""
@@ -380,7 +380,7 @@ class _WindowRunner:
             for head, geometry in self.heads.items()
         }
 
-    def _run_batch(self, batch: list[tuple[_OpenBlock, tuple[int, ...]]]) -> None:
+    def _run_batch(self, batch: list[tuple[OpenBlock, tuple[int, ...]]]) -> None:
         outputs = self._forward(
             torch.stack([self._crop(current.image, start) for current, start in batch])
         )
@@ -393,7 +393,7 @@ class _WindowRunner:
         for current, _ in batch:
             current.left -= 1
 
-    def _finish(self, current: _OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
+    def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
         """Add what earlier blocks handed on, hand on what is due to later ones, and return the
         blended core."""
         block, sums, reach = current.block, current.sums, current.block.reach
@@ -407,7 +407,7 @@ class _WindowRunner:
             for head in self.heads
         }
 
-    def _hand_on_all(self, current: _OpenBlock) -> None:
+    def _hand_on_all(self, current: OpenBlock) -> None:
         """Hand on the block's sums over the cores of the later blocks its windows reach."""
         block, sums, reach = current.block, current.sums, current.block.reach
         for target, face, region in block.hands_on:
@@ -550,16 +550,6 @@ class _WindowRunner:
         if missing:
             raise ValueError(f"the model's outputs lack heads {sorted(missing)}")
         return outputs
-
-
-@dataclass
-class _OpenBlock:
-    """A block whose windows are running: its input, its sums and how many windows are left."""
-
-    block: Block
-    image: torch.Tensor
-    sums: dict[str, torch.Tensor]
-    left: int
 
 
 def _batched(items: Iterable[tuple[int, ...]], size: int) -> Iterator[list[tuple[int, ...]]]:

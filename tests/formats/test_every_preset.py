@@ -1,0 +1,87 @@
+"""Every shipped preset's network (made tiny) exports to each format: a bioimage.io package that
+bioimageio.core's model test passes, and TorchScript and ONNX files whose outputs equal the
+network's on random inputs of two sizes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from export_helpers import PRESETS, nuclei_file, untrained_run
+
+from bioim2im import api
+
+NAMES = sorted(p.stem for p in PRESETS.glob("*.toml"))
+
+
+def network_and_sizes(run: Path):  # type: ignore[no-untyped-def]
+    """The run's network (heads in order) and two input sizes it takes."""
+    from bioim2im.formats.export.source import open_source
+    from bioim2im.model.packaged import HeadsInOrder
+
+    source = open_source(run)
+    return HeadsInOrder(source.model.network, source.heads).eval(), source.test_sizes(), source
+
+
+def assert_same_outputs(expected, actual) -> None:  # type: ignore[no-untyped-def]
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual, strict=True):
+        want = want.detach().numpy()
+        assert got.shape == want.shape
+        assert np.all(np.abs(got - want) <= 1e-4 * (1 + np.abs(want)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
+    run = untrained_run(name, tmp_path)
+    network, sizes, source = network_and_sizes(run)
+    shape = (24, 40, 40) if source.spatial_dims == 3 else (48, 48)
+    image = nuclei_file(tmp_path / "image.tif", shape)
+
+    package = api.export(run, "bioimageio", output=tmp_path / "model.zip", test_image=image)
+    assert package.path.is_file() and "bioimageio.core" in package.checks[0]
+    with zipfile.ZipFile(package.path) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
+    with zipfile.ZipFile(package.path) as archive:
+        weights = torch.load(io.BytesIO(archive.read("weights.pt")), weights_only=True)
+    # The generator's weights only, for a GAN too.
+    assert set(weights) == {f"network.{k}" for k in network.network.state_dict()}
+    assert [o["id"] for o in rdf["outputs"]] == source.heads
+    axes = {o["id"]: o["axes"][2:] for o in rdf["outputs"]}
+    if name == "superres-3d":  # an upsampling head: voxels twice as fine as the input's
+        assert [a["scale"] for a in axes["highres"]] == [0.5, 0.5, 0.5]
+    if name == "multitask-3d":  # a projection head has no z
+        assert [a["id"] for a in axes["mip"]] == ["y", "x"]
+        assert [a["id"] for a in axes["seg"]] == ["z", "y", "x"]
+
+    scripted = api.export(run, "torchscript", output=tmp_path / "model.pt").path
+    graph = api.export(run, "onnx", output=tmp_path / "model.onnx").path
+    # What bioim2im exports runs where a graph from elsewhere must hold tensor operations only.
+    from bioim2im.formats.graphs.conversion import load_torchscript
+
+    load_torchscript(scripted)
+    with zipfile.ZipFile(package.path) as archive:
+        load_torchscript(archive.read("weights_torchscript.pt"))
+    with warnings.catch_warnings():  # TorchScript is deprecated, and what deepImageJ reads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = torch.jit.load(str(scripted))
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(1)
+    for size in sizes:
+        batch = torch.randn((2, source.model.in_channels, *size), generator=generator)
+        with torch.no_grad():
+            expected = network(batch)
+            expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+            from_script = loaded(batch)
+            from_script = (from_script,) if isinstance(from_script, torch.Tensor) else from_script
+        assert_same_outputs(expected, [t.numpy() for t in from_script])
+        assert_same_outputs(expected, session.run(None, {"input": batch.numpy()}))
