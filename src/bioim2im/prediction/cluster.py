@@ -14,7 +14,7 @@ its neighbours would hand on, and each window's batch, run again), writes them c
 straight into the output store and records each block as it is written, as ``--part`` does.
 Those records are the truth: a task run again (its worker died) or a run submitted again (the
 client died, the scheduler went away) predicts only the blocks not recorded. Each worker
-process loads the model once (:func:`_loaded`) and predicts one task at a time.
+process loads the model once (:func:`loaded_model`) and predicts one task at a time.
 
 When every block of an image is recorded, one more task runs its neighbourhood steps (instance
 labels stitched across blocks) and publishes it; the client writes ``predictions.csv`` at the
@@ -323,7 +323,7 @@ _model_loads = 0
 """How often this process loaded a model (once per model)."""
 
 
-def _loaded(source: ModelSource) -> TrainedModel:
+def loaded_model(source: ModelSource) -> TrainedModel:
     """The model, loaded once per worker process (on its GPU when it has one)."""
     global _model_loads
     if source not in _models:
@@ -376,7 +376,7 @@ def _use_worker_threads() -> None:
 
 def _opened(task: ImageTask) -> tuple[TrainedModel, InputImage, Tiling, Store]:
     """The model and the image, its blocks and its output store, opened once per process."""
-    model = _loaded(task.source)
+    model = loaded_model(task.source)
     if task not in _images:
         from bioim2im.io import open_image
         from bioim2im.io.images import InputImage
