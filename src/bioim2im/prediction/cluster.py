@@ -29,8 +29,9 @@ recorded stay, and the same command continues the run.
 Everything the workers read and write (the model, the inputs, the output folder) must be on a
 file system they share with the client, at the same paths.
 
-:func:`run_blocks` is the mechanism without the command: any caller (a plugin's own
-prediction, say) hands it the tasks of its images and gets them predicted on the cluster.
+:func:`run_blocks` is the mechanism without the command: any caller hands it the tasks of its
+images and gets them run on the cluster; ``postprocess --cluster``
+(:mod:`bioim2im.prediction.postprocess`) and the CellMap plugin's crop prediction do.
 """
 
 from __future__ import annotations
