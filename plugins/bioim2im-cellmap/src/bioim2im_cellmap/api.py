@@ -187,11 +187,22 @@ def predict_crops(
     overrides: Overrides = (),
     overwrite: Annotated[bool, Opt("Replace an earlier output of this command.")] = False,
     trust_model: TrustModel = False,
+    cluster: Annotated[
+        str | None,
+        Opt(
+            "Predict the crops on a Dask cluster, one crop a task: WHERE as for `bioim2im "
+            "predict --cluster` (tcp://HOST:PORT, local[:N], slurm, lsf, pbs; --set cluster.*). "
+            "A run stopped midway starts over.",
+            metavar="WHERE",
+        ),
+    ] = None,
     report: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
 ) -> CropsResult:
     """Predict the CellMap test crops into the challenge's layout (crop<N>/<class>).
 
-    ``report`` is told each crop predicted (default: printed to stderr)."""
+    ``report`` is told each line of progress (default: printed to stderr): each crop
+    predicted, and with ``cluster`` the Dask scheduler and its dashboard. ``cluster`` predicts
+    the crops as tasks of a Dask cluster, one crop a task, as ``predict --cluster`` does."""
     from bioim2im_cellmap.prediction import predict_crops as run
 
     done = run(
@@ -201,9 +212,10 @@ def predict_crops(
         output,
         overrides=overrides,
         overwrite=overwrite,
-        report=report or (lambda line: print(f"predicted {line}", file=sys.stderr, flush=True)),
+        report=report or (lambda line: print(line, file=sys.stderr, flush=True)),
         trust_model=trust_model,
         only=_names(only, "--only") if only else None,
+        cluster=cluster,
     )
     return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped, done.notes)
 

@@ -14,6 +14,13 @@ with ``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellm
 
 Each crop is predicted in memory (its probabilities at the input scale, one class at a time on
 the crop's grid). The output appears only once complete.
+
+``--cluster WHERE`` (as for ``bioim2im predict``: a Dask scheduler's address, ``local[:N]``,
+``slurm``, ``lsf`` or ``pbs``, with ``--set cluster.*`` settings) predicts the crops as tasks of
+a Dask cluster through :func:`bioim2im.prediction.cluster.run_blocks`, one crop a task: each
+worker loads the model once and writes its crops into the unfinished output, which the client
+publishes once every crop is written; a crop whose worker died is predicted again elsewhere, to
+the same arrays. A run stopped midway starts over (the crops are not recorded one by one).
 """
 
 from __future__ import annotations
@@ -75,12 +82,20 @@ def predict_crops(
     report: Callable[[str], None] | None = None,
     trust_model: bool = False,
     only: Collection[str] | None = None,
+    cluster: str | None = None,
 ) -> CropPredictions:
     """Predict every test crop of ``manifest`` whose classes the model knows (see the module),
     or only the crops ``only`` names (``7`` or ``crop7``). ``trust_model``: as for
-    :func:`bioim2im.formats.load_model`."""
+    :func:`bioim2im.formats.load_model`. ``cluster``: the crops as tasks of a Dask cluster (see
+    the module)."""
     from bioim2im.formats import load_model
 
+    settings_of_cluster = None
+    if cluster is not None:
+        from bioim2im.prediction import cluster as on_cluster
+
+        on_cluster.check_where(cluster)
+        overrides, settings_of_cluster = on_cluster.split_overrides(overrides)
     output = Path(output)
     _check_output(output, overwrite)
     if "{dataset}" not in raw:
@@ -100,11 +115,7 @@ def predict_crops(
             f"{model.checkpoint}: not a CellMap model (its preset's data.layout is "
             f'"{preset.data.layout.name}"); train with data.layout = {{ name = "{NAME}", ... }}'
         )
-    from bioim2im_cellmap.patches import scales
-
-    layout = settings(preset)
-    classes = list(layout.classes)
-    input_scale = np.asarray(scales(layout)[0])
+    classes = list(settings(preset).classes)
     result = CropPredictions(output)
     for name, head in preset.model.heads.items():
         steps = [step.name for step in head.postprocess]
@@ -125,6 +136,7 @@ def predict_crops(
     root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": [dict(s) for s in APPLIED]}
     try:
         raws: dict[str, Level] = {}
+        chosen: dict[int, list[TestCrop]] = {}
         for crop_id, rows in by_crop(crops).items():
             wanted = [r for r in rows if r.label in classes]
             if not wanted:
@@ -132,28 +144,23 @@ def predict_crops(
                     f"crop{crop_id}: the model knows none of {', '.join(r.label for r in rows)}"
                 )
                 continue
-            dataset = rows[0].dataset
-            if dataset not in raws:
-                raws[dataset] = nearest_level(
-                    open_levels(raw.replace("{dataset}", dataset)), input_scale
-                )
-            group = root.require_group(f"crop{crop_id}")
-            for grid, members in _by_grid(wanted).items():
-                probabilities, first = _predict_region(model, raws[dataset], grid, input_scale)
-                for row in members:
-                    channel = probabilities[classes.index(row.label)]
-                    level = Level.in_memory(channel, input_scale, first)
-                    mask = (
-                        level.sample(
-                            grid.translation, grid.voxel_size, grid.shape, order=1, outside=None
-                        )
-                        > 0.5
-                    )
-                    _write(group, row, grid, mask, row.label in instance_classes)
-                    result.arrays += 1
+            chosen[crop_id] = wanted
+        if cluster is not None and settings_of_cluster is not None and chosen:
+            task = CropTask(
+                _model_source(model_source, overrides, trust_model, model.fingerprint),
+                raw,
+                str(partial.resolve()),
+                tuple(sorted(instance_classes)),
+            )
+            result.arrays += _on_cluster(task, chosen, cluster, settings_of_cluster, report)
+            result.crops += len(chosen)
+        for crop_id, wanted in chosen.items() if cluster is None else ():
+            result.arrays += _predict_crop(
+                model, raw, raws, root, crop_id, wanted, instance_classes
+            )
             result.crops += 1
             if report is not None:
-                report(f"crop{crop_id} ({dataset}): {', '.join(r.label for r in wanted)}")
+                report(_reported(crop_id, wanted))
         if not result.arrays:
             raise UserError(
                 f"the model's classes ({', '.join(classes)}) are in none of the crops of {manifest}"
@@ -164,6 +171,138 @@ def predict_crops(
         remove(partial)
         raise
     return result
+
+
+def _predict_crop(
+    model: TrainedModel,
+    raw: str,
+    raws: dict[str, Level],
+    root: zarr.Group,
+    crop_id: int,
+    wanted: Sequence[TestCrop],
+    instance_classes: Collection[str],
+) -> int:
+    """Predict one crop's classes ``wanted`` into ``root``; returns the arrays written."""
+    from bioim2im_cellmap.patches import scales
+
+    layout = settings(model.preset)
+    classes = list(layout.classes)
+    input_scale = np.asarray(scales(layout)[0])
+    dataset = wanted[0].dataset
+    if dataset not in raws:
+        raws[dataset] = nearest_level(open_levels(raw.replace("{dataset}", dataset)), input_scale)
+    group = root.require_group(f"crop{crop_id}")
+    arrays = 0
+    for grid, members in _by_grid(wanted).items():
+        probabilities, first = _predict_region(model, raws[dataset], grid, input_scale)
+        for row in members:
+            channel = probabilities[classes.index(row.label)]
+            level = Level.in_memory(channel, input_scale, first)
+            mask = (
+                level.sample(grid.translation, grid.voxel_size, grid.shape, order=1, outside=None)
+                > 0.5
+            )
+            _write(group, row, grid, mask, row.label in instance_classes)
+            arrays += 1
+    return arrays
+
+
+def _reported(crop_id: int, wanted: Sequence[TestCrop]) -> str:
+    return f"predicted crop{crop_id} ({wanted[0].dataset}): {', '.join(r.label for r in wanted)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# --cluster: one crop a task (the mechanism: bioim2im.prediction.cluster.run_blocks)
+
+
+@dataclass(frozen=True)
+class CropTask:
+    """What a worker needs to predict crops: the model, the raw data, the unfinished output."""
+
+    source: Any
+    """The model as the client loaded it (a :class:`bioim2im.prediction.cluster.ModelSource`)."""
+    raw: str
+    partial: str
+    instance_classes: tuple[str, ...]
+
+
+_raws: dict[str, dict[str, Level]] = {}
+"""Per raw pattern, each dataset's level opened in this worker process."""
+
+
+def crop_task(
+    task: CropTask,
+    crops: tuple[tuple[int, tuple[TestCrop, ...]], ...],
+    run: int,
+    chosen: tuple[int, ...],
+) -> tuple[int, int]:
+    """A task: predict crops ``chosen`` (indices into ``crops``; ``run`` is always 0) into the
+    unfinished output;
+    returns (0, arrays written). A crop predicted again (its worker died) is written again."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    with on_cluster.TASK_LOCK:
+        crop_id = crops[chosen[0]][0]
+        try:
+            model = on_cluster.loaded_model(task.source)
+            root = zarr.open_group(task.partial, mode="r+", zarr_format=2)
+            arrays = 0
+            for index in chosen:
+                crop_id, wanted = crops[index]
+                arrays += _predict_crop(
+                    model,
+                    task.raw,
+                    _raws.setdefault(task.raw, {}),
+                    root,
+                    crop_id,
+                    wanted,
+                    task.instance_classes,
+                )
+            return 0, arrays
+        except Exception as exc:
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise on_cluster.BlockFailed(
+                f"crop{crop_id}: {cause}", isinstance(exc, OSError)
+            ) from exc
+
+
+def _model_source(
+    given: str | Path, overrides: Sequence[str], trust: bool, fingerprint: str
+) -> Any:
+    from bioim2im.prediction.cluster import ModelSource
+
+    text = str(given)
+    return ModelSource(
+        text if "://" in text else str(Path(text).resolve()), tuple(overrides), trust, fingerprint
+    )
+
+
+def _on_cluster(
+    task: CropTask,
+    chosen: dict[int, list[TestCrop]],
+    where: str,
+    settings: Any,
+    report: Callable[[str], None] | None,
+) -> int:
+    """Predict the crops ``chosen`` on the cluster ``where``; returns the arrays written."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    crops = tuple((crop_id, tuple(rows)) for crop_id, rows in chosen.items())
+    voxels = sum(int(np.prod(rows[0].shape)) for rows in chosen.values())
+    work = on_cluster.ImageWork(
+        "the test crops",
+        {0: list(range(len(crops)))},
+        voxels,
+        crop_task,
+        (task, crops),
+        group=lambda todo, size: [(index,) for index in todo],
+    )
+    with on_cluster.connect(where, settings, report) as connection:
+        on_cluster.run_blocks(connection, [work], settings, None)
+    if report is not None:
+        for crop_id, wanted in chosen.items():
+            report(_reported(crop_id, wanted))
+    return sum(len(rows) for rows in chosen.values())
 
 
 MARKER = "bioim2im"
@@ -285,6 +424,7 @@ def _write(group: zarr.Group, row: TestCrop, grid: Grid, mask: np.ndarray, insta
         shape=values.shape,
         dtype=values.dtype,
         chunks=tuple(min(n, 64) for n in values.shape),
+        overwrite=True,  # a crop predicted again (its worker died) is written again
     )
     array[...] = values
     # The crop's grid as `pack` checks it: finite numbers (the Grid refuses others).
