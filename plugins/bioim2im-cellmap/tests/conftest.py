@@ -29,6 +29,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 CORE_TESTS = REPO / "tests"
 sys.path.insert(0, str(CORE_TESTS / "hostile"))  # hostile_helpers
+sys.path.insert(0, str(CORE_TESTS))  # tiny_presets (which hostile_helpers imports)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.plugin_helpers
 
@@ -52,6 +53,10 @@ hostile_server = _hostile.hostile_server
 pytest_collection_modifyitems = _hostile.pytest_collection_modifyitems
 
 from stores import S3, write_cellmap_data  # noqa: E402
+
+from strict_in_ci import importorskip_fails_in_ci  # noqa: E402
+
+importorskip_fails_in_ci()
 
 
 def _missing() -> str | None:
