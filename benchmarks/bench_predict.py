@@ -42,7 +42,15 @@ per batch, Gaussian blending.
     python benchmarks/bench_predict.py --set predict.channels_last=false --variants bioim2im
 
 ``--set`` passes settings to bioim2im's command (to compare levers); ``--device cuda`` runs all
-on the GPU. The last line printed is one JSON object with every figure.
+on the GPU. ``--cluster local:2`` (or a scheduler's address) adds the variant ``cluster``: the
+same command with ``--cluster``, whose overhead against the single process is reported (on a
+machine of 2 cores: 2 single-threaded workers against one process of 2 threads), with the
+largest difference between their outputs (0 when bit-identical: it needs a fixed layout,
+``--set predict.channels_last=false``; the layout "auto" picks by timing, per process).
+The last line printed is one JSON object with every figure.
+
+    python benchmarks/bench_predict.py --networks segmentation-3d --cases wide-1024 \
+        --cluster local:2 --variants bioim2im
 """
 
 from __future__ import annotations
@@ -328,6 +336,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="bioim2im setting KEY=VALUE")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workdir", type=Path, help="keep images, models and outputs here")
+    parser.add_argument("--cluster", help="also run bioim2im with --cluster WHERE (local:2...)")
     parser.add_argument("--monai-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monai_worker:
@@ -341,10 +350,12 @@ def main() -> None:
     networks = args.networks.split(",")
     cases = args.cases.split(",")
     variants = args.variants.split(",")
+    if args.cluster and "cluster" not in variants:
+        variants.append("cluster")
     for kind, chosen, known in (
         ("networks", networks, NETWORKS),
         ("cases", cases, CASES),
-        ("variants", variants, VARIANTS),
+        ("variants", variants, (*VARIANTS, "cluster")),
     ):
         unknown = [c for c in chosen if c not in known]
         if unknown:
@@ -355,7 +366,7 @@ def main() -> None:
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # bioim2im predicts on a GPU when it sees one
     runs: dict[tuple[str, str, str], list[dict[str, float]]] = {}
-    differences: dict[tuple[str, str], tuple[float, float]] = {}
+    differences: dict[tuple[str, str, str], tuple[float, float]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     loads: list[float] = []
     number = 0
@@ -371,7 +382,7 @@ def main() -> None:
             shapes[case] = shape
             name = "x".join(map(str, shape))
             image = write_image(root / f"image_{name}.ome.zarr", shape)
-            outputs = {v: root / f"{v}_{network}_{name}" for v in VARIANTS}
+            outputs = {v: root / f"{v}_{network}_{name}" for v in (*VARIANTS, "cluster")}
             settings = [part for setting in args.set for part in ("--set", setting)]
             ours = [
                 sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(image),
@@ -382,6 +393,9 @@ def main() -> None:
                 "onnxruntime": [
                     *ours, "--output", str(outputs["onnxruntime"]),
                     "--set", "predict.backend=onnxruntime",
+                ],
+                "cluster": [
+                    *ours, "--output", str(outputs["cluster"]), "--cluster", str(args.cluster),
                 ],
                 "monai": [
                     sys.executable, __file__, "--monai-worker", str(run), str(image),
@@ -406,10 +420,14 @@ def main() -> None:
                     )
             number += 1
             theirs = outputs["monai"] / first
+            written = {v: outputs[v] / f"image_{name}.ome.zarr" / first / "0" for v in outputs}
             for variant in ("bioim2im", "onnxruntime"):
-                ours_output = outputs[variant] / f"image_{name}.ome.zarr" / first / "0"
                 if (network, case, variant) in runs and (network, case, "monai") in runs:
-                    differences[network, case, variant] = compare(ours_output, theirs)  # type: ignore[index]
+                    differences[network, case, variant] = compare(written[variant], theirs)
+            if (network, case, "cluster") in runs and (network, case, "bioim2im") in runs:
+                differences[network, case, "cluster"] = compare(
+                    written["cluster"], written["bioim2im"]
+                )
     report(runs, shapes, differences, loads, args)
 
 
@@ -444,7 +462,17 @@ def report(
     by = {(r["network"], r["case"], r["variant"]): r for r in rows}
     for row in rows:
         script = by.get((row["network"], row["case"], "monai"))
-        if script is not None and row["variant"] != "monai":
+        single = by.get((row["network"], row["case"], "bioim2im"))
+        if row["variant"] == "cluster" and single is not None:
+            row["cluster_overhead"] = round(row["seconds"] / single["seconds"] - 1, 3)
+            found = differences.get((row["network"], row["case"], "cluster"))
+            if found is not None:
+                row["difference_from_bioim2im"] = {"mean": found[0], "max": found[1]}
+            print(
+                f"{row['network']} {row['case']}: --cluster {args.cluster} takes "
+                f"{row['cluster_overhead']:+.1%} of one process's time"
+            )
+        elif script is not None and row["variant"] != "monai":
             row["speed"] = round(script["seconds"] / row["seconds"], 3)
             row["cpu_ratio"] = round(script["cpu_seconds"] / row["cpu_seconds"], 3)
             row["memory"] = round(row["peak_mib"] / script["peak_mib"], 3)

@@ -45,6 +45,8 @@ from datetime import time as daytime
 from pathlib import Path
 from typing import Any
 
+from tiny_presets import tiny_unet_toml
+
 SPAWN = os.environ.get("BIOIM2IM_HOSTILE_SPAWN", "") not in ("", "0") or not hasattr(os, "fork")
 THOROUGH = os.environ.get("BIOIM2IM_FUZZ", "ci") == "thorough"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -53,38 +55,6 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 def examples(ci: int, thorough: int | None = None) -> int:
     """How many hypothesis examples (or kill rounds) a test runs in the current profile."""
     return (thorough or ci * 20) if THOROUGH else ci
-
-
-# A preset that trains in well under a second once torch is loaded.
-TINY_PRESET = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 2
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[train]
-steps = 10
-log_every = 5
-val_every = 10
-checkpoint_every = 5
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [32, 32]
-"""
 
 
 # ---- how a command ended ------------------------------------------------------------------
@@ -748,9 +718,7 @@ def make_workspace(tmp_path: Path, trained_run: Path, nuclei_data: Path) -> Work
     proj = root / "proj"
     proj.mkdir()
     preset = proj / "tiny.toml"
-    preset.write_text(
-        "# my notes on this preset\n" + TINY_PRESET.format(data=nuclei_data), encoding="utf-8"
-    )
+    preset.write_text("# my notes on this preset\n" + tiny_unet_toml(nuclei_data), encoding="utf-8")
     (root / "link-to-user").symlink_to(user, target_is_directory=True)
     (root / "empty").mkdir()
     return Workspace(root, run, image, zarr_folder, user, user_file, truth, mask, preset)

@@ -29,6 +29,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 CORE_TESTS = REPO / "tests"
 sys.path.insert(0, str(CORE_TESTS / "hostile"))  # hostile_helpers
+sys.path.insert(0, str(CORE_TESTS))  # tiny_presets (which hostile_helpers imports)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.plugin_helpers
 

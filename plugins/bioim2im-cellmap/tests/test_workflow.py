@@ -169,6 +169,28 @@ def test_predicts_packs_and_scores_the_test_crops(
             assert scores_of[key] == total, (name, key)
 
 
+def test_crops_predicted_on_a_dask_cluster_equal_one_process(
+    trained: Path, cellmap_root: Path, tmp_path: Path, cli
+):
+    pytest.importorskip("distributed")
+    manifest = write_manifest(tmp_path / "test_crop_manifest.csv")
+    raw = RAW.format(root=cellmap_root)
+    single, spread = tmp_path / "single.zarr", tmp_path / "spread.zarr"
+    command = ["cellmap", "predict", trained, "--crops", manifest, "--raw", raw]
+    assert cli(*command, "-o", single).code == 0
+    result = cli(*command, "-o", spread, "--cluster", "local:2")
+    assert result.code == 0, result.err
+    assert "Dask: tcp://" in result.err and "crop13: the model knows none of golgi" in result.err
+    expected, got = zarr.open_group(single, mode="r"), zarr.open_group(spread, mode="r")
+    assert sorted(got.group_keys()) == ["crop11", "crop12"]
+    for number, _, _, _, _, classes in TEST_CROPS[:2]:
+        for name in classes:
+            mine, theirs = got[f"crop{number}/{name}"], expected[f"crop{number}/{name}"]
+            assert mine.dtype == theirs.dtype and dict(mine.attrs) == dict(theirs.attrs)
+            assert np.asarray(mine[...]).tobytes() == np.asarray(theirs[...]).tobytes(), name
+    assert not list(tmp_path.glob(".*partial*"))
+
+
 def test_two_dimensional_preset_trains_and_predicts_plane_by_plane(
     datasplit: Path, cellmap_root: Path, tmp_path: Path, cli
 ):

@@ -392,6 +392,55 @@ class LoggingConfig(StrictModel):
         return [("tensorboard", "logger", ComponentSpec(name="tensorboard"))]
 
 
+class ClusterConfig(StrictModel):
+    """A Dask cluster for `bioim2im predict/postprocess --cluster`: the batch jobs of
+    `--cluster slurm|lsf|pbs` (dask-jobqueue; the `cluster` extra) and how the work is cut into
+    tasks. Give these with `--set cluster.KEY=VALUE` on the command: a model's own preset,
+    which may come from elsewhere, never decides what a cluster job runs."""
+
+    queue: str | None = None
+    """The queue (SLURM partition) the jobs go to; default: the scheduler's."""
+    account: str | None = None
+    """The account (project) the jobs are charged to."""
+    cores: int = Field(1, ge=1, le=1024)
+    """CPU cores per job."""
+    memory: str = Field("8GB", pattern=r"^[0-9]+(\.[0-9]+)?\s*([kKMGTP]i?B)$")
+    """Memory per job, e.g. "32GB" or "64GiB"."""
+    processes: int = Field(1, ge=1, le=256)
+    """Dask worker processes per job (one per GPU of the job); each loads the model once."""
+    walltime: str = Field("01:00:00", pattern=r"^([0-9]+-)?[0-9]{1,3}(:[0-5][0-9]){1,2}$")
+    """Wall-clock limit of each job, HH:MM:SS (SLURM also D-HH:MM:SS)."""
+    jobs: int = Field(1, ge=1, le=10000)
+    """Jobs started (the workers: jobs x processes)."""
+    job_extra_directives: list[str] = Field(default_factory=list)
+    """More scheduler directives, one per item, e.g. ["--gres=gpu:1"] (SLURM) or
+    ["-l gpus=1"] (PBS)."""
+    job_script_prologue: list[str] = Field(default_factory=list)
+    """Shell lines run in each job before its worker starts, e.g. ["module load cuda",
+    "source ~/venvs/bioim2im/bin/activate"]."""
+    interface: str | None = None
+    """The network interface the workers and the scheduler talk over, e.g. "ib0"; default: the
+    host name's."""
+    local_directory: str | None = None
+    """Scratch folder of each worker on its node (node-local disk)."""
+    log_directory: str | None = None
+    """Where the jobs' output and error files go."""
+    blocks_per_task: int | None = Field(None, ge=1, le=100000)
+    """Blocks one task predicts, a box of them: a task runs again the windows its earlier
+    neighbours would hand on to it, so larger boxes cost less (but hold more in memory);
+    default: one task per worker, at most 64 blocks each."""
+    retries: int = Field(2, ge=0, le=100)
+    """How often a failed task is tried again (on any worker) before the run stops naming the
+    block and the cause."""
+
+    @field_validator("job_extra_directives", "job_script_prologue")
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        if any("\n" in line or "\r" in line for line in value):
+            raise ValueError("give one line per item (no line breaks inside one)")
+        return value
+
+
 def _check_batch_voxels(preset: Preset) -> None:
     """A training batch larger than any machine can hold is refused before anything starts.
     (Prediction windows are cut to each image, so predict.roi_size may exceed it.)"""
@@ -419,6 +468,8 @@ class Preset(StrictModel):
     """Adversarial training (pix2pix / CycleGAN); none when unset."""
     export: ExportConfig = Field(default_factory=_empty)
     """Metadata of exported models (`bioim2im export`)."""
+    cluster: ClusterConfig = Field(default_factory=_empty)
+    """The Dask cluster of `--cluster` (set with --set cluster.KEY=VALUE on the command)."""
 
     @property
     def spatial_dims(self) -> int:

@@ -7,11 +7,20 @@ over the crop's region plus half a window of context on every side, predicted wi
 windows (2D models plane by plane), turned into probabilities (sigmoid: CellMap heads have one
 independent channel per class), and each class the manifest asks for and the model knows is
 brought onto the crop's grid: linear interpolation, then ``> 0.5``; instance classes are then
-split into connected components. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
+split into connected components. The head's own ``postprocess`` chain is not applied (its
+steps act on the network's output at the input scale and may mix classes): the result says so
+when the chain is anything else than that sigmoid and 0.5 threshold. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
 with ``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellmap pack`` zips it.
 
 Each crop is predicted in memory (its probabilities at the input scale, one class at a time on
 the crop's grid). The output appears only once complete.
+
+``--cluster WHERE`` (as for ``bioim2im predict``: a Dask scheduler's address, ``local[:N]``,
+``slurm``, ``lsf`` or ``pbs``, with ``--set cluster.*`` settings) predicts the crops as tasks of
+a Dask cluster through :func:`bioim2im.prediction.cluster.run_blocks`, one crop a task: each
+worker loads the model once and writes its crops into the unfinished output, which the client
+publishes once every crop is written; a crop whose worker died is predicted again elsewhere, to
+the same arrays. A run stopped midway starts over (the crops are not recorded one by one).
 """
 
 from __future__ import annotations
@@ -42,6 +51,22 @@ class CropPredictions:
     crops: int = 0
     arrays: int = 0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def pick(crops: list[TestCrop], only: Collection[str] | None, manifest: str) -> list[TestCrop]:
+    """The rows of the crops ``only`` names (``7`` or ``crop7``); all without ``only``."""
+    if not only:
+        return crops
+    known = sorted({row.id for row in crops})
+    wanted: set[int] = set()
+    for name in only:
+        text = name.strip().removeprefix("crop")
+        if not text.isdigit() or int(text) not in known:
+            shown = ", ".join(str(i) for i in known[:20]) + (", ..." if len(known) > 20 else "")
+            raise UserError(f"--only {name!r}: not a crop of {manifest} (its crops: {shown})")
+        wanted.add(int(text))
+    return [row for row in crops if row.id in wanted]
 
 
 def predict_crops(
@@ -56,18 +81,28 @@ def predict_crops(
     instance_classes: Collection[str] = INSTANCE_CLASSES,
     report: Callable[[str], None] | None = None,
     trust_model: bool = False,
+    only: Collection[str] | None = None,
+    cluster: str | None = None,
 ) -> CropPredictions:
-    """Predict every test crop of ``manifest`` whose classes the model knows (see the module).
-    ``trust_model``: as for :func:`bioim2im.formats.load_model`."""
+    """Predict every test crop of ``manifest`` whose classes the model knows (see the module),
+    or only the crops ``only`` names (``7`` or ``crop7``). ``trust_model``: as for
+    :func:`bioim2im.formats.load_model`. ``cluster``: the crops as tasks of a Dask cluster (see
+    the module)."""
     from bioim2im.formats import load_model
 
+    settings_of_cluster = None
+    if cluster is not None:
+        from bioim2im.prediction import cluster as on_cluster
+
+        on_cluster.check_where(cluster)
+        overrides, settings_of_cluster = on_cluster.split_overrides(overrides)
     output = Path(output)
     _check_output(output, overwrite)
     if "{dataset}" not in raw:
         raise UserError(
             f"--raw {raw!r} must hold {{dataset}}, e.g. 'data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8'"
         )
-    crops = read_manifest(manifest)
+    crops = pick(read_manifest(manifest), only, str(manifest))
     datasets = sorted({row.dataset for row in crops})
     raws_read = [raw.replace("{dataset}", dataset) for dataset in datasets]
     refuse_inputs(output, [model_source, manifest, *raws_read])
@@ -80,18 +115,28 @@ def predict_crops(
             f"{model.checkpoint}: not a CellMap model (its preset's data.layout is "
             f'"{preset.data.layout.name}"); train with data.layout = {{ name = "{NAME}", ... }}'
         )
-    from bioim2im_cellmap.patches import scales
-
-    layout = settings(preset)
-    classes = list(layout.classes)
-    input_scale = np.asarray(scales(layout)[0])
+    classes = list(settings(preset).classes)
     result = CropPredictions(output)
+    for name, head in preset.model.heads.items():
+        steps = [step.name for step in head.postprocess]
+        what_is_done = steps == ["sigmoid", "threshold"] and (
+            head.postprocess[1].params().get("value", 0.5) == 0.5
+        )
+        if not what_is_done:
+            result.notes.append(
+                f"head '{name}': its postprocess chain ({', '.join(steps) or 'none'}) is not "
+                "applied to the crops; each class is the sigmoid, moved linearly onto the "
+                "crop's grid, then > 0.5, instance classes split by connected components"
+            )
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
-    root.attrs[MARKER] = {"written_by": WRITTEN_BY}
+    # What its values went through, for `cellmap process` (instance classes are then split by
+    # connected components, which a size filter or another threshold may follow).
+    root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": [dict(s) for s in APPLIED]}
     try:
         raws: dict[str, Level] = {}
+        chosen: dict[int, list[TestCrop]] = {}
         for crop_id, rows in by_crop(crops).items():
             wanted = [r for r in rows if r.label in classes]
             if not wanted:
@@ -99,28 +144,23 @@ def predict_crops(
                     f"crop{crop_id}: the model knows none of {', '.join(r.label for r in rows)}"
                 )
                 continue
-            dataset = rows[0].dataset
-            if dataset not in raws:
-                raws[dataset] = nearest_level(
-                    open_levels(raw.replace("{dataset}", dataset)), input_scale
-                )
-            group = root.require_group(f"crop{crop_id}")
-            for grid, members in _by_grid(wanted).items():
-                probabilities, first = _predict_region(model, raws[dataset], grid, input_scale)
-                for row in members:
-                    channel = probabilities[classes.index(row.label)]
-                    level = Level.in_memory(channel, input_scale, first)
-                    mask = (
-                        level.sample(
-                            grid.translation, grid.voxel_size, grid.shape, order=1, outside=None
-                        )
-                        > 0.5
-                    )
-                    _write(group, row, grid, mask, row.label in instance_classes)
-                    result.arrays += 1
+            chosen[crop_id] = wanted
+        if cluster is not None and settings_of_cluster is not None and chosen:
+            task = CropTask(
+                _model_source(model_source, overrides, trust_model, model.fingerprint),
+                raw,
+                str(partial.resolve()),
+                tuple(sorted(instance_classes)),
+            )
+            result.arrays += _on_cluster(task, chosen, cluster, settings_of_cluster, report)
+            result.crops += len(chosen)
+        for crop_id, wanted in chosen.items() if cluster is None else ():
+            result.arrays += _predict_crop(
+                model, raw, raws, root, crop_id, wanted, instance_classes
+            )
             result.crops += 1
             if report is not None:
-                report(f"crop{crop_id} ({dataset}): {', '.join(r.label for r in wanted)}")
+                report(_reported(crop_id, wanted))
         if not result.arrays:
             raise UserError(
                 f"the model's classes ({', '.join(classes)}) are in none of the crops of {manifest}"
@@ -133,15 +173,151 @@ def predict_crops(
     return result
 
 
+def _predict_crop(
+    model: TrainedModel,
+    raw: str,
+    raws: dict[str, Level],
+    root: zarr.Group,
+    crop_id: int,
+    wanted: Sequence[TestCrop],
+    instance_classes: Collection[str],
+) -> int:
+    """Predict one crop's classes ``wanted`` into ``root``; returns the arrays written."""
+    from bioim2im_cellmap.patches import scales
+
+    layout = settings(model.preset)
+    classes = list(layout.classes)
+    input_scale = np.asarray(scales(layout)[0])
+    dataset = wanted[0].dataset
+    if dataset not in raws:
+        raws[dataset] = nearest_level(open_levels(raw.replace("{dataset}", dataset)), input_scale)
+    group = root.require_group(f"crop{crop_id}")
+    arrays = 0
+    for grid, members in _by_grid(wanted).items():
+        probabilities, first = _predict_region(model, raws[dataset], grid, input_scale)
+        for row in members:
+            channel = probabilities[classes.index(row.label)]
+            level = Level.in_memory(channel, input_scale, first)
+            mask = (
+                level.sample(grid.translation, grid.voxel_size, grid.shape, order=1, outside=None)
+                > 0.5
+            )
+            _write(group, row, grid, mask, row.label in instance_classes)
+            arrays += 1
+    return arrays
+
+
+def _reported(crop_id: int, wanted: Sequence[TestCrop]) -> str:
+    return f"predicted crop{crop_id} ({wanted[0].dataset}): {', '.join(r.label for r in wanted)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# --cluster: one crop a task (the mechanism: bioim2im.prediction.cluster.run_blocks)
+
+
+@dataclass(frozen=True)
+class CropTask:
+    """What a worker needs to predict crops: the model, the raw data, the unfinished output."""
+
+    source: Any
+    """The model as the client loaded it (a :class:`bioim2im.prediction.cluster.ModelSource`)."""
+    raw: str
+    partial: str
+    instance_classes: tuple[str, ...]
+
+
+_raws: dict[str, dict[str, Level]] = {}
+"""Per raw pattern, each dataset's level opened in this worker process."""
+
+
+def crop_task(
+    task: CropTask,
+    crops: tuple[tuple[int, tuple[TestCrop, ...]], ...],
+    run: int,
+    chosen: tuple[int, ...],
+) -> tuple[int, int]:
+    """A task: predict crops ``chosen`` (indices into ``crops``; ``run`` is always 0) into the
+    unfinished output;
+    returns (0, arrays written). A crop predicted again (its worker died) is written again."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    with on_cluster.TASK_LOCK:
+        crop_id = crops[chosen[0]][0]
+        try:
+            model = on_cluster.loaded_model(task.source)
+            root = zarr.open_group(task.partial, mode="r+", zarr_format=2)
+            arrays = 0
+            for index in chosen:
+                crop_id, wanted = crops[index]
+                arrays += _predict_crop(
+                    model,
+                    task.raw,
+                    _raws.setdefault(task.raw, {}),
+                    root,
+                    crop_id,
+                    wanted,
+                    task.instance_classes,
+                )
+            return 0, arrays
+        except Exception as exc:
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise on_cluster.BlockFailed(
+                f"crop{crop_id}: {cause}", isinstance(exc, OSError)
+            ) from exc
+
+
+def _model_source(
+    given: str | Path, overrides: Sequence[str], trust: bool, fingerprint: str
+) -> Any:
+    from bioim2im.prediction.cluster import ModelSource
+
+    text = str(given)
+    return ModelSource(
+        text if "://" in text else str(Path(text).resolve()), tuple(overrides), trust, fingerprint
+    )
+
+
+def _on_cluster(
+    task: CropTask,
+    chosen: dict[int, list[TestCrop]],
+    where: str,
+    settings: Any,
+    report: Callable[[str], None] | None,
+) -> int:
+    """Predict the crops ``chosen`` on the cluster ``where``; returns the arrays written."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    crops = tuple((crop_id, tuple(rows)) for crop_id, rows in chosen.items())
+    voxels = sum(int(np.prod(rows[0].shape)) for rows in chosen.values())
+    work = on_cluster.ImageWork(
+        "the test crops",
+        {0: list(range(len(crops)))},
+        voxels,
+        crop_task,
+        (task, crops),
+        group=lambda todo, size: [(index,) for index in todo],
+    )
+    with on_cluster.connect(where, settings, report) as connection:
+        on_cluster.run_blocks(connection, [work], settings, None)
+    if report is not None:
+        for crop_id, wanted in chosen.items():
+            report(_reported(crop_id, wanted))
+    return sum(len(rows) for rows in chosen.values())
+
+
 MARKER = "bioim2im"
 """The root attribute that marks a zarr group as written by ``cellmap predict`` (its value
 names the command as it was first called)."""
 WRITTEN_BY = "predict --crops"
+WRITERS = (WRITTEN_BY, "process")
+"""The commands whose output ``--overwrite`` may replace."""
+APPLIED: list[dict[str, str | float]] = [{"name": "sigmoid"}, {"name": "threshold", "value": 0.5}]
+"""The postprocessing steps equivalent to what ``cellmap predict`` applies."""
 
 
 def written_here(path: Path) -> bool:
-    """Whether ``path`` is a zarr group ``cellmap predict`` wrote (the only folder its
-    ``--overwrite`` replaces)."""
+    """Whether ``path`` is a zarr group ``cellmap predict`` or ``cellmap process`` wrote (the
+    only folders their ``--overwrite`` replaces)."""
     import json
 
     attributes = path / ".zattrs"
@@ -152,7 +328,7 @@ def written_here(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
     mark = found.get(MARKER) if isinstance(found, dict) else None
-    return isinstance(mark, dict) and mark.get("written_by") == WRITTEN_BY
+    return isinstance(mark, dict) and mark.get("written_by") in WRITERS
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -248,6 +424,7 @@ def _write(group: zarr.Group, row: TestCrop, grid: Grid, mask: np.ndarray, insta
         shape=values.shape,
         dtype=values.dtype,
         chunks=tuple(min(n, 64) for n in values.shape),
+        overwrite=True,  # a crop predicted again (its worker died) is written again
     )
     array[...] = values
     # The crop's grid as `pack` checks it: finite numbers (the Grid refuses others).

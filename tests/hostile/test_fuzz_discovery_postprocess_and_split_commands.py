@@ -1,4 +1,4 @@
-"""Fuzz the commands of issue 15 (presets, options, schema, postprocess, predict --split) as
+"""Fuzz the discovery commands (presets, options, schema), postprocess and predict --split as
 test_fuzz_cli does the others: every run ends with exit 0, or exit 2 and one message; nothing
 outside the output paths changes; a refused command writes nothing."""
 
@@ -92,7 +92,7 @@ def _probabilities(root: Path) -> None:
 
 @hsettings(max_examples=examples(10))
 @given(command_lines())
-def test_random_command_lines_of_the_new_commands(
+def test_random_command_lines_of_discovery_postprocess_and_split(
     nuclei_data: Path, trained_run: Path, args: list[str]
 ) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -109,7 +109,7 @@ def test_random_command_lines_of_the_new_commands(
         _judge(result, before, snapshot(*watched), allowed, real)
 
 
-def test_the_help_of_every_new_command_ends_cleanly() -> None:
+def test_the_help_of_the_discovery_and_postprocess_commands_ends_cleanly() -> None:
     for command in (["postprocess"], ["presets"], ["presets", "show"], ["options"], ["schema"]):
         result = invoke(*command, "--help")
         assert result.code == 0 and "Traceback" not in result.err, result
