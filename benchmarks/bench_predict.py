@@ -339,6 +339,8 @@ def main() -> None:
     parser.add_argument("--cluster", help="also run bioim2im with --cluster WHERE (local:2...)")
     parser.add_argument("--monai-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from bioim2im.errors import UserError
+
     if args.monai_worker:
         run, image, output, device, heads = args.monai_worker
         monai_worker(Path(run), Path(image), Path(output), device, heads)
@@ -371,7 +373,11 @@ def main() -> None:
     loads: list[float] = []
     number = 0
     for network in networks:
-        dims = network_dims(network)
+        try:
+            dims = network_dims(network)
+        except UserError as error:  # a plugin's preset, the plugin not installed
+            print(f"{network} left out: {error}", file=sys.stderr)
+            continue
         run = make_model(root, network)
         heads = NETWORKS[network]["heads"]
         first = next(iter(heads))
