@@ -514,6 +514,7 @@ class _WindowRunner:
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model's outputs for ``batch`` in float32, averaged over the TTA flips."""
         totals: dict[str, torch.Tensor] = {}
+        owned: set[str] = set()  # heads whose totals are sums made here
         with self.layout.timed(tuple(batch.shape)) as model:
             for axes in self.flips:
                 inputs = torch.flip(batch, [2 + a for a in axes]) if axes else batch
@@ -536,8 +537,17 @@ class _WindowRunner:
                     unflip = [2 + kept.index(a) for a in axes if a in kept]
                     if unflip:
                         output = torch.flip(output, unflip)
-                    totals[head] = totals[head] + output if head in totals else output
-        return {head: total / len(self.flips) for head, total in totals.items()}
+                    if head not in totals:
+                        totals[head] = output  # may be the model's own tensor: not changed
+                    elif head in owned:
+                        totals[head] += output
+                    else:
+                        totals[head] = totals[head] + output
+                        owned.add(head)
+        # Without TTA the outputs go on as they are (no copy); with it, the sums are ours.
+        for head in owned:
+            totals[head] /= len(self.flips)
+        return totals
 
     def _as_dict(self, outputs: Any) -> Mapping[str, torch.Tensor]:
         if isinstance(outputs, torch.Tensor) and len(self.heads) == 1:
