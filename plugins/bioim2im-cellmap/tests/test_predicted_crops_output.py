@@ -30,7 +30,10 @@ def model(cellmap_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("crops-model")
     datasplit = root / "datasplit.csv"
-    datasplit.write_text(datasplit_text(cellmap_root / "data", {1: "train", 4: "validate"}))
+    # Validated on the one crop annotating every class (force_all_classes = "validate").
+    datasplit.write_text(
+        datasplit_text(cellmap_root / "data", {1: "validate", 3: "train", 4: "train"})
+    )
     overrides = [
         f"data.path={datasplit}",
         'data.layout.classes=["mito", "nuc", "er"]',

@@ -58,7 +58,7 @@ class CellMapLayout:
     skip_coarser: bool = False
     mutual_exclusion: bool = False
     class_table: Path | None = None
-    force_all_classes: str = "no"
+    force_all_classes: str = "validate"
     weighted_sampling: bool = True
     pos_weight: bool = True
     search_path: str | None = None
@@ -121,7 +121,7 @@ def cellmap(
     skip_coarser: bool = False,
     mutual_exclusion: bool = False,
     class_table: Path | None = None,
-    force_all_classes: ForceAllClasses = "no",
+    force_all_classes: ForceAllClasses = "validate",
     weighted_sampling: bool = True,
     pos_weight: bool = True,
     search_path: str | None = None,
@@ -144,8 +144,13 @@ def cellmap(
             (class_table) count as known negatives in crops that do not annotate them.
         class_table: The toolbox's classes.csv (name,id,"part ids"); default: the challenge's
             class table. Relative to the preset file.
-        force_all_classes: Leave out of these splits the crops that do not annotate every
-            class of classes.
+        force_all_classes: As the toolbox's train does (its default, "validate"): a crop of
+            that split ("train" or "validate") that does not annotate every class of classes
+            is used in the other split instead; "both" (the toolbox's true) leaves such crops
+            out; "no" uses the datasplit as it is. Applied to the datasplit, read or created
+            (the toolbox applies it when its train creates the datasplit; it neither drops
+            crops nor redraws batches). A split it empties is an error naming what each crop
+            lacks.
         weighted_sampling: Draw crops by their class counts (each class an equal share), not
             uniformly.
         pos_weight: Weigh each class's positive voxels by its background/foreground ratio in
@@ -153,8 +158,8 @@ def cellmap(
         search_path: Where the crops are, with {dataset} and {crop} (e.g.
             'data/{dataset}/{dataset}.zarr/recon-1/labels/groundtruth/{crop}'): when data.path
             does not exist, training writes it there from the crops found annotating any of
-            classes, as the toolbox's train does: crops lacking one of classes go to training
-            (its force_all_classes = "validate"); check --data shows it without writing.
+            classes, as the toolbox's train does (force_all_classes applied); check --data
+            shows it without writing.
         validation_fraction: Share of the crops a created datasplit puts in validation (the
             toolbox's train uses 0.15), seeded by train.seed.
     """

@@ -252,8 +252,9 @@ def datasplit_rows(preset: Preset, layout: CellMapLayout, *, create: bool) -> li
             layout.search_path,
             layout.classes,
             val_fraction=layout.validation_fraction,
-            # As the toolbox's train makes it: a crop lacking a class is not validated on.
-            force_all_classes="validate",
+            # As the toolbox's train makes it (its default: a crop lacking a class is not
+            # validated on, it is trained on).
+            force_all_classes=layout.force_all_classes,  # type: ignore[arg-type]
             seed=preset.train.seed,
         )
     except UserError as exc:
@@ -276,11 +277,13 @@ def open_split(
     """The crops of each split of ``preset``'s datasplit (after ``force_all_classes``); with
     ``hold`` and ``data.cache = "memory"``, as many crops as fit held in memory; ``create``:
     write a datasplit made from ``search_path`` (see :func:`datasplit_rows`)."""
+    from bioim2im_cellmap.datasplit import force_all_classes
+
     data = preset.data
-    rows = datasplit_rows(preset, layout, create=create)
     classes = list(layout.classes)
-    input_scale, target_scale = scales(layout)
     force = layout.force_all_classes
+    rows, changed = force_all_classes(datasplit_rows(preset, layout, create=create), classes, force)
+    input_scale, target_scale = scales(layout)
     memory = 0
     if hold and data.cache == "memory":
         from bioim2im.data.cache import ArrayCache
@@ -291,16 +294,13 @@ def open_split(
     context = [n * s / 2 for n, s in zip(patch, input_scale, strict=True)]
     result: dict[str, OpenedCrops] = {}
     for usage in ("train", "validate"):
-        chosen: list[CropRow] = []
-        notes: list[str] = []
-        for row in rows:
-            if row.usage != usage:
-                continue
-            lacking = sorted(set(classes) - set(row.classes))
-            if lacking and force in (usage, "both"):
-                notes.append(f"{row.label}: left out of {usage}, it lacks {', '.join(lacking)}")
-                continue
-            chosen.append(row)
+        chosen = [row for row in rows if row.usage == usage]
+        notes = [
+            f"{row.label}: {f'moved from {usage} to {moved}' if moved else f'left out of {usage}'}"
+            f", it lacks {', '.join(lacking)}"
+            for row, lacking, moved in changed
+            if row.usage == usage
+        ]
         opened = open_crops(
             chosen,
             classes,
@@ -313,9 +313,8 @@ def open_split(
         )
         opened.notes[:0] = notes
         if notes and not chosen:
-            shown = "; ".join(
-                n.replace(f": left out of {usage}, it lacks", " lacks") for n in notes[:5]
-            )
+            lacks = [f"{r.label} lacks {', '.join(c)}" for r, c, _ in changed if r.usage == usage]
+            shown = "; ".join(lacks[:5])
             more = f"; and {len(notes) - 5} more" if len(notes) > 5 else ""
             opened.problems.append(
                 f"{data.path}: data.layout.force_all_classes = {force!r} leaves no {usage} crop: "
