@@ -44,6 +44,9 @@ def _force(value: Any) -> Any:
 
 Scale = Annotated[list[float], AfterValidator(_scale)]
 ForceAllClasses = Annotated[Literal["no", "train", "validate", "both"], BeforeValidator(_force)]
+Target = Literal["mask", "distance", "signed_distance"]
+REGRESSION_LOSSES = ("mse", "l1", "smooth_l1")
+"""The losses a distance target takes (the others take 0/1 targets)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class CellMapLayout:
     pos_weight: bool = True
     search_path: str | None = None
     validation_fraction: float = 0.15
+    target: str = "mask"
 
     def preflight(
         self,
@@ -126,6 +130,7 @@ def cellmap(
     pos_weight: bool = True,
     search_path: str | None = None,
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15,
+    target: Target = "mask",
 ) -> CellMapLayout:
     """A CellMap challenge datasplit (data.path): crops of labels over large raw volumes.
 
@@ -162,6 +167,13 @@ def cellmap(
             shows it without writing.
         validation_fraction: Share of the crops a created datasplit puts in validation (the
             toolbox's train uses 0.15), seeded by train.seed.
+        target: What the head learns per class, as the toolbox's target_value_transforms with
+            cellmap-data's transforms: "mask" (0/1, its default Binarize), "distance" (each
+            foreground voxel's distance to the class's background, 0 outside; its
+            DistanceTransform) or "signed_distance" (that distance inside, minus the distance
+            to the foreground outside; its SignedDistanceTransform), in voxels of input_scale,
+            over each patch. Distances need a regression loss (mse, l1, smooth_l1); the head's
+            sigmoid then 0.5 threshold still gives each class's mask (distance > 0).
     """
     return CellMapLayout(
         classes=list(classes),
@@ -176,6 +188,7 @@ def cellmap(
         pos_weight=pos_weight,
         search_path=search_path,
         validation_fraction=validation_fraction,
+        target=target,
     )
 
 
@@ -216,6 +229,12 @@ def check_preset(preset: Preset, params: dict[str, Any]) -> None:
         raise ValueError(
             f"model.heads.{name}.loss: CellMap classes overlap and are annotated one by one; use "
             "independent channels (sigmoid = true, or bce), not softmax classes"
+        )
+    if layout.target != "mask" and head.loss.name not in REGRESSION_LOSSES:
+        raise ValueError(
+            f'data.layout.target = "{layout.target}" gives distances, not 0/1 masks: '
+            f"model.heads.{name}.loss must be a regression loss ({', '.join(REGRESSION_LOSSES)}), "
+            f'got "{head.loss.name}"'
         )
     if data.cache == "disk":
         raise ValueError(

@@ -7,7 +7,9 @@ Like :class:`~bioim2im.data.dataset.PatchDataset`, item ``i`` is a pure function
   pyramid level nearest that scale (linear resampling when it differs), normalised patch by
   patch (the presets' ``fixed_range`` maps 0..255 to 0..1 whatever the patch);
 - ``"target/<head>"``: (C, *patch_size) uint8, one mask per class of the layout's ``classes``, on the
-  input's grid: the label level nearest ``target_scale`` read as nearest neighbour, > 0;
+  input's grid: the label level nearest ``target_scale`` read as nearest neighbour, > 0; with the
+  layout's ``target`` "distance" or "signed_distance", float32 distances (voxels) computed from
+  those masks over the patch (validation's ``"truth/<head>"`` stays the masks);
 - ``"weight/<head>"``: (C, *patch_size) float32 (float16 as a tensor), per class: 1 where that
   class is annotated, 0 where it is not, so a class missing from a crop (or outside it, or NaN)
   gives no loss and no gradient for that class only. Only the central ``target_shape`` voxels are supervised: the rest of the
@@ -78,6 +80,7 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         crop_probabilities: np.ndarray | None = None,
         excluded_by: Mapping[str, set[str]] | None = None,
         pos_weight: np.ndarray | None = None,
+        target: str = "mask",
     ) -> None:
         if not crops:
             raise UserError("no crops to draw patches from")
@@ -87,8 +90,8 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         self.spatial_dims = len(patch_size)
         # Geometry in the volume: 2D patches are single planes.
         self.shape = tuple(int(n) for n in ([1] * (3 - len(patch_size)) + list(patch_size)))
-        target = list(target_shape) if target_shape is not None else list(patch_size)
-        self.target_shape = tuple(int(n) for n in ([1] * (3 - len(target)) + target))
+        supervised = list(target_shape) if target_shape is not None else list(patch_size)
+        self.target_shape = tuple(int(n) for n in ([1] * (3 - len(supervised)) + supervised))
         self.scale = np.asarray(input_scale, dtype=np.float64)
         self.normalize = normalize
         self.augment = augment
@@ -100,6 +103,7 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         # Only classes some excluding class can reveal are inferred.
         self.excluded_by = {k: set(v) for k, v in (excluded_by or {}).items() if v}
         self.pos_weight = pos_weight
+        self.target = target
         self._supervised = tuple(
             slice((n - t) // 2, (n - t) // 2 + t)
             for n, t in zip(self.shape, self.target_shape, strict=True)
@@ -153,16 +157,17 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         image = crop.raw.sample(first, self.scale, self.shape, order=1).astype(np.float32)[None]
         if self.normalize is not None:
             image = self.normalize(image)
-        target, weight = self._targets(crop, first)
+        mask, weight = self._targets(crop, first)
         sample = {
             "image": image,
-            f"target/{self.head}": target,
+            f"target/{self.head}": encoded(mask, self.target, self.spatial_dims),
             f"weight/{self.head}": weight,
         }
         if self.spatial_dims == 2:
             sample = {k: v[:, 0] for k, v in sample.items()}
         if self.validation:
-            sample[f"truth/{self.head}"] = sample[f"target/{self.head}"]
+            # Validation metrics compare masks, whatever the head learns.
+            sample[f"truth/{self.head}"] = mask[:, 0] if self.spatial_dims == 2 else mask
         elif self.augment is not None:
             sample = self.augment(sample, rng)
         return sample
@@ -221,6 +226,30 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         key = f"weight/{self.head}"
         tensors[key] = tensors[key].to(torch.float16)
         return tensors
+
+
+def encoded(mask: np.ndarray, target: str, spatial_dims: int) -> np.ndarray:
+    """The masks (C, Z, Y, X) as the layout's ``target``: themselves ("mask"), or per class
+    the Euclidean distance (voxels) of each foreground voxel to the background ("distance"),
+    minus that of each background voxel to the foreground ("signed_distance"), over the patch
+    (each plane on its own for 2D patches), as cellmap-data's distance transforms do."""
+    if target == "mask":
+        return mask
+    from scipy.ndimage import distance_transform_edt
+
+    out = np.zeros(mask.shape, np.float32)
+    # 2D patches: each z plane is a patch of its own.
+    pieces = [(slice(None),)] if spatial_dims == 3 else [(z,) for z in range(mask.shape[1])]
+    for c in range(mask.shape[0]):
+        for piece in pieces:
+            inside = mask[(c, *piece)].astype(bool)
+            distance = distance_transform_edt(inside) if inside.any() else np.zeros(inside.shape)
+            if target == "signed_distance":
+                outside = ~inside
+                if outside.any():
+                    distance = distance - distance_transform_edt(outside)
+            out[(c, *piece)] = distance
+    return out
 
 
 # --- from a preset --------------------------------------------------------------------------
@@ -367,6 +396,7 @@ def cellmap_datasets(
         "patches_per_crop": data.patches_per_image,
         "excluded_by": class_exclusions(layout),
         "pos_weight": weights,
+        "target": cellmap.target,
     }
     if run_dir is not None:
         _write_summary(run_dir, splits, classes, weights)
