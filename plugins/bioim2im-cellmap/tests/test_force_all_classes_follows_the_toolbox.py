@@ -1,7 +1,8 @@
-"""`data.layout.force_all_classes` does what the toolbox's does, with its default ("validate",
-its train's): a crop of that split lacking one of the classes is used in the other split (not
-dropped; batches are not redrawn); "both" (the toolbox's true) leaves such crops out; "no" takes
-the datasplit as it is; a split it empties is one message naming what each crop lacks."""
+"""`data.layout.force_all_classes` does what the toolbox's does: a crop of that split lacking
+one of the classes is used in the other split (not dropped; batches are not redrawn); "both"
+(the toolbox's true) leaves such crops out; "no" takes the datasplit as it is; a split it empties
+is one message naming what each crop lacks. Its default is the toolbox's: "validate" for a
+datasplit training creates, an existing datasplit as it is (the toolbox never changes one)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def _split(cellmap_root: Path, tmp_path: Path, usages: dict[int, str]) -> Path:
 @pytest.mark.parametrize(
     ("setting", "train", "validate"),
     [
-        # The default: crop4 (mito, er) lacks nuc, so it is trained on instead of validated on.
-        ((), ["jrc_alpha crop2", "jrc_beta crop4"], ["jrc_alpha crop1"]),
+        # The default: an existing datasplit is used as it is, as the toolbox does.
+        ((), ["jrc_alpha crop2"], ["jrc_alpha crop1", "jrc_beta crop4"]),
+        # crop4 (mito, er) lacks nuc, so it is trained on instead of validated on.
         (("data.layout.force_all_classes=validate",), ["crop2", "crop4"], ["crop1"]),
         # The toolbox's true: crops lacking a class in any split are left out.
         (("data.layout.force_all_classes=both",), [], ["crop1"]),
@@ -62,11 +64,12 @@ def test_crops_lacking_a_class_move_to_the_other_split(
     assert all(name in found_validate for name in validate)
 
 
-def test_by_default_a_validation_that_lacks_a_class_everywhere_is_named(
+def test_a_validation_that_lacks_a_class_everywhere_is_named(
     cellmap_root: Path, tmp_path: Path, cli
 ):
     datasplit = _split(cellmap_root, tmp_path, {1: "train", 4: "validate"})
-    result = _check(cli, datasplit)
+    assert _check(cli, datasplit).code == 0  # as it is, by default
+    result = _check(cli, datasplit, "data.layout.force_all_classes=validate")
     assert result.code == 2 and result.err.count("error:") == 1, result.err
     text = " ".join(result.err.split())
     assert "force_all_classes = 'validate' leaves no validate crop" in text

@@ -53,10 +53,7 @@ def tiny(data_path: Path, *extra: str) -> list[str]:
 def datasplit(cellmap_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("workflow") / "datasplit.csv"
     path.write_text(
-        # crop4 lacks nuc: force_all_classes ("validate", the toolbox's default) trains on it.
-        datasplit_text(
-            cellmap_root / "data", {1: "validate", 2: "train", 3: "train", 4: "validate"}
-        )
+        datasplit_text(cellmap_root / "data", {1: "train", 2: "train", 3: "train", 4: "validate"})
     )
     return path
 
@@ -73,8 +70,8 @@ def trained(datasplit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_trains_from_a_toolbox_datasplit(trained: Path):
     summary = json.loads((trained / "cellmap.json").read_text())
-    assert summary["train"]["crops"] == ["jrc_alpha/crop2", "jrc_beta/crop3", "jrc_beta/crop4"]
-    assert summary["validate"]["crops"] == ["jrc_alpha/crop1"]
+    assert summary["train"]["crops"] == ["jrc_alpha/crop1", "jrc_alpha/crop2", "jrc_beta/crop3"]
+    assert summary["validate"]["crops"] == ["jrc_beta/crop4"]
     assert len(summary["pos_weight"]) == 3 and all(w > 1 for w in summary["pos_weight"])
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in r and np.isfinite(r["val/loss"]) for r in records)

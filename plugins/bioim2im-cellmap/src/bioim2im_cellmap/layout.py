@@ -61,7 +61,7 @@ class CellMapLayout:
     skip_coarser: bool = False
     mutual_exclusion: bool = False
     class_table: Path | None = None
-    force_all_classes: str = "validate"
+    force_all_classes: str | None = None
     weighted_sampling: bool = True
     pos_weight: bool = True
     search_path: str | None = None
@@ -125,7 +125,7 @@ def cellmap(
     skip_coarser: bool = False,
     mutual_exclusion: bool = False,
     class_table: Path | None = None,
-    force_all_classes: ForceAllClasses = "validate",
+    force_all_classes: ForceAllClasses | None = None,
     weighted_sampling: bool = True,
     pos_weight: bool = True,
     search_path: str | None = None,
@@ -149,13 +149,13 @@ def cellmap(
             (class_table) count as known negatives in crops that do not annotate them.
         class_table: The toolbox's classes.csv (name,id,"part ids"); default: the challenge's
             class table. Relative to the preset file.
-        force_all_classes: As the toolbox's train does (its default, "validate"): a crop of
-            that split ("train" or "validate") that does not annotate every class of classes
-            is used in the other split instead; "both" (the toolbox's true) leaves such crops
-            out; "no" uses the datasplit as it is. Applied to the datasplit, read or created
-            (the toolbox applies it when its train creates the datasplit; it neither drops
-            crops nor redraws batches). A split it empties is an error naming what each crop
-            lacks.
+        force_all_classes: A crop of that split ("train" or "validate") that does not
+            annotate every class of classes is used in the other split instead; "both" (the
+            toolbox's true) leaves such crops out; "no" uses the datasplit as it is. Default:
+            "validate" for a datasplit training creates (as the toolbox's train does), and an
+            existing datasplit as it is (the toolbox never changes one); set, it applies to
+            both. It neither drops crops from batches nor redraws them. A split it empties
+            is an error naming what each crop lacks.
         weighted_sampling: Draw crops by their class counts (each class an equal share), not
             uniformly.
         pos_weight: Weigh each class's positive voxels by its background/foreground ratio in

@@ -283,7 +283,7 @@ def datasplit_rows(preset: Preset, layout: CellMapLayout, *, create: bool) -> li
             val_fraction=layout.validation_fraction,
             # As the toolbox's train makes it (its default: a crop lacking a class is not
             # validated on, it is trained on).
-            force_all_classes=layout.force_all_classes,  # type: ignore[arg-type]
+            force_all_classes=layout.force_all_classes or "validate",  # type: ignore[arg-type]
             seed=preset.train.seed,
         )
     except UserError as exc:
@@ -310,7 +310,8 @@ def open_split(
 
     data = preset.data
     classes = list(layout.classes)
-    force = layout.force_all_classes
+    # Made here, the datasplit is already forced; read, it is used as it is unless asked.
+    force = layout.force_all_classes or "no"
     rows, changed = force_all_classes(datasplit_rows(preset, layout, create=create), classes, force)
     input_scale, target_scale = scales(layout)
     memory = 0
