@@ -28,6 +28,7 @@ def readme(
     description: str,
     weights: Sequence[str],
     core_version: str,
+    standalone: bool = False,
 ) -> str:
     preset = source.model.preset
     lines = [f"# {name}", "", description, ""]
@@ -79,7 +80,7 @@ def readme(
         "",
         "## Weights",
         "",
-        *(f"- {_weights(w)}" for w in weights),
+        *(f"- {_weights(w, standalone)}" for w in weights),
         "",
         "## Validation",
         "",
@@ -137,10 +138,16 @@ def _operations(operations: Sequence[Mapping[str, object]]) -> str:
     return " → ".join(shown) or "none"
 
 
-def _weights(name: str) -> str:
+def _weights(name: str, standalone: bool) -> str:
+    state_dict = (
+        "`pytorch_state_dict`: architecture `Network` of the attached `bioim2im_network.py`, "
+        "which needs torch and MONAI only (`environment.yaml`)"
+        if standalone
+        else "`pytorch_state_dict`: architecture `bioim2im.model.packaged.PackagedNetwork` "
+        "(needs bioim2im and the plugins whose components the network uses)"
+    )
     return {
-        "pytorch_state_dict": "`pytorch_state_dict`: architecture "
-        "`bioim2im.model.packaged.PackagedNetwork` (needs `pip install bioim2im`)",
+        "pytorch_state_dict": state_dict,
         "torchscript": "`torchscript`: traced with dynamic spatial sizes",
         "onnx": "`onnx`: opset 17, dynamic batch and spatial sizes",
     }.get(name, name)
