@@ -81,14 +81,29 @@ def _tiling(
 ) -> Tiling:
     from bioim2im.prediction.blockwise import plan_blocks
 
-    plan = plan_blocks(
-        found.spatial_shape,
-        model.window(found.spatial_shape),
-        model.preset.predict.overlap,
-        block_size,
-        chunks,
-        whole_axes=model.dropped_axes,
-    )
+    shape = found.spatial_shape
+    halo_tiling = model.halo_tiling(shape)
+    if halo_tiling is None:
+        plan = plan_blocks(
+            shape,
+            model.window(shape),
+            model.preset.predict.overlap,
+            block_size,
+            chunks,
+            whole_axes=model.dropped_axes,
+        )
+    else:
+        halo, window, divisor = halo_tiling
+        plan = plan_blocks(
+            shape,
+            window,
+            0.0,
+            block_size,
+            chunks,
+            whole_axes=model.dropped_axes,
+            halo=halo,
+            align=divisor,
+        )
     return Tiling(plan, tuple(chunks))
 
 

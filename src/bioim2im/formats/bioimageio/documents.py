@@ -62,6 +62,19 @@ def readme(
             f"batch, {', '.join(output.axis_ids)} | {', '.join(map(str, output.halo))} | "
             f"{_operations(output.operations)} |"
         )
+    if layout.window_independent:
+        tiling = (
+            "The network's output does not depend on the window beyond its receptive field, "
+            "the halo above: a tiled prediction that drops each tile's halo (bioimageio.core's "
+            "blockwise prediction) gives what `bioim2im predict` gives for this package."
+        )
+    else:
+        tiling = (
+            "The network normalises its features over the window it sees, so each output "
+            "depends on the tile size: other tools' predictions differ from `bioim2im "
+            "predict`'s blended windows near and across tile borders."
+        )
+    lines += ["", tiling]
     unexpressed = [o for o in layout.outputs if o.remaining]
     if unexpressed:
         lines += [

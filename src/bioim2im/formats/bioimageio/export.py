@@ -344,9 +344,19 @@ def _description_table(
                     o.tensor: {"head": o.head, "expressed_steps": o.expressed}
                     for o in layout.outputs
                 },
+                **({"halo": _input_halo(layout)} if layout.window_independent else {}),
             },
         },
     }
+
+
+def _input_halo(layout: Layout) -> list[int]:
+    """Per spatial axis of the input, the largest output halo in input voxels."""
+    halo = [0] * len(layout.spatial_ids)
+    for output in layout.outputs:
+        for axis, scale, h in zip(output.kept_axes, output.scale, output.halo, strict=True):
+            halo[axis] = max(halo[axis], -(-h // scale))
+    return halo
 
 
 def standalone(source: Source) -> dict[str, Any] | None:

@@ -67,6 +67,7 @@ def _read_package(
         text = _read_file(files, descr, own["preset"])
         if text is not None:
             preset = preset_from_text(text, overrides, registry, f"the preset attached to {path}")
+            preset = _with_halo(preset, own["halo"], overrides)
     operations = [_operation(p) for p in tensor.preprocessing]
     normalization = Preprocessing(operations, layout.axis_ids)
     heads: dict[str, HeadOutput] = {}
@@ -304,8 +305,25 @@ def _own_config(path: Path, descr: Any) -> dict[str, Any] | None:
                 f"expressed_steps, got {_short(entry)}"
             )
         checked[str(name)] = {"head": head, "expressed_steps": steps}
+    halo = own.get("halo")
+    if halo is not None and (
+        not isinstance(halo, list)
+        or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in halo)
+    ):
+        raise UserError(f"{where}.halo must be a list of voxel counts >= 0, got {_short(halo)}")
     # The network's [model] section (PackagedNetwork's keyword arguments), checked when built.
-    return {"preset": preset, "outputs": checked, "network": own.get("network")}
+    return {"preset": preset, "outputs": checked, "network": own.get("network"), "halo": halo}
+
+
+def _with_halo(preset: Preset, halo: list[int] | None, overrides: Sequence[str]) -> Preset:
+    """The attached preset predicting with the package's halo (its network is
+    window-independent), unless ``--set predict.halo`` chose."""
+    if halo is None or any(o.split("=", 1)[0].strip() == "predict.halo" for o in overrides):
+        return preset
+    if len(halo) != preset.spatial_dims:
+        return preset
+    predict = preset.predict.model_copy(update={"halo": list(halo)})
+    return preset.model_copy(update={"predict": predict})
 
 
 def _short(value: Any) -> str:
