@@ -206,7 +206,8 @@ class HeadConfig(ComponentSpec):
     metrics: list[Metric] = Field(default_factory=list)
     """Validation metrics; the first one's main value can be the checkpoint metric."""
     output_dtype: Literal["float16", "float32", "uint8", "uint16", "uint32"] | None = None
-    """dtype of the written prediction; default: float32 probabilities, uint32 labels."""
+    """dtype of the written prediction; default: float32 probabilities, uint8 masks and class
+    maps, uint32 object ids (instance labels)."""
     ignore_value: float | None = None
     """Target value marking unannotated pixels (left out of the loss); NaN is always ignored."""
     target_normalize: Transform | None = None

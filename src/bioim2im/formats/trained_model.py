@@ -393,7 +393,14 @@ def head_output(
     blockwise = run_steps(pointwise, probe)
     final = run_steps(neighbourhood, blockwise)
     integer = final.dtype.kind in "uib"
-    wanted = output_dtype or ("uint32" if integer else "float32")
+    if output_dtype is not None:
+        wanted = output_dtype
+    elif not integer:
+        wanted = "float32"
+    elif instance or out_channels > 256:
+        wanted = "uint32"  # object ids
+    else:
+        wanted = "uint8"  # a mask (0/1 per channel) or a class map (0 .. channels - 1)
     dtype = np.dtype(wanted)
     return HeadOutput(
         name=name,

@@ -87,7 +87,10 @@ class Command:
         refuse_inputs(folder, [given_model, manifest, *paths])
         images = open_inputs(paths, model, suffixes)
         heads = tuple(model.heads)
-        outputs = {found.stem: Outputs(folder, found.stem, heads, chosen) for found in images}
+        labels = tuple(name for name, head in model.heads.items() if head.is_label)
+        outputs = {
+            found.stem: Outputs(folder, found.stem, heads, chosen, labels) for found in images
+        }
         tilings = {found.stem: file_tiling(model, found) for found in images}
         return cls(model, images, outputs, tilings, folder, chosen)
 

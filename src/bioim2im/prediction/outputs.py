@@ -51,6 +51,9 @@ class ImageSpec:
     """Channels of the values kept between pointwise and neighbourhood steps (None: no such
     steps, blocks are written directly)."""
     blockwise_dtype: np.dtype
+    origin: tuple[float, ...] | None = None
+    """Micrometers from the origin to the first voxel's centre per spatial axis (the input's
+    translation, kept so that outputs overlay their input)."""
 
     @property
     def timed(self) -> bool:
@@ -102,6 +105,8 @@ class Outputs:
     stem: str
     heads: tuple[str, ...]
     format: str
+    labels: tuple[str, ...] = ()
+    """The heads written as label images (integer outputs): ``labels/<head>`` in OME-Zarr."""
 
     @property
     def container(self) -> Path:
@@ -111,7 +116,11 @@ class Outputs:
         """Where ``head``'s image is (inside the container for OME-Zarr)."""
         if self.format == "tiff":
             return self.folder / f"{self.stem}_{head}.tif"
-        return self.container / head
+        return self.container / self.group(head)
+
+    def group(self, head: str) -> str:
+        """Where ``head``'s image is inside the OME-Zarr container."""
+        return f"labels/{head}" if head in self.labels else head
 
     @property
     def published(self) -> list[Path]:
@@ -255,13 +264,14 @@ class OmeZarrStore(_Scratch):
         self.pyramid_levels = pyramid_levels
         self.images = {
             head: self.writer.create_image(
-                head,
+                outputs.group(head),
                 shape=spec.shape,
                 dtype=spec.dtype,
                 axes=spec.axes,
                 voxel_size=spec.voxel_size,
                 chunks=spec.chunks,
                 is_label=spec.is_label,
+                origin=spec.origin,
             )
             for head, spec in specs.items()
         }
