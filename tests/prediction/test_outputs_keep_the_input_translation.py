@@ -44,8 +44,7 @@ def ome_zarr_input(path: Path, image: np.ndarray) -> Path:
 def transformations(group: zarr.Group) -> list[dict[str, list[float]]]:
     entry = group.attrs["multiscales"][0]
     return [
-        {t["type"]: t[t["type"]] for t in d["coordinateTransformations"]}
-        for d in entry["datasets"]
+        {t["type"]: t[t["type"]] for t in d["coordinateTransformations"]} for d in entry["datasets"]
     ]
 
 

@@ -334,8 +334,10 @@ class PredictConfig(StrictModel):
     """Output file format."""
     zarr_format: Literal[2, 3] = 2
     """Zarr format version of OME-Zarr outputs (2 = NGFF 0.4, 3 = NGFF 0.5)."""
-    pyramid_levels: int = Field(0, ge=0)
-    """Extra downsampled levels written into OME-Zarr outputs."""
+    pyramid_levels: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    """Extra downsampled levels written into OME-Zarr outputs (each halved in Y and X); auto:
+    as many as bring the largest output's Y and X to at most 1024 voxels (none for smaller
+    images), so that viewers open large outputs at a coarse level first."""
     backend: Literal["auto", "torch", "onnxruntime"] = "torch"
     """What runs the network: torch, or ONNX Runtime (the network converted to ONNX when the
     model is loaded, needs the `onnx` extra); auto = ONNX Runtime on the CPU when installed."""

@@ -186,7 +186,10 @@ class Command:
         outputs, tiling = self.outputs[found.stem], self.tilings[found.stem]
         specs = image_specs(self.model, found, tiling)
         work = WorkDir(outputs.work_dir)
-        options = {"zarr_format": settings.zarr_format, "pyramid_levels": settings.pyramid_levels}
+        options: dict[str, Any] = {
+            "zarr_format": settings.zarr_format,
+            "pyramid_levels": settings.pyramid_levels,
+        }
         # Rank 0 creates the work directory and the images; the others then open them.
         if env.is_main:
             work.start(self.input_fingerprint(found), fresh=restart)

@@ -146,7 +146,7 @@ class Outputs:
         return [p for p in self.published if p.exists()]
 
     def open_store(
-        self, specs: Mapping[str, ImageSpec], *, zarr_format: int, pyramid_levels: int
+        self, specs: Mapping[str, ImageSpec], *, zarr_format: int, pyramid_levels: int | str
     ) -> Store:
         """The store writing these outputs; the first call creates the images, later ones (other
         processes, resumed runs) open them."""
@@ -250,7 +250,7 @@ class OmeZarrStore(_Scratch):
         specs: Mapping[str, ImageSpec],
         *,
         zarr_format: int,
-        pyramid_levels: int,
+        pyramid_levels: int | str,
     ) -> None:
         from bioim2im.io import OmeZarrStreamWriter
 
@@ -261,7 +261,9 @@ class OmeZarrStore(_Scratch):
             resume=True,
             replace=True,
         )
-        self.pyramid_levels = pyramid_levels
+        self.pyramid_levels = (
+            pyramid_levels if isinstance(pyramid_levels, int) else auto_pyramid_levels(specs)
+        )
         self.images = {
             head: self.writer.create_image(
                 outputs.group(head),
@@ -284,6 +286,28 @@ class OmeZarrStore(_Scratch):
 
     def finish(self) -> None:
         self.writer.finalize(self.pyramid_levels)
+
+
+AUTO_PYRAMID_EDGE = 1024
+"""``pyramid_levels = "auto"`` halves the outputs until Y and X are at most this."""
+
+
+def auto_pyramid_levels(specs: Mapping[str, ImageSpec]) -> int:
+    """Levels that bring the largest output's Y and X to :data:`AUTO_PYRAMID_EDGE` or less."""
+    edge = max(
+        (
+            n
+            for spec in specs.values()
+            for a, n in zip(spec.axes, spec.shape, strict=True)
+            if a in "YX"
+        ),
+        default=0,
+    )
+    levels = 0
+    while edge > AUTO_PYRAMID_EDGE:
+        edge = -(-edge // 2)
+        levels += 1
+    return levels
 
 
 class TiffStore(_Scratch):
