@@ -12,7 +12,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -582,8 +582,10 @@ class Trainer:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def snapshot(self, rows: list[list[np.ndarray]]) -> None:
-        montage = save_montage(rows, self.run_dir / "snapshots" / f"step_{self.step:07d}.png")
+    def snapshot(self, rows: list[list[np.ndarray]], heads: Sequence[str] = ()) -> None:
+        titles = [["input", f"target: {h}", f"prediction: {h}"] for h in heads] or None
+        path = self.run_dir / "snapshots" / f"step_{self.step:07d}.png"
+        montage = save_montage(rows, path, titles)
         self.tracker.image(self.step, "snapshot", montage)
 
 

@@ -10,6 +10,7 @@ per object id, and ``best.pt`` would be chosen on it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,7 +41,7 @@ class Validated(Protocol):
         """The total loss, each head's loss, and each head's raw output."""
         ...
 
-    def snapshot(self, rows: list[list[np.ndarray]]) -> None: ...
+    def snapshot(self, rows: list[list[np.ndarray]], heads: Sequence[str] = ()) -> None: ...
 
 
 def postprocess_chain(registry: ComponentRegistry, head: HeadConfig) -> list[Any]:
@@ -115,6 +116,7 @@ def validate(trainer: Validated, model: nn.Module) -> dict[str, float]:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     snapshot_rows: list[list[np.ndarray]] = []
+    snapshot_heads: list[str] = []
     started = time.monotonic()
     loader = torch.utils.data.DataLoader(
         trainer.val_data, batch_size=trainer.micro_batch, num_workers=0
@@ -145,8 +147,9 @@ def validate(trainer: Validated, model: nn.Module) -> dict[str, float]:
                 if index == 0 and b == 0 and preset.logging.snapshots:
                     image = batch["image"][0].float().cpu().numpy()
                     snapshot_rows.append([image, truth[b], pred.astype(np.float32)])
+                    snapshot_heads.append(name)
     if snapshot_rows:
-        trainer.snapshot(snapshot_rows)
+        trainer.snapshot(snapshot_rows, snapshot_heads)
     return {key: sums[key] / counts[key] for key in sums}
 
 
