@@ -16,7 +16,9 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev]", "-e", "plugins/napari-bioim2im[testing]")
+    session.install(
+        "-e", ".[dev]", "-e", "plugins/bioim2im-cellmap", "-e", "plugins/napari-bioim2im[testing]"
+    )  # fmt: skip
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -63,13 +65,14 @@ def fuzz(session: nox.Session) -> None:
     """The hostile-input suite with many random examples, its long variants, and every
     command in a fresh `python -m bioim2im` process (CI runs a small, derandomized share)."""
     session.install(TORCH)
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "-e", "plugins/bioim2im-cellmap")
     session.run(
         "pytest",
         "-q",
         "-p",
         "no:randomly",
         "tests/hostile",
+        "plugins/bioim2im-cellmap/tests",
         *session.posargs,
         env={"BIOIM2IM_FUZZ": "thorough", "BIOIM2IM_HOSTILE_SPAWN": "1", "OMP_NUM_THREADS": "1"},
     )
@@ -85,7 +88,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "-e", "plugins/bioim2im-cellmap")
     session.run("mypy")
 
 
@@ -95,7 +98,7 @@ def plugins(session: nox.Session) -> None:
     session.install(TORCH)
     session.install(
         "-e", ".", "-e", "plugins/bioim2im-example", "-e", "plugins/bioim2im-mlflow",
-        "-e", "plugins/bioim2im-bioio[czi]",
+        "-e", "plugins/bioim2im-bioio[czi]", "-e", "plugins/bioim2im-cellmap",
     )  # fmt: skip
     session.run("bioim2im", "list-plugins", "--kind", "backbone")
     session.run("bioim2im", "list-plugins", "--kind", "logger", "--params")
@@ -105,6 +108,9 @@ def plugins(session: nox.Session) -> None:
         "check",
         "plugins/bioim2im-example/src/bioim2im_example/presets/example-denoise-2d.toml",
     )
+    session.run("bioim2im", "list-plugins", "--kind", "layout", "--params")
+    session.run("bioim2im", "check", "cellmap-3d")
+    session.run("bioim2im", "cellmap", "--help")
 
 
 @nox.session

@@ -33,7 +33,14 @@ window 256 x 256, output chunks 256 x 256. Overlap 0.25, 4 windows per batch, bo
     python benchmarks/bench_predict.py --set predict.backend=onnxruntime   # ONNX Runtime
 
 ``--set`` passes settings to bioim2im's command (to compare levers); ``--device cuda`` runs both
-on the GPU. The last line printed is one JSON object with every figure.
+on the GPU. ``--cluster local:2`` (or a scheduler's address) adds the variant ``cluster``: the
+same command with ``--cluster``, whose overhead against the single process is reported (on a
+machine of 2 cores: 2 single-threaded workers against one process of 2 threads), with the
+largest difference between their outputs (0 when bit-identical: it needs a fixed layout,
+``--set predict.channels_last=false``; the layout "auto" picks by timing, per process).
+The last line printed is one JSON object with every figure.
+
+    python benchmarks/bench_predict.py --cases wide-1024 --cluster local:2 --variants bioim2im
 """
 
 from __future__ import annotations
@@ -228,6 +235,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="bioim2im setting KEY=VALUE")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workdir", type=Path, help="keep images, models and outputs here")
+    parser.add_argument("--cluster", help="also run bioim2im with --cluster WHERE (local:2...)")
     parser.add_argument("--monai-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.monai_worker:
@@ -239,6 +247,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown cases {unknown}; choose among {', '.join(CASES)}")
     variants = args.variants.split(",")
+    if args.cluster and "cluster" not in variants:
+        variants.append("cluster")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -246,6 +256,7 @@ def main() -> None:
         env["CUDA_VISIBLE_DEVICES"] = ""  # bioim2im predicts on a GPU when it sees one
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     differences: dict[str, tuple[float, float]] = {}
+    cluster_differences: dict[str, tuple[float, float]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     loads: list[float] = []
     for number, case in enumerate(cases):
@@ -266,6 +277,12 @@ def main() -> None:
                 sys.executable, __file__, "--monai-worker", str(run), str(image),
                 str(theirs_output), args.device,
             ],
+            "cluster": [
+                sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(image),
+                "--output", f"{ours_output}-cluster", "--overwrite", "--cluster",
+                str(args.cluster),
+                *[part for setting in args.set for part in ("--set", setting)],
+            ],
         }  # fmt: skip
         for repeat in range(args.repeats):
             order = variants if (number + repeat) % 2 == 0 else variants[::-1]
@@ -278,11 +295,16 @@ def main() -> None:
                     f"{figures['peak_mib']:.0f} MiB, load {loads[-1]:.1f}",
                     file=sys.stderr,
                 )
-        if set(variants) == {"bioim2im", "monai"}:
+        if {"bioim2im", "monai"} <= set(variants):
             differences[case] = compare(
                 ours_output / f"image_{name}.ome.zarr" / "seg" / "0", theirs_output
             )
-    report(runs, shapes, differences, variants, loads, args)
+        if {"bioim2im", "cluster"} <= set(variants):
+            output = f"image_{name}.ome.zarr/seg/0"
+            cluster_differences[case] = compare(
+                Path(f"{ours_output}-cluster") / output, ours_output / output
+            )
+    report(runs, shapes, differences, variants, loads, args, cluster_differences)
 
 
 def report(
@@ -292,6 +314,7 @@ def report(
     variants: list[str],
     loads: list[float],
     args: argparse.Namespace,
+    cluster_differences: dict[str, tuple[float, float]] | None = None,
 ) -> None:
     rows = []
     print(
@@ -325,7 +348,19 @@ def report(
         "settings": args.set,
         "load_average": [round(min(loads), 2), round(max(loads), 2)] if loads else None,
     }
-    if set(variants) == {"bioim2im", "monai"}:
+    if {"bioim2im", "cluster"} <= set(variants):
+        by = {(r["case"], r["variant"]): r for r in rows}
+        overhead = {
+            c: by[c, "cluster"]["seconds"] / by[c, "bioim2im"]["seconds"] - 1 for c in shapes
+        }
+        summary["cluster"] = args.cluster
+        summary["cluster_overhead"] = overhead
+        summary["cluster_difference"] = {
+            c: {"mean": d[0], "max": d[1]} for c, d in (cluster_differences or {}).items()
+        }
+        for case, value in overhead.items():
+            print(f"{case}: --cluster {args.cluster} takes {value:+.1%} of one process's time")
+    if {"bioim2im", "monai"} <= set(variants):
         by = {(r["case"], r["variant"]): r for r in rows}
         cases = list(shapes)
         speed = {c: by[c, "monai"]["seconds"] / by[c, "bioim2im"]["seconds"] for c in cases}

@@ -13,34 +13,16 @@ import pytest
 from bioim2im import api
 from bioim2im.errors import UserError
 from bioim2im.io import open_image
+from tiny_presets import DROP, tiny_unet_toml
 
-TINY = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 2
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[train]
-steps = 8
-log_every = 1
-val_every = 8
-checkpoint_every = 4
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-"""
+# The tiny preset (tests/tiny_presets.py): a record every step, checkpoints every 4 of 8.
+TINY = {
+    "train.steps": 8,
+    "train.log_every": 1,
+    "train.val_every": 8,
+    "train.checkpoint_every": 4,
+    "predict": DROP,
+}
 
 
 class Stop(Exception):
@@ -59,7 +41,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def preset(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("preset") / "tiny.toml"
-    path.write_text(TINY.format(data=data), encoding="utf-8")
+    path.write_text(tiny_unet_toml(data, TINY), encoding="utf-8")
     return path
 
 

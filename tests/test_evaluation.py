@@ -355,30 +355,6 @@ def test_regression_scores(tmp_path: Path) -> None:
     assert report.aggregate["mae"] == pytest.approx(0.05, abs=1e-6)
 
 
-def test_cellmap_scores_a_mask_as_semantic_and_labels_as_instances(tmp_path: Path) -> None:
-    pred = tif(tmp_path / "p.tif", square(4, 6))
-    truth = tif(tmp_path / "t.tif", square(4, 4))
-
-    mask = evaluate(pred, truth, task="cellmap")
-    assert mask.rows[0] == {
-        "name": "t",
-        "object/iou": pytest.approx(1 / 3),
-        "overall_semantic_score": pytest.approx(1 / 3),
-    }
-    assert "semantic mask" in mask.task_reason
-
-    tif(pred, objects(3))
-    tif(truth, objects(3))
-    labels = evaluate(pred, truth, task="cellmap", head="mito")
-    assert labels.rows[0] == {
-        "name": "t",
-        "mito/f1": 1.0,
-        "mito/normalized_hausdorff_distance": 1.0,
-        "mito/combined_score": 1.0,
-        "overall_instance_score": 1.0,
-    }
-
-
 # --- reports -------------------------------------------------------------------------------
 
 

@@ -86,19 +86,57 @@ def set_options(overrides: Sequence[str]) -> list[str]:
     return [part for text in overrides for part in ("--set", text)]
 
 
-def relaunch(devices: int, command: Sequence[str], what: str) -> None:
+@dataclass(frozen=True)
+class Nodes:
+    """Several machines training together: torchrun's c10d rendezvous at ``endpoint``
+    (``HOST:PORT``, on one of them), where ``count`` nodes meet under the job ``run_id``."""
+
+    count: int
+    endpoint: str
+    run_id: str
+
+    @classmethod
+    def parse(cls, count: int, endpoint: str | None, run_id: str) -> Nodes:
+        """Checked: a UserError naming the option that is wrong."""
+        if count < 1:
+            raise UserError(f"--nnodes {count}: give 1 or more")
+        if endpoint is None:
+            raise UserError(
+                "--nnodes N needs --rdzv-endpoint HOST:PORT: where the nodes meet (a port on "
+                "one of them, e.g. the first node of the job)"
+            )
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UserError(f"--rdzv-endpoint {endpoint!r}: give HOST:PORT, e.g. node001:29400")
+        if not run_id or not all(c.isalnum() or c in "-_." for c in run_id):
+            raise UserError(f"--rdzv-id {run_id!r}: letters, digits, '-', '_' and '.' only")
+        return cls(count, endpoint, run_id)
+
+    def torchrun_options(self) -> list[str]:
+        return [
+            f"--nnodes={self.count}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.endpoint}",
+            f"--rdzv-id={self.run_id}",
+        ]
+
+
+def relaunch(devices: int, command: Sequence[str], what: str, nodes: Nodes | None = None) -> None:
     """Run the bioim2im ``command`` (e.g. ``["train", "preset.toml"]``) as ``devices`` processes
-    under torchrun on this machine; a UserError when they fail (they reported why)."""
+    under torchrun on this machine, alone or as one of ``nodes``; a UserError when they fail
+    (they reported why)."""
     import subprocess
     import sys
 
+    where = ["--standalone"] if nodes is None else nodes.torchrun_options()
     launcher = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        sys.executable, "-m", "torch.distributed.run", *where,
         f"--nproc-per-node={devices}", "-m", "bioim2im",
     ]  # fmt: skip
     completed = subprocess.run([*launcher, *command], check=False)
     if completed.returncode != 0:
+        on = "" if nodes is None else f" on each of {nodes.count} nodes"
         raise UserError(
-            f"{what} under torchrun with {devices} processes failed "
+            f"{what} under torchrun with {devices} processes{on} failed "
             f"(exit {completed.returncode}); see the messages above"
         )

@@ -17,8 +17,9 @@ of images; a truth folder holding a ``GT/`` folder (a dataset root) stands for t
 
 Reading. Axes of size 1 other than Y and X are dropped (one channel, one time point, one
 slice); a time axis longer than 1 is scored as one more dimension. Prediction and truth must
-then have the same shape. Semantic, instance and CellMap scoring compare labels: floating-point
-images are accepted when they hold whole numbers only (e.g. a thresholded mask saved as float).
+then have the same shape. Semantic and instance scoring (and a plugin's label scoring) compare
+labels: floating-point images are accepted when they hold whole numbers only (e.g. a
+thresholded mask saved as float).
 
 Task (``task="auto"``), decided once for all images, from what they hold:
 
@@ -28,15 +29,12 @@ Task (``task="auto"``), decided once for all images, from what they hold:
   non-zero labels (that many are objects, not classes);
 - otherwise ``semantic``.
 
-``cellmap`` is never chosen automatically. It scores one class, named after ``head`` (else
-``object``): as instances (``f1``, ``normalized_hausdorff_distance``, ``combined_score``) when
-some truth has more than one non-zero label, else as a semantic mask (``iou``). The challenge's
-``overall_score`` is left out: with a single class it is always 0 (the geometric mean with an
-empty kind); the score of the class's kind (``overall_instance_score`` or
-``overall_semantic_score``) is kept.
+A plugin's evaluation task (``bioim2im_register_evaluations``) may score label images with
+its own metrics through the same pairing, reading and reports: ``evaluate(..., task=NAME,
+scoring=...)``, see :data:`LabelScoring`.
 
-Distances (instance ``hausdorff``, CellMap) are in the units of ``voxel_size`` when given, else
-in micrometers when the truth file records its voxel size, else in pixels.
+Distances (instance ``hausdorff``, and a plugin's) are in the units of ``voxel_size`` when
+given, else in micrometers when the truth file records its voxel size, else in pixels.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +58,8 @@ from bioim2im.io import ngff, open_image
 from bioim2im.io.atomic import atomic_file, check_output_file, refuse_inputs
 from bioim2im.io.base import beyond_memory
 from bioim2im.metrics import aggregate, compute
-from bioim2im.metrics.cellmap import cellmap_score
 
-TASKS = ("semantic", "instance", "regression", "cellmap")
+TASKS = ("semantic", "instance", "regression")
 
 MAX_SEMANTIC_CLASSES = 8
 """The most distinct non-zero labels a truth may hold for ``task="auto"`` to call it semantic."""
@@ -90,6 +87,16 @@ class ImagePair:
     name: str
     pred: Path
     truth: Path
+
+
+VoxelSize = float | Sequence[float] | None
+LabelScore = Callable[[np.ndarray, np.ndarray, VoxelSize], dict[str, float]]
+"""Scores of one pair: ``score(prediction, truth, voxel_size)`` on integer label arrays of one
+shape (``voxel_size``: the one given, else the truth's, else None)."""
+LabelScoring = Callable[[Sequence[ImagePair]], tuple[LabelScore, str]]
+"""A plugin's scoring of label images: called once with every pair (before any is scored, e.g.
+to choose how by :func:`most_labels`), it returns the function scoring one pair and a note
+saying how it scores, added to the report's ``task_reason``."""
 
 
 @dataclass
@@ -134,17 +141,20 @@ def evaluate(
     json_path: str | os.PathLike[str] | None = None,
     csv_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    scoring: LabelScoring | None = None,
 ) -> EvaluationReport:
     """Pair predictions with truths, score every pair, and write the JSON and CSV reports asked for.
 
     An existing report file is replaced only with ``overwrite``; a report path that is (or lies
     inside, or holds) ``pred`` or ``truth`` never is.
 
-    ``task``: ``auto`` or one of :data:`TASKS`; ``classes``: the semantic classes to score
-    (default: those present in each image); ``voxel_size``: one value, or one per spatial axis,
-    for distances. See the module docstring for the pairing and automatic-task rules.
+    ``task``: ``auto`` or one of :data:`TASKS`, or with ``scoring`` (a plugin's scoring of
+    label images, :data:`LabelScoring`) the name its report is given; ``classes``: the semantic
+    classes to score (default: those present in each image); ``voxel_size``: one value, or one
+    per spatial axis, for distances. See the module docstring for the pairing and
+    automatic-task rules.
     """
-    if task != "auto" and task not in TASKS:
+    if scoring is None and task != "auto" and task not in TASKS:
         raise UserError(f"unknown task '{task}' (valid: auto, {', '.join(TASKS)})")
     # Where the reports go is checked before any work, and never taken from what exists there.
     reports = [("--json", json_path), ("--csv", csv_path)]
@@ -165,32 +175,22 @@ def evaluate(
     for option, target in reports:
         if target is not None:
             refuse_inputs(target, read, option)
-    if task == "auto":
+    if task == "auto" and scoring is None:
         task, reason = choose_task(pairs, classes)
     else:
         reason = "given"
     if classes is not None and task != "semantic":
         raise UserError(f"classes apply to the semantic task only, not to {task}")
-    cellmap_class = head or "object"
-    cellmap_instances = False
-    if task == "cellmap":
-        most = max(_survey(pair)[2] for pair in pairs)
-        cellmap_instances = most > 1
-        if cellmap_instances:
-            reason += f"; class '{cellmap_class}' scored as instances: a truth has {most} labels"
-        else:
-            reason += f"; class '{cellmap_class}' scored as a semantic mask: one label at most"
+    score_labels = None
+    if scoring is not None:
+        score_labels, note = scoring(pairs)
+        reason += f"; {note}" if note else ""
 
     rows: list[dict[str, Any]] = []
     for pair in pairs:
         try:
             scores = _score(
-                pair,
-                task,
-                classes=classes,
-                voxel_size=voxel_size,
-                cellmap_class=cellmap_class,
-                cellmap_instances=cellmap_instances,
+                pair, task, classes=classes, voxel_size=voxel_size, score_labels=score_labels
             )
         except ValueError as exc:
             raise UserError(f"cannot score {pair.pred} against {pair.truth}: {exc}") from exc
@@ -423,6 +423,12 @@ def _read_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray, tuple[float, ..
     return prediction, truth, voxel_size
 
 
+def most_labels(pairs: Sequence[ImagePair]) -> int:
+    """The most distinct non-zero labels a truth of ``pairs`` holds (0 for floating-point
+    truths)."""
+    return max(_survey(pair)[2] for pair in pairs)
+
+
 def _survey(pair: ImagePair) -> tuple[bool, bool, int]:
     """Whether the truth is floating-point, whether the prediction holds non-whole values, and
     how many distinct non-zero labels the truth has."""
@@ -473,14 +479,14 @@ def _score(
     task: str,
     *,
     classes: Sequence[int] | None,
-    voxel_size: float | Sequence[float] | None,
-    cellmap_class: str,
-    cellmap_instances: bool,
+    voxel_size: VoxelSize,
+    score_labels: LabelScore | None = None,
 ) -> dict[str, float]:
-    """Every metric of ``task`` for one pair; distances use the truth's voxel size if none given."""
+    """Every metric of ``task`` (or of ``score_labels``) for one pair; distances use the
+    truth's voxel size if none given."""
     prediction, truth, recorded_size = _read_pair(pair)
     sizes = recorded_size if voxel_size is None else voxel_size
-    if task == "regression":
+    if task == "regression" and score_labels is None:
         bad = int(np.count_nonzero(~np.isfinite(prediction)))
         if bad:
             raise UserError(
@@ -489,30 +495,11 @@ def _score(
             )
         return compute("regression", prediction, truth)
     prediction, truth = _labels(prediction, pair.pred, task), _labels(truth, pair.truth, task)
+    if score_labels is not None:
+        return score_labels(prediction, truth, sizes)
     if task == "semantic":
         return compute("semantic", prediction, truth, classes=classes)
-    if task == "instance":
-        return compute("instance", prediction, truth, voxel_size=sizes)
-    return _cellmap(prediction, truth, cellmap_class, instances=cellmap_instances, voxel_size=sizes)
-
-
-def _cellmap(
-    prediction: np.ndarray,
-    truth: np.ndarray,
-    name: str,
-    *,
-    instances: bool,
-    voxel_size: float | Sequence[float] | None,
-) -> dict[str, float]:
-    """CellMap scores of one class, without the always-zero ``overall_score`` of a single class."""
-    scores = cellmap_score(
-        {name: prediction},
-        {name: truth},
-        instance_classes={name} if instances else set(),
-        voxel_size=1.0 if voxel_size is None else voxel_size,
-    )
-    overall = "overall_instance_score" if instances else "overall_semantic_score"
-    return {k: v for k, v in scores.items() if k.startswith(f"{name}/") or k == overall}
+    return compute("instance", prediction, truth, voxel_size=sizes)
 
 
 # --- output --------------------------------------------------------------------------------

@@ -5,15 +5,11 @@ the presets it carries (never the repository's)."""
 from __future__ import annotations
 
 import json
-import os
-import site
 import subprocess
-import sys
-import sysconfig
-import venv
 from pathlib import Path
 
 import pytest
+from tests.plugin_helpers import installed_wheels, run_installed
 
 from bioim2im.data.synthetic import write_dataset
 
@@ -22,48 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment holding only the wheel; its other requirements (torch, MONAI...)
-    come from this environment through a path file, so nothing is downloaded."""
-    root = tmp_path_factory.mktemp("wheel")
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", root, REPO],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = root.glob("bioim2im-*.whl")
-    env_dir = root / "venv"
-    venv.create(env_dir, with_pip=False)
-    python = env_dir / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    # Appended after the new environment's own site-packages: the wheel's bioim2im wins.
-    ours = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
-    Path(purelib, "requirements-from-test.pth").write_text("\n".join(sorted(ours)) + "\n")
-    subprocess.run(
-        [*pip, "--python", python, "install", "--no-deps", "--no-index", wheel],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return env_dir
+    """A virtual environment holding only the wheel (plugins installed here are not loaded)."""
+    return installed_wheels(tmp_path_factory.mktemp("wheel"), REPO)
 
 
 def _run(env_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run(
-        [env_dir / "bin" / "bioim2im", *args],
-        cwd=cwd,
-        env={**environ, "PATH": f"{env_dir / 'bin'}{os.pathsep}{environ.get('PATH', '')}"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_installed(env_dir, cwd, *args)
 
 
 @pytest.mark.slow

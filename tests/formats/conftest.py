@@ -11,6 +11,7 @@ import torch
 from export_helpers import TRAINED
 
 from bioim2im.data.synthetic import write_dataset
+from tiny_presets import tiny_unet_toml
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +49,6 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "data", kind="nuclei", n_images=4, shape=(64, 64), seed=0, label_kind="semantic"
     )
     preset = root / "preset.toml"
-    preset.write_text(TRAINED.format(data=data), encoding="utf-8")
+    preset.write_text(tiny_unet_toml(data, TRAINED), encoding="utf-8")
     train(preset, run_dir=root / "run")
     return root / "run"

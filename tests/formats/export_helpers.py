@@ -11,43 +11,19 @@ import torch
 
 from bioim2im.data.synthetic import nuclei
 from bioim2im.io.tiff import write_tiff
+from tiny_presets import SIGMOID_HEAD
 
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
-TRAINED = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 4
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[model.heads.prob]
-name = "conv"
-task = "semantic"
-loss = {{ name = "dice_ce", sigmoid = true }}
-postprocess = [{{ name = "sigmoid" }}]
-metrics = []
-[train]
-steps = 20
-val_every = 20
-checkpoint_every = 20
-log_every = 20
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [32, 32]
-"""
+TRAINED = {
+    "data.batch_size": 4,
+    "model.heads.prob": SIGMOID_HEAD,
+    "train.steps": 20,
+    "train.val_every": 20,
+    "train.checkpoint_every": 20,
+    "train.log_every": 20,
+}
+"""The tiny preset (tests/tiny_presets.py) of the trained run: a second head, "prob", that saves
+probabilities."""
 
 
 def tiny_overrides(name: str) -> list[str]:

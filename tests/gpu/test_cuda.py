@@ -16,40 +16,29 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_presets import tiny_unet_toml
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 
-PRESET = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [64, 64]
-batch_size = 4
-num_workers = 1
-augment = [{{ name = "flip" }}]
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16, 32]
-strides = [2, 2]
-num_res_units = 1
-[train]
-steps = 12
-log_every = 2
-val_every = 6
-checkpoint_every = 4
-seed = 5
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [64, 64]
-"""
+# The tiny preset (tests/tiny_presets.py) on 64 x 64 patches, deeper, with a worker process.
+PRESET = {
+    "data.patch_size": [64, 64],
+    "data.batch_size": 4,
+    "data.num_workers": 1,
+    "data.augment": [{"name": "flip"}],
+    "model.backbone.channels": [8, 16, 32],
+    "model.backbone.strides": [2, 2],
+    "model.backbone.num_res_units": 1,
+    "train.steps": 12,
+    "train.log_every": 2,
+    "train.val_every": 6,
+    "train.checkpoint_every": 4,
+    "train.seed": 5,
+    "predict.roi_size": [64, 64],
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def preset(tmp_path: Path, data: Path) -> Path:
     path = tmp_path / "gpu.toml"
-    path.write_text(PRESET.format(data=data), encoding="utf-8")
+    path.write_text(tiny_unet_toml(data, PRESET), encoding="utf-8")
     return path
 
 

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hostile_helpers import THOROUGH, TINY_PRESET, assert_ok, invoke
+from hostile_helpers import THOROUGH, assert_ok, hostile_servers, invoke
 from hypothesis import HealthCheck, settings
+
+from tiny_presets import tiny_unet_toml
 
 _QUIET = [
     HealthCheck.too_slow,
@@ -78,7 +80,7 @@ def tiny_preset(tmp_path: Path, nuclei_data: Path) -> Callable[..., Path]:
 
     def make(extra: str = "", data: Path | None = None, name: str = "tiny.toml") -> Path:
         path = tmp_path / name
-        path.write_text(TINY_PRESET.format(data=data or nuclei_data) + extra, encoding="utf-8")
+        path.write_text(tiny_unet_toml(data or nuclei_data) + extra, encoding="utf-8")
         return path
 
     return make
@@ -89,7 +91,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, nuclei_data: Path) -> 
     """A finished run of the tiny preset (10 steps): checkpoints/best.pt and last.pt."""
     root = tmp_path_factory.mktemp("trained")
     preset = root / "tiny.toml"
-    preset.write_text(TINY_PRESET.format(data=nuclei_data), encoding="utf-8")
+    preset.write_text(tiny_unet_toml(nuclei_data), encoding="utf-8")
     assert_ok(invoke("train", preset, "--run-dir", root / "run"))
     return root / "run"
 
@@ -114,3 +116,11 @@ def exported_package(trained_run: Path, tmp_path_factory: pytest.TempPathFactory
 def one_image(nuclei_data: Path) -> Path:
     """One 64 x 64 image of the nuclei data."""
     return nuclei_data / "IM" / "img_000.tif"
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[[str], str]]:
+    """``start(mode)``: ``http://127.0.0.1:PORT`` of a server that hangs, trickles or
+    redirects to ``file:///etc/passwd``; stopped after the test."""
+    with hostile_servers() as start:
+        yield start

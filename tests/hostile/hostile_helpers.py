@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import http.server
 import io
 import json
 import logging
@@ -27,19 +29,23 @@ import os
 import re
 import resource
 import selectors
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as daytime
 from pathlib import Path
 from typing import Any
+
+from tiny_presets import tiny_unet_toml
 
 SPAWN = os.environ.get("BIOIM2IM_HOSTILE_SPAWN", "") not in ("", "0") or not hasattr(os, "fork")
 THOROUGH = os.environ.get("BIOIM2IM_FUZZ", "ci") == "thorough"
@@ -49,38 +55,6 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 def examples(ci: int, thorough: int | None = None) -> int:
     """How many hypothesis examples (or kill rounds) a test runs in the current profile."""
     return (thorough or ci * 20) if THOROUGH else ci
-
-
-# A preset that trains in well under a second once torch is loaded.
-TINY_PRESET = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 2
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[train]
-steps = 10
-log_every = 5
-val_every = 10
-checkpoint_every = 5
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [32, 32]
-"""
 
 
 # ---- how a command ended ------------------------------------------------------------------
@@ -665,3 +639,187 @@ def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 def logged_steps(run_dir: Path) -> list[int]:
     return [int(r["step"]) for r in metric_rows(run_dir) if "loss" in r]
+
+
+# ---- a user's folder, and what a command did to it ---------------------------------------
+def fingerprint(root: Path) -> dict[str, str]:
+    """Every path under ``root``: a file's SHA-256, "dir", or a link's target."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                found[key] = f"link -> {os.readlink(path)}"
+            elif path.is_dir():
+                found[key] = "dir"
+            else:
+                found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def lost_or_changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return [
+        f"{'removed' if key not in after else 'changed'}: {key}"
+        for key, value in before.items()
+        if after.get(key) != value
+    ]
+
+
+@dataclass
+class Workspace:
+    """A user's folder: their files, a run, images, earlier predictions."""
+
+    root: Path
+    run: Path
+    image: Path
+    """A TIFF image (64 x 64)."""
+    zarr_folder: Path
+    """A folder holding ``img.ome.zarr`` (the image as OME-Zarr) and the user's notes."""
+    user: Path
+    """A folder of the user's: notes.txt, metrics.jsonl, loss_curve.png, sub/table.csv."""
+    user_file: Path
+    """A file of the user's: results.json."""
+    truth: Path
+    """A folder of masks (GT/)."""
+    mask: Path
+    """A copy of the first mask of GT/."""
+    preset: Path
+    """The tiny preset, with a comment and ``extends``, in its own folder proj/."""
+
+    def __getitem__(self, name: str) -> Path:
+        return self.root / name
+
+
+def make_workspace(tmp_path: Path, trained_run: Path, nuclei_data: Path) -> Workspace:
+    """A user's folder ``tmp_path/ws`` (see :class:`Workspace`), with a copy of the trained run."""
+    from bioim2im.io import open_image
+    from bioim2im.io.omezarr import write_ome_zarr
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    run = Path(shutil.copytree(trained_run, root / "run"))
+    first = sorted((nuclei_data / "IM").glob("*.tif"))[0]
+    image = Path(shutil.copy(first, root / "img.tif"))
+    zarr_folder = root / "images"
+    zarr_folder.mkdir()
+    write_ome_zarr(zarr_folder / "img.ome.zarr", open_image(image).read(), axes="YX")
+    (zarr_folder / "notes.txt").write_text("where these came from", encoding="utf-8")
+    user = root / "user"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("months of work", encoding="utf-8")
+    (user / "metrics.jsonl").write_text('{"mine": 1}\n', encoding="utf-8")
+    (user / "loss_curve.png").write_bytes(b"\x89PNG not really")
+    (user / "sub" / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    user_file = root / "results.json"
+    user_file.write_text('{"precious": true}\n', encoding="utf-8")
+    truth = Path(shutil.copytree(nuclei_data / "GT", root / "GT"))
+    mask = Path(shutil.copy(first_truth_of(truth), root / "mask.tif"))
+    proj = root / "proj"
+    proj.mkdir()
+    preset = proj / "tiny.toml"
+    preset.write_text("# my notes on this preset\n" + tiny_unet_toml(nuclei_data), encoding="utf-8")
+    (root / "link-to-user").symlink_to(user, target_is_directory=True)
+    (root / "empty").mkdir()
+    return Workspace(root, run, image, zarr_folder, user, user_file, truth, mask, preset)
+
+
+def first_truth_of(folder: Path) -> Path:
+    return sorted(folder.glob("*.tif"))[0]
+
+
+# ---- files that never end -------------------------------------------------------------------
+ENDLESS = ["fifo", "/dev/zero", "/dev/urandom"]
+
+
+def endless(kind: str, where: Path) -> Path:
+    """A FIFO at ``where`` (nobody writes to it), or a link there to an endless device."""
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(where)
+    else:
+        where.symlink_to(kind)
+    return where
+
+
+# ---- remote stores that never answer ---------------------------------------------------------
+REMOTE_TIMEOUT = 1.0
+"""``BIOIM2IM_REMOTE_TIMEOUT`` of the tests of hostile servers (seconds)."""
+ENOUGH = 20.0
+"""How long a call may take at most: the timeout, the retries and starting the client."""
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    mode = "hang"
+    stop: threading.Event
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        if self.mode == "hang":
+            self.stop.wait(60)  # never answers while the test runs
+        elif self.mode == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            while not self.stop.wait(0.05):  # a byte every 50 ms: never silent for long
+                try:
+                    self.wfile.write(b"{")
+                    self.wfile.flush()
+                except OSError:
+                    return
+        else:
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_POST = _answer
+
+
+@contextlib.contextmanager
+def hostile_servers() -> Iterator[Callable[[str], str]]:
+    """``start(mode)``: ``http://127.0.0.1:PORT`` of a server that hangs, trickles or
+    redirects to ``file:///etc/passwd``."""
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Event]] = []
+
+    def start(mode: str) -> str:
+        stop = threading.Event()
+        handler = type("Handler", (_Hostile,), {"mode": mode, "stop": stop})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.block_on_close = False  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append((server, stop))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, stop in servers:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def ended_within(call: Callable[[], Any], seconds: float = ENOUGH) -> BaseException:
+    """What ``call`` raised, asserting it ended within ``seconds`` (in a thread, so that a
+    call that never ends fails the test instead of hanging it)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still running after {seconds} s"
+    assert outcome[0] is not None, "ended without an error"
+    assert time.monotonic() - started < seconds
+    return outcome[0]

@@ -13,21 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hostile_helpers import Limits, assert_user_error, run
+from hostile_helpers import ENDLESS, Limits, assert_user_error, endless, run
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-
-ENDLESS = ["fifo", "/dev/zero", "/dev/urandom"]
-
-
-def _endless(kind: str, where: Path) -> Path:
-    """A FIFO at ``where`` (nobody writes to it), or a link there to an endless device."""
-    where.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "fifo":
-        os.mkfifo(where)
-    else:
-        where.symlink_to(kind)
-    return where
 
 
 def _cli(*args: str | Path, cwd: Path) -> object:
@@ -41,7 +29,7 @@ def _expect(result: object, path: Path | str) -> None:
 
 @pytest.mark.parametrize("kind", ENDLESS)
 def test_a_preset_or_the_preset_it_extends(tmp_path: Path, kind: str) -> None:
-    preset = _endless(kind, tmp_path / "endless.toml")
+    preset = endless(kind, tmp_path / "endless.toml")
     _expect(_cli("check", preset, cwd=tmp_path), preset)
     child = tmp_path / "child.toml"
     child.write_text(f'extends = "{preset}"\n', encoding="utf-8")
@@ -52,11 +40,11 @@ def test_a_preset_or_the_preset_it_extends(tmp_path: Path, kind: str) -> None:
 def test_the_data_path_or_its_manifest(
     tiny_preset: Callable[..., Path], tmp_path: Path, kind: str
 ) -> None:
-    data = _endless(kind, tmp_path / "data")
+    data = endless(kind, tmp_path / "data")
     _expect(_cli("check", "--data", tiny_preset(data=data), cwd=tmp_path), data)
     # A folder whose lone CSV manifest never ends.
     folder = tmp_path / "folder"
-    manifest = _endless(kind, folder / "manifest.csv")
+    manifest = endless(kind, folder / "manifest.csv")
     preset = tiny_preset(data=folder, name="folder.toml")
     _expect(_cli("check", "--data", preset, cwd=tmp_path), manifest)
 
@@ -65,13 +53,13 @@ def test_the_data_path_or_its_manifest(
 def test_an_input_manifest_an_image_or_a_prediction_table(
     trained_run: Path, tmp_path: Path, kind: str
 ) -> None:
-    manifest = _endless(kind, tmp_path / "inputs.csv")
+    manifest = endless(kind, tmp_path / "inputs.csv")
     _expect(
         _cli("predict", trained_run, "-i", manifest, "-o", tmp_path / "o1", cwd=tmp_path), manifest
     )
-    image = _endless(kind, tmp_path / "cells.tif")
+    image = endless(kind, tmp_path / "cells.tif")
     _expect(_cli("predict", trained_run, "-i", image, "-o", tmp_path / "o2", cwd=tmp_path), image)
-    table = _endless(kind, tmp_path / "saved" / "predictions.csv")
+    table = endless(kind, tmp_path / "saved" / "predictions.csv")
     result = _cli(
         "postprocess", trained_run, "-i", table.parent, "-o", tmp_path / "o3", cwd=tmp_path
     )
@@ -88,32 +76,11 @@ def test_a_preset_larger_than_any_preset_is_refused(tmp_path: Path) -> None:
     assert_user_error(result, str(preset), "larger than")
 
 
-@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
-def test_a_cellmap_datasplit_or_crop_manifest(trained_run: Path, tmp_path: Path, kind: str) -> None:
-    split = _endless(kind, tmp_path / "datasplit.csv")
-    result = _cli("check", "cellmap-3d", "--data", "--set", f"data.path={split}", cwd=tmp_path)
-    _expect(result, split)
-    crops = _endless(kind, tmp_path / "test_crops.csv")
-    result = _cli(
-        "cellmap",
-        "predict",
-        trained_run,
-        "--crops",
-        crops,
-        "--raw",
-        tmp_path / "{dataset}.zarr",
-        "-o",
-        tmp_path / "out.zarr",
-        cwd=tmp_path,
-    )
-    _expect(result, crops)
-
-
 @pytest.mark.parametrize("kind", ENDLESS)
 def test_a_checkpoint_to_predict_with_or_to_start_from(
     tiny_preset: Callable[..., Path], nuclei_data: Path, tmp_path: Path, kind: str
 ) -> None:
-    checkpoint = _endless(kind, tmp_path / "model.pt")
+    checkpoint = endless(kind, tmp_path / "model.pt")
     image = next((nuclei_data / "IM").iterdir())
     result = _cli("predict", checkpoint, "-i", image, "-o", tmp_path / "out", cwd=tmp_path)
     _expect(result, checkpoint)

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from hostile_helpers import (
-    TINY_PRESET,
     Result,
     changes,
     ended_cleanly,
@@ -23,6 +22,8 @@ from hostile_helpers import (
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
+from tiny_presets import tiny_unet_toml
 
 # Placeholders, made real in each example's own folder (see _materialise).
 PRESETS = [
@@ -140,7 +141,7 @@ def command_lines(draw: st.DrawFn) -> list[str]:
     elif command == "evaluate":
         maybe("-p", [*TRUTHS, "@pred"], chance=draw(st.integers(0, 5)) == 0)
         maybe("-t", TRUTHS, chance=draw(st.integers(0, 5)) == 0)
-        maybe("--task", ["auto", "semantic", "instance", "regression", "cellmap", "nope"])
+        maybe("--task", ["auto", "semantic", "instance", "regression", "nope"])
         maybe("--head", ["seg", "nope", ""])
         maybe("--json", OUTPUTS)
         maybe("--csv", OUTPUTS)
@@ -178,7 +179,7 @@ def _materialise(args: list[str], root: Path) -> tuple[list[str], list[Path]]:
 def _example_folder(root: Path, nuclei_data: Path, trained_run: Path) -> None:
     shutil.copytree(nuclei_data, root / "data")
     shutil.copytree(trained_run, root / "run")
-    (root / "preset.toml").write_text(TINY_PRESET.format(data=root / "data"), encoding="utf-8")
+    (root / "preset.toml").write_text(tiny_unet_toml(root / "data"), encoding="utf-8")
     (root / "bad_preset.toml").write_text("[data\npath = 1", encoding="utf-8")
     (root / "file").write_text("a plain file", encoding="utf-8")
     (root / "victim").mkdir()

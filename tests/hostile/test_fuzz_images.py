@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hostile_helpers import TINY_PRESET, changes, ended_cleanly, examples, invoke, snapshot
+from hostile_helpers import changes, ended_cleanly, examples, invoke, snapshot
 from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from tiny_presets import tiny_unet_toml
 
 DTYPES = [
     "bool",
@@ -201,7 +203,7 @@ def test_check_data_with_a_hostile_file(
         victim.unlink()
         _write(victim, kind, content)  # a zarr image pairs by name: img_003.zarr
         preset = folder / "tiny.toml"
-        preset.write_text(TINY_PRESET.format(data=data), encoding="utf-8")
+        preset.write_text(tiny_unet_toml(data), encoding="utf-8")
         before = snapshot(folder)
         result = invoke("check", "--data", preset)
         assert ended_cleanly(result), f"{kind} as {role}\n{result}"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hostile_helpers import TINY_PRESET, assert_ok, assert_user_error, invoke
+from hostile_helpers import assert_ok, assert_user_error, invoke
+
+from tiny_presets import tiny_unet_toml
 
 
 def _variant(trained_run: Path, path: Path, keep: Callable[[str], bool], prefix: str = "") -> Path:
@@ -57,7 +59,7 @@ def test_a_checkpoint_of_another_network_is_refused(
     """The issue's case: a run with other channel counts; only a few 1-element tensors (PReLU
     weights, the head's bias) have matching shapes."""
     preset = tmp_path / "small.toml"
-    preset.write_text(TINY_PRESET.format(data=nuclei_data), encoding="utf-8")
+    preset.write_text(tiny_unet_toml(nuclei_data), encoding="utf-8")
     result = _train(
         preset,
         tmp_path / "run",

@@ -28,7 +28,6 @@ import torch
 from hostile_helpers import (
     SPAWN,
     THOROUGH,
-    TINY_PRESET,
     Limits,
     Result,
     assert_ok,
@@ -38,10 +37,13 @@ from hostile_helpers import (
     load_weights,
     logged_steps,
     metric_rows,
+    run,
     start,
     stray_files,
     wait_until,
 )
+
+from tiny_presets import tiny_unet_toml
 
 # 80 steps of 8 whole 64 x 64 images: ~1 s once torch is warm, checkpoints every 20 steps.
 KILLABLE = [
@@ -91,7 +93,7 @@ def repeated_rows(run_dir: Path) -> list[tuple[str, int]]:
 def setup(tmp_path_factory: pytest.TempPathFactory, nuclei_data: Path, trained_run: Path):
     root = tmp_path_factory.mktemp("kill")
     preset = root / "tiny.toml"
-    preset.write_text(TINY_PRESET.format(data=nuclei_data), encoding="utf-8")
+    preset.write_text(tiny_unet_toml(nuclei_data), encoding="utf-8")
     straight = root / "straight"
     assert_ok(invoke(*_train_args(preset, straight)))
     return preset, straight
@@ -252,3 +254,27 @@ def test_predict_killed_at_a_random_moment_gives_the_same_outputs(
     for name, values in expected.items():
         np.testing.assert_array_equal(found[name], values, err_msg=f"{context}: {name}")
     assert stray_files(out) == [], context
+
+
+# ---- a run killed inside its first checkpoint write --------------------------------------
+@pytest.mark.skipif(SPAWN, reason="a fresh Python ignores SIGXFSZ: only a fork can be killed so")
+def test_a_run_killed_in_its_first_checkpoint_write_can_start_again(
+    tiny_preset, trained_run: Path, tmp_path: Path
+) -> None:
+    """No checkpoint to continue from, so `--resume` cannot help; the same command must be able
+    to start the run again (it answered "already holds a run; continue it with --resume")."""
+    preset, run_dir = tiny_preset(), tmp_path / "run"
+    killed = run(
+        "train",
+        preset,
+        "--run-dir",
+        run_dir,
+        cwd=tmp_path,
+        limits=Limits(file_size=30_000, kill_at_file_size=True),
+    )
+    assert killed.code == -25, killed  # SIGXFSZ, inside the write of the first checkpoint
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+
+    again = invoke("train", preset, "--run-dir", run_dir)
+    assert again.code == 0, again
+    assert load_weights(run_dir / "checkpoints" / "last.pt")["step"] == 10

@@ -201,3 +201,25 @@ def test_a_package_fixed_at_a_batch_of_one_runs(
     (package / "preset.toml").unlink()
     result = predict(package, one_image, tmp_path / "out", *ROI, "--set", "predict.overlap=0.5")
     assert_ok(result)
+
+
+# ---- a text file given as a checkpoint ---------------------------------------------------
+@pytest.mark.parametrize("where", ["predict", "init_from"])
+def test_a_text_file_given_as_a_checkpoint(
+    where: str, trained_run: Path, tiny_preset, nuclei_data: Path, tmp_path: Path
+) -> None:
+    """torch's loader fails with IndexError ("pop from empty list") on a short text file."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a plain file\n", encoding="utf-8")
+    if where == "predict":
+        result = invoke("predict", notes, "-i", nuclei_data / "IM", "-o", tmp_path / "out")
+    else:
+        result = invoke(
+            "train",
+            tiny_preset(),
+            "--run-dir",
+            tmp_path / "run",
+            "--set",
+            f'train.init_from="{notes}"',
+        )
+    assert_user_error(result, "notes.txt")

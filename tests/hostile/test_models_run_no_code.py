@@ -5,10 +5,14 @@ Where a package offers ONNX weights too, ONNX Runtime runs them."""
 
 from __future__ import annotations
 
+import fractions
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hostile_helpers import assert_ok, assert_user_error, invoke
 from hostile_models import (
     Looping,
@@ -200,3 +204,33 @@ def test_a_packages_architecture_file_is_never_run(
         assert_ok(result)
     assert victim.read_text() == "precious contents\n"
     assert not created.exists()
+
+
+# ---- checkpoints that safe loading refuses -----------------------------------------------
+class _CallsGetcwd:
+    """Unpickles by calling os.getcwd: harmless, and outside torch's safe list."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("payload", ["object", "call"])
+def test_the_weights_only_refusal_does_not_advise_unsafe_loading(
+    trained_run: Path, nuclei_data: Path, tmp_path: Path, payload: str
+) -> None:
+    state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    state["note"] = fractions.Fraction(1, 3) if payload == "object" else _CallsGetcwd()
+    torch.save(state, tmp_path / "odd.pt")
+    result = invoke("predict", tmp_path / "odd.pt", "-i", nuclei_data / "IM", "-o", tmp_path / "o")
+    assert_user_error(result, "odd.pt")
+    message = result.err.replace(str(tmp_path), "TMP")
+    for advice in (
+        r"weights_only.{0,40}False",
+        "can still be loaded",
+        "trust the source",
+        "arbitrary code",
+        "add_safe_globals",
+        "safe_globals",
+    ):
+        assert not re.search(advice, message, re.S | re.I), result
+    assert "\x1b[" not in message, "terminal escape codes in the message"

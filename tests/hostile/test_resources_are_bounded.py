@@ -13,7 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_helpers import Limits, assert_ok, assert_user_error, invoke, run, start, wait_until
+from hostile_helpers import (
+    Limits,
+    assert_ok,
+    assert_user_error,
+    ended_cleanly,
+    invoke,
+    run,
+    start,
+    wait_until,
+)
 
 from bioim2im.io.omezarr import write_ome_zarr
 
@@ -166,3 +175,53 @@ def test_a_large_image_is_still_predicted_block_by_block(trained_run: Path, tmp_
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+# ---- sizes beyond the machine ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.patch_size=[100000, 100000]",  # padded images of 37 GiB
+        "model.backbone.channels=[100000, 100000]",  # a 360 GB network
+        "model.features=1000000000",
+        "model.heads.seg.out_channels=100000000",
+    ],
+)
+def test_training_sizes_beyond_memory_end_in_one_message(
+    override: str, tiny_preset, trained_run: Path, tmp_path: Path
+) -> None:
+    """A size that cannot fit is refused up front (exit 2) or fails as out of memory (exit 1);
+    never a traceback. (The process gets 2 GiB more than the test process holds.)"""
+    result = run(
+        "train",
+        tiny_preset(),
+        "--run-dir",
+        tmp_path / "run",
+        "--set",
+        override,
+        "--set",
+        "predict.roi_size=[32, 32]",
+        cwd=tmp_path,
+        limits=Limits(extra_memory=2 << 30),
+        timeout=120,
+    )
+    assert ended_cleanly(result, codes=(1, 2)), result
+
+
+def test_an_epoch_of_a_trillion_patches_ends_in_one_message(
+    tiny_preset, trained_run: Path, tmp_path: Path
+) -> None:
+    result = run(
+        "train",
+        tiny_preset(),
+        "--run-dir",
+        tmp_path / "run",
+        "--set",
+        "data.patches_per_image=1000000000000",
+        "--set",
+        "train.epochs=1",
+        cwd=tmp_path,
+        limits=Limits(extra_memory=2 << 30),
+        timeout=120,
+    )
+    assert ended_cleanly(result, codes=(0, 1, 2)) and result.code != 0, result

@@ -16,6 +16,7 @@ from hostile_helpers import assert_user_error, changes, invoke, snapshot
 from bioim2im.errors import UserError
 from bioim2im.io.multiscale import open_levels
 from bioim2im.io.omezarr import write_ome_zarr
+from tiny_presets import tiny_unet_toml
 
 
 def _store(path: Path, value: float, zarr_format: int = 2) -> Path:
@@ -71,7 +72,7 @@ def test_a_dataset_path_outside_the_store_is_refused(
         assert_user_error(result, "cells.ome.zarr", path, "outside the store")
 
 
-def test_cellmap_levels_stay_inside_their_store(tmp_path: Path) -> None:
+def test_multiscale_levels_stay_inside_their_store(tmp_path: Path) -> None:
     _store(tmp_path / "other.ome.zarr", 7.0)
     store = _store(tmp_path / "cells.ome.zarr", 0.0)
     _edit(store, lambda entry: entry["datasets"][0].update(path="../other.ome.zarr/0"))
@@ -152,3 +153,33 @@ def test_a_zarr_array_of_text_or_objects_gives_one_message(
     for source in (store, plain):
         for result in _run_both(trained_run, tmp_path, source, truth):
             assert_user_error(result, source.name, "pixel type", "not supported")
+
+
+# ---- zarr arrays whose metadata no array can have ----------------------------------------
+ZARR_METADATA = {
+    "zero chunks": '"chunks": [0, 0], "fill_value": null',
+    "empty fill value": '"chunks": [64, 64], "fill_value": ""',
+}
+
+
+@pytest.mark.parametrize("damage", list(ZARR_METADATA))
+@pytest.mark.parametrize("command", ["check", "predict"])
+def test_a_zarr_array_with_broken_metadata(
+    damage: str, command: str, trained_run: Path, data_copy: Path, tmp_path: Path
+) -> None:
+    """zarr raises ZeroDivisionError / TypeError while opening or reading these."""
+    image = data_copy / "IM" / "img_003.zarr"
+    image.mkdir()
+    (image / ".zarray").write_text(
+        '{"zarr_format": 2, "shape": [64, 64], "dtype": "<f4", "compressor": null, '
+        f'"order": "C", "filters": null, {ZARR_METADATA[damage]}}}',
+        encoding="utf-8",
+    )
+    (data_copy / "IM" / "img_003.tif").unlink()
+    if command == "check":
+        preset = tmp_path / "tiny.toml"
+        preset.write_text(tiny_unet_toml(data_copy), encoding="utf-8")
+        result = invoke("check", "--data", preset)
+    else:
+        result = invoke("predict", trained_run, "-i", image, "-o", tmp_path / "out")
+    assert_user_error(result, "img_003.zarr")

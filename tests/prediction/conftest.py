@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,85 +14,40 @@ from predict_helpers import nuclei_image
 from bioim2im.data.synthetic import write_dataset
 from bioim2im.io import open_image
 from bioim2im.io.tiff import write_tiff
+from tiny_presets import DROP, SIGMOID_HEAD, tiny_unet_toml
 
-PRESET_2D = """
-extends = "segmentation-2d"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 4
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[model.heads.prob]
-name = "conv"
-task = "semantic"
-loss = {{ name = "dice_ce", sigmoid = true }}
-postprocess = [{{ name = "sigmoid" }}]
-metrics = []
-[train]
-steps = 40
-val_every = 40
-checkpoint_every = 40
-log_every = 40
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [32, 32]
-"""
+# The tiny preset (tests/tiny_presets.py) with a second head, "prob", that saves probabilities.
+PRESET_2D = {
+    "data.batch_size": 4,
+    "model.heads.prob": SIGMOID_HEAD,
+    "train.steps": 40,
+    "train.val_every": 40,
+    "train.checkpoint_every": 40,
+    "train.log_every": 40,
+}
 
-# A 2D model whose "seg" head upsamples twice (targets at twice the input's resolution).
-PRESET_UPSAMPLING = PRESET_2D.replace(
-    "[model.heads.prob]", "[model.heads.seg]\nupsample = 2\n[model.heads.prob]\nupsample = 2"
-).replace("steps = 40", "steps = 10")
+# A 2D model whose heads upsample twice (targets at twice the input's resolution).
+PRESET_UPSAMPLING = {
+    "model.heads.seg.upsample": 2,
+    **PRESET_2D,
+    "model.heads.prob": {**SIGMOID_HEAD, "upsample": 2},
+    "train.steps": 10,
+}
 
-PRESET_3D = """
-extends = "segmentation-3d"
-[data]
-path = "{data}"
-patch_size = [8, 16, 16]
-batch_size = 2
-num_workers = 0
-augment = []
-[model]
-features = 4
-[model.backbone]
-name = "unet"
-channels = [4, 8]
-strides = [2]
-num_res_units = 0
-[model.heads.seg]
-name = "conv"
-task = "semantic"
-out_channels = 1
-loss = {{ name = "dice_ce", sigmoid = true }}
-postprocess = [{{ name = "sigmoid" }}]
-metrics = []
-[train]
-steps = 6
-val_every = 6
-checkpoint_every = 6
-log_every = 6
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-checkpoint_metric = "val/loss"
-checkpoint_mode = "min"
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [8, 16, 16]
-"""
+PRESET_3D = {
+    "data.patch_size": [8, 16, 16],
+    "model.features": 4,
+    "model.backbone.channels": [4, 8],
+    "model.heads.seg": {**SIGMOID_HEAD, "out_channels": 1},
+    "train.steps": 6,
+    "train.val_every": 6,
+    "train.checkpoint_every": 6,
+    "train.log_every": 6,
+    "train.seed": DROP,
+    "train.checkpoint_metric": "val/loss",
+    "train.checkpoint_mode": "min",
+    "predict.roi_size": [8, 16, 16],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -102,11 +58,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _train(root: Path, preset: str, data: Path) -> Path:
+def _train(root: Path, changes: dict[str, Any], data: Path, extends: str) -> Path:
+    """A run of the tiny preset with ``changes``, trained on ``data``."""
     from bioim2im.api import train
 
     path = root / "preset.toml"
-    path.write_text(preset.format(data=data), encoding="utf-8")
+    path.write_text(tiny_unet_toml(data, changes, extends=extends), encoding="utf-8")
     train(path, run_dir=root / "run")
     return root / "run"
 
@@ -119,7 +76,7 @@ def run_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_dataset(
         root / "data", kind="nuclei", n_images=4, shape=(64, 64), seed=0, label_kind="semantic"
     )
-    return _train(root, PRESET_2D, data)
+    return _train(root, PRESET_2D, data, "segmentation-2d")
 
 
 @pytest.fixture(scope="session")
@@ -132,7 +89,7 @@ def run_upsampling(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for path in (data / "GT").glob("*.tif"):
         mask = open_image(path).read()
         write_tiff(path, np.kron(mask, np.ones((2, 2), mask.dtype)), axes="YX")
-    return _train(root, PRESET_UPSAMPLING, data)
+    return _train(root, PRESET_UPSAMPLING, data, "segmentation-2d")
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +99,7 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_dataset(
         root / "data", kind="nuclei", n_images=2, shape=(16, 32, 32), seed=1, label_kind="semantic"
     )
-    return _train(root, PRESET_3D, data)
+    return _train(root, PRESET_3D, data, "segmentation-3d")
 
 
 @pytest.fixture

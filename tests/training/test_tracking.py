@@ -15,6 +15,7 @@ import bioim2im
 from bioim2im.model.checkpoint import load_checkpoint
 from bioim2im.plugin.hookspecs import hookimpl
 from bioim2im.training.report import read_metrics
+from tiny_presets import DROP, tiny_unet_toml
 
 TRACKED = """
 [train]
@@ -30,12 +31,13 @@ tensorboard = true
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory: pytest.TempPathFactory, nuclei_data: Path) -> Path:
-    from tests.training.conftest import TINY_PRESET
+    from tests.training.conftest import TRAINING
 
     root = tmp_path_factory.mktemp("tracked")
     preset = root / "tracked.toml"
-    text = TINY_PRESET.format(data=nuclei_data).replace("[train]", "[train.unused]")
-    preset.write_text(text.split("[train.unused]")[0] + TRACKED)
+    # The training tests' tiny preset with TRACKED's [train] and [logging] instead of its own.
+    changes = {**TRAINING, "train": DROP, "logging": DROP}
+    preset.write_text(tiny_unet_toml(nuclei_data, changes) + TRACKED)
     bioim2im.train(preset, run_dir=root / "run")
     return root / "run"
 

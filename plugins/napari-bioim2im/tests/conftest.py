@@ -12,12 +12,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The core's test helpers (tests/tiny_presets.py): the plugin is tested with the same tiny preset.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+
 from napari_helpers import TINY, nuclei, write_nuclei
+
+from tiny_presets import tiny_unet_toml
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 IN_CI = bool(os.environ.get("CI"))
@@ -81,7 +88,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_preset(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     def make(base: str = "instance-2d") -> Path:
         path = tmp_path_factory.mktemp("presets") / f"tiny-{base}.toml"
-        path.write_text(TINY.format(base=base, data=data), encoding="utf-8")
+        path.write_text(tiny_unet_toml(data, TINY, extends=base), encoding="utf-8")
         return path
 
     return make

@@ -8,34 +8,11 @@ from typing import Any
 
 import numpy as np
 
-TINY = """
-extends = "{base}"
-[data]
-path = "{data}"
-patch_size = [32, 32]
-batch_size = 2
-num_workers = 0
-augment = []
-[model]
-features = 8
-[model.backbone]
-name = "unet"
-channels = [8, 16]
-strides = [2]
-num_res_units = 0
-[train]
-steps = 10
-log_every = 2
-val_every = 10
-checkpoint_every = 5
-seed = 0
-optimizer = {{ name = "adamw", lr = 0.01 }}
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = true
-"""
-"""A preset that trains in about a second (after torch is loaded)."""
+from tiny_presets import DROP
+
+TINY = {"train.log_every": 2, "logging.snapshots": True, "predict": DROP}
+"""The core tests' tiny preset (tests/tiny_presets.py), which trains in about a second (after
+torch is loaded), with validation snapshots for the widgets to show."""
 
 TINY_OVERRIDES = [
     "data.patch_size=[32, 32]",

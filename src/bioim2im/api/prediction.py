@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from bioim2im.io.base import LazyImage
     from bioim2im.prediction.job import PredictionSummary
 
+CLUSTER_HELP = (
+    "Predict on a Dask cluster: a scheduler's address (tcp://HOST:PORT), local[:N] (N worker "
+    "processes here), or slurm, lsf, pbs (batch jobs of workers, --set cluster.queue=... etc., "
+    "see `bioim2im options cluster`); needs the cluster extra. A run submitted again skips "
+    "the blocks done."
+)
+
 MODEL_HELP = (
     "A run directory, a checkpoint, a bioimage.io package (zip, folder or rdf.yaml), an ONNX or "
     "TorchScript file, or the https:// URL of one (--set predict.roi_size=[...] when it was not "
@@ -98,6 +105,7 @@ def predict_files(
     ] = False,
     on_progress: Annotated[Callable[[int, int], None] | None, PythonOnly()] = None,
     trust_model: TrustModel = False,
+    cluster: Annotated[str | None, Opt(CLUSTER_HELP, metavar="WHERE")] = None,
 ) -> PredictionSummary:
     """Predict images of any size block by block; resumes where a killed run stopped.
 
@@ -113,6 +121,8 @@ def predict_files(
     block of the image being predicted; an exception it raises stops the prediction (the same
     call later continues it) and is raised here. ``trust_model`` runs a TorchScript graph
     from elsewhere that holds more than tensor operations (see the README's security model).
+    ``cluster`` predicts the blocks as tasks of a Dask cluster: a scheduler's address,
+    ``local[:N]`` or ``slurm``/``lsf``/``pbs`` (see :mod:`bioim2im.prediction.cluster`).
     """
     from bioim2im.prediction.job import predict_files as run
 
@@ -121,7 +131,7 @@ def predict_files(
     return run(
         model, inputs, output, overrides=overrides, format=format, overwrite=overwrite,
         devices=devices, progress=progress, split=split, part=part, finalize=finalize,
-        on_progress=on_progress, trust_model=trust_model,
+        on_progress=on_progress, trust_model=trust_model, cluster=cluster,
     )  # fmt: skip
 
 
@@ -166,11 +176,13 @@ def postprocess(
     format: Annotated[str | None, Opt("ome-zarr (default) or tiff.")] = None,
     overwrite: Annotated[bool, Opt("Replace existing outputs.")] = False,
     report: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
+    cluster: Annotated[str | None, Opt(CLUSTER_HELP, metavar="WHERE")] = None,
 ) -> PostprocessResult:
     """Run a head's postprocessing over saved predictions, without the network: try thresholds
     or watershed settings on a large volume; block by block, resumable.
 
-    ``report`` is told each line of progress (default: printed to stderr)."""
+    ``report`` is told each line of progress (default: printed to stderr). ``cluster`` runs
+    the blocks as tasks of a Dask cluster, as for :func:`predict_files`."""
     from bioim2im.prediction.postprocess import postprocess_files
 
     summary = postprocess_files(
@@ -182,6 +194,7 @@ def postprocess(
         format=format,
         overwrite=overwrite,
         report=report or _say,
+        cluster=cluster,
     )
     return PostprocessResult(
         summary.outputs, summary.table, Path(output), summary.resumed_blocks, summary.blocks

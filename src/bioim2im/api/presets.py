@@ -174,7 +174,7 @@ def options(
     section: Annotated[
         str | None,
         Arg(
-            "Only the keys under this one, e.g. train, data.cellmap, model.heads.seg.loss; a key "
+            "Only the keys under this one, e.g. train, data.layout, model.heads.seg.loss; a key "
             "naming a component (model.backbone) also lists each one's parameters.",
             metavar="SECTION",
         ),

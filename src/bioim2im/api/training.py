@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import signal
 import sys
@@ -81,23 +82,21 @@ class ValidationImage:
 def validation_images(run_dir: str | Path) -> list[ValidationImage]:
     """The images a run validated on, found again from the preset saved in ``run_dir`` (its
     ``data.val_path``, the data's own split, or the seeded split ``split.json`` records).
-    CellMap runs validate on crops, not images: refused."""
+    A run whose data layout does not serve image files (its ``image_pairs``) is refused."""
     from bioim2im.config import load_preset
-    from bioim2im.data.sources import DEFAULT_TARGET, find_splits, reader_suffixes
+    from bioim2im.data.layouts import dataset_layout
+    from bioim2im.data.sources import DEFAULT_TARGET
     from bioim2im.plugin.manager import get_registry
 
     saved = Path(run_dir) / "preset.toml"
     if not saved.is_file():
         raise UserError(f"{run_dir}: not a bioim2im run directory (no preset.toml)")
     preset = load_preset(saved)
-    if preset.data.layout == "cellmap":
-        raise UserError(f"{run_dir}: a CellMap run validates on crops, not on image files")
-    splits = find_splits(
-        preset.data,
-        preset.model.heads,
-        seed=preset.train.seed,
-        suffixes=reader_suffixes(get_registry()),
-    )
+    registry = get_registry()
+    try:
+        splits = dataset_layout(preset, registry).image_pairs(preset, registry=registry)
+    except UserError as exc:
+        raise UserError(f"{run_dir}: {exc.message}", exc.problems) from None
     splits.ensure_usable()
     heads = preset.model.heads
     return [
@@ -131,6 +130,28 @@ def train(
     devices: Annotated[
         int | None, Opt("Train with N processes (GPUs) on this machine via torchrun.")
     ] = None,
+    nnodes: Annotated[
+        int | None,
+        Opt(
+            "Train on N machines together (run the same command on each, with the same "
+            "--run-dir on a shared file system and --rdzv-endpoint): torchrun's c10d "
+            "rendezvous; --devices processes per machine (default 1)."
+        ),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None,
+        Opt(
+            "HOST:PORT where the --nnodes machines meet (a free port on one of them).",
+            ("--rdzv-endpoint",),
+        ),
+    ] = None,
+    rdzv_id: Annotated[
+        str | None,
+        Opt(
+            "A name of the job the --nnodes machines share (default: from --run-dir).",
+            ("--rdzv-id",),
+        ),
+    ] = None,
     on_metrics: Annotated[Callable[[Mapping[str, Any]], None] | None, PythonOnly()] = None,
     should_stop: Annotated[Callable[[], bool] | None, PythonOnly()] = None,
 ) -> TrainResult:
@@ -141,7 +162,10 @@ def train(
 
     ``resume`` continues a killed run from ``RUN_DIR/checkpoints/last.pt`` with the preset saved
     in that run (``overrides`` may still change e.g. ``train.steps``). ``devices=N`` (N > 1)
-    runs N processes under torchrun on this machine.
+    runs N processes under torchrun on this machine. ``nnodes=N`` (N > 1) trains on N machines
+    together: the same call on each, with the same ``run_dir`` (on a file system they share)
+    and ``rdzv_endpoint`` (``HOST:PORT`` where they meet, torchrun's c10d rendezvous), ``devices``
+    processes on each (default 1); ``rdzv_id`` names the job (default: from ``run_dir``).
 
     ``on_metrics(record)`` is told each record ``metrics.jsonl`` gets (``step`` and the
     values); one that raises is reported once and left out. ``should_stop()`` is asked after
@@ -151,6 +175,7 @@ def train(
     """
     from bioim2im.config import load_preset as load
     from bioim2im.distributed import (
+        Nodes,
         launched_by_torchrun,
         relaunch,
         restarted_by_torchrun,
@@ -176,6 +201,18 @@ def train(
         preset = saved
     if devices is not None and devices < 1:
         raise UserError(f"--devices {devices}: give 1 or more")
+    nodes = None
+    if nnodes is not None or rdzv_endpoint is not None or rdzv_id is not None:
+        if nnodes is None:
+            raise UserError("--rdzv-endpoint and --rdzv-id go with --nnodes N (the machines)")
+        if run_dir is None:
+            raise UserError(
+                "--nnodes: give --run-dir, the same folder (on a shared file system) on every node"
+            )
+        default_id = (
+            "bioim2im-" + hashlib.sha256(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
+        )
+        nodes = Nodes.parse(nnodes, rdzv_endpoint, rdzv_id or default_id)
     if preset is None:
         raise UserError("give a preset file to train, or --resume RUN_DIR")
     resolved = load(preset, overrides)
@@ -184,7 +221,8 @@ def train(
         raise UserError(f"--run-dir {chosen} is a file; give a folder for the run")
     _check_run_dir(chosen, resolved, preset if resume is None else None)
 
-    if devices is not None and devices > 1 and not launched_by_torchrun():
+    several = (devices is not None and devices > 1) or nodes is not None
+    if several and not launched_by_torchrun():
         if on_metrics is not None or should_stop is not None:
             raise UserError(
                 "on_metrics and should_stop follow training in this process: leave out devices"
@@ -193,7 +231,7 @@ def train(
             ["train", "--resume", str(resume)] if resume is not None else ["train", str(preset)]
         )
         command += [*set_options(overrides), "--run-dir", str(chosen)]
-        relaunch(devices, command, "training")
+        relaunch(devices or 1, command, "training", nodes)
         return TrainResult.from_json(json.loads((chosen / RESULT_FILE).read_text()))
 
     # torchrun restarts after a crash (--max-restarts) continue from the latest checkpoint.
@@ -329,7 +367,6 @@ def _train_in(
                         run_dir, preset, datasets[1], registry, device=env.device, report=_say
                     )
                 save_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss_curve.png")
-            env.barrier()
             result = TrainResult(
                 run_dir=run_dir,
                 step=outcome.step,
@@ -340,6 +377,8 @@ def _train_in(
             )
             if env.is_main:
                 write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2) + "\n")
+            # After the result: every node's launcher reads it once its processes end.
+            env.barrier()
         except BaseException:
             tracker.close("failed")
             raise

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from bioim2im.builtins import (
     backbones,
-    cellmap,
     discriminators,
     heads,
     instance,
     io,
+    layouts,
     loggers,
     losses,
     metrics,
@@ -39,7 +39,7 @@ PLUGINS = (
     metrics,
     optim,
     loggers,
+    layouts,
     presets,
-    cellmap,
 )
 """The built-in plugin modules, in the order their components are registered."""

@@ -19,11 +19,12 @@ def presets_dir() -> Path:
 @hookimpl
 def bioim2im_register_presets(registry: Registrar) -> None:
     for path in sorted(presets_dir().glob("*.toml")):
-        registry.add(path.stem, path, _preset_description(path))
+        registry.add(path.stem, path, preset_description(path))
 
 
-def _preset_description(path: Path) -> str:
-    # The first sentence of a preset's leading comment is its description.
+def preset_description(path: Path) -> str:
+    """The first sentence of a preset file's leading comment: its description (a plugin's
+    presets are described the same way)."""
     words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):

@@ -15,6 +15,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -53,11 +54,15 @@ def command(
             lists.append(name)
             default = None
         if isinstance(mark, Arg):
-            info: Any = typer.Argument(help=mark.help, metavar=mark.metavar, show_default=False)
+            info: Any = typer.Argument(
+                help=_plain(mark.help), metavar=mark.metavar, show_default=False
+            )
         else:
             flags = mark.flags or ("--" + name.replace("_", "-"),)
             shown = default not in (None, False, (), inspect.Parameter.empty)
-            info = typer.Option(*flags, help=mark.help, metavar=mark.metavar, show_default=shown)
+            info = typer.Option(
+                *flags, help=_plain(mark.help), metavar=mark.metavar, show_default=shown
+            )
         parameters.append(
             inspect.Parameter(
                 name,
@@ -114,9 +119,25 @@ def console(stderr: bool = False) -> Any:
 
 
 def _help(function: Callable[..., Any]) -> str:
-    """The command's help: the first paragraph of the function's docstring."""
+    """The command's help: the first paragraph of the function's docstring, as plain text."""
     doc = inspect.getdoc(function) or ""
-    return doc.split("\n\n", 1)[0]
+    return _plain(doc.split("\n\n", 1)[0])
+
+
+# reST in docstrings: ``literal`` and :role:`target` (``~`` shortens a target to its last part).
+_REST = re.compile(r"``(.+?)``|:[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`", re.S)
+
+
+def _plain(text: str) -> str:
+    """``text`` with its reST literals and roles written as the help's other code is: `x`."""
+
+    def code(match: re.Match[str]) -> str:
+        literal, short, target = match.groups()
+        if literal is None:
+            literal = target.rsplit(".", 1)[-1] if short else target
+        return f"`{literal}`"
+
+    return _REST.sub(code, text)
 
 
 def _parameter_hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
     info = SchemaInfo()
 
     def components_fit(preset: Preset) -> Preset:
+        _check_layout(preset, registry)
         _check_components(preset, registry)
         return preset
 
@@ -136,6 +137,15 @@ def _specialise(annotation: Any, registry: ComponentRegistry, info: SchemaInfo) 
     if isinstance(annotation, type) and issubclass(annotation, StrictModel):
         return _specialise_model(annotation, registry, info)
     return annotation
+
+
+def _check_layout(preset: Preset, registry: ComponentRegistry) -> None:
+    """The data layout's rules over the whole preset (its ``check_preset`` extra), which may
+    also fill in what the preset leaves to the layout (a head's channels)."""
+    layout = preset.data.layout
+    check_preset = registry.get("layout", layout.name).extras.get("check_preset")
+    if check_preset is not None:
+        check_preset(preset, layout.params())
 
 
 def _check_components(preset: Preset, registry: ComponentRegistry) -> None:

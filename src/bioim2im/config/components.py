@@ -31,12 +31,18 @@ class UsedComponent:
     spec: Any
 
 
-def component_kind(annotation: Any) -> str | None:
-    """The kind an ``Annotated[..., Component(kind)]`` annotation marks, or None."""
+def component_mark(annotation: Any) -> Component | None:
+    """The mark of an ``Annotated[..., Component(kind)]`` annotation, or None."""
     if typing.get_origin(annotation) is typing.Annotated:
         marks = [m for m in annotation.__metadata__ if isinstance(m, Component)]
-        return marks[0].kind if marks else None
+        return marks[0] if marks else None
     return None
+
+
+def component_kind(annotation: Any) -> str | None:
+    """The kind an ``Annotated[..., Component(kind)]`` annotation marks, or None."""
+    mark = component_mark(annotation)
+    return mark.kind if mark is not None else None
 
 
 def field_annotation(model: type[BaseModel], name: str) -> Any:
@@ -70,6 +76,12 @@ def component_keys() -> dict[str, str]:
     """Every preset key that names a component (a list of them, for ``data.augment``; one per
     head, for ``model.heads.<name>``), with the kind it names."""
     return dict(_places(Preset, ""))
+
+
+def shorthand_keys() -> list[tuple[str, ...]]:
+    """The preset keys (as key paths) of single component fields where a plain string stands
+    for ``{ name = "..." }``: ``("data", "layout")``."""
+    return [tuple(key.split(".")) for key in _shorthand_places(Preset, "")]
 
 
 def kind_keys(kind: str) -> list[str]:
@@ -138,3 +150,15 @@ def _annotation_places(annotation: Any, key: str) -> Iterator[tuple[str, str]]:
         yield from _annotation_places(args[1], f"{key}.<name>")
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         yield from _places(annotation, f"{key}.")
+
+
+def _shorthand_places(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    for name in model.model_fields:
+        annotation, key = field_annotation(model, name), f"{prefix}{name}"
+        mark = component_mark(annotation)
+        if mark is not None and mark.shorthand:
+            yield key
+        members = typing.get_args(annotation) if is_union(annotation) else (annotation,)
+        for member in members:
+            if mark is None and isinstance(member, type) and issubclass(member, BaseModel):
+                yield from _shorthand_places(member, f"{key}.")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import copy
 import errno
 import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import ValidationError
 
 from bioim2im.config import toml_out
 from bioim2im.config.build import preset_model
+from bioim2im.config.components import component_keys, shorthand_keys
 from bioim2im.config.errors import format_validation_errors
-from bioim2im.config.schema import HeadConfig, Preset
-from bioim2im.errors import UserError
+from bioim2im.config.schema import HeadConfig, Preset, expand_shorthand
+from bioim2im.errors import PluginError, UserError
+from bioim2im.plugin.hookspecs import WITHOUT_PARAMETERS
 from bioim2im.plugin.registry import ComponentRegistry, suggest
 from bioim2im.userfiles import MAX_PRESET_BYTES, read_text, user_path
 
@@ -24,13 +28,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Keys holding paths; relative values are taken relative to the file that sets them.
+# Keys holding paths; relative values are taken relative to the file that sets them. So are
+# the parameters of components typed as paths (a layout's table of classes, say).
 PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("data", "path"),
     ("data", "val_path"),
     ("data", "cache_dir"),
     ("train", "init_from"),
-    ("data", "cellmap", "class_table"),
 )
 # Keys of a head table that are not its component's parameters: kept when `name` changes.
 HEAD_KEYS = frozenset(HeadConfig.model_fields) - {"name"}
@@ -126,11 +130,18 @@ def _renamed(table: dict[str, Any], new_name: Any, path: tuple[str, ...]) -> dic
     return {k: v for k, v in table.items() if is_head and k in HEAD_KEYS}
 
 
-def apply_override(data: dict[str, Any], text: str) -> dict[str, Any]:
+def apply_override(
+    data: dict[str, Any], text: str, registry: ComponentRegistry | None = None
+) -> dict[str, Any]:
+    """``data`` with ``--set text`` applied; with ``registry``, relative paths it gives are
+    taken relative to the working directory."""
     keys, value = parse_override(text)
     nested: Any = value
     for part in reversed(keys):
         nested = {part: nested}
+    nested = _expand_shorthands(nested)
+    if registry is not None:
+        nested = _absolutize(nested, Path.cwd(), registry, base=data)
     node: Any = data
     for depth, part in enumerate(keys[:-1]):
         node = node.get(part) if isinstance(node, dict) else None
@@ -140,14 +151,99 @@ def apply_override(data: dict[str, Any], text: str) -> dict[str, Any]:
     return merge(data, nested)
 
 
-def _absolutize(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+def _absolutize(
+    data: dict[str, Any],
+    base_dir: Path,
+    registry: ComponentRegistry,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Relative paths ``data`` sets (:data:`PATH_KEYS` and path parameters of components),
+    made absolute from ``base_dir``; ``base``: what ``data`` is merged onto (it may name a
+    component whose parameters ``data`` sets)."""
+    places: list[tuple[tuple[str, ...], dict[str, Any]]] = []
     for *sections, key in PATH_KEYS:
         table: Any = data
         for section in sections:
             table = table.get(section) if isinstance(table, dict) else None
-        if isinstance(table, dict) and isinstance(table.get(key), str):
-            value = user_path(table[key], f"{'.'.join((*sections, key))} = {table[key]!r}")
-            table[key] = str(value if value.is_absolute() else (base_dir / value).resolve())
+        if isinstance(table, dict):
+            places.append(((*sections, key), table))
+    places += _component_paths(data, registry, base)
+    for keys, table in places:
+        if isinstance(table.get(keys[-1]), str):
+            text = table[keys[-1]]
+            value = user_path(text, f"{'.'.join(keys)} = {text!r}")
+            table[keys[-1]] = str(value if value.is_absolute() else (base_dir / value).resolve())
+    return data
+
+
+def local_path_keys(data: dict[str, Any], registry: ComponentRegistry) -> list[tuple[str, ...]]:
+    """The keys of a resolved preset (as plain data) that hold local paths: :data:`PATH_KEYS`
+    and the path parameters of the components it names."""
+    return [*PATH_KEYS, *(keys for keys, _ in _component_paths(data, registry, None))]
+
+
+def _component_paths(
+    data: dict[str, Any], registry: ComponentRegistry, base: dict[str, Any] | None
+) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(key, its table) of each parameter typed as a path of the component tables in ``data``;
+    a table without ``name`` is of the component ``base`` names there."""
+    for place, kind in component_keys().items():
+        if kind in WITHOUT_PARAMETERS:
+            continue
+        for keys, table in _tables_at(data, tuple(place.split("."))):
+            name = table.get("name")
+            if name is None and base is not None:
+                found = dict(_tables_at(base, keys)).get(keys)
+                name = found.get("name") if found is not None else None
+            if not isinstance(name, str) or (kind, name) not in registry:
+                continue
+            try:
+                fields = registry.get(kind, name).params.model_fields
+            except PluginError:
+                continue  # validation reports a component that cannot be loaded
+            for field, info in fields.items():
+                if field in table and _is_path(info.annotation):
+                    yield (*keys, field), table
+
+
+def _tables_at(
+    data: Any, place: tuple[str, ...], found: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """The tables at ``place`` (``<name>``: any key; a list: each of its tables)."""
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from _tables_at(item, place, (*found, str(index)))
+        return
+    if not isinstance(data, dict):
+        return
+    if not place:
+        yield found, data
+        return
+    first, rest = place[0], place[1:]
+    keys = list(data) if first == "<name>" else [first] if first in data else []
+    for key in keys:
+        yield from _tables_at(data[key], rest, (*found, key))
+
+
+def _is_path(annotation: Any) -> bool:
+    """Whether ``annotation`` (a parameter's type) takes a path."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_path(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_path(a) for a in typing.get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, PurePath)
+
+
+def _expand_shorthands(data: dict[str, Any]) -> dict[str, Any]:
+    """A component's name written alone where the schema allows it (``data.layout =
+    "folders"``) as the table it stands for, so that it merges like one."""
+    for *sections, key in shorthand_keys():
+        table: Any = data
+        for section in sections:
+            table = table.get(section) if isinstance(table, dict) else None
+        if isinstance(table, dict) and key in table:
+            table[key] = expand_shorthand(table[key])
     return data
 
 
@@ -186,7 +282,7 @@ def resolve(path: Path, overrides: Iterable[str], registry: ComponentRegistry) -
     """The preset as one table: its ``extends`` chain merged, then the overrides applied."""
     data = _load_chain(Path(path), registry, seen=())
     for text in overrides:
-        data = _absolutize(apply_override(data, text), Path.cwd()) if text else data
+        data = apply_override(data, text, registry) if text else data
     return data
 
 
@@ -200,14 +296,14 @@ def _load_chain(path: Path, registry: ComponentRegistry, seen: tuple[Path, ...])
     if path in seen:
         chain = " -> ".join(p.name for p in (*seen, path))
         raise UserError(f"presets extend each other in a cycle: {chain}")
-    data = _absolutize(read_toml(path), path.parent)
+    data = _expand_shorthands(read_toml(path))
     parent = data.pop("extends", None)
     if parent is None:
-        return data
+        return _absolutize(data, path.parent, registry)
     if not isinstance(parent, str):
         raise UserError(f"{path}: extends must be a preset name or a .toml path, got {parent!r}")
     base = _load_chain(_find_preset(parent, path.parent, registry), registry, (*seen, path))
-    return merge(base, data)
+    return merge(base, _absolutize(data, path.parent, registry, base=base))
 
 
 def validate(data: dict[str, Any], registry: ComponentRegistry, source: str) -> Preset:
@@ -266,8 +362,20 @@ def find_preset(preset: str | Path, registry: ComponentRegistry) -> Path:
 
 
 def to_toml(preset: Preset) -> str:
-    """The resolved preset as TOML, components' `name` first, unset values left out."""
-    return toml_out.dumps(_name_first(preset.model_dump(mode="json", exclude_none=True)))
+    """The resolved preset as TOML, components' `name` first, unset values left out, and a
+    component without parameters written as its name where the schema allows it."""
+    data = _name_first(preset.model_dump(mode="json", exclude_none=True))
+    for *sections, key in shorthand_keys():
+        table: Any = data
+        for section in sections:
+            table = table.get(section) if isinstance(table, dict) else None
+        if (
+            isinstance(table, dict)
+            and isinstance(table.get(key), dict)
+            and set(table[key]) == {"name"}
+        ):
+            table[key] = table[key]["name"]
+    return toml_out.dumps(data)
 
 
 def _name_first(value: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from bioim2im.config.components import component_keys
+from bioim2im.config.components import component_keys, shorthand_keys
 from bioim2im.config.schema import ComponentSpec, HeadConfig
 from bioim2im.errors import UserError
 from bioim2im.plugin.hookspecs import WITHOUT_PARAMETERS
@@ -90,6 +90,8 @@ class Option:
 
 COMPONENT_KEYS: dict[str, str] = component_keys()
 """The keys that name a registered component (a table with ``name`` and its parameters)."""
+SHORTHAND_KEYS: frozenset[str] = frozenset(".".join(keys) for keys in shorthand_keys())
+"""The component keys where the component's name alone stands for ``{ name = ... }``."""
 
 
 def preset_options() -> list[Option]:
@@ -120,7 +122,13 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[Option]:
             what = (
                 f"list of {kind}s" if _is_list(field.annotation) else f"{kind} (name + parameters)"
             )
-            yield Option(key, what, _default(field), _text(field.description), kind)
+            default = _default(field)
+            if key in SHORTHAND_KEYS:
+                what = f"{kind} (name, or name + parameters)"
+                value = field.get_default(call_default_factory=True)
+                if isinstance(value, dict) and set(value) == {"name"}:
+                    default = _default_value(value["name"])
+            yield Option(key, what, default, _text(field.description), kind)
         elif nested is not None:
             yield Option(key, "table", "", _text(field.description or nested.__doc__))
             yield from _walk(nested, f"{key}.")
@@ -172,7 +180,7 @@ def _generic(key: str) -> str:
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
-    """The model of a nested table (``data.cellmap``), if ``annotation`` is one."""
+    """The model of a nested table (``adversarial``), if ``annotation`` is one."""
     for member in _members(annotation):
         component = isinstance(member, type) and issubclass(member, ComponentSpec)
         if isinstance(member, type) and issubclass(member, BaseModel) and not component:
@@ -225,8 +233,6 @@ def _one_type(annotation: Any) -> str:
 
 
 def _default(field: FieldInfo) -> str:
-    from bioim2im.config.toml_out import _value
-
     if field.is_required():
         return "required"
     value = field.get_default(call_default_factory=True)
@@ -234,6 +240,12 @@ def _default(field: FieldInfo) -> str:
         return "unset"
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", exclude_none=True)
+    return _default_value(value)
+
+
+def _default_value(value: Any) -> str:
+    from bioim2im.config.toml_out import _value
+
     if isinstance(value, Path):
         value = str(value)
     try:
@@ -269,6 +281,11 @@ def json_schema(registry: ComponentRegistry) -> dict[str, Any]:
     model, _ = preset_model(registry)
     schema = model.model_json_schema(schema_generator=Schema)
     schema = _relaxed(schema)
+    for keys in shorthand_keys():  # the component's name alone stands for its table
+        found = _property(schema, keys)
+        if found is not None and "anyOf" in found:
+            kind = COMPONENT_KEYS[".".join(keys)]
+            found["anyOf"].insert(0, {"type": "string", "enum": registry.names(kind)})
     descriptions = {f"{c.kind.title()}_{c.name}": c.description for c in registry}
     for name, definition in schema.get("$defs", {}).items():
         if descriptions.get(name):
@@ -288,6 +305,16 @@ def json_schema(registry: ComponentRegistry) -> dict[str, Any]:
         "`bioim2im check FILE` validates a preset whole.",
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }
+
+
+def _property(schema: dict[str, Any], keys: Sequence[str]) -> dict[str, Any] | None:
+    """The schema of the property at ``keys``, following ``$ref`` to the definitions."""
+    node: Any = schema
+    for key in keys:
+        while isinstance(node, dict) and "$ref" in node:
+            node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1])
+        node = node.get("properties", {}).get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def _relaxed(value: Any) -> Any:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
 from bioim2im.plugin.registry import StrictModel
 
@@ -56,9 +56,16 @@ def spec(name: str, **params: Any) -> Any:
 @dataclass(frozen=True)
 class Component:
     """The mark of a component field: the kind of component it names (what
-    :mod:`bioim2im.config.components` walks a preset along)."""
+    :mod:`bioim2im.config.components` walks a preset along), and whether a plain string stands
+    for ``{ name = "..." }`` there (``layout = "folders"``)."""
 
     kind: str
+    shorthand: bool = False
+
+
+def expand_shorthand(value: Any) -> Any:
+    """``"NAME"`` -> ``{"name": "NAME"}``; any other value as it is."""
+    return {"name": value} if isinstance(value, str) else value
 
 
 # Component fields, each marked with the kind of component it names (see config/components.py).
@@ -71,68 +78,27 @@ Optimizer = Annotated[ComponentSpec, Component("optimizer")]
 Scheduler = Annotated[ComponentSpec, Component("scheduler")]
 Discriminator = Annotated[ComponentSpec, Component("discriminator")]
 Logger = Annotated[ComponentSpec, Component("logger")]
+DataLayout = Annotated[
+    ComponentSpec, Component("layout", shorthand=True), BeforeValidator(expand_shorthand)
+]
 
 
 def _empty() -> Any:
     return {}
 
 
-class CellMapConfig(StrictModel):
-    """How patches are drawn from CellMap crops (``data.layout = "cellmap"``)."""
-
-    input_scale: list[float] = Field(default_factory=lambda: [8.0, 8.0, 8.0])
-    """Voxel size (nm, Z Y X) of the network's input; data.patch_size is its shape. The raw
-    data's pyramid level nearest it is read (resampled when it differs)."""
-    target_shape: list[int] | None = None
-    """Voxels supervised at the centre of each patch (default: all of data.patch_size); the
-    rest of the input is context."""
-    target_scale: list[float] | None = None
-    """Voxel size (nm, Z Y X) whose label level is read (default: input_scale); labels are
-    resampled (nearest) onto the input's grid."""
-    skip_coarser: bool = False
-    """Treat a class annotated only coarser than target_scale as not annotated in that crop."""
-    mutual_exclusion: bool = False
-    """Where an annotated class is present, classes it excludes (class_table) count as known
-    negatives in crops that do not annotate them."""
-    class_table: Path | None = None
-    """The toolbox's classes.csv (name,id,"part ids"); default: the challenge's class table."""
-    force_all_classes: Literal["no", "train", "validate", "both"] = "no"
-    """Leave out of these splits the crops that do not annotate every class of data.classes."""
-    weighted_sampling: bool = True
-    """Draw crops by their class counts (each class an equal share), not uniformly."""
-    pos_weight: bool = True
-    """Weigh each class's positive voxels by its background/foreground ratio in the training
-    crops (the toolbox's pos_weight)."""
-
-    @field_validator("force_all_classes", mode="before")
-    @classmethod
-    def _force(cls, value: Any) -> Any:
-        # The toolbox's true/false.
-        return {True: "both", False: "no"}.get(value, value) if isinstance(value, bool) else value
-
-    @field_validator("input_scale", "target_scale")
-    @classmethod
-    def _scale(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and (len(value) != 3 or any(v <= 0 for v in value)):
-            raise ValueError(f"must be 3 positive numbers (nm, Z Y X), got {value}")
-        return value
-
-
 class DataConfig(StrictModel):
     """Where the training images are and how patches are drawn from them."""
 
     path: Path | None = None
-    """A folder (IM/ GT/ [CM/] subfolders, or X_IM/X_GT pairs), a CSV manifest, or a CellMap
-    datasplit CSV (layout "cellmap"). Relative paths are relative to the preset file."""
+    """A folder (IM/ GT/ [CM/] subfolders, or X_IM/X_GT pairs), a CSV manifest, or what a
+    plugin's layout reads. Relative paths are relative to the preset file."""
     val_path: Path | None = None
     """Optional separate validation folder or manifest; otherwise a seeded split of `path`."""
-    layout: Literal["auto", "folders", "pairs", "csv", "cellmap"] = "auto"
-    """How `path` is organised; `auto` looks at what is there; "cellmap": a CellMap challenge
-    datasplit (see [data.cellmap])."""
-    classes: list[str] | None = None
-    """The CellMap classes to train (layout "cellmap"), in the order of the head's channels."""
-    cellmap: CellMapConfig | None = None
-    """CellMap settings (layout "cellmap"); defaults when left out."""
+    layout: DataLayout = Field(default_factory=lambda: spec("auto"))
+    """How `path` is organised (a layout: `bioim2im list-plugins --kind layout`): "folders",
+    "pairs", "csv", or "auto" (whichever `path` looks like); a plugin's layout is a table of
+    its name and parameters, e.g. { name = "NAME", ... }."""
     source: str = "IM"
     """Name of the input images: the subfolder, file suffix or CSV column."""
     cost_map: str | None = "CM"
@@ -438,6 +404,55 @@ class LoggingConfig(StrictModel):
         return [("tensorboard", "logger", ComponentSpec(name="tensorboard"))]
 
 
+class ClusterConfig(StrictModel):
+    """A Dask cluster for `bioim2im predict/postprocess --cluster`: the batch jobs of
+    `--cluster slurm|lsf|pbs` (dask-jobqueue; the `cluster` extra) and how the work is cut into
+    tasks. Give these with `--set cluster.KEY=VALUE` on the command: a model's own preset,
+    which may come from elsewhere, never decides what a cluster job runs."""
+
+    queue: str | None = None
+    """The queue (SLURM partition) the jobs go to; default: the scheduler's."""
+    account: str | None = None
+    """The account (project) the jobs are charged to."""
+    cores: int = Field(1, ge=1, le=1024)
+    """CPU cores per job."""
+    memory: str = Field("8GB", pattern=r"^[0-9]+(\.[0-9]+)?\s*([kKMGTP]i?B)$")
+    """Memory per job, e.g. "32GB" or "64GiB"."""
+    processes: int = Field(1, ge=1, le=256)
+    """Dask worker processes per job (one per GPU of the job); each loads the model once."""
+    walltime: str = Field("01:00:00", pattern=r"^([0-9]+-)?[0-9]{1,3}(:[0-5][0-9]){1,2}$")
+    """Wall-clock limit of each job, HH:MM:SS (SLURM also D-HH:MM:SS)."""
+    jobs: int = Field(1, ge=1, le=10000)
+    """Jobs started (the workers: jobs x processes)."""
+    job_extra_directives: list[str] = Field(default_factory=list)
+    """More scheduler directives, one per item, e.g. ["--gres=gpu:1"] (SLURM) or
+    ["-l gpus=1"] (PBS)."""
+    job_script_prologue: list[str] = Field(default_factory=list)
+    """Shell lines run in each job before its worker starts, e.g. ["module load cuda",
+    "source ~/venvs/bioim2im/bin/activate"]."""
+    interface: str | None = None
+    """The network interface the workers and the scheduler talk over, e.g. "ib0"; default: the
+    host name's."""
+    local_directory: str | None = None
+    """Scratch folder of each worker on its node (node-local disk)."""
+    log_directory: str | None = None
+    """Where the jobs' output and error files go."""
+    blocks_per_task: int | None = Field(None, ge=1, le=100000)
+    """Blocks one task predicts, a box of them: a task runs again the windows its earlier
+    neighbours would hand on to it, so larger boxes cost less (but hold more in memory);
+    default: one task per worker, at most 64 blocks each."""
+    retries: int = Field(2, ge=0, le=100)
+    """How often a failed task is tried again (on any worker) before the run stops naming the
+    block and the cause."""
+
+    @field_validator("job_extra_directives", "job_script_prologue")
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        if any("\n" in line or "\r" in line for line in value):
+            raise ValueError("give one line per item (no line breaks inside one)")
+        return value
+
+
 def _check_batch_voxels(preset: Preset) -> None:
     """A training batch larger than any machine can hold is refused before anything starts.
     (Prediction windows are cut to each image, so predict.roi_size may exceed it.)"""
@@ -465,6 +480,8 @@ class Preset(StrictModel):
     """Adversarial training (pix2pix / CycleGAN); none when unset."""
     export: ExportConfig = Field(default_factory=_empty)
     """Metadata of exported models (`bioim2im export`)."""
+    cluster: ClusterConfig = Field(default_factory=_empty)
+    """The Dask cluster of `--cluster` (set with --set cluster.KEY=VALUE on the command)."""
 
     @property
     def spatial_dims(self) -> int:
@@ -517,7 +534,6 @@ class Preset(StrictModel):
                 "targets (see the cyclegan-2d preset)"
             )
         _check_batch_voxels(self)
-        _check_cellmap(self)
         if self.data.axes is not None:
             spatial = [a for a in self.data.axes.upper() if a in "ZYX"]
             if len(spatial) != dims:
@@ -555,54 +571,4 @@ def _adversarial_rules(preset: Preset, adversarial: AdversarialConfig) -> None:
             f"adversarial.identity_weight needs as many output channels as input channels "
             f"(model.heads.{head}.out_channels = {spec.out_channels}, model.in_channels = "
             f"{model.in_channels}); set it to 0"
-        )
-
-
-def _check_cellmap(preset: Preset) -> None:
-    """The rules of ``data.layout = "cellmap"``: one semantic head, one channel per class."""
-    data = preset.data
-    if data.layout != "cellmap":
-        for key, value in (("data.classes", data.classes), ("data.cellmap", data.cellmap)):
-            if value is not None:
-                raise ValueError(f'{key} applies to data.layout = "cellmap" only')
-        return
-    if not data.classes:
-        raise ValueError('data.layout = "cellmap" needs data.classes, e.g. ["mito", "nuc"]')
-    if len(set(data.classes)) != len(data.classes):
-        raise ValueError(f"data.classes {data.classes} names a class twice")
-    heads = preset.model.heads
-    if len(heads) != 1:
-        raise ValueError(
-            f'data.layout = "cellmap" trains one head (one channel per class), got {list(heads)}'
-        )
-    ((name, head),) = heads.items()
-    if "out_channels" not in head.model_fields_set:
-        # One channel per class unless the preset says otherwise.
-        head.out_channels = len(data.classes)
-    if head.task != "semantic" or head.out_channels != len(data.classes):
-        raise ValueError(
-            f'model.heads.{name} must be task = "semantic" with out_channels = '
-            f"{len(data.classes)} (one per class of data.classes), got task {head.task!r} "
-            f"and {head.out_channels} channel(s)"
-        )
-    loss = head.loss.params()
-    if head.loss.name == "ce" or loss.get("softmax") or loss.get("to_onehot_y"):
-        raise ValueError(
-            f"model.heads.{name}.loss: CellMap classes overlap and are annotated one by one; use "
-            "independent channels (sigmoid = true, or bce), not softmax classes"
-        )
-    if data.cache == "disk":
-        raise ValueError(
-            'data.cache = "disk" is not available with data.layout = "cellmap": use "memory" '
-            '(crops held in memory while they fit) or "none" (read from the stores patch by patch)'
-        )
-    cellmap = data.cellmap
-    target = cellmap.target_shape if cellmap is not None else None
-    if target is not None and (
-        len(target) != len(data.patch_size)
-        or any(t < 1 or t > p for t, p in zip(target, data.patch_size, strict=True))
-    ):
-        raise ValueError(
-            f"data.cellmap.target_shape {target} must have one size per axis of data.patch_size "
-            f"{data.patch_size}, each between 1 and the patch size"
         )

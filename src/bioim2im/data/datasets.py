@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bioim2im.data.cache import ArrayCache
 from bioim2im.data.dataset import PatchDataset
-from bioim2im.data.preflight import Report, ensure_usable, preflight
+from bioim2im.data.preflight import Report, ensure_usable, image_preflight
 from bioim2im.data.preparation import augmentation
 from bioim2im.data.volumes import Entry
 from bioim2im.errors import UserError
@@ -26,23 +26,41 @@ def training_datasets(
     *,
     check: bool = True,
     registry: ComponentRegistry | None = None,
+) -> tuple[Any, Any]:
+    """(training, validation or None) datasets of ``preset``, made by its data layout
+    (``data.layout``); every data problem raised at once.
+
+    ``check`` reads through the whole dataset as ``bioim2im check --data`` does (values
+    included); without it only what opening the data reveals is checked. ``run_dir``: the run
+    (where e.g. a seeded split is recorded), or None.
+    """
+    from bioim2im.data.layouts import dataset_layout
+
+    if registry is None:
+        from bioim2im.plugin.manager import get_registry
+
+        registry = get_registry()
+    layout = dataset_layout(preset, registry)
+    datasets: tuple[Any, Any] = layout.datasets(preset, run_dir, registry=registry, check=check)
+    return datasets
+
+
+def image_datasets(
+    preset: Preset,
+    run_dir: Path | None = None,
+    *,
+    check: bool = True,
+    registry: ComponentRegistry,
 ) -> tuple[PatchDataset, PatchDataset | None]:
-    """(training, validation or None) datasets of ``preset``; every data problem raised at once.
+    """(training, validation or None) datasets of ``preset``'s image files (the built-in
+    layouts); every data problem raised at once.
 
     ``check`` reads through the whole dataset as ``bioim2im check --data`` does (values
     included); without it only what opening the files reveals is checked. A seeded split is
     written to ``run_dir/split.json``; the disk cache defaults to ``run_dir/cache``.
     """
-    if registry is None:
-        from bioim2im.plugin.manager import get_registry
-
-        registry = get_registry()
     data = preset.data
-    if data.layout == "cellmap":
-        from bioim2im.data.cellmap import cellmap_datasets
-
-        return cellmap_datasets(preset, run_dir, registry=registry)  # type: ignore[return-value]
-    report = preflight(preset, registry=registry, run_dir=run_dir, scan=check)
+    report = image_preflight(preset, registry=registry, run_dir=run_dir, scan=check)
     ensure_usable(report)
     assert report.prep is not None, "a report without problems has its preparation"
     train_targets, val_targets = unpaired_entries(report, preset) if data.unpaired else (None, None)

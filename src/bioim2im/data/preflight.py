@@ -87,19 +87,33 @@ def preflight(
     run_dir: Path | None = None,
     scan: bool = True,
 ) -> Report:
-    """Find, open and (``scan``) read through ``preset``'s dataset: files per split, shapes,
-    dtypes, value ranges, and every problem. The opened entries are kept in the report for the
-    training datasets; a seeded split is written to ``run_dir/split.json`` when given."""
-    from bioim2im.data.dataset import unpaired_preparation
-    from bioim2im.data.preparation import augmentation, preparation
+    """What ``preset``'s data layout (``data.layout``) finds in its dataset, and every problem
+    (see :func:`image_preflight` for the built-in layouts of image files)."""
+    from bioim2im.data.layouts import dataset_layout
 
     if registry is None:
         from bioim2im.plugin.manager import get_registry
 
         registry = get_registry()
+    layout = dataset_layout(preset, registry)
+    report: Report = layout.preflight(preset, registry=registry, run_dir=run_dir, scan=scan)
+    return report
+
+
+def image_preflight(
+    preset: Preset,
+    *,
+    registry: ComponentRegistry,
+    run_dir: Path | None = None,
+    scan: bool = True,
+) -> Report:
+    """Find, open and (``scan``) read through ``preset``'s image files: files per split, shapes,
+    dtypes, value ranges, and every problem. The opened entries are kept in the report for the
+    training datasets; a seeded split is written to ``run_dir/split.json`` when given."""
+    from bioim2im.data.dataset import unpaired_preparation
+    from bioim2im.data.preparation import augmentation, preparation
+
     data = preset.data
-    if data.layout == "cellmap":
-        return _cellmap(preset)
     splits = find_splits(
         data,
         preset.model.heads,
@@ -212,22 +226,6 @@ def _expectation(head: HeadTarget) -> str:
     if head.task == "semantic":
         return f"classes 0..{head.out_channels - 1} of semantic head '{head.head}' (out_channels = {head.out_channels})"
     return f"object ids 0, 1, 2, ... of instance head '{head.head}'"
-
-
-def _cellmap(preset: Preset) -> Report:
-    """The crops of a CellMap datasplit per split, and every problem in opening them."""
-    from bioim2im.data.cellmap import open_split
-
-    report = Report(preset.data.path, "cellmap")
-    try:
-        splits = open_split(preset)
-    except UserError as exc:
-        report.problems.append(str(exc))
-        return report
-    for usage, opened in splits.items():
-        report.pairs[usage] = report.entries[usage] = len(opened.crops)
-        report.problems += opened.problems
-    return report
 
 
 def _scan(

@@ -381,7 +381,7 @@ def find_splits(
     """
     if data.path is None:
         problem = "data.path is not set: give the folder or CSV manifest of the training images"
-        return Splits(None, layout=data.layout, problems=[problem])
+        return Splits(None, layout=data.layout.name, problems=[problem])
     if not data.unpaired:
         splits, seeded = _find_splits(
             data, data.source, target_names(heads), data.cost_map, seed, suffixes
@@ -407,9 +407,9 @@ def _find_splits(
     suffixes: Sequence[str],
 ) -> tuple[Splits, bool]:
     """The splits of ``source`` (with ``targets``), and whether they are a seeded split."""
-    splits = Splits(data.path, layout=data.layout)
+    splits = Splits(data.path, layout=data.layout.name)
     options = {
-        "layout": data.layout,
+        "layout": data.layout.name,
         "source": source,
         "targets": targets,
         "cost_map": cost_map,

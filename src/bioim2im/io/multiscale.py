@@ -1,14 +1,14 @@
 """Arrays placed in physical space: pyramid levels with a voxel size and an offset in nanometers,
 read on any grid of that space.
 
-Convention (OME-NGFF, and the CellMap data): voxel ``i`` of a level with ``scale`` s and
-``translation`` t is centred at ``t + i * s`` and covers ``[t + (i - 0.5) s, t + (i + 0.5) s)``.
-So level s1 of a CellMap volume (scale 4, translation 1) covers exactly the voxels 0 and 1 of
-s0 (scale 2, translation 0).
+Convention (OME-NGFF): voxel ``i`` of a level with ``scale`` s and ``translation`` t is
+centred at ``t + i * s`` and covers ``[t + (i - 0.5) s, t + (i + 0.5) s)``. So level s1 of a
+volume (scale 4, translation 1) covers exactly the voxels 0 and 1 of s0 (scale 2, translation
+0).
 
 :func:`open_levels` reads the levels of an OME-NGFF multiscale group (0.4 or 0.5), or of a single
 array whose attributes give ``voxel_size`` (or ``resolution``/``scale``) and ``translation``
-(or ``offset``), the way the CellMap challenge's ground truth and submissions store them.
+(or ``offset``), as some challenges' ground truth and submissions store them.
 :func:`nearest_level` picks the level closest to a wanted voxel size, and
 :meth:`Level.sample` reads the level on another grid, as nearest neighbour or linear
 interpolation, separably along each axis: a patch at the level's own grid is a plain slice.
@@ -30,7 +30,7 @@ from bioim2im.errors import UserError
 from bioim2im.io import ngff, remote
 from bioim2im.io.base import check_dtype, check_shape
 
-# Units of CellMap's metadata; a scale without a unit is taken to be in nanometers.
+# Units of the multiscale metadata; a scale without a unit is taken to be in nanometers.
 _NANOMETERS = {
     "nanometer": 1.0,
     "nm": 1.0,

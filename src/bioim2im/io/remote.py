@@ -2,13 +2,13 @@
 
 A *location* is a local path or a URL: ``s3://bucket/key.zarr`` or ``https://host/key.zarr``
 (``http://`` too). Remote stores are read lazily through fsspec (s3fs, aiohttp), chunk by
-chunk, so training or scoring on the CellMap data needs only the chunks it touches.
+chunk, so training or scoring on remote data needs only the chunks it touches.
 
 S3 credentials: anonymous unless AWS credentials are in the environment
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` or a credentials file named
 by ``AWS_SHARED_CREDENTIALS_FILE``), which botocore then reads as usual; ``AWS_ENDPOINT_URL``
 (or ``AWS_ENDPOINT_URL_S3``) points at an S3-compatible server. The remote libraries are the
-``cellmap`` extra: ``pip install "bioim2im[cellmap]"``.
+``remote`` extra: ``pip install "bioim2im[remote]"``.
 
 Every request to a remote store must be answered in full within ``BIOIM2IM_REMOTE_TIMEOUT``
 seconds (default 60): a server that never answers, or trickles its bytes, is one message
@@ -158,8 +158,8 @@ def _needs_extra(location: str) -> None:
         __import__(module)
     except ImportError:
         raise UserError(
-            f"{location}: reading remote stores needs {module}; install the cellmap extra: "
-            'pip install "bioim2im[cellmap]"'
+            f"{location}: reading remote stores needs {module}; install the remote extra: "
+            'pip install "bioim2im[remote]"'
         ) from None
 
 

@@ -4,8 +4,7 @@
   ``iou/<class>``;
 - :mod:`~bioim2im.metrics.instance`: ``precision@t``, ``recall@t``, ``f1@t``, ``ap@t`` for t in
   0.50..0.95, ``ap@0.50:0.95``, ``pq@0.50``, ``mean_matched_iou@0.50``, ``hausdorff``;
-- :mod:`~bioim2im.metrics.regression`: ``psnr``, ``ssim``, ``pearson``, ``mae``, ``nrmse``;
-- :mod:`~bioim2im.metrics.cellmap`: the CellMap segmentation challenge's score.
+- :mod:`~bioim2im.metrics.regression`: ``psnr``, ``ssim``, ``pearson``, ``mae``, ``nrmse``.
 """
 
 from __future__ import annotations

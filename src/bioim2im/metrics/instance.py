@@ -122,7 +122,7 @@ def match_at_threshold(overlaps: Overlaps, threshold: float) -> np.ndarray:
 
 
 def match_overlapping(overlaps: Overlaps, weights: np.ndarray | None = None) -> np.ndarray:
-    """The matching of overlapping objects with the largest total IoU (CellMap's), as pair indices.
+    """The matching of overlapping objects with the largest total IoU, as pair indices.
 
     ``weights`` (one per overlapping pair, positive) replace the IoUs as what is maximised.
     """
@@ -130,7 +130,7 @@ def match_overlapping(overlaps: Overlaps, weights: np.ndarray | None = None) -> 
 
 
 def max_distance(shape: Sequence[int], voxel_size: ArrayLike) -> float:
-    """CellMap's distance cap: half the smallest physical extent of the image."""
+    """The distance cap of unmatched objects: half the smallest physical extent of the image."""
     return float(np.min(np.multiply(shape, voxel_size)) / 2)
 
 
@@ -214,7 +214,7 @@ def instance_metrics(
     Keys: ``precision@t``, ``recall@t``, ``f1@t``, ``ap@t`` for each threshold in
     :data:`THRESHOLDS`; ``ap@0.50:0.95`` (their mean); ``pq@0.50`` (panoptic quality: mean IoU
     of the true positives times f1, at 0.5); ``mean_matched_iou@0.50``; and ``hausdorff``:
-    CellMap's instance Hausdorff distance, the mean over true objects of
+    the instance Hausdorff distance, the mean over true objects of
     :func:`hausdorff_distances` after matching all overlapping objects for the largest total
     IoU (:func:`match_overlapping`), in the units of ``voxel_size`` (default 1 per axis);
     unmatched true objects count as the cap (default :func:`max_distance`). With no true

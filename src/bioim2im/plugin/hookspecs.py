@@ -224,6 +224,18 @@ KINDS: tuple[Kind, ...] = (
     Kind("optimizer", "bioim2im_register_optimizers", frozenset({"parameters"})),
     Kind("scheduler", "bioim2im_register_schedulers", frozenset({"optimizer", "total_steps"})),
     Kind("logger", "bioim2im_register_loggers", frozenset({"run_dir", "preset", "start_step"})),
+    Kind(
+        "layout",
+        "bioim2im_register_layouts",
+        own_extras={
+            "check_preset": "function(preset, params) -> None, raising ValueError for a preset "
+            "the layout cannot train (e.g. a head its data cannot supervise), naming the keys; "
+            "it may fill in what the preset leaves unset and the layout implies (a head's "
+            "out_channels). `check` runs it after the preset's own rules, before the rules that "
+            "need the components (channels a loss or head has, postprocessing chains); params "
+            "are the layout's validated parameters",
+        },
+    ),
     Kind("preset", "bioim2im_register_presets"),
     Kind("evaluation", "bioim2im_register_evaluations"),
     Kind("command", "bioim2im_register_commands"),
@@ -351,6 +363,40 @@ def bioim2im_register_loggers(registry: Registrar) -> None:
     A factory raises ``bioim2im.errors.UserError`` for settings it cannot work with (a tracker
     that cannot be reached): the run stops before training. An exception from a method
     during the run is reported once and that logger is dropped; training goes on.
+    """
+
+
+@hookspec
+def bioim2im_register_layouts(registry: Registrar) -> None:
+    """Register data layouts: how ``data.path`` is organised and made into training data.
+
+    ``data.layout`` names one, as a table ``{ name = "NAME", <parameters> }`` or, for a layout
+    without required parameters, as its name alone (``layout = "folders"``). The built-in
+    layouts are ``auto``, ``folders``, ``pairs`` and ``csv`` (image files and their targets,
+    read with the rest of ``[data]``). The factory receives the layout's parameters by keyword
+    (no structural arguments) and returns a layout object with three methods; heavy libraries
+    are imported inside them, so that ``check`` without ``--data`` stays light:
+
+    - ``preflight(preset, *, registry, run_dir, scan) -> bioim2im.data.preflight.Report``: what
+      ``bioim2im check --data`` shows and what training checks first: the examples found per
+      split (``pairs`` and ``entries``) and every problem, collected in ``problems`` rather than
+      raised (``scan``: also read through the data's values; ``run_dir``: where a run records
+      e.g. its split, or None).
+    - ``datasets(preset, run_dir, *, registry, check) -> (training, validation or None)``:
+      the training datasets (``torch.utils.data.Dataset``), raising ``UserError`` with every
+      data problem at once (``check``: read through the data as ``preflight`` with ``scan``
+      does; ``run_dir``: the run, or None). Item ``i`` must be a pure function of
+      ``(train.seed, i)`` (exact resume, disjoint DDP ranks), a dict of tensors ``image``
+      (C, *patch_size), ``target/<head>`` and optionally ``weight/<head>`` (a cost map: 0 =
+      not supervised), plus ``truth/<head>`` on validation items; the training dataset has
+      ``epoch_length(batch_size) -> int`` (optimizer steps per epoch) and may have
+      ``preload()`` (run before the loader's workers start).
+    - ``image_pairs(preset, *, registry) -> bioim2im.data.sources.Splits``: the image files of
+      each split and their target files, problems collected, for what needs whole images:
+      ``bioim2im export``'s test image and ``api.validation_images``. A layout whose examples
+      are not image files raises ``UserError`` saying so.
+
+    Extra: ``check_preset``, the layout's rules over the whole preset.
     """
 
 

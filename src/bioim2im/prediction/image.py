@@ -36,7 +36,7 @@ from bioim2im.prediction.inputs import normalizer
 from bioim2im.prediction.outputs import ImageSpec, Store, WorkDir
 
 if TYPE_CHECKING:
-    from bioim2im.prediction.blockwise import BlockPlan, HeadGeometry
+    from bioim2im.prediction.blockwise import BlockPlan, BlockProgress, HeadGeometry
 
 # Spatial chunk sizes of the outputs, as the OME-Zarr writer's defaults: 256 x 256 in 2D,
 # 32 x 128 x 128 in 3D.
@@ -202,14 +202,11 @@ def predict_image(
     ``rank<rank>``) and lets a re-run skip them; ``report(blocks, voxels)`` returns the progress
     callback of one time point, given what it will predict.
     """
-    from bioim2im.prediction.blockwise import BlockProgress, load_finished_blocks, predict_blocks
+    from bioim2im.prediction.blockwise import BlockProgress, load_finished_blocks
 
-    settings = model.preset.predict
-    heads = model.heads
     plan = tiling.plan
     counts = BlockCounts()
     for t in range(found.time_points):
-        view = found.at(t)
         record = {**plan.fingerprint(), "time_point": t}
         finished: set[int] = set()
         if work is not None:
@@ -225,46 +222,103 @@ def predict_image(
         progress = (
             BlockProgress(work.progress_file(t, name or f"rank{rank}"), record) if work else None
         )
-        prepare, source = normalizer(found, view, model)
-
-        def sink(
-            index: int,
-            regions: dict[str, tuple[slice, ...]],
-            arrays: dict[str, np.ndarray],
-            t: int = t,
-            progress: BlockProgress | None = progress,
-        ) -> None:
-            for name, values in arrays.items():
-                head = heads[name]
-                region = regions[name][1:]
-                values = head.run_pointwise(values)
-                if head.neighbourhood:
-                    store.write_blockwise(name, t, region, values)
-                else:
-                    store.write(name, t, region, head.to_output(values))
-            if progress is not None:
-                progress.mark_done(index)
-            trim_heap()
-
-        predict_blocks(
-            model.network,
-            source,
-            plan=plan,
-            out_channels={name: head.out_channels for name, head in heads.items()},
-            sink=sink,
-            spatial_axes=source.spatial_axes,
-            blend=settings.blend,
-            batch_size=settings.batch_size,
-            tta=settings.tta,
-            device=model.device,
-            amp_dtype=model.amp_dtype,
-            channels_last=settings.channels_last,
-            prepare=prepare,
-            head_geometry={name: head.geometry for name, head in heads.items()},
-            skip_blocks=set(range(len(plan))) - set(todo),
-            progress=report(len(todo), _voxels(plan, todo)) if report else None,
+        _predict_blocks(
+            model,
+            found,
+            store,
+            plan,
+            t,
+            todo,
+            progress,
+            report(len(todo), _voxels(plan, todo)) if report else None,
         )
     return counts
+
+
+def predict_chosen_blocks(
+    model: TrainedModel,
+    found: InputImage,
+    store: Store,
+    tiling: Tiling,
+    time_point: int,
+    blocks: Sequence[int],
+    *,
+    work: WorkDir,
+    name: str,
+    report: Report | None = None,
+) -> tuple[int, int]:
+    """Predict ``blocks`` of ``time_point`` into ``store`` with the values a single process
+    predicting the whole image gives them, bit for bit (see
+    :mod:`~bioim2im.prediction.blockwise.replay`); those some process recorded as finished are
+    skipped, the others recorded in ``work``'s progress file ``name``. Several processes may
+    predict any blocks, even the same ones, at once. Returns (blocks skipped, predicted).
+    """
+    from bioim2im.prediction.blockwise import BlockProgress, load_finished_blocks
+
+    plan = tiling.plan
+    record = {**plan.fingerprint(), "time_point": time_point}
+    finished: set[int] = set()
+    for path in work.progress_files(time_point):
+        finished |= load_finished_blocks(path, record)
+    todo = sorted(set(blocks) - finished)
+    if todo:
+        progress = BlockProgress(work.progress_file(time_point, name), record)
+        _predict_blocks(model, found, store, plan, time_point, todo, progress, report, exact=True)
+    return len(blocks) - len(todo), len(todo)
+
+
+def _predict_blocks(
+    model: TrainedModel,
+    found: InputImage,
+    store: Store,
+    plan: BlockPlan,
+    t: int,
+    todo: Sequence[int],
+    progress: BlockProgress | None,
+    report: Report | None,
+    exact: bool = False,
+) -> None:
+    """Predict blocks ``todo`` of time point ``t`` into ``store``; record them in ``progress``."""
+    from bioim2im.prediction.blockwise import predict_blocks
+
+    settings = model.preset.predict
+    heads = model.heads
+    prepare, source = normalizer(found, found.at(t), model)
+
+    def sink(
+        index: int, regions: dict[str, tuple[slice, ...]], arrays: dict[str, np.ndarray]
+    ) -> None:
+        for name, values in arrays.items():
+            head = heads[name]
+            region = regions[name][1:]
+            values = head.run_pointwise(values)
+            if head.neighbourhood:
+                store.write_blockwise(name, t, region, values)
+            else:
+                store.write(name, t, region, head.to_output(values))
+        if progress is not None:
+            progress.mark_done(index)
+        trim_heap()
+
+    predict_blocks(
+        model.network,
+        source,
+        plan=plan,
+        out_channels={name: head.out_channels for name, head in heads.items()},
+        sink=sink,
+        spatial_axes=source.spatial_axes,
+        blend=settings.blend,
+        batch_size=settings.batch_size,
+        tta=settings.tta,
+        device=model.device,
+        amp_dtype=model.amp_dtype,
+        channels_last=settings.channels_last,
+        prepare=prepare,
+        head_geometry={name: head.geometry for name, head in heads.items()},
+        skip_blocks=set(range(len(plan))) - set(todo),
+        progress=report,
+        exact=exact,
+    )
 
 
 def _voxels(plan: BlockPlan, blocks: Sequence[int]) -> int:

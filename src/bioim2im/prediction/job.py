@@ -109,6 +109,7 @@ def predict_files(
     finalize: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     trust_model: bool = False,
+    cluster: str | None = None,
 ) -> PredictionSummary:
     """Predict image files into ``output``; see the module docstring.
 
@@ -122,7 +123,9 @@ def predict_files(
     block of the image being predicted (this process's blocks); an exception it raises stops
     the prediction, which the same call continues later. ``trust_model`` runs a TorchScript
     graph from elsewhere even when it holds more than tensor operations (see
-    :mod:`bioim2im.formats.graphs.allowlist`).
+    :mod:`bioim2im.formats.graphs.allowlist`). ``cluster`` (an address, ``local[:N]``,
+    ``slurm``, ``lsf`` or ``pbs``) predicts on a Dask cluster
+    (:mod:`bioim2im.prediction.cluster`).
     """
     from bioim2im.distributed import (
         broadcast_object,
@@ -135,6 +138,11 @@ def predict_files(
     started = time.monotonic()
     inputs, output = str(inputs), Path(output)
     share_one_heap()
+    if cluster is not None:
+        return _on_cluster(
+            model, inputs, output, overrides, format, overwrite, devices, progress, split, part,
+            finalize, on_progress, trust_model, cluster,
+        )  # fmt: skip
     if part is not None or finalize:
         return _parts(
             model,
@@ -239,6 +247,53 @@ def _parts(
     summary = job.summary(results, time.monotonic() - started, quiet=False)
     summary.part = part
     return summary
+
+
+def _on_cluster(
+    model: str | Path,
+    inputs: str,
+    output: Path,
+    overrides: Sequence[str],
+    format: str | None,
+    overwrite: bool,
+    devices: int | None,
+    progress: bool,
+    split: str | None,
+    part: str | None,
+    finalize: bool,
+    on_progress: Callable[[int, int], None] | None,
+    trust_model: bool,
+    cluster: str,
+) -> PredictionSummary:
+    """``--cluster``: the block plan as Dask tasks (see :mod:`bioim2im.prediction.cluster`)."""
+    from bioim2im.distributed import launched_by_torchrun
+    from bioim2im.prediction import cluster as on_cluster
+
+    started = time.monotonic()
+    if part is not None or finalize or (devices is not None and devices > 1):
+        raise UserError(
+            "--cluster spreads the blocks over the cluster's workers: leave out --devices, "
+            "--part and --finalize"
+        )
+    if launched_by_torchrun():
+        raise UserError("--cluster runs its own workers: do not start it under torchrun")
+    where = on_cluster.check_where(cluster)
+    model_overrides, settings = on_cluster.split_overrides(overrides)
+    say = _say if progress else None
+    loaded = load_model(model, model_overrides, trust_model=trust_model)
+    job = Command.plan(loaded, inputs, output, format, split, say, model)
+    given = str(model)
+    source = on_cluster.ModelSource(
+        given if "://" in given else str(Path(given).resolve()),
+        tuple(model_overrides),
+        trust_model,
+        loaded.fingerprint,
+    )
+    reporter = BlockReporter(enabled=progress, listener=on_progress)
+    results = on_cluster.predict_on_cluster(
+        job, where, settings, source, overwrite=overwrite, reporter=reporter, say=say
+    )
+    return job.summary(results, time.monotonic() - started, quiet=False)
 
 
 def _say(text: str) -> None:

@@ -24,10 +24,13 @@ appear only when complete, and get a ``predictions.csv`` that records the whole 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,11 +63,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from bioim2im.config.schema import HeadConfig, Preset
+    from bioim2im.config.schema import ClusterConfig, HeadConfig, Preset
     from bioim2im.plugin.registry import ComponentRegistry
     from bioim2im.prediction.blockwise import BlockPlan
 
-__all__ = ["PostprocessSummary", "postprocess_files"]
+__all__ = ["PostprocessPlan", "PostprocessSummary", "plan_postprocess", "postprocess_files"]
 
 
 @dataclass
@@ -107,9 +110,79 @@ def postprocess_files(
     format: str | None = None,
     overwrite: bool = False,
     report: Callable[[str], None] | None = None,
+    cluster: str | None = None,
 ) -> PostprocessSummary:
     """Run the heads' postprocessing over saved predictions into ``output``; see the module
-    docstring. ``heads`` restricts it to those heads."""
+    docstring. ``heads`` restricts it to those heads. ``cluster`` runs the blocks as tasks of a
+    Dask cluster, as ``predict --cluster`` does (:mod:`bioim2im.prediction.cluster`)."""
+    settings = None
+    if cluster is not None:
+        from bioim2im.prediction import cluster as on_cluster
+
+        on_cluster.check_where(cluster)
+        overrides, settings = on_cluster.split_overrides(overrides)
+    plan = plan_postprocess(model, inputs, output, overrides, heads, format)
+    folder, outputs, by_stem = plan.folder, plan.outputs, plan.by_stem
+    total = resumed = 0
+    with output_lock(folder):  # one command writes there at a time
+        record = RunRecord(folder, plan.fingerprint)
+        _decide(outputs, by_stem, record, overwrite)
+        if cluster is not None and settings is not None:
+            resumed, total = postprocess_on_cluster(plan, record, cluster, settings, report)
+        else:
+            for stem, items in by_stem.items():
+                done, count = _postprocess_one(outputs[stem], items, plan.preset, record, report)
+                resumed, total = resumed + done, total + count
+        write_table(folder, [_row(folder, outputs[s.stem], s) for s in plan.saved])
+        record.close()
+    published = [p for o in outputs.values() for p in o.published]
+    return PostprocessSummary(published, folder / TABLE, resumed, total)
+
+
+@dataclass
+class PostprocessPlan:
+    """What one ``postprocess`` command does: the saved outputs, their chains and blocks, and
+    where the results go."""
+
+    model: str
+    """The checkpoint (absolute)."""
+    overrides: tuple[str, ...]
+    inputs: str
+    heads: tuple[str, ...]
+    format: str
+    folder: Path
+    preset: Preset
+    saved: list[_Saved]
+    by_stem: dict[str, list[_Saved]]
+    outputs: dict[str, Outputs]
+    fingerprint: str
+
+    def store(self, stem: str) -> Store:
+        """``stem``'s results: created by the first call, opened by later ones."""
+        settings = self.preset.predict
+        return self.outputs[stem].open_store(
+            {item.head: _spec(item) for item in self.by_stem[stem]},
+            zarr_format=settings.zarr_format,
+            pyramid_levels=settings.pyramid_levels,
+        )
+
+    def start(self, stem: str) -> WorkDir:
+        """``stem``'s work directory, started (a run of other settings there is discarded)."""
+        work = WorkDir(self.outputs[stem].work_dir)
+        fingerprint = _stem_fingerprint(self.by_stem[stem])
+        work.start(fingerprint, fresh=work.state(fingerprint) == "other")
+        return work
+
+
+def plan_postprocess(
+    model: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    overrides: Sequence[str] = (),
+    heads: Sequence[str] = (),
+    format: str | None = None,
+) -> PostprocessPlan:
+    """Check everything and plan the command (nothing is written)."""
     checkpoint, preset, registry = _run_preset(model, overrides)
     folder = Path(output)
     chosen = format or preset.predict.format
@@ -150,17 +223,60 @@ def postprocess_files(
         )
         for stem, items in by_stem.items()
     }
-    total = resumed = 0
-    with output_lock(folder):  # one command writes there at a time
-        record = RunRecord(folder, fingerprint)
-        _decide(outputs, by_stem, record, overwrite)
-        for stem, items in by_stem.items():
-            done, count = _postprocess_one(outputs[stem], items, preset, record, report)
-            resumed, total = resumed + done, total + count
-        write_table(folder, [_row(folder, outputs[s.stem], s) for s in saved])
-        record.close()
-    published = [p for o in outputs.values() for p in o.published]
-    return PostprocessSummary(published, folder / TABLE, resumed, total)
+    return PostprocessPlan(
+        checkpoint,
+        tuple(overrides),
+        str(Path(inputs).absolute()),
+        tuple(heads),
+        chosen,
+        folder,
+        preset,
+        saved,
+        by_stem,
+        outputs,
+        fingerprint,
+    )
+
+
+def finished_blocks(work: WorkDir, item: _Saved, t: int) -> set[int]:
+    """The blocks of ``item`` at time point ``t`` recorded as done (by any process)."""
+    from bioim2im.prediction.blockwise import load_finished_blocks
+
+    assert item.plan is not None
+    record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
+    finished: set[int] = set()
+    for path in sorted((work.path / "progress").glob(f"{item.head}-t{t:05d}*.json")):
+        finished |= load_finished_blocks(path, record)
+    return finished
+
+
+def pointwise_blocks(
+    work: WorkDir, item: _Saved, store: Store, t: int, blocks: Sequence[int], name: str = ""
+) -> tuple[int, int]:
+    """The pointwise steps on ``blocks`` of ``item`` at ``t`` not recorded yet, each recorded
+    (in the progress file ``name``) once written; returns (skipped, done)."""
+    from bioim2im.prediction.blockwise import BlockProgress
+
+    assert item.plan is not None
+    finished = finished_blocks(work, item, t)
+    todo = [b for b in blocks if b not in finished]
+    if todo:
+        record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
+        suffix = f"-{name}" if name else ""
+        progress = BlockProgress(
+            work.path / "progress" / f"{item.head}-t{t:05d}{suffix}.json", record
+        )
+        for index in todo:
+            _pointwise_block(item, store, t, item.plan.core(index))
+            progress.mark_done(index)
+    return len(blocks) - len(todo), len(todo)
+
+
+def finish_stem(items: Sequence[_Saved], store: Store) -> None:
+    """The neighbourhood steps of every head of one input, then publish."""
+    for item in items:
+        _neighbourhood(item, store)
+    store.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,8 +568,6 @@ def _postprocess_one(
 ) -> tuple[int, int]:
     """Every head of one input: pointwise steps block by block (recorded, resumable), then the
     neighbourhood steps; publish. Returns (blocks done by an earlier run, blocks)."""
-    from bioim2im.prediction.blockwise import BlockProgress
-
     if target.stem in record.done and len(target.finished()) == len(target.published):
         return 0, 0
     work = WorkDir(target.work_dir)
@@ -469,25 +583,16 @@ def _postprocess_one(
     for item in items:
         assert item.image is not None and item.plan is not None and item.output is not None
         for t in range(item.image.time_points):
-            plan_record = {**item.plan.fingerprint(), "time_point": t, "head": item.head}
-            progress = BlockProgress(
-                work.path / "progress" / f"{item.head}-t{t:05d}.json", plan_record
-            )
-            resumed += len(progress.finished)
+            done, _ = pointwise_blocks(work, item, store, t, range(len(item.plan)))
+            resumed += done
             total += len(item.plan)
-            for index in range(len(item.plan)):
-                if index not in progress.finished:
-                    _pointwise_block(item, store, t, item.plan.core(index))
-                    progress.mark_done(index)
     if report is not None:
         report(
             f"{target.stem}: {total - resumed} blocks"
             + (f", {resumed} done earlier" if resumed else "")
         )
     record.mark_done(target.stem)
-    for item in items:
-        _neighbourhood(item, store)
-    store.finish()
+    finish_stem(items, store)
     return resumed, total
 
 
@@ -541,3 +646,147 @@ def _row(folder: Path, target: Outputs, item: _Saved) -> dict[str, str]:
         "dtype": str(spec.dtype),
         "postprocess": json.dumps(item.chain),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# bioim2im postprocess --cluster (the mechanism: bioim2im.prediction.cluster)
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """How a worker plans the same ``postprocess`` command as the client."""
+
+    model: str
+    overrides: tuple[str, ...]
+    inputs: str
+    folder: str
+    heads: tuple[str, ...]
+    format: str
+    fingerprint: str
+    """The client's plan: a worker that plans another (the files changed) stops."""
+
+
+_postprocess_plans: dict[PostprocessSpec, Any] = {}
+_postprocess_stores: dict[tuple[PostprocessSpec, str], Store] = {}
+
+
+def _postprocess_plan(spec: PostprocessSpec) -> Any:
+    """The command's plan, made once per worker process."""
+    if spec not in _postprocess_plans:
+        _postprocess_plans.clear()
+        _postprocess_stores.clear()
+        plan = plan_postprocess(
+            spec.model, spec.inputs, spec.folder, spec.overrides, spec.heads, spec.format
+        )
+        if plan.fingerprint != spec.fingerprint:
+            raise UserError(
+                f"{spec.inputs}: a worker found other saved predictions or another run than the "
+                "client (were they changed, or does the worker see other files at that path?)"
+            )
+        _postprocess_plans[spec] = plan
+    return _postprocess_plans[spec]
+
+
+def postprocess_task(
+    spec: PostprocessSpec, run: tuple[str, str, int], blocks: tuple[int, ...]
+) -> tuple[int, int]:
+    """A task: the pointwise steps on ``blocks`` of one head (``run``: stem, head, time
+    point); returns (blocks recorded before, blocks done)."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    stem, head, t = run
+    with on_cluster.TASK_LOCK:
+        item = None
+        try:
+            plan = _postprocess_plan(spec)
+            item = next(i for i in plan.by_stem[stem] if i.head == head)
+            if (spec, stem) not in _postprocess_stores:
+                _postprocess_stores[spec, stem] = plan.store(stem)
+            work = WorkDir(plan.outputs[stem].work_dir)
+            return pointwise_blocks(
+                work, item, _postprocess_stores[spec, stem], t, blocks, f"dask-b{blocks[0]:08d}"
+            )
+        except Exception as exc:
+            where = f"{spec.inputs}: {stem} {head}, blocks {blocks[0]} to {blocks[-1]}"
+            if item is not None and item.plan is not None:
+                done: set[int] = set()
+                with contextlib.suppress(OSError, ValueError):
+                    done = finished_blocks(WorkDir(plan.outputs[stem].work_dir), item, t)
+                block = next((b for b in blocks if b not in done), blocks[0])
+                region = ", ".join(f"{s.start}:{s.stop}" for s in item.plan.core(block))
+                where = f"{item.path}: block {block} (voxels {region})"
+            cause = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise on_cluster.BlockFailed(f"{where}: {cause}", isinstance(exc, OSError)) from exc
+
+
+def postprocess_finish_task(spec: PostprocessSpec, stem: str) -> None:
+    """A task: the neighbourhood steps of every head of ``stem``, then publish."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    with on_cluster.TASK_LOCK:
+        plan = _postprocess_plan(spec)
+        store = _postprocess_stores.pop((spec, stem), None) or plan.store(stem)
+        finish_stem(plan.by_stem[stem], store)
+
+
+def postprocess_on_cluster(
+    plan: PostprocessPlan,
+    record: Any,
+    where: str,
+    settings: ClusterConfig,
+    report: Callable[[str], None] | None,
+) -> tuple[int, int]:
+    """``postprocess --cluster``: the pointwise steps of every block as tasks, then each
+    input's neighbourhood steps and publishing as a task. Returns (blocks done by an earlier
+    run, blocks)."""
+    from bioim2im.prediction import cluster as on_cluster
+
+    spec = PostprocessSpec(
+        plan.model,
+        plan.overrides,
+        plan.inputs,
+        str(plan.folder.resolve()),
+        plan.heads,
+        plan.format,
+        plan.fingerprint,
+    )
+    works, resumed, total = [], 0, 0
+    for stem, items in plan.by_stem.items():
+        target = plan.outputs[stem]
+        if stem in record.done and len(target.finished()) == len(target.published):
+            continue
+        work = plan.start(stem)
+        plan.store(stem)  # creates the images; the workers open them
+        todo: dict[Any, list[int]] = {}
+        voxels = 0
+        for item in items:
+            assert item.image is not None and item.plan is not None
+            blocks = item.plan
+            for t in range(item.image.time_points):
+                finished = _finished_postprocess(work, item, t)
+                left = [b for b in range(len(blocks)) if b not in finished]
+                resumed += len(blocks) - len(left)
+                total += len(blocks)
+                for b in left:
+                    voxels += math.prod(s.stop - s.start for s in blocks.core(b))
+                if left:
+                    todo[stem, item.head, t] = left
+        works.append(
+            on_cluster.ImageWork(
+                stem,
+                todo,
+                voxels,
+                postprocess_task,
+                (spec,),
+                functools.partial(postprocess_finish_task, stem=stem),
+                before_finish=functools.partial(record.mark_done, stem),
+            )
+        )
+    if works:
+        with on_cluster.connect(where, settings, report) as connection:
+            on_cluster.run_blocks(connection, works, settings, None)
+    return resumed, total
+
+
+def _finished_postprocess(work: Any, item: Any, t: int) -> set[int]:
+    return finished_blocks(work, item, t)

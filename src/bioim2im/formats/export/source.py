@@ -68,10 +68,10 @@ class Source:
         without local paths (data.path and the other path keys of a preset) and without
         experiment trackers (``logging.loggers``: their settings hold tracking URIs and
         credentials). Prediction needs none of them."""
-        from bioim2im.config.loading import PATH_KEYS, validate
+        from bioim2im.config.loading import local_path_keys, validate
 
         data = self.model.preset.model_dump(mode="json", exclude_none=True)
-        for *sections, key in PATH_KEYS:
+        for *sections, key in local_path_keys(data, self.model.registry):
             table: Any = data
             for section in sections:
                 table = table.get(section) if isinstance(table, dict) else None
@@ -179,26 +179,20 @@ def test_image(source: Source, given: Path | None) -> TestImage:
 
 
 def _dataset_image(source: Source) -> Path:
-    from bioim2im.data.sources import find_splits, reader_suffixes
+    from bioim2im.data.layouts import dataset_layout
 
     preset = source.model.preset
     data = preset.data
     hint = "give an image to cut the test tensors from with --test-image"
-    if data.layout == "cellmap":
-        return _cellmap_image(source, hint)
-    if data.path is None or not Path(data.path).exists():
-        raise UserError(f"the run's dataset ({data.path}) is not there: {hint}")
-    splits = find_splits(
-        data,
-        preset.model.heads,
-        seed=preset.train.seed,
-        suffixes=reader_suffixes(source.model.registry),
-    )
+    registry = source.model.registry
+    try:
+        layout = dataset_layout(preset, registry)
+        if data.path is None or not Path(data.path).exists():
+            raise UserError(f"the run's dataset ({data.path}) is not there")
+        splits = layout.image_pairs(preset, registry=registry)
+    except UserError as exc:
+        raise UserError(f"{exc}: {hint}") from None
     pairs = splits.val or splits.train or splits.test
     if not pairs:
         raise UserError(f"no image found in the run's dataset ({data.path}): {hint}")
     return pairs[0].image
-
-
-def _cellmap_image(source: Source, hint: str) -> Path:
-    raise UserError(f"a CellMap run's crops are not single images: {hint}")

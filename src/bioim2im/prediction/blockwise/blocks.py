@@ -36,6 +36,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from bioim2im.prediction.blockwise.windows import (
     pad_widths,
     window_starts,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 # Voxels of a default block core: 128 MiB per float32 channel, a few windows per axis.
 DEFAULT_BLOCK_VOXELS = 2**25
@@ -490,3 +494,13 @@ def default_sweep(shape: Sequence[int], roi_size: Sequence[int]) -> tuple[int, .
     return tuple(
         sorted(range(len(shape)), key=lambda a: (min(roi_size[a], shape[a]) / shape[a], a))
     )
+
+
+@dataclass
+class OpenBlock:
+    """A block whose windows are running: its input, its sums and how many windows are left."""
+
+    block: Block
+    image: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    left: int

@@ -16,7 +16,6 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +26,7 @@ from bioim2im.prediction.blockwise.blocks import (
     Block,
     BlockPlan,
     HeadGeometry,
+    OpenBlock,
     bounding_box,
     plan_blocks,
 )
@@ -81,6 +81,7 @@ def predict_blocks(
     progress: Progress | None = None,
     halo: Sequence[int] | None = None,
     align: Sequence[int] | int = 1,
+    exact: bool = False,
 ) -> None:
     """Predict ``image`` with a Gaussian- (or constant-) blended sliding window, block by block.
 
@@ -106,6 +107,11 @@ def predict_blocks(
     interrupted run). Each finished block goes to ``sink``. ``halo`` and ``align`` (for a
     network whose output does not depend on the window beyond its receptive field): only the
     windows' interiors count, as :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks` says.
+
+    ``exact`` gives the blocks predicted the values one pass over every block of the plan gives
+    them, bit for bit, whatever is skipped (:mod:`~bioim2im.prediction.blockwise.replay`): a
+    block's values then depend on nothing but the plan, whichever process predicts it with
+    whichever others. It runs again the windows skipped blocks hand on to predicted ones.
     """
     if plan is None and roi_size is None:
         raise ValueError("give the window size (roi_size) or a block plan")
@@ -159,7 +165,20 @@ def predict_blocks(
         sink(block.index, regions, arrays)
 
     try:
-        _run_pipeline(plan.blocks(todo), read, windows.run, write, len(todo), progress)
+        if exact and skip:
+            from bioim2im.prediction.blockwise.replay import replay_blocks
+
+            parts, replayed = replay_blocks(plan, batch_size, todo)
+            _run_pipeline(
+                iter(parts),
+                read,
+                lambda items: replayed(windows, items),
+                write,
+                len(todo),
+                progress,
+            )
+        else:
+            _run_pipeline(plan.blocks(todo), read, windows.run, write, len(todo), progress)
     finally:
         windows.close()
 
@@ -342,8 +361,8 @@ class _WindowRunner:
         at most ``batch_size + 1`` blocks open at once.
         """
         source = iter(blocks)
-        opened: collections.deque[_OpenBlock] = collections.deque()
-        queued: collections.deque[tuple[_OpenBlock, tuple[int, ...]]] = collections.deque()
+        opened: collections.deque[OpenBlock] = collections.deque()
+        queued: collections.deque[tuple[OpenBlock, tuple[int, ...]]] = collections.deque()
         exhausted = False
         with torch.inference_mode():
             while True:
@@ -369,17 +388,21 @@ class _WindowRunner:
                 if exhausted and not opened:
                     return
 
-    def _open(self, block: Block, data: np.ndarray) -> _OpenBlock:
+    def _open(self, block: Block, data: np.ndarray) -> OpenBlock:
+        sums = self._zeros(block)
+        return OpenBlock(block, torch.from_numpy(data).to(self.device), sums, block.n_windows)
+
+    def _zeros(self, block: Block) -> dict[str, torch.Tensor]:
+        """Per head, zeroed sums over the block's reach."""
         extent = tuple(r.stop - r.start for r in block.reach)
-        sums = {
+        return {
             head: torch.zeros(
                 (self.out_channels[head], *geometry.output_shape(extent)), device=self.device
             )
             for head, geometry in self.heads.items()
         }
-        return _OpenBlock(block, torch.from_numpy(data).to(self.device), sums, block.n_windows)
 
-    def _run_batch(self, batch: list[tuple[_OpenBlock, tuple[int, ...]]]) -> None:
+    def _run_batch(self, batch: list[tuple[OpenBlock, tuple[int, ...]]]) -> None:
         outputs = self._forward(
             torch.stack([self._crop(current.image, start) for current, start in batch])
         )
@@ -392,13 +415,23 @@ class _WindowRunner:
         for current, _ in batch:
             current.left -= 1
 
-    def _finish(self, current: _OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
+    def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
         """Add what earlier blocks handed on, hand on what is due to later ones, and return the
         blended core."""
         block, sums, reach = current.block, current.sums, current.block.reach
         for region, handed in self.pending.pop(block.index, {}).values():
             for head, values in handed.items():
                 sums[head][self._within(head, region, reach)] += values
+        self._hand_on_all(current)
+        norms = self._weight_sums(block)
+        return block, {
+            head: (sums[head][self._within(head, block.core, reach)] / norms[head]).cpu().numpy()
+            for head in self.heads
+        }
+
+    def _hand_on_all(self, current: OpenBlock) -> None:
+        """Hand on the block's sums over the cores of the later blocks its windows reach."""
+        block, sums, reach = current.block, current.sums, current.block.reach
         for target, face, region in block.hands_on:
             self._hand_on(
                 target,
@@ -406,11 +439,6 @@ class _WindowRunner:
                 region,
                 {head: sums[head][self._within(head, region, reach)] for head in self.heads},
             )
-        norms = self._weight_sums(block)
-        return block, {
-            head: (sums[head][self._within(head, block.core, reach)] / norms[head]).cpu().numpy()
-            for head in self.heads
-        }
 
     def close(self) -> None:
         self.layout.restore()
@@ -544,16 +572,6 @@ class _WindowRunner:
         if missing:
             raise ValueError(f"the model's outputs lack heads {sorted(missing)}")
         return outputs
-
-
-@dataclass
-class _OpenBlock:
-    """A block whose windows are running: its input, its sums and how many windows are left."""
-
-    block: Block
-    image: torch.Tensor
-    sums: dict[str, torch.Tensor]
-    left: int
 
 
 def _batched(items: Iterable[tuple[int, ...]], size: int) -> Iterator[list[tuple[int, ...]]]:
