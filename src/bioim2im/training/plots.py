@@ -81,10 +81,84 @@ def _enlarged(tile: np.ndarray) -> np.ndarray:
     return np.kron(tile, np.ones((factor, factor), np.uint8))
 
 
-def save_loss_curve(
+CURVE_SIZE = (12.0, 4.0)
+CURVE_DPI = 100
+"""loss_curve.png: 1200 x 400 pixels."""
+
+
+def save_loss_curve(records: list[dict[str, Any]], path: Path) -> Any:
+    """The run's figure, with matplotlib: loss and validation loss, the learning rate, and each
+    head's validation metrics against the step, losses and learning rate on log axes, with
+    titles, axis labels, ticks and legends. Returns the figure (closed), or None where
+    matplotlib is missing (then a plain drawing of the losses)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _pillow_loss_curve(records, path)
+        return None
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pairs = [
+            (int(r["step"]), float(r[key]))
+            for r in records
+            if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+        ]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    keys = sorted({k for r in records for k in r})
+    metrics = [
+        k
+        for k in keys
+        if k.startswith("val/") and k != "val/loss" and not k.endswith("/loss")
+        and not k.rsplit("/", 1)[-1].isdigit()  # per-class values: the mean is drawn
+    ]  # fmt: skip
+    figure, (losses, rate, scores) = plt.subplots(1, 3, figsize=CURVE_SIZE, dpi=CURVE_DPI)
+    for key, label in (("loss", "training loss"), ("val/loss", "validation loss")):
+        steps, values = series(key)
+        if steps:
+            losses.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
+    _log_axis(losses, "Loss", "loss")
+    steps, values = series("lr")
+    if steps:
+        rate.plot(steps, values, color="tab:green", label="learning rate")
+    _log_axis(rate, "Learning rate", "learning rate")
+    for key in metrics:
+        steps, values = series(key)
+        if steps:
+            scores.plot(steps, values, marker="o", label=key.removeprefix("val/"))
+    scores.set_title("Validation metrics per head")
+    scores.set_xlabel("step")
+    scores.set_ylabel("value")
+    scores.grid(True, alpha=0.3)
+    if scores.lines:
+        scores.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return figure
+
+
+def _log_axis(axes: Any, title: str, label: str) -> None:
+    axes.set_title(title)
+    axes.set_xlabel("step")
+    axes.set_ylabel(label)
+    values = [v for line in axes.lines for v in line.get_ydata()]
+    if values and min(values) > 0:
+        axes.set_yscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    if axes.lines:
+        axes.legend(fontsize="small")
+
+
+def _pillow_loss_curve(
     records: list[dict[str, Any]], path: Path, size: tuple[int, int] = (640, 400)
 ) -> None:
-    """Training loss (and validation loss when present) against step."""
+    """Training loss (and validation loss when present) against step, drawn by hand: only where
+    matplotlib (a dependency) is missing."""
     series = {
         key: [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
         for key in ("loss", "val/loss")

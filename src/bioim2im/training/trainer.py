@@ -29,8 +29,8 @@ from bioim2im.errors import UserError
 from bioim2im.model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from bioim2im.model.network import amp_dtype, build_losses, build_model, components_used
 from bioim2im.plugin.registry import ComponentRegistry
-from bioim2im.training.plots import save_montage
-from bioim2im.training.report import MetricsLog, Progress, trim_metrics
+from bioim2im.training.plots import save_loss_curve, save_montage
+from bioim2im.training.report import MetricsLog, Progress, read_metrics, trim_metrics
 from bioim2im.training.tracking import Tracker
 
 
@@ -526,6 +526,8 @@ class Trainer:
             results = self.validate()
             if log is not None:
                 log.write({"step": self.step, **results})
+                # The run's figure, refreshed at every validation.
+                save_loss_curve(read_metrics(log.path), self.run_dir / "loss_curve.png")
             if progress is not None:
                 progress.message(
                     f"step {self.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items())
