@@ -97,6 +97,11 @@ class Store(Protocol):
 # Outputs of one input
 
 
+def label_group(head: str) -> str:
+    """Where a head written as a label image is in an OME-Zarr container (NGFF labels)."""
+    return f"labels/{head}"
+
+
 @dataclass(frozen=True)
 class Outputs:
     """The files one input's predictions go to, and its work directory."""
@@ -120,7 +125,7 @@ class Outputs:
 
     def group(self, head: str) -> str:
         """Where ``head``'s image is inside the OME-Zarr container."""
-        return f"labels/{head}" if head in self.labels else head
+        return label_group(head) if head in self.labels else head
 
     @property
     def published(self) -> list[Path]:
@@ -266,7 +271,7 @@ class OmeZarrStore(_Scratch):
         )
         self.images = {
             head: self.writer.create_image(
-                outputs.group(head),
+                label_group(head) if spec.is_label else head,
                 shape=spec.shape,
                 dtype=spec.dtype,
                 axes=spec.axes,
