@@ -14,6 +14,11 @@ import pytest
 # cores, and subprocesses (torchrun workers) inherit the setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # strict_in_ci, tiny_presets
+from strict_in_ci import importorskip_fails_in_ci
+
+importorskip_fails_in_ci()
+
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "presets"
 

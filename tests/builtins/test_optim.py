@@ -133,3 +133,21 @@ def test_schedule_resumes_from_its_state_dict() -> None:
     resumed.step()
     assert resumed_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
     assert resumed.get_last_lr() == scheduler.get_last_lr()
+
+
+def test_radam_decays_weights_decoupled_when_asked() -> None:
+    def trained(decoupled: bool) -> float:
+        weight = torch.nn.Parameter(torch.ones(1))
+        optimizer = REGISTRY.get("optimizer", "radam").build(
+            {"lr": 0.1, "weight_decay": 0.5, "decoupled_weight_decay": decoupled},
+            parameters=[weight],
+        )
+        assert optimizer.param_groups[0]["decoupled_weight_decay"] is decoupled
+        for _ in range(3):
+            weight.grad = torch.ones(1)
+            optimizer.step()
+        return float(weight.detach()[0])
+
+    # Decoupled, the weight shrinks by lr * weight_decay of itself each step; coupled, the decay
+    # goes through the moment estimates: after the first step they part.
+    assert trained(True) != pytest.approx(trained(False), abs=1e-6)

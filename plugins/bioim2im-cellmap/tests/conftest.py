@@ -54,6 +54,10 @@ pytest_collection_modifyitems = _hostile.pytest_collection_modifyitems
 
 from stores import S3, write_cellmap_data  # noqa: E402
 
+from strict_in_ci import importorskip_fails_in_ci  # noqa: E402
+
+importorskip_fails_in_ci()
+
 
 def _missing() -> str | None:
     """Why these tests cannot run here (None: they can)."""

@@ -176,3 +176,35 @@ def test_every_crop_and_class_is_written_once_with_finite_grid_attributes(
 def test_a_crop_grid_is_finite_and_positive(voxel_size, translation, shape):
     with pytest.raises(UserError, match="not a crop grid"):
         Grid(voxel_size, translation, shape)
+
+
+def test_only_predicts_the_crops_it_names(
+    model: Path, manifest: Path, cellmap_root: Path, tmp_path: Path, cli
+):
+    output = tmp_path / "some.zarr"
+    command = ("cellmap", "predict", model, "--crops", manifest, "--raw")
+    result = cli(*command, RAW.format(root=cellmap_root), "-o", output, "--only", "crop22")
+    assert result.code == 0, result.err
+    group = zarr.open_group(output, mode="r")
+    assert sorted(name for name, _ in group.groups()) == ["crop22"]
+    bad = cli(*command, RAW.format(root=cellmap_root), "-o", tmp_path / "b.zarr", "--only", "5")
+    assert bad.code == 2 and "--only '5': not a crop of" in bad.err and "21, 22" in bad.err
+    assert not (tmp_path / "b.zarr").exists()
+
+
+def test_predict_crops_says_it_does_not_apply_another_postprocess_chain(
+    model: Path, manifest: Path, cellmap_root: Path, tmp_path: Path, cli
+):
+    chain = 'model.heads.seg.postprocess=[{name="sigmoid"}, {name="threshold", value=0.3}]'
+    result = cli(
+        "cellmap", "predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root),
+        "-o", tmp_path / "p.zarr", "--only", "22", "--set", chain,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    said = " ".join((result.out + result.err).split())
+    assert "its postprocess chain (sigmoid, threshold) is not applied to the crops" in said
+    plain = cli(
+        "cellmap", "predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root),
+        "-o", tmp_path / "q.zarr", "--only", "22",
+    )  # fmt: skip
+    assert plain.code == 0 and "is not applied" not in plain.out + plain.err

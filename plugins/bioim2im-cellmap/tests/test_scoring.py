@@ -1,5 +1,6 @@
-"""`bioim2im evaluate --task cellmap` over a submission equals a straightforward computation of
-the challenge's definitions (brute-force matching and distances, written out below)."""
+"""`bioim2im cellmap evaluate --alignment physical` over a submission equals a straightforward
+computation of the challenge's definitions (brute-force matching and distances, written out
+below) on arrays placed where their voxels physically are."""
 
 from __future__ import annotations
 
@@ -257,7 +258,12 @@ def test_scores_equal_the_definitions_computed_by_hand(tmp_path: Path):
                 archive.write(path, path.relative_to(submission).as_posix())
     for source in (submission, tmp_path / "submission.zip"):
         result = evaluate_submission(
-            source, truth, instance_classes=INSTANCE, json_path=tmp_path / "s.json", overwrite=True
+            source,
+            truth,
+            instance_classes=INSTANCE,
+            alignment="physical",
+            json_path=tmp_path / "s.json",
+            overwrite=True,
         )
         report = json.loads((tmp_path / "s.json").read_text())
         for key in ("overall_score", "overall_instance_score", "overall_semantic_score"):
@@ -285,9 +291,10 @@ def test_scores_equal_the_definitions_computed_by_hand(tmp_path: Path):
 def test_cli_scores_a_submission_zip(tmp_path: Path, cli):
     submission, truth, _, _ = make_case(tmp_path)
     result = cli(
-        "evaluate",
-        "--task",
         "cellmap",
+        "evaluate",
+        "--alignment",
+        "physical",
         "--pred",
         submission,
         "--truth",
@@ -297,6 +304,7 @@ def test_cli_scores_a_submission_zip(tmp_path: Path, cli):
     )
     assert result.code == 0, result.err
     assert "overall" in result.out and "missing crops (scored as empty): crop4" in result.out
+    assert "not the leaderboard's number" in result.out
     assert json.loads((tmp_path / "r.json").read_text())["follows"].startswith("CellMap challenge")
     bad = cli("evaluate", "--task", "cellmap", "--pred", tmp_path / "nothing.zip", "--truth", truth)
     assert bad.code == 2 and "does not exist" in bad.err

@@ -24,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
 from napari_helpers import TINY, nuclei, write_nuclei
 
+from strict_in_ci import importorskip_fails_in_ci
 from tiny_presets import tiny_unet_toml
+
+importorskip_fails_in_ci()
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 IN_CI = bool(os.environ.get("CI"))

@@ -65,17 +65,27 @@ def radam(
     lr: PositiveFloat = 1e-3,
     betas: Betas = (0.9, 0.999),
     weight_decay: NonNegativeFloat = 0.0,
+    decoupled_weight_decay: bool = False,
 ) -> Any:
     """RAdam: Adam with a rectified warm-up of the adaptive learning rate.
 
     Args:
         lr: Learning rate (the schedule scales it).
         betas: Decay rates of the running averages of the gradient and of its square.
-        weight_decay: L2 penalty on the weights, added to the gradient.
+        weight_decay: L2 penalty on the weights, added to the gradient (or, decoupled, taken
+            off the weights directly).
+        decoupled_weight_decay: Decay the weights directly, as AdamW does, instead of adding
+            the penalty to the gradient.
     """
     import torch
 
-    return torch.optim.RAdam(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+    return torch.optim.RAdam(
+        parameters,
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
 
 
 def sgd(

@@ -75,6 +75,8 @@ class Report:
     """The usable entries of each split (what training datasets are made of)."""
     opened_targets: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
     """Unpaired data only: per target name, the usable target entries of each split."""
+    found: dict[str, list[str]] = field(default_factory=dict)
+    """Per split, one line per item a layout found and names (e.g. crops of large volumes), printed."""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from report_renderables(self)
@@ -352,6 +354,10 @@ def report_renderables(report: Report) -> Iterator[Any]:
             values,
         )
     yield table
+    for split, lines in report.found.items():
+        yield Text.from_markup(f"[bold]{split}[/] ({len(lines)}):")
+        for line in lines:
+            yield Text(f"  {line}")
     for warning in report.warnings:
         yield Text.from_markup("[bold yellow]warning:[/] ") + Text(warning)
     if report.problems:

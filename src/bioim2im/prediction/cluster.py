@@ -31,7 +31,7 @@ file system they share with the client, at the same paths.
 
 :func:`run_blocks` is the mechanism without the command: any caller hands it the tasks of its
 images and gets them run on the cluster; ``postprocess --cluster``
-(:mod:`bioim2im.prediction.postprocess`) and the CellMap plugin's crop prediction do.
+(:mod:`bioim2im.prediction.postprocess`) and plugins' own prediction commands do.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -146,12 +147,15 @@ class CropsResult:
     crops: int = 0
     arrays: int = 0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         from rich.text import Text
 
         for note in self.skipped:
             yield Text.from_markup("[yellow]skipped[/] ").append(note)
+        for note in self.notes:
+            yield Text.from_markup("[yellow]note[/] ").append(note)
         yield Text.from_markup("[green]✓[/] ").append(
             f"{self.arrays} arrays of {self.crops} crops in {self.output}; pack them with: "
             f"bioim2im cellmap pack {self.output} --crops {self.manifest} -o submission.zip"
@@ -176,6 +180,10 @@ def predict_crops(
         ),
     ],
     output: Annotated[str | Path, Opt("The zarr group to write.", ("--output", "-o"))],
+    only: Annotated[
+        str | None,
+        Opt("Predict only these crops of the manifest, comma-separated (e.g. 7,crop11)."),
+    ] = None,
     overrides: Overrides = (),
     overwrite: Annotated[bool, Opt("Replace an earlier output of this command.")] = False,
     trust_model: TrustModel = False,
@@ -206,9 +214,10 @@ def predict_crops(
         overwrite=overwrite,
         report=report or (lambda line: print(line, file=sys.stderr, flush=True)),
         trust_model=trust_model,
+        only=_names(only, "--only") if only else None,
         cluster=cluster,
     )
-    return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped)
+    return CropsResult(done.output, Path(crops), done.crops, done.arrays, done.skipped, done.notes)
 
 
 @dataclass
@@ -219,6 +228,7 @@ class PackResult:
     manifest: Path
     arrays: int = 0
     missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     checked_only: bool = False
     error: UserError | None = None
 
@@ -234,6 +244,8 @@ class PackResult:
             return
         for note in self.missing:
             yield Text.from_markup("[yellow]missing[/] ").append(note)
+        for note in self.warnings:
+            yield Text.from_markup("[yellow]warning[/] ").append(note)
         yield Text.from_markup("[green]✓[/] ").append(
             f"{self.path}: {self.arrays} arrays, checked against {self.manifest}"
         )
@@ -244,7 +256,9 @@ def pack(
         str | Path,
         Arg(
             "A zarr group of crop<N>/<class> predictions (e.g. from `bioim2im cellmap "
-            "predict`), or with --check a submission zip.",
+            "predict`), or a path with {dataset} and {crop} (crop<N>) in it, as the toolbox's "
+            "packer takes them (e.g. 'processed/{dataset}.zarr/{crop}'), or with --check a "
+            "submission zip.",
             metavar="PREDICTIONS",
         ),
     ],
@@ -272,7 +286,7 @@ def pack(
     done = pack_submission(
         predictions, crops, output, overwrite=overwrite, allow_missing=allow_missing
     )
-    return PackResult(done.path, Path(crops), done.arrays, done.missing)
+    return PackResult(done.path, Path(crops), done.arrays, done.missing, done.warnings)
 
 
 def evaluate(
@@ -289,6 +303,14 @@ def evaluate(
         Opt("Write the overall, per-class and per-crop scores as JSON.", ("--json",)),
     ] = None,
     csv_path: Annotated[str | Path | None, PythonOnly()] = None,
+    alignment: Annotated[
+        str,
+        Opt(
+            "How submitted arrays are placed on the crops: 'challenge' as the challenge's "
+            "evaluator does (the leaderboard's number), or 'physical' where their voxels "
+            "physically are (sub-voxel exact; not the leaderboard's number)."
+        ),
+    ] = "challenge",
     overwrite: Annotated[bool, Opt("Replace an existing --json file.")] = False,
 ) -> Any:
     """Score a CellMap submission as the challenge does; a single prediction file against one
@@ -298,9 +320,120 @@ def evaluate(
     if is_truth_store(truth):
         if csv_path is not None:
             raise UserError("--csv does not apply to a CellMap submission; use --json")
-        return evaluate_submission(pred, truth, json_path=json_path, overwrite=overwrite)
+        return evaluate_submission(
+            pred, truth, alignment=alignment, json_path=json_path, overwrite=overwrite
+        )
     from bioim2im_cellmap.evaluation import evaluate_one_class
 
     return evaluate_one_class(
         pred, truth, head=head, json_path=json_path, csv_path=csv_path, overwrite=overwrite
     )
+
+
+@dataclass
+class ProcessResult:
+    """What :func:`process` wrote."""
+
+    output: Path
+    arrays: int
+    chain: list[str]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        yield Text.from_markup("[green]✓[/] ").append(
+            f"{self.arrays} arrays through [{', '.join(self.chain)}] in {self.output}"
+        )
+
+
+def process(
+    model: Annotated[ModelSource, Arg(MODEL_HELP)],
+    *,
+    inputs: Annotated[
+        str | Path,
+        Opt(
+            "Crop predictions: a zarr group of crop<N>/<class> arrays (e.g. from `bioim2im "
+            "cellmap predict`).",
+            ("--input", "-i"),
+        ),
+    ],
+    output: Annotated[str | Path, Opt("The zarr group to write.", ("--output", "-o"))],
+    overrides: Overrides = (),
+    head: Annotated[str | None, Opt("The head whose chain runs (needed with several).")] = None,
+    block: Annotated[int, Opt("Block size (voxels per axis).")] = 64,
+    overwrite: Annotated[
+        bool, Opt("Replace an earlier output of cellmap predict or process.")
+    ] = False,
+    trust_model: TrustModel = False,
+    report: Annotated[Callable[[str], None] | None, PythonOnly()] = None,
+) -> ProcessResult:
+    """Run a head's postprocessing chain (thresholds, size filters, watershed...) over crop
+    predictions, block by block; the steps they already went through are skipped."""
+    from bioim2im_cellmap.process import process_crops
+
+    done = process_crops(
+        model,
+        inputs,
+        output,
+        overrides=overrides,
+        head=head,
+        block=block,
+        overwrite=overwrite,
+        trust_model=trust_model,
+        report=report or (lambda line: print(f"processed {line}", file=sys.stderr, flush=True)),
+    )
+    return ProcessResult(done.output, done.arrays, done.chain)
+
+
+@dataclass
+class ViewResult:
+    """A neuroglancer viewer that was served (and, from the command line, closed)."""
+
+    url: str
+    layers: list[str]
+    shown: Any = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        yield Text(f"served {len(self.layers)} layers ({', '.join(self.layers)}) at {self.url}")
+
+
+def view(
+    *,
+    raw: Annotated[
+        str | None,
+        Opt(
+            "The raw data: a multiscale group or array (e.g. DATASET.zarr/recon-1/em/fibsem-uint8)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Sequence[str],
+        Opt(
+            "Labels: a crop group (each class a layer), a class's array or multiscale group, "
+            "truth or predictions (repeatable).",
+            ("--labels", "-l"),
+        ),
+    ] = (),
+    bind: Annotated[str, Opt("The address the viewer's server listens on.")] = "127.0.0.1",
+    port: Annotated[int, Opt("Its port (0: any free one).")] = 0,
+    wait: Annotated[bool, PythonOnly()] = True,
+) -> ViewResult:
+    """Show raw data, ground truth and predictions of crops in neuroglancer (its local server,
+    each layer at its voxel size and offset); prints the URL and serves until Enter."""
+    from bioim2im_cellmap.view import stop
+    from bioim2im_cellmap.view import view as serve
+
+    shown = serve(
+        raw,
+        labels,
+        bind=bind,
+        port=port,
+        report=lambda url: print(f"neuroglancer viewer at {url}", file=sys.stderr, flush=True),
+    )
+    if wait:
+        print("press Enter to stop the viewer", file=sys.stderr, flush=True)
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            input()
+        stop()
+    return ViewResult(shown.url, list(shown.layers), shown)

@@ -1,13 +1,34 @@
 """``bioim2im cellmap evaluate`` (``evaluate --task cellmap``) over a whole submission, as the challenge scores it.
 
-The truth is a zarr group of crops, ``<truth>/crop<N>/<class>``: one array per class (attributes
-``voxel_size`` and ``translation`` in nm) or one multiscale group per class, and optionally
-``<class>_mask`` arrays (1 where the truth is certain; both sides are multiplied by it, as the
-challenge does). The submission is the zip ``bioim2im cellmap pack`` writes, or a zarr group of the same
-layout. Each submitted array is brought onto its truth crop's grid (:mod:`bioim2im_cellmap.grids`),
-counted per crop (:mod:`bioim2im_cellmap.metrics`), and the counts are pooled per class; a class
-or crop the submission lacks is scored as missing. The JSON holds the overall scores, each
-class's scores and pooled counts, and every crop's counts.
+The truth is a folder (or zarr group) of crops, ``<truth>/crop<N>/<class>``: one array per class
+(attributes ``voxel_size`` and ``translation`` in nm; they play the part of the challenge's
+test-crop manifest). The submission is the zip ``bioim2im cellmap pack`` writes, or a zarr
+folder of the same layout, read as the challenge reads it: a zip with the group at its top or
+holding one ``*.zarr`` folder (``zip -r submission.zip submission.zarr``), a folder holding one
+zip, folders without ``.zgroup``, crops named by their number. Each submitted array is brought
+onto its truth crop's grid, counted per crop (:mod:`bioim2im_cellmap.metrics`), and the counts
+are pooled per class; a class or crop the submission lacks is scored as missing. The JSON holds
+the overall scores, each class's scores and pooled counts, and every crop's counts.
+
+``alignment="challenge"`` (the default) gives the leaderboard's number: it follows the
+challenge's evaluator at 6b9ad68 in every respect it can be told apart by:
+
+- the classes of a crop are the truth crop's arrays, ``<class>_mask`` arrays included (scored
+  as semantic classes of their own, so a truth holding one lowers the semantic score unless the
+  mask is submitted too); a ``<class>_mask`` array multiplies both sides of ``<class>`` by its
+  values before counting;
+- a submitted class must be a Zarr-2 array: an OME-NGFF multiscale group (or a Zarr-3 array)
+  is not read and the class scores as missing (``unread`` lists them);
+- each array is placed by :func:`bioim2im_cellmap.grids.align_like_the_challenge`
+  (scikit-image ``rescale`` with its anti-aliasing, whole-voxel placement with the challenge's
+  rounding, centre pad/crop without metadata). Not reproduced: the challenge rescales arrays of
+  more than 131,072,000 voxels chunk by chunk (seams every 297 voxels); here they are rescaled
+  whole.
+
+``alignment="physical"`` places each array where its voxels physically are
+(:func:`bioim2im_cellmap.grids.resample`: sub-voxel exact, from the nearest pyramid level of a
+multiscale group; ``<class>_mask`` arrays are masks only, ``> 0``). It is better science but
+**not the leaderboard's number**.
 
 A single prediction file against one truth file (or folders of them, paired as ``bioim2im
 evaluate`` pairs them) is scored by :func:`evaluate_one_class`: one class, named after ``head``
@@ -51,8 +72,11 @@ if TYPE_CHECKING:
 
     from bioim2im.evaluation import EvaluationReport, ImagePair, LabelScore
 
-FOLLOWS = "CellMap challenge evaluation after PR #211 (code of 2026-06-30)"
+FOLLOWS = "CellMap challenge evaluation at 6b9ad68 (code of 2026-06-30)"
 MASK_SUFFIX = "_mask"
+ALIGNMENTS = ("challenge", "physical")
+"""How submitted arrays are placed: as the challenge's evaluator does (the leaderboard's
+number), or physically exactly (see the module docstring)."""
 
 
 @dataclass
@@ -68,6 +92,9 @@ class SubmissionScores:
     missing_crops: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     """Submitted crops or classes the truth does not have."""
+    unread: list[str] = field(default_factory=list)
+    """Submitted classes the challenge does not read (scored as missing), and why."""
+    alignment: str = "challenge"
 
     def to_json(self) -> dict[str, Any]:
         return _finite(
@@ -76,6 +103,7 @@ class SubmissionScores:
                 "follows": FOLLOWS,
                 "submission": self.submission,
                 "truth": self.truth,
+                "alignment": self.alignment,
                 **{
                     k: self.scores[k]
                     for k in ("overall_score", "overall_instance_score", "overall_semantic_score")
@@ -84,6 +112,7 @@ class SubmissionScores:
                 "crops": self.crops,
                 "missing_crops": self.missing_crops,
                 "ignored": self.ignored,
+                "unread": self.unread,
             }
         )
 
@@ -92,14 +121,13 @@ class SubmissionScores:
 
 
 def is_truth_store(path: str | Path) -> bool:
-    """Whether ``path`` looks like the challenge's truth: a zarr group holding crop groups."""
+    """Whether ``path`` looks like the challenge's truth: a folder or zarr group holding crop
+    folders (the challenge needs no ``.zgroup`` in it)."""
     try:
-        node = remote.open_node(path)
+        entries = _entries(str(path))
     except UserError:
         return False
-    return isinstance(node, zarr.Group) and any(
-        name.startswith("crop") for name, _ in node.groups()
-    )
+    return any(name.startswith("crop") and kind == "group" for name, kind in entries.items())
 
 
 def evaluate_submission(
@@ -107,40 +135,68 @@ def evaluate_submission(
     truth: str | Path,
     *,
     instance_classes: Collection[str] = INSTANCE_CLASSES,
+    alignment: str = "challenge",
     json_path: str | Path | None = None,
     overwrite: bool = False,
 ) -> SubmissionScores:
-    """Score ``submission`` (zip or zarr group) against ``truth`` (see the module docstring);
+    """Score ``submission`` (zip or zarr folder) against ``truth`` (see the module docstring);
     an existing ``json_path`` is replaced only with ``overwrite``, never an input."""
+    if alignment not in ALIGNMENTS:
+        raise UserError(f"--alignment {alignment!r}: expected one of {', '.join(ALIGNMENTS)}")
     if json_path is not None:
         from bioim2im.io.atomic import check_output_file
 
         check_output_file(
             Path(json_path), "--json", overwrite=overwrite, inputs=[submission, truth]
         )
-    truth_group = remote.open_node(truth)
-    if not isinstance(truth_group, zarr.Group):
-        raise UserError(f"{truth}: the truth must be a zarr group of crop<N> groups")
-    truth_crops = sorted(name for name, _ in truth_group.groups())
+    official = alignment == "challenge"
+    truth_root = str(truth)
+    truth_crops = sorted(n for n, kind in _entries(truth_root).items() if kind == "group")
     if not truth_crops:
-        raise UserError(f"{truth}: holds no crop groups")
-    with _opened(Path(submission)) as (root, group):
-        submitted = {_crop_name(name): name for name, _ in group.groups()}
+        raise UserError(f"{truth}: holds no crop groups (crop<N>/<class> arrays)")
+    with _opened(Path(submission)) as root:
+        folders = [name for name, kind in _entries(str(root)).items() if kind == "group"]
+        submitted = {name: name for name in folders}
+        if not any(crop in submitted for crop in truth_crops):
+            # Crops named by their number only, as the challenge reads them when no folder's
+            # name is a truth crop's.
+            submitted = {_crop_name(name): name for name in folders}
+        if not any(crop in submitted for crop in truth_crops):
+            raise UserError(
+                f"{submission}: none of its crops ({', '.join(sorted(submitted)) or 'none'}) "
+                f"is a crop of the truth {truth} ({', '.join(truth_crops)})"
+            )
         counts: dict[str, list[dict[str, Any]]] = {}
         crops: dict[str, dict[str, dict[str, Any]]] = {}
         ignored = sorted(name for crop, name in submitted.items() if crop not in truth_crops)
+        unread: list[str] = []
         for crop in truth_crops:
             source = submitted.get(crop)
-            predicted = _labels(_subgroup(group, source)) if source is not None else []
-            truth_labels = _labels(_subgroup(truth_group, crop))
-            ignored += [f"{source}/{name}" for name in predicted if name not in truth_labels]
+            truth_entries = _entries(remote.join(truth_root, crop))
+            truth_labels = _labels(truth_entries, official=official, truth=True)
+            predicted: dict[str, str] = {}
+            if source is not None:
+                predicted = _entries(str(root / source))
+                for name, kind in sorted(predicted.items()):
+                    if name not in truth_labels:
+                        ignored.append(f"{source}/{name}")
+                    elif official and kind != "array":
+                        unread.append(f"{source}/{name}: {_UNREAD[kind]}: scored as missing")
+            readable = _labels(predicted, official=official, truth=False)
             crops[crop] = {}
             for name in truth_labels:
-                truth_location = remote.join(str(truth), crop, name)
-                pred_location = (
-                    remote.join(str(root), source, name) if source and name in predicted else None
+                truth_location = remote.join(truth_root, crop, name)
+                pred_location = str(root / source / name) if source and name in readable else None
+                mask = name + MASK_SUFFIX
+                mask_location = (
+                    remote.join(truth_root, crop, mask)
+                    if truth_entries.get(mask) in ("array", "array3")
+                    else None
                 )
-                counted = _score(truth_location, pred_location, name in instance_classes)
+                score = _score_official if official else _score_physical
+                counted = score(
+                    truth_location, pred_location, mask_location, name, name in instance_classes
+                )
                 crops[crop][name] = counted
                 counts.setdefault(name, []).append(counted)
     result = SubmissionScores(
@@ -150,6 +206,8 @@ def evaluate_submission(
         crops,
         missing_crops=[c for c in truth_crops if c not in submitted],
         ignored=ignored,
+        unread=unread,
+        alignment=alignment,
     )
     if json_path is not None:
         from bioim2im.io.atomic import atomic_file
@@ -160,24 +218,121 @@ def evaluate_submission(
     return result
 
 
+_UNREAD = {
+    "group": "a group (e.g. an OME-NGFF multiscale), not an array; the challenge reads only "
+    "Zarr-2 arrays",
+    "array3": "a Zarr-3 array; the challenge reads only Zarr-2 arrays",
+}
+
+
 def _crop_name(name: str) -> str:
-    # The challenge also accepts crops named by their number only.
     return name if name.startswith("crop") else f"crop{name}"
 
 
-def _subgroup(group: zarr.Group, name: str) -> zarr.Group:
-    node = group[name]
-    if not isinstance(node, zarr.Group):
-        raise UserError(f"{group.store_path}/{name}: an array, not a crop group")
-    return node
+def _entries(location: str) -> dict[str, str]:
+    """The folders in ``location`` by kind: ``array`` (Zarr 2), ``array3`` (Zarr 3) or
+    ``group`` (a zarr group, or a plain folder: the challenge needs no ``.zgroup``)."""
+    if remote.is_remote(location):
+        node = remote.open_node(location)
+        if not isinstance(node, zarr.Group):
+            raise UserError(f"{location}: a zarr array, not a group")
+        return {
+            **{name: "group" for name, _ in node.groups()},
+            **{name: "array" for name in node.array_keys()},
+        }
+    folder = Path(location)
+    if not folder.is_dir():
+        raise UserError(f"{location}: not a folder")
+    found: dict[str, str] = {}
+    for child in sorted(folder.iterdir()):
+        if not child.is_dir():
+            continue
+        if (child / ".zarray").is_file():
+            found[child.name] = "array"
+        elif (child / "zarr.json").is_file():
+            found[child.name] = _zarr3_kind(child / "zarr.json")
+        else:
+            found[child.name] = "group"
+    return found
 
 
-def _labels(group: zarr.Group) -> list[str]:
-    names = [*group.array_keys(), *(n for n, _ in group.groups())]
-    return sorted(n for n in names if not n.endswith(MASK_SUFFIX))
+def _zarr3_kind(metadata: Path) -> str:
+    try:
+        with metadata.open("rb") as stream:
+            node = json.loads(stream.read(1 << 20))
+    except (OSError, ValueError):
+        return "group"
+    return "array3" if isinstance(node, dict) and node.get("node_type") == "array" else "group"
 
 
-def _score(truth_location: str, pred_location: str | None, instance: bool) -> dict[str, Any]:
+def _labels(entries: dict[str, str], *, official: bool, truth: bool) -> list[str]:
+    """The classes of a crop: with the challenge's alignment, its Zarr-2 arrays (a truth's
+    Zarr-3 arrays too), ``<class>_mask`` included; physically, its arrays and groups less the
+    masks."""
+    if official:
+        kinds = ("array", "array3") if truth else ("array",)
+        return sorted(n for n, kind in entries.items() if kind in kinds)
+    return sorted(n for n in entries if not n.endswith(MASK_SUFFIX))
+
+
+def _score_official(
+    truth_location: str,
+    pred_location: str | None,
+    mask_location: str | None,
+    name: str,
+    instance: bool,
+) -> dict[str, Any]:
+    from bioim2im_cellmap.grids import align_like_the_challenge, recorded
+
+    level = open_levels(truth_location)[0]
+    grid = Grid.of(level)
+    truth = level.read()
+    base = {"voxel_size": list(grid.voxel_size), "num_voxels": int(truth.size)}
+    if pred_location is None:
+        return {**missing_counts(truth, instance), **base, "is_missing": True}
+    array = remote.open_array(pred_location)
+    ndim = len(grid.shape)
+    try:
+        voxel_size = recorded(array.attrs.asdict(), ("voxel_size", "resolution", "scale"), ndim)
+        translation = recorded(array.attrs.asdict(), ("translation", "offset"), ndim)
+        # The challenge chooses nearest or linear resampling by its own list of instance
+        # classes, whichever classes it is told to score as instances.
+        values = _read(array, pred_location)
+        pred = align_like_the_challenge(
+            values, voxel_size, translation, grid, nearest=name in INSTANCE_CLASSES
+        )
+    except UserError as exc:
+        raise UserError(f"{pred_location}: {str(exc).removeprefix(pred_location + ': ')}") from None
+    if mask_location is not None:
+        mask = _read(remote.open_array(mask_location), mask_location)
+        if mask.shape != truth.shape:
+            raise UserError(
+                f"{mask_location}: shape {list(mask.shape)}, its class's is {list(truth.shape)}"
+            )
+        # The challenge multiplies both sides by the mask's values, as they are.
+        truth, pred = truth * mask, pred * mask
+    counted = (
+        instance_counts(pred, truth, grid.voxel_size) if instance else semantic_counts(pred, truth)
+    )
+    return {**counted, **base, "is_missing": False}
+
+
+def _read(array: zarr.Array, location: str) -> np.ndarray:
+    try:
+        return np.asarray(array[...])
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if remote.is_unreachable(exc):
+            raise UserError(remote.unreachable(location, exc)) from None
+        raise UserError(f"{location}: unreadable data ({type(exc).__name__}: {exc})") from None
+
+
+def _score_physical(
+    truth_location: str,
+    pred_location: str | None,
+    mask_location: str | None,
+    name: str,
+    instance: bool,
+) -> dict[str, Any]:
     level = open_levels(truth_location)[0]
     grid = Grid.of(level)
     truth = level.read()
@@ -185,12 +340,8 @@ def _score(truth_location: str, pred_location: str | None, instance: bool) -> di
     if pred_location is None:
         return {**missing_counts(truth, instance), **base, "is_missing": True}
     pred = resample(open_labels(pred_location, grid), grid, instance=instance)
-    mask_location = truth_location + MASK_SUFFIX
-    try:
+    if mask_location is not None:
         mask = np.asarray(remote.open_array(mask_location)[...]) > 0
-    except UserError:
-        mask = None
-    if mask is not None:
         # Uncertain regions of low-resolution annotations count for neither side.
         truth, pred = truth * mask, pred * mask
     counted = (
@@ -200,45 +351,50 @@ def _score(truth_location: str, pred_location: str | None, instance: bool) -> di
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[Path, zarr.Group]]:
-    """The submission's zarr group (a zip is unpacked to a temporary folder first)."""
+def _opened(path: Path) -> Iterator[Path]:
+    """The submission's zarr folder, found as the challenge finds it: a zip (or a folder
+    holding exactly one zip) is unpacked to a temporary folder first; then the folder itself,
+    or the one ``*.zarr`` folder inside it."""
     if not path.exists():
         raise UserError(f"submission {path} does not exist")
-    if path.is_file():
-        if not zipfile.is_zipfile(path):
-            raise UserError(f"{path}: neither a zip file nor a zarr folder")
-        with tempfile.TemporaryDirectory(prefix="bioim2im-submission-") as folder:
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    archive.extractall(folder)
-            except (OSError, zipfile.BadZipFile) as exc:
-                raise UserError(f"{path}: cannot unpack the zip ({exc})") from None
-            root = submission_root(Path(folder), path)
-            yield root, _group(root, path)
+    archive = path if path.is_file() else _single_zip(path)
+    if archive is None:
+        yield submission_root(path, path)
         return
-    yield path, _group(path, path)
+    if not zipfile.is_zipfile(archive):
+        raise UserError(f"{archive}: neither a zip file nor a zarr folder")
+    with tempfile.TemporaryDirectory(prefix="bioim2im-submission-") as folder:
+        try:
+            with zipfile.ZipFile(archive) as opened:
+                opened.extractall(folder)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{archive}: cannot unpack the zip ({exc})") from None
+        yield submission_root(Path(folder), archive)
+
+
+def _single_zip(folder: Path) -> Path | None:
+    """The one zip at the top of ``folder`` (the challenge unpacks it and ignores the rest)."""
+    zips = sorted(p for p in folder.iterdir() if p.is_file() and zipfile.is_zipfile(p))
+    if len(zips) > 1:
+        raise UserError(
+            f"{folder}: holds {len(zips)} zip files ({', '.join(p.name for p in zips)}); "
+            "a submission folder may hold one"
+        )
+    return zips[0] if zips else None
 
 
 def submission_root(folder: Path, shown: Path) -> Path:
-    """Where the zarr group is in an unpacked submission: at its top, or in its one ``*.zarr``."""
+    """Where the zarr group is in a submission: at its top, else in its one ``*.zarr`` folder,
+    else the folder itself (the challenge needs no ``.zgroup``)."""
     if (folder / ".zgroup").exists() or (folder / "zarr.json").exists():
         return folder
     nested = [p for p in folder.rglob("*.zarr") if p.is_dir()]
     if len(nested) == 1:
         return nested[0]
-    raise UserError(
-        f"{shown}: no zarr group at the top of the submission, nor one *.zarr folder in it"
-    )
-
-
-def _group(root: Path, shown: Path) -> zarr.Group:
-    try:
-        node = zarr.open(root, mode="r")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{shown}: not a zarr group ({exc})") from None
-    if not isinstance(node, zarr.Group):
-        raise UserError(f"{shown}: a zarr array, not a group of crops")
-    return node
+    if nested:
+        names = ", ".join(sorted(p.relative_to(folder).as_posix() for p in nested))
+        raise UserError(f"{shown}: holds several *.zarr folders ({names}); expected one")
+    return folder
 
 
 def _finite(value: Any) -> Any:
@@ -286,6 +442,14 @@ def score_renderables(result: SubmissionScores) -> Iterator[Any]:
         )
     if result.ignored:
         yield Text(f"not in the truth, ignored: {', '.join(result.ignored)}", style="yellow")
+    for line in result.unread:
+        yield Text(f"not read: {line}", style="yellow")
+    if result.alignment != "challenge":
+        yield Text(
+            f"alignment {result.alignment}: not the leaderboard's number "
+            "(--alignment challenge gives it)",
+            style="yellow",
+        )
 
 
 # --- one class, from single files ----------------------------------------------------------

@@ -39,5 +39,5 @@ def bioim2im_register_commands(registry: Registrar) -> None:
     registry.add(
         "cellmap",
         "bioim2im_cellmap.cli:app",
-        "The CellMap challenge: datasplit, predict the test crops, pack, evaluate.",
+        "The CellMap challenge: datasplit, predict the test crops, process, pack, evaluate, view.",
     )

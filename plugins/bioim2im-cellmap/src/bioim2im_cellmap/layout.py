@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from bioim2im.errors import UserError
 
@@ -61,6 +61,8 @@ class CellMapLayout:
     force_all_classes: str = "no"
     weighted_sampling: bool = True
     pos_weight: bool = True
+    search_path: str | None = None
+    validation_fraction: float = 0.15
 
     def preflight(
         self,
@@ -83,6 +85,11 @@ class CellMapLayout:
         for usage, opened in splits.items():
             report.pairs[usage] = report.entries[usage] = len(opened.crops)
             report.problems += opened.problems
+            report.found[usage] = [
+                f"{crop.row.dataset} {crop.row.crop_path.rstrip('/').rsplit('/', 1)[-1]}: "
+                f"{', '.join(crop.labels)}"
+                for crop in opened.crops
+            ]
         return report
 
     def datasets(
@@ -117,6 +124,8 @@ def cellmap(
     force_all_classes: ForceAllClasses = "no",
     weighted_sampling: bool = True,
     pos_weight: bool = True,
+    search_path: str | None = None,
+    validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15,
 ) -> CellMapLayout:
     """A CellMap challenge datasplit (data.path): crops of labels over large raw volumes.
 
@@ -141,6 +150,13 @@ def cellmap(
             uniformly.
         pos_weight: Weigh each class's positive voxels by its background/foreground ratio in
             the training crops (the toolbox's pos_weight).
+        search_path: Where the crops are, with {dataset} and {crop} (e.g.
+            'data/{dataset}/{dataset}.zarr/recon-1/labels/groundtruth/{crop}'): when data.path
+            does not exist, training writes it there from the crops found annotating any of
+            classes, as the toolbox's train does: crops lacking one of classes go to training
+            (its force_all_classes = "validate"); check --data shows it without writing.
+        validation_fraction: Share of the crops a created datasplit puts in validation (the
+            toolbox's train uses 0.15), seeded by train.seed.
     """
     return CellMapLayout(
         classes=list(classes),
@@ -153,6 +169,8 @@ def cellmap(
         force_all_classes=force_all_classes,
         weighted_sampling=weighted_sampling,
         pos_weight=pos_weight,
+        search_path=search_path,
+        validation_fraction=validation_fraction,
     )
 
 

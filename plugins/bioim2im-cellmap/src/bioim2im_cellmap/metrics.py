@@ -8,22 +8,32 @@ at janelia-cellmap/cellmap-segmentation-challenge, commit 6b9ad68 of 2026-06-30)
 (merged later, not followed here) turns unmatched instances' distances into infinity (score 0)
 and rescales the normalisation.
 
-Per crop and instance class (:func:`instance_counts`):
+Per crop and instance class (:func:`instance_counts`), as ``score_instance`` does:
 
-1. the prediction is relabelled by connected components (full connectivity, each label value
-   on its own: touching objects with the same id merge); the truth's ids are used as they are;
-2. when there are more than ``10 + 50 * exp(-n_truth / 5)`` predicted objects per true one, or
-   more than 5,000,000 overlapping pairs, the crop is not matched and counts nothing
-   (``status`` says why): the challenge's guard against pathological submissions;
+1. the prediction is relabelled by connected components as the challenge's ``cc3d`` call does
+   (:func:`components`: full connectivity, voxels connected only when their values are exactly
+   equal, so touching objects with different ids stay apart and any non-zero value, a float
+   such as 0.3 or a NaN, is foreground; each NaN voxel is an object of its own; components
+   numbered 1..n in the order of their first voxel in a C-order scan); the truth's ids are used
+   as they are;
+2. when the prediction has more than ``10 + 50 * exp(-n / 5)`` objects per true one, ``n``
+   being the largest true id (not the number of true objects), or more than 5,000,000
+   overlapping pairs, the crop is not matched and counts nothing (``status`` says why): the
+   challenge's guard against pathological submissions;
 3. true and predicted objects that overlap are matched one to one by the challenge's min-cost
-   flow, whose costs ``int((1 - IoU) * 1e6)`` against ``1e6 + 1`` for leaving a true object
-   unmatched make it maximise the total IoU (ties toward more matches); solved here with the
-   Hungarian algorithm on the same integer costs. Every matched pair is a TP (no IoU
-   threshold); FP = unmatched predictions, FN = unmatched true objects;
-4. one Hausdorff distance per true object (symmetric, over all voxels, in the units of
-   ``voxel_size``, capped at half the smallest physical extent of the crop; an unmatched true
-   object counts as the cap) plus the cap once per unmatched prediction; each normalised as
-   ``1.01 ** (-d / |voxel_size|)`` (``|voxel_size|``: the Euclidean norm), summed
+   flow, whose costs ``int((1 - IoU) * 1e6)`` (IoU in float32) against ``1e6 + 1`` for leaving
+   a true object unmatched make it maximise the total of ``1e6 + 1 - cost``; solved here with
+   the Hungarian algorithm on the same integer costs (equal optima; on exact ties the pair
+   chosen may differ). Every matched pair is a TP (no IoU threshold); FP = unmatched
+   predictions, FN = unmatched true objects;
+4. each matched prediction takes its true object's id and every other keeps its component
+   number (the challenge's ``remap(..., preserve_missing_labels=True)``); then one Hausdorff
+   distance per true id ``k`` between ``truth == k`` and ``prediction == k`` (symmetric, over
+   all voxels, in the units of ``voxel_size``, capped at half the smallest physical extent of
+   the crop; the cap when one side is empty), so an unmatched component whose number equals a
+   true id is measured against that true object, as in the challenge; plus the cap once per
+   unmatched prediction. Distances are kept in float32, as the challenge keeps them; each is
+   normalised as ``1.01 ** (-d / |voxel_size|)`` (``|voxel_size|``: the Euclidean norm), summed
    (``hausdorff_norm_sum``) and counted (``n_hausdorff``).
 
 Per crop and semantic class (:func:`semantic_counts`): voxels > 0 are foreground; TP, FP, FN
@@ -38,10 +48,8 @@ nothing anywhere; semantic ``iou = ΣTP / (ΣTP + ΣFP + ΣFN)``, 1.0 when nothi
 ``overall_instance_score`` and ``overall_semantic_score`` are plain means over the classes of
 each kind (0 without any), ``overall_score`` their geometric mean.
 
-One deviation: the challenge renames each matched prediction to its true object's id and keeps
-the other predictions' component numbers, so an unmatched prediction whose number happens to
-equal a true id is measured against that true object (and a matched one may merge with it).
-Here distances are measured between matched pairs only, as its documentation describes.
+The challenge's later PR #214 (after 6b9ad68, not followed here) sets unmatched predictions to
+background before the distances, which removes the id collisions of step 4.
 """
 
 from __future__ import annotations
@@ -55,7 +63,6 @@ from numpy.typing import ArrayLike
 from skimage.measure import label
 
 from bioim2im.metrics.instance import (
-    hausdorff_distances,
     instance_overlaps,
     match_overlapping,
     max_distance,
@@ -93,6 +100,76 @@ def _pathological(status: str) -> dict[str, Any]:
     }
 
 
+def components(pred: ArrayLike) -> tuple[np.ndarray, int]:
+    """The connected components of ``pred`` as the challenge's ``cc3d.connected_components``
+    numbers them, and their count.
+
+    Voxels are connected when they touch (full connectivity: 26 in 3D, 8 in 2D) and hold exactly
+    the same value; every non-zero value is foreground (negative ids, fractions, NaN); each NaN
+    voxel is a component of its own (NaN equals nothing). Components are numbered 1..n in the
+    order of their first voxel in a C-order scan.
+    """
+    values = np.asarray(pred)
+    if values.dtype == bool:
+        codes: np.ndarray = values
+    elif values.dtype.kind in "iu" and values.dtype.itemsize <= 4:
+        codes = values
+    else:
+        codes = _value_codes(values)
+    if codes.size == 0:
+        return np.zeros(values.shape, dtype=np.int64), 0
+    labelled = label(codes, background=0, connectivity=max(codes.ndim, 1))
+    n = int(labelled.max())
+    return _raster_order(labelled, n), n
+
+
+def _value_codes(values: np.ndarray) -> np.ndarray:
+    """One integer per distinct value (0 for zero), one per NaN voxel."""
+    nan = np.isnan(values) if values.dtype.kind in "fc" else np.zeros(values.shape, dtype=bool)
+    finite = np.where(nan, 0, values)
+    distinct, inverse = np.unique(finite, return_inverse=True)
+    codes = inverse.reshape(values.shape).astype(np.int64) + 1
+    codes[finite == 0] = 0
+    n_nan = int(np.count_nonzero(nan))
+    if n_nan:
+        codes[nan] = distinct.size + 1 + np.arange(n_nan)
+    return codes
+
+
+def _raster_order(labelled: np.ndarray, n: int) -> np.ndarray:
+    """``labelled`` renumbered by the C-order position of each component's first voxel."""
+    if n <= 1:
+        return labelled
+    flat = labelled.ravel()
+    first = np.full(n + 1, flat.size, dtype=np.int64)
+    np.minimum.at(first, flat, np.arange(flat.size, dtype=np.int64))
+    order = np.argsort(first[1:], kind="stable")
+    if np.array_equal(order, np.arange(n)):
+        return labelled
+    lut = np.zeros(n + 1, dtype=labelled.dtype)
+    lut[order + 1] = np.arange(1, n + 1, dtype=labelled.dtype)
+    return lut[labelled]
+
+
+def match_instances(truth: np.ndarray, pred: np.ndarray, n_pred: int) -> dict[int, int] | str:
+    """The challenge's ``match_instances``: predicted component -> true id, or the status of a
+    crop that is not matched."""
+    n_truth = int(truth.max()) if truth.size else 0
+    if n_truth <= 0 or n_pred == 0:
+        return {}
+    if n_pred / n_truth > ratio_cutoff(n_truth):
+        return "skipped_too_many_instances"
+    overlaps = instance_overlaps(pred, np.where(truth > 0, truth, 0))
+    if overlaps.iou.size > MAX_OVERLAP_EDGES:
+        return "skipped_too_many_instances"
+    if overlaps.iou.size == 0:
+        return {}
+    matched = match_overlapping(overlaps, matching_weights(overlaps.iou))
+    true_ids = overlaps.true_ids[overlaps.rows[matched]]
+    pred_ids = overlaps.pred_ids[overlaps.cols[matched]]
+    return {int(p): int(t) for p, t in zip(pred_ids, true_ids, strict=True)}
+
+
 def instance_counts(
     pred: np.ndarray, truth: np.ndarray, voxel_size: ArrayLike, cap: float | None = None
 ) -> dict[str, Any]:
@@ -102,47 +179,92 @@ def instance_counts(
     physical extent of the crop.
     """
     truth = np.asarray(truth)
+    if truth.dtype == bool:
+        truth = truth.astype(np.uint8)
     sizes = voxel_size_per_axis(voxel_size, truth.ndim)
     cap = max_distance(truth.shape, sizes) if cap is None else cap
-    pred = np.asarray(pred)
-    if pred.dtype.kind == "f":
-        pred = np.rint(np.nan_to_num(pred)).astype(np.int64)
-    pred = label(pred, connectivity=truth.ndim)
+    if np.shape(pred) != truth.shape:
+        raise ValueError(f"prediction {np.shape(pred)} and truth {truth.shape} differ in shape")
+    labelled, n_pred = components(pred)
+    mapping = match_instances(truth, labelled, n_pred)
+    if isinstance(mapping, str):
+        return _pathological(mapping)
     true_ids = np.unique(truth)
-    n_truth = int(np.count_nonzero(true_ids))
-    n_pred = int(pred.max()) if pred.size else 0
-    if n_truth and n_pred / n_truth > ratio_cutoff(n_truth):
-        return _pathological("skipped_too_many_instances")
-    overlaps = instance_overlaps(pred, truth)
-    if overlaps.iou.size > MAX_OVERLAP_EDGES:
-        return _pathological("skipped_too_many_instances")
-    matched = match_overlapping(overlaps, matching_weights(overlaps.iou))
-    tp = int(matched.size)
-    fp, fn = n_pred - tp, n_truth - tp
-    distances = np.full(fp, cap, dtype=np.float64)
-    if n_truth:
-        per_truth = hausdorff_distances(
-            pred,
-            truth,
-            (overlaps.rows[matched], overlaps.cols[matched]),
-            voxel_size=sizes,
-            cap=cap,
-        )
-        distances = np.concatenate([per_truth, distances])
+    true_ids = true_ids[true_ids != 0]
+    distances = np.concatenate(
+        [
+            _distances_by_id(truth, labelled, n_pred, mapping, true_ids, sizes, cap),
+            np.full(n_pred - len(mapping), cap, dtype=np.float32),
+        ]
+    )
+    tp = len(set(mapping.values()))
     return {
         "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "hausdorff_norm_sum": float(normalize_distance(distances, sizes).sum()),
+        "fp": n_pred - len(mapping),
+        "fn": int(true_ids.size) - tp,
+        "hausdorff_norm_sum": float(np.sum(normalize_distance(distances, sizes))),
         "n_hausdorff": int(distances.size),
         "status": "scored",
     }
 
 
+def _distances_by_id(
+    truth: np.ndarray,
+    labelled: np.ndarray,
+    n_pred: int,
+    mapping: Mapping[int, int],
+    true_ids: np.ndarray,
+    sizes: np.ndarray,
+    cap: float,
+) -> np.ndarray:
+    """Per true id ``k`` (in ``true_ids``' order), the capped Hausdorff distance (float32)
+    between ``truth == k`` and the components that bear ``k`` once matched ones take their
+    true id: the cap when none does."""
+    from scipy import ndimage
+
+    distances = np.empty(true_ids.size, dtype=np.float32)
+    if not true_ids.size:
+        return distances
+    # The id each component bears after the challenge's remap.
+    bears = np.arange(n_pred + 1, dtype=np.int64)
+    for p, t in mapping.items():
+        bears[p] = t
+    wanted = {int(k): i for i, k in enumerate(true_ids.tolist())}
+    bearers: dict[int, list[int]] = {}
+    for component in range(1, n_pred + 1):
+        value = int(bears[component])
+        if value in wanted:
+            bearers.setdefault(value, []).append(component)
+    # Each true object's box, from the truth renumbered 1..n in the order of true_ids.
+    order = np.searchsorted(true_ids, truth)
+    present = (order < true_ids.size) & (truth != 0)
+    sequential = np.where(present, order + 1, 0)
+    true_boxes = ndimage.find_objects(sequential)
+    pred_boxes = ndimage.find_objects(labelled) if n_pred else []
+    for k, i in wanted.items():
+        components_k = bearers.get(k)
+        if not components_k:
+            distances[i] = cap
+            continue
+        boxes = [true_boxes[i], *(pred_boxes[c - 1] for c in components_k)]
+        # Both masks lie in the union of their boxes, so the distance transforms need only it.
+        box = tuple(
+            slice(min(b[d].start for b in boxes), max(b[d].stop for b in boxes))
+            for d in range(truth.ndim)
+        )
+        a = truth[box] == k
+        b = np.isin(labelled[box], components_k)
+        to_b = ndimage.distance_transform_edt(~b, sampling=sizes)
+        to_a = ndimage.distance_transform_edt(~a, sampling=sizes)
+        distances[i] = min(max(float(to_b[a].max()), float(to_a[b].max())), cap)
+    return distances
+
+
 def matching_weights(iou: np.ndarray) -> np.ndarray:
     """What the matching maximises per overlapping pair: the cost of leaving a true object
-    unmatched minus the challenge's integer cost of the pair (so ties go to more matches)."""
-    cost = np.floor((1.0 - iou.astype(np.float64)) * COST_SCALE)
+    unmatched minus the challenge's integer cost of the pair (the IoU rounded to float32 first,
+    as the challenge stores it; so ties go to more matches)."""
+    cost = np.floor((1.0 - iou.astype(np.float32).astype(np.float64)) * COST_SCALE)
     return (COST_SCALE + 1) - cost
 
 

@@ -231,15 +231,53 @@ def scales(layout: CellMapLayout) -> tuple[list[float], list[float]]:
     return list(layout.input_scale), list(layout.target_scale or layout.input_scale)
 
 
+def datasplit_rows(preset: Preset, layout: CellMapLayout, *, create: bool) -> list[CropRow]:
+    """The rows of ``preset``'s datasplit; when its file does not exist and the layout has a
+    ``search_path``, made from the crops found there (and written, with ``create``)."""
+    from bioim2im.io import remote
+    from bioim2im_cellmap.datasplit import make_datasplit, write_datasplit
+
+    path = preset.data.path
+    if path is None:
+        raise UserError("data.path is not set: give the CellMap datasplit CSV")
+    if (
+        layout.search_path is None
+        or remote.is_remote(str(path))
+        or Path(path).exists()
+        or Path(path).is_symlink()
+    ):
+        return read_datasplit(path)
+    try:
+        found = make_datasplit(
+            layout.search_path,
+            layout.classes,
+            val_fraction=layout.validation_fraction,
+            # As the toolbox's train makes it: a crop lacking a class is not validated on.
+            force_all_classes="validate",
+            seed=preset.train.seed,
+        )
+    except UserError as exc:
+        raise UserError(
+            f"data.path {path} does not exist, and data.layout.search_path cannot make it: {exc}"
+        ) from None
+    if create:
+        write_datasplit(found.rows, path)
+    return found.rows
+
+
 def open_split(
-    preset: Preset, layout: CellMapLayout, *, count: bool = True, hold: bool = False
+    preset: Preset,
+    layout: CellMapLayout,
+    *,
+    count: bool = True,
+    hold: bool = False,
+    create: bool = False,
 ) -> dict[str, OpenedCrops]:
     """The crops of each split of ``preset``'s datasplit (after ``force_all_classes``); with
-    ``hold`` and ``data.cache = "memory"``, as many crops as fit held in memory."""
+    ``hold`` and ``data.cache = "memory"``, as many crops as fit held in memory; ``create``:
+    write a datasplit made from ``search_path`` (see :func:`datasplit_rows`)."""
     data = preset.data
-    if data.path is None:
-        raise UserError("data.path is not set: give the CellMap datasplit CSV")
-    rows = read_datasplit(data.path)
+    rows = datasplit_rows(preset, layout, create=create)
     classes = list(layout.classes)
     input_scale, target_scale = scales(layout)
     force = layout.force_all_classes
@@ -274,6 +312,15 @@ def open_split(
             context=context,
         )
         opened.notes[:0] = notes
+        if notes and not chosen:
+            shown = "; ".join(
+                n.replace(f": left out of {usage}, it lacks", " lacks") for n in notes[:5]
+            )
+            more = f"; and {len(notes) - 5} more" if len(notes) > 5 else ""
+            opened.problems.append(
+                f"{data.path}: data.layout.force_all_classes = {force!r} leaves no {usage} crop: "
+                f"none annotates all of {', '.join(classes)} ({shown}{more})"
+            )
         result[usage] = opened
         memory = max(0, memory - opened.held_bytes)
     if not result["train"].crops and not result["train"].problems:
@@ -302,7 +349,7 @@ def cellmap_datasets(
 
     data, cellmap = preset.data, layout
     classes = list(layout.classes)
-    splits = open_split(preset, layout, hold=True)
+    splits = open_split(preset, layout, hold=True, create=True)
     problems = splits["train"].problems + splits["validate"].problems
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"

@@ -7,7 +7,9 @@ over the crop's region plus half a window of context on every side, predicted wi
 windows (2D models plane by plane), turned into probabilities (sigmoid: CellMap heads have one
 independent channel per class), and each class the manifest asks for and the model knows is
 brought onto the crop's grid: linear interpolation, then ``> 0.5``; instance classes are then
-split into connected components. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
+split into connected components. The head's own ``postprocess`` chain is not applied (its
+steps act on the network's output at the input scale and may mix classes): the result says so
+when the chain is anything else than that sigmoid and 0.5 threshold. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
 with ``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellmap pack`` zips it.
 
 Each crop is predicted in memory (its probabilities at the input scale, one class at a time on
@@ -49,6 +51,22 @@ class CropPredictions:
     crops: int = 0
     arrays: int = 0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def pick(crops: list[TestCrop], only: Collection[str] | None, manifest: str) -> list[TestCrop]:
+    """The rows of the crops ``only`` names (``7`` or ``crop7``); all without ``only``."""
+    if not only:
+        return crops
+    known = sorted({row.id for row in crops})
+    wanted: set[int] = set()
+    for name in only:
+        text = name.strip().removeprefix("crop")
+        if not text.isdigit() or int(text) not in known:
+            shown = ", ".join(str(i) for i in known[:20]) + (", ..." if len(known) > 20 else "")
+            raise UserError(f"--only {name!r}: not a crop of {manifest} (its crops: {shown})")
+        wanted.add(int(text))
+    return [row for row in crops if row.id in wanted]
 
 
 def predict_crops(
@@ -63,11 +81,13 @@ def predict_crops(
     instance_classes: Collection[str] = INSTANCE_CLASSES,
     report: Callable[[str], None] | None = None,
     trust_model: bool = False,
+    only: Collection[str] | None = None,
     cluster: str | None = None,
 ) -> CropPredictions:
-    """Predict every test crop of ``manifest`` whose classes the model knows (see the module).
-    ``trust_model``: as for :func:`bioim2im.formats.load_model`. ``cluster``: the crops as
-    tasks of a Dask cluster (see the module)."""
+    """Predict every test crop of ``manifest`` whose classes the model knows (see the module),
+    or only the crops ``only`` names (``7`` or ``crop7``). ``trust_model``: as for
+    :func:`bioim2im.formats.load_model`. ``cluster``: the crops as tasks of a Dask cluster (see
+    the module)."""
     from bioim2im.formats import load_model
 
     settings_of_cluster = None
@@ -82,7 +102,7 @@ def predict_crops(
         raise UserError(
             f"--raw {raw!r} must hold {{dataset}}, e.g. 'data/{{dataset}}/{{dataset}}.zarr/recon-1/em/fibsem-uint8'"
         )
-    crops = read_manifest(manifest)
+    crops = pick(read_manifest(manifest), only, str(manifest))
     datasets = sorted({row.dataset for row in crops})
     raws_read = [raw.replace("{dataset}", dataset) for dataset in datasets]
     refuse_inputs(output, [model_source, manifest, *raws_read])
@@ -97,10 +117,23 @@ def predict_crops(
         )
     classes = list(settings(preset).classes)
     result = CropPredictions(output)
+    for name, head in preset.model.heads.items():
+        steps = [step.name for step in head.postprocess]
+        what_is_done = steps == ["sigmoid", "threshold"] and (
+            head.postprocess[1].params().get("value", 0.5) == 0.5
+        )
+        if not what_is_done:
+            result.notes.append(
+                f"head '{name}': its postprocess chain ({', '.join(steps) or 'none'}) is not "
+                "applied to the crops; each class is the sigmoid, moved linearly onto the "
+                "crop's grid, then > 0.5, instance classes split by connected components"
+            )
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
-    root.attrs[MARKER] = {"written_by": WRITTEN_BY}
+    # What its values went through, for `cellmap process` (instance classes are then split by
+    # connected components, which a size filter or another threshold may follow).
+    root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": [dict(s) for s in APPLIED]}
     try:
         raws: dict[str, Level] = {}
         chosen: dict[int, list[TestCrop]] = {}
@@ -276,11 +309,15 @@ MARKER = "bioim2im"
 """The root attribute that marks a zarr group as written by ``cellmap predict`` (its value
 names the command as it was first called)."""
 WRITTEN_BY = "predict --crops"
+WRITERS = (WRITTEN_BY, "process")
+"""The commands whose output ``--overwrite`` may replace."""
+APPLIED: list[dict[str, str | float]] = [{"name": "sigmoid"}, {"name": "threshold", "value": 0.5}]
+"""The postprocessing steps equivalent to what ``cellmap predict`` applies."""
 
 
 def written_here(path: Path) -> bool:
-    """Whether ``path`` is a zarr group ``cellmap predict`` wrote (the only folder its
-    ``--overwrite`` replaces)."""
+    """Whether ``path`` is a zarr group ``cellmap predict`` or ``cellmap process`` wrote (the
+    only folders their ``--overwrite`` replaces)."""
     import json
 
     attributes = path / ".zattrs"
@@ -291,7 +328,7 @@ def written_here(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
     mark = found.get(MARKER) if isinstance(found, dict) else None
-    return isinstance(mark, dict) and mark.get("written_by") == WRITTEN_BY
+    return isinstance(mark, dict) and mark.get("written_by") in WRITERS
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
