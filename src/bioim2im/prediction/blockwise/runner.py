@@ -79,6 +79,8 @@ def predict_blocks(
     chunk_size: Sequence[int] | None = None,
     skip_blocks: Collection[int] = (),
     progress: Progress | None = None,
+    halo: Sequence[int] | None = None,
+    align: Sequence[int] | int = 1,
     exact: bool = False,
 ) -> None:
     """Predict ``image`` with a Gaussian- (or constant-) blended sliding window, block by block.
@@ -102,7 +104,9 @@ def predict_blocks(
     the window size and overlap too), else :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks`
     of the spatial shape with ``roi_size``, ``overlap``, ``block_size`` and ``chunk_size``
     (spanning axes a head drops). ``skip_blocks`` are left out (already written by an
-    interrupted run). Each finished block goes to ``sink``.
+    interrupted run). Each finished block goes to ``sink``. ``halo`` and ``align`` (for a
+    network whose output does not depend on the window beyond its receptive field): only the
+    windows' interiors count, as :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks` says.
 
     ``exact`` gives the blocks predicted the values one pass over every block of the plan gives
     them, bit for bit, whatever is skipped (:mod:`~bioim2im.prediction.blockwise.replay`): a
@@ -117,7 +121,16 @@ def predict_blocks(
     dropped = sorted({a for geometry in heads.values() for a in geometry.dropped_axes})
     shape = tuple(image.shape[a] for a in axes)
     if plan is None:
-        plan = plan_blocks(shape, roi_size, overlap, block_size, chunk_size, whole_axes=dropped)  # type: ignore[arg-type]
+        plan = plan_blocks(
+            shape,
+            roi_size,  # type: ignore[arg-type]
+            overlap,
+            block_size,
+            chunk_size,
+            whole_axes=dropped,
+            halo=halo,
+            align=align,
+        )
     elif plan.shape != shape or any(plan.block_size[a] != shape[a] for a in dropped):
         raise ValueError(
             f"the block plan (shape {plan.shape}, blocks {plan.block_size}) does not fit an image "
@@ -142,7 +155,7 @@ def predict_blocks(
         if block.n_windows == 0:
             # A carried block starting no window of its own only finishes the carried sums.
             return np.zeros((0,) * (ndim + 1), np.float32)
-        return _read_block(image, block, axes, prepare)
+        return _read_block(image, block, axes, prepare, plan.pad_mode)
 
     def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
         regions = {
@@ -263,6 +276,7 @@ def _read_block(
     block: Block,
     spatial_axes: tuple[int, ...],
     prepare: Callable[[np.ndarray], np.ndarray] | None,
+    pad_mode: str = "reflect",
 ) -> np.ndarray:
     """The block's read region as channel-first float32, prepared and padded to its windows."""
     region = [slice(None)] * len(image.shape)
@@ -275,7 +289,7 @@ def _read_block(
     if prepare is not None:
         data = np.asarray(prepare(data), dtype=np.float32)
     if any(before or after for before, after in block.pad):
-        data = np.pad(data, ((0, 0), *block.pad), mode="reflect")
+        data = np.pad(data, ((0, 0), *block.pad), mode=pad_mode)  # type: ignore[call-overload]
     return np.ascontiguousarray(data)
 
 
@@ -315,11 +329,13 @@ class _WindowRunner:
         self.amp_dtype = amp_dtype
         self.layout = Layout(model, len(plan.roi_size), self.device, channels_last, batch_size)
         self.windows = {head: self._output_window(head) for head in heads}
+        halos = {head: self._output_halo(head) for head in heads}
         self.profiles = {
-            head: importance_profiles(blend, window) for head, window in self.windows.items()
+            head: importance_profiles(blend, window, halos[head])
+            for head, window in self.windows.items()
         }
         self.weights = {
-            head: torch.from_numpy(importance_map(blend, window)).to(self.device)
+            head: torch.from_numpy(importance_map(blend, window, halos[head])).to(self.device)
             for head, window in self.windows.items()
         }
         # Sums handed on to later blocks: block -> face -> (region of its core, sums per head).
@@ -328,6 +344,12 @@ class _WindowRunner:
     def _output_window(self, head: str) -> tuple[int, ...]:
         geometry = self.heads[head]
         return tuple(self.roi[a] * geometry.scale[a] for a in geometry.kept_axes)
+
+    def _output_halo(self, head: str) -> tuple[int, ...] | None:
+        if self.plan.halo is None:
+            return None
+        geometry = self.heads[head]
+        return tuple(self.plan.halo[a] * geometry.scale[a] for a in geometry.kept_axes)
 
     def run(
         self, blocks: Iterable[tuple[Block, np.ndarray]]
