@@ -17,7 +17,7 @@ TORCH = "torch==2.13.0"
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
     session.install(
-        "-e", ".[dev]", "-e", "plugins/bioim2im-cellmap", "-e", "plugins/napari-bioim2im[testing]"
+        "-e", ".[dev]", "-e", "plugins/bioim2im-cellmap[testing]", "-e", "plugins/napari-bioim2im[testing]"
     )  # fmt: skip
     session.run("pytest", "-q", *session.posargs)
 
