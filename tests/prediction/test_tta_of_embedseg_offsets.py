@@ -57,3 +57,17 @@ def test_tta_negates_the_offsets_along_the_flipped_axes(
     expected = (plain + unflipped) / 2
     assert np.abs(plain[:2]).max() > 1e-3  # offsets large enough for a wrong sign to show
     np.testing.assert_allclose(augmented, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bioimageio", "torchscript"])
+def test_exported_models_keep_the_offsets_directions(
+    embedseg_run: Path, tmp_path: Path, kind: str
+) -> None:
+    from bioim2im.api import export
+    from bioim2im.formats import load_model
+
+    written = export(
+        embedseg_run, kind, output=tmp_path / ("model.zip" if kind == "bioimageio" else "model.pt")
+    )
+    loaded = load_model(written.path)
+    assert loaded.heads["seg"].geometry.directions == ((0, 0), (1, 1))
