@@ -1,7 +1,9 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s plugins`, `nox -s bench`,
-`nox -s fuzz`."""
+`nox -s fuzz`, `nox -s bioimageio_newest`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -15,9 +17,47 @@ TORCH = "torch==2.13.0"
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
     session.install(
-        "-e", ".[dev]", "-e", "plugins/bioim2im-cellmap", "-e", "plugins/napari-bioim2im[testing]"
+        "-e", ".[dev]", "-e", "plugins/bioim2im-cellmap[testing]", "-e", "plugins/napari-bioim2im[testing]"
     )  # fmt: skip
     session.run("pytest", "-q", *session.posargs)
+
+
+# bioimageio.core 0.11 (the newest) pins bioimageio.spec 0.5.12; the newest spec is installed
+# beside it by hand, with core's own dependencies (what a model-zoo reviewer may well run).
+NEWEST_SPEC = "bioimageio.spec==0.5.14.*"
+CORE = "bioimageio.core==0.11.*"
+CORE_DEPENDENCIES = [
+    "imagecodecs",
+    "imageio>=2.10",
+    "loguru",
+    "numpy",
+    "pydantic-settings>=2.5,<3",
+    "ruyaml",
+    "scipy",
+    "tqdm",
+    "typing-extensions",
+    "xarray>=2023.01",
+]
+
+
+@nox.session(name="bioimageio_newest")
+def bioimageio_newest(session: nox.Session) -> None:
+    """bioimage.io packages bioim2im exported, tested by bioimageio.core under the newest
+    bioimageio.spec in an environment WITHOUT bioim2im, every weights format.
+
+    The packages come from the test suite (`BIOIM2IM_EXPORTED_PACKAGES=.ci/packages pytest`:
+    one per shipped preset, made tiny); give another folder as the session's argument.
+    """
+    folder = Path(session.posargs[0] if session.posargs else ".ci/packages")
+    packages = sorted(folder.glob("*.zip"))
+    if not packages:
+        session.error(
+            f"no packages in {folder}: run the tests with BIOIM2IM_EXPORTED_PACKAGES={folder}"
+        )
+    session.install(TORCH)
+    session.install(NEWEST_SPEC, "monai>=1.3", "onnxruntime>=1.17", *CORE_DEPENDENCIES)
+    session.install("--no-deps", CORE)
+    session.run("python", ".ci/bioimageio_newest.py", *map(str, packages))
 
 
 @nox.session

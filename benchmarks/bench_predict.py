@@ -1,38 +1,47 @@
-"""Prediction of large images: ``bioim2im predict`` vs a MONAI script, side by side.
+"""Prediction of large images: ``bioim2im predict`` vs a MONAI script, per shipped preset's network.
 
 The same image (uint16 OME-Zarr on disk, generated chunk by chunk, never whole in memory) and
-the same trained network go through
+the same network -- built by bioim2im from a shipped preset, exactly as that preset builds it,
+with the same weights on both sides -- go through
 
 - **bioim2im**: ``python -m bioim2im predict RUN --input IMAGE --output OUT`` (OME-Zarr out);
-- **MONAI**: the script a user would write: read the whole image into memory, normalise it
-  with the preset's normalisation, ``monai.inferers.sliding_window_inference`` (same window,
-  overlap, Gaussian blending and batch size), sigmoid, write the float32 probabilities as zarr
+- **onnxruntime**: the same command with ``--set predict.backend=onnxruntime``;
+- **MONAI**: the script a user would write: load the same ``nn.Module`` (same weights), read
+  the whole image into memory, normalise it with the preset's normalisation,
+  ``monai.inferers.sliding_window_inference`` (same window, overlap, Gaussian blending and batch
+  size), the head's activation (sigmoid, softmax or none), write the float32 result as zarr
   (same chunks and compression as bioim2im's output).
 
 Each variant runs as its own process, timed from start to exit (imports, model loading, reading
 and writing included), with its own CPU time and peak resident memory (``os.wait4``). With
-``--repeats N`` each case runs both variants N times, alternating which goes first, and the
-medians are reported, so that a change in the machine's load falls on both sides alike.
-``ratio`` is bioim2im's voxels/s over MONAI's (geometric mean over the cases).
+``--repeats N`` each case runs every variant N times, alternating the order, and the medians
+are reported, so that a change in the machine's load falls on all sides alike. Each row gives
+the speed of bioim2im (and of ONNX Runtime) over the script's (their seconds over ours).
 
-Cases (``--cases``, comma-separated; ``--quick`` shrinks every shape for a smoke run):
+Networks (``--networks``, comma-separated; default all): one per distinct network the shipped
+presets build (``--list`` prints them). Every head writes float32 values (probabilities after
+a sigmoid or softmax, raw values otherwise), so that both sides write the same thing; the
+network, its weights and the window settings are the preset's.
+
+Cases (``--cases``; each network runs those of its dimensionality; ``--quick`` shrinks every
+shape for a smoke run):
 
 - ``wide-512`` 128 x 512 x 512, ``wide-1024`` 128 x 1024 x 1024, ``wide-2048`` 256 x 2048 x 2048
   (3D, wide in Y/X: blocks are cut along Y and X);
 - ``deep`` 512 x 512 x 512 (3D, deep in Z: slabs along Z);
-- ``wsi`` 16384 x 16384 (a 2D whole-slide image; the MONAI script holds it whole in memory).
+- ``slide-4096`` 4096 x 4096, ``wsi`` 16384 x 16384 (2D; the script holds the image whole in
+  memory).
 
-3D: MONAI UNet 16-32-64-128 (strides 2, no residual units, instance norm, 16 features) + 1x1
-conv head, window 32 x 128 x 128, output chunks 32 x 128 x 128. 2D: the same UNet in 2D,
-window 256 x 256, output chunks 256 x 256. Overlap 0.25, 4 windows per batch, both.
+Windows 32 x 128 x 128 (3D) and 256 x 256 (2D), output chunks the same, overlap 0.25, 4 windows
+per batch, Gaussian blending.
 
-    python benchmarks/bench_predict.py                        # wide-512, wide-1024, deep, wsi
-    python benchmarks/bench_predict.py --cases wide-1024 --repeats 3
-    python benchmarks/bench_predict.py --quick                # small shapes, a smoke run
-    python benchmarks/bench_predict.py --set predict.memory_gb=1 --variants bioim2im
-    python benchmarks/bench_predict.py --set predict.backend=onnxruntime   # ONNX Runtime
+    python benchmarks/bench_predict.py                         # every network, every case
+    python benchmarks/bench_predict.py --networks segmentation-3d,segmentation-2d --cases wide-512,wsi
+    python benchmarks/bench_predict.py --quick                 # small shapes, a smoke run
+    python benchmarks/bench_predict.py --variants bioim2im,monai --repeats 3
+    python benchmarks/bench_predict.py --set predict.channels_last=false --variants bioim2im
 
-``--set`` passes settings to bioim2im's command (to compare levers); ``--device cuda`` runs both
+``--set`` passes settings to bioim2im's command (to compare levers); ``--device cuda`` runs all
 on the GPU. ``--cluster local:2`` (or a scheduler's address) adds the variant ``cluster``: the
 same command with ``--cluster``, whose overhead against the single process is reported (on a
 machine of 2 cores: 2 single-threaded workers against one process of 2 threads), with the
@@ -40,7 +49,8 @@ largest difference between their outputs (0 when bit-identical: it needs a fixed
 ``--set predict.channels_last=false``; the layout "auto" picks by timing, per process).
 The last line printed is one JSON object with every figure.
 
-    python benchmarks/bench_predict.py --cases wide-1024 --cluster local:2 --variants bioim2im
+    python benchmarks/bench_predict.py --networks segmentation-3d --cases wide-1024 \
+        --cluster local:2 --variants bioim2im
 """
 
 from __future__ import annotations
@@ -65,69 +75,146 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "wide-1024": ((128, 1024, 1024), (64, 512, 512)),
     "wide-2048": ((256, 2048, 2048), (64, 1024, 1024)),
     "deep": ((512, 512, 512), (256, 256, 256)),
+    "slide-4096": ((4096, 4096), (1024, 1024)),
     "wsi": ((16384, 16384), (4096, 4096)),
 }
 DEFAULT_CASES = "wide-512,wide-1024,deep,wsi"
 WINDOW = {3: (32, 128, 128), 2: (256, 256)}
 CHUNKS = {3: (32, 128, 128), 2: (256, 256)}
-
-PRESET = """
-extends = "segmentation-{dims}d"
-[data]
-path = "{data}"
-patch_size = [{patch}]
-batch_size = 2
-num_workers = 0
-augment = []
-normalize = {{ name = "percentile", lower = 1.0, upper = 99.8 }}
-[model]
-features = 16
-[model.backbone]
-name = "unet"
-channels = [16, 32, 64, 128]
-strides = [2, 2, 2]
-num_res_units = 0
-[model.heads.seg]
-name = "conv"
-postprocess = [{{ name = "sigmoid" }}]
-metrics = []
-[train]
-steps = 2
-val_every = 2
-checkpoint_every = 2
-checkpoint_metric = "val/loss"
-checkpoint_mode = "min"
-scheduler = {{ name = "constant" }}
-[logging]
-progress = "lines"
-snapshots = false
-[predict]
-roi_size = [{patch}]
-overlap = 0.25
-batch_size = 4
-"""
+VARIANTS = ("bioim2im", "onnxruntime", "monai")
 
 
-def train_model(root: Path, dims: int) -> Path:
-    """A UNet trained for two steps (the quality of its weights does not matter here)."""
-    from bioim2im.api import train
-    from bioim2im.data.synthetic import write_dataset
+def _probabilities(head: str, activation: str) -> list[str]:
+    return [f"model.heads.{head}.postprocess=[{{name = '{activation}'}}]"]
 
-    run = root / f"run-{dims}d"
-    if (run / "checkpoints" / "last.pt").is_file():
+
+def _raw(head: str) -> list[str]:
+    return [f"model.heads.{head}.postprocess=[]", f"model.heads.{head}.output_dtype='float32'"]
+
+
+# One entry per distinct network the shipped presets build: the preset, the settings that make
+# every head write float32 values (the network itself is untouched, except where a variant is
+# named), each head's activation in the script, and the presets that build the same network.
+NETWORKS: dict[str, dict[str, Any]] = {
+    "segmentation-3d": {
+        "preset": "segmentation-3d",
+        "set": _probabilities("seg", "sigmoid"),
+        "heads": {"seg": "sigmoid"},
+        "about": "UNet 16-128, 1 residual unit, 1-channel sigmoid head",
+    },
+    "segmentation-3d-softmax": {
+        "preset": "segmentation-3d",
+        "set": [
+            "model.backbone.num_res_units=2",
+            "model.heads.seg.out_channels=2",
+            "model.heads.seg.loss={name = 'dice_ce', sigmoid = false, softmax = true, "
+            "to_onehot_y = true}",
+            *_probabilities("seg", "softmax"),
+        ],
+        "heads": {"seg": "softmax"},
+        "about": "segmentation-3d with 2 residual units and 2 classes (softmax): issue 24's",
+    },
+    "embedseg-3d": {
+        "preset": "embedseg-3d",
+        "set": _raw("seg"),
+        "heads": {"seg": "none"},
+        "about": "UNet 16-128, no residual units, EmbedSeg head (7 channels); also instance-3d",
+    },
+    "labelfree-3d": {
+        "preset": "labelfree-3d",
+        "set": _raw("fluo"),
+        "heads": {"fluo": "none"},
+        "about": "UNet 16-64, 1 residual unit, regression head",
+    },
+    "multitask-3d": {
+        "preset": "multitask-3d",
+        "set": _probabilities("seg", "sigmoid") + _raw("fluo") + _raw("mip"),
+        # The script predicts the two full-grid heads: a sliding window cannot drop an axis.
+        "heads": {"seg": "sigmoid", "fluo": "none"},
+        "about": "UNet 16-64, 1 residual unit; sigmoid, regression and 3D->2D projection heads",
+    },
+    "superres-3d": {
+        "preset": "superres-3d",
+        "set": _raw("highres"),
+        "heads": {"highres": "none"},
+        "about": "UNet 32-128, 1 residual unit, 2x upsampling head",
+    },
+    "cellmap-3d": {
+        "preset": "cellmap-3d",
+        "set": _probabilities("seg", "sigmoid"),
+        "heads": {"seg": "sigmoid"},
+        "about": "UNet 32-256, 1 residual unit, 32 features, 2-class sigmoid head (plugin)",
+    },
+    "segmentation-2d": {
+        "preset": "segmentation-2d",
+        "set": _probabilities("seg", "sigmoid"),
+        "heads": {"seg": "sigmoid"},
+        "about": "UNet 16-128, 2 residual units, 1-channel sigmoid head",
+    },
+    "embedseg-2d": {
+        "preset": "embedseg-2d",
+        "set": _raw("seg"),
+        "heads": {"seg": "none"},
+        "about": "UNet 16-128, no residual units, EmbedSeg head (5 channels); also instance-2d",
+    },
+    "restoration-2d": {
+        "preset": "restoration-2d",
+        "set": _raw("restored"),
+        "heads": {"restored": "none"},
+        "about": "UNet 32-128, 1 residual unit, regression head; also n2v-2d",
+    },
+    "pix2pix-2d": {
+        "preset": "pix2pix-2d",
+        "set": _raw("translated"),
+        "heads": {"translated": "none"},
+        "about": "UNet 32-256, 1 residual unit, 32 features, regression head; also cyclegan-2d",
+    },
+    "cellmap-2d": {
+        "preset": "cellmap-2d",
+        "set": _probabilities("seg", "sigmoid"),
+        "heads": {"seg": "sigmoid"},
+        "about": "UNet 32-512, 1 residual unit, 32 features, 2-class sigmoid head (plugin)",
+    },
+}
+
+
+def network_dims(name: str) -> int:
+    from bioim2im.config.loading import load_preset
+
+    return load_preset(NETWORKS[name]["preset"]).spatial_dims
+
+
+def make_model(root: Path, name: str) -> Path:
+    """A run directory whose checkpoint holds network ``name`` as its preset builds it (seeded
+    initial weights: their quality does not matter here) with the benchmark's window settings."""
+    import torch
+
+    from bioim2im.config.loading import load_preset, to_toml
+    from bioim2im.model.checkpoint import save_checkpoint
+    from bioim2im.model.network import build_model
+    from bioim2im.plugin.manager import get_registry
+
+    run = root / f"run-{name}"
+    checkpoint = run / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
         return run
-    window = WINDOW[dims]
-    data = write_dataset(
-        root / f"data-{dims}d",
-        kind="nuclei",
-        n_images=2,
-        shape=window,
-        seed=0,
-        label_kind="semantic",
-    )
-    preset = root / f"bench-{dims}d.toml"
-    preset.write_text(PRESET.format(dims=dims, data=data, patch=", ".join(map(str, window))))
-    train(preset, run_dir=run)
+    spec = NETWORKS[name]
+    registry = get_registry()
+    dims = load_preset(spec["preset"], registry=registry).spatial_dims
+    window = ", ".join(map(str, WINDOW[dims]))
+    settings = [
+        *spec["set"],
+        f"data.patch_size=[{window}]",
+        f"predict.roi_size=[{window}]",
+        "predict.overlap=0.25",
+        "predict.blend='gaussian'",
+        "predict.batch_size=4",
+    ]
+    preset = load_preset(spec["preset"], settings, registry)
+    torch.manual_seed(0)
+    network = build_model(preset, registry)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({"model": network.state_dict(), "preset": to_toml(preset)}, checkpoint)
     return run
 
 
@@ -158,8 +245,8 @@ def write_image(path: Path, shape: tuple[int, ...]) -> Path:
     return path
 
 
-def monai_worker(run: Path, image_path: Path, output: Path, device: str) -> None:
-    """The MONAI script (runs in its own process)."""
+def monai_worker(run: Path, image_path: Path, output: Path, device: str, heads: str) -> None:
+    """The MONAI script (runs in its own process): ``heads`` is ``head:activation,...``."""
     import numcodecs
     import torch
     import zarr
@@ -168,6 +255,7 @@ def monai_worker(run: Path, image_path: Path, output: Path, device: str) -> None
     from bioim2im.data.preparation import preparation
     from bioim2im.formats import load_model
 
+    activations = dict(item.split(":") for item in heads.split(","))
     model = load_model(run, device=device)
     settings = model.preset.predict
     network = model.network
@@ -175,38 +263,49 @@ def monai_worker(run: Path, image_path: Path, output: Path, device: str) -> None
     normalize = preparation(model.preset, model.registry).normalize
     image = normalize(image[None].astype(np.float32))
     with torch.inference_mode():
-        logits = sliding_window_inference(
+        outputs = sliding_window_inference(
             torch.from_numpy(image)[None],
             roi_size=model.roi_size,
             sw_batch_size=settings.batch_size,
-            predictor=lambda batch: network(batch)["seg"],
+            predictor=lambda batch: {h: v for h, v in network(batch).items() if h in activations},
             overlap=settings.overlap,
             mode="gaussian",
             sw_device=device,
             device="cpu",
         )
-        probabilities = torch.sigmoid(logits)[0].numpy()
-    out = zarr.create_array(
-        output,
-        shape=probabilities.shape,
-        dtype=np.float32,
-        chunks=(1, *CHUNKS[image.ndim - 1]),
-        zarr_format=2,
-        compressors=numcodecs.Zstd(level=3),
-        overwrite=True,
-    )
-    out[:] = probabilities
+    dims = image.ndim - 1
+    for head, activation in activations.items():
+        values = outputs[head]
+        if activation == "sigmoid":
+            values = torch.sigmoid(values)
+        elif activation == "softmax":
+            values = torch.softmax(values, dim=1)
+        result = values[0].numpy()
+        scale = [o // i for o, i in zip(result.shape[1:], image.shape[1:], strict=True)]
+        out = zarr.create_array(
+            output / head,
+            shape=result.shape,
+            dtype=np.float32,
+            chunks=(1, *[c * s for c, s in zip(CHUNKS[dims], scale, strict=True)]),
+            zarr_format=2,
+            compressors=numcodecs.Zstd(level=3),
+            overwrite=True,
+        )
+        out[:] = result
+        del values, result
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``command``; its wall time, CPU time (user + system) and peak resident memory (MiB)."""
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> dict[str, float] | None:
+    """Run ``command``; its wall time, CPU time (user + system) and peak resident memory (MiB),
+    or None when it fails (the failure is printed, the benchmark goes on)."""
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit status {code}")
+        print(f"FAILED (exit status {code}): {' '.join(command)}", file=sys.stderr)
+        return None
     # ru_maxrss is in KiB on Linux.
     cpu = usage.ru_utime + usage.ru_stime
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_mib": usage.ru_maxrss / 1024}
@@ -228,102 +327,132 @@ def load_average() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="of --list")
+    parser.add_argument("--list", action="store_true", help="print the networks and stop")
     parser.add_argument("--cases", default=DEFAULT_CASES, help=f"of {', '.join(CASES)}")
     parser.add_argument("--quick", action="store_true", help="smaller shapes, a smoke run")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant per case")
-    parser.add_argument("--variants", default="bioim2im,monai", help="bioim2im, monai or both")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--set", action="append", default=[], help="bioim2im setting KEY=VALUE")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workdir", type=Path, help="keep images, models and outputs here")
     parser.add_argument("--cluster", help="also run bioim2im with --cluster WHERE (local:2...)")
-    parser.add_argument("--monai-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--monai-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from bioim2im.errors import UserError
+
     if args.monai_worker:
-        run, image, output, device = args.monai_worker
-        monai_worker(Path(run), Path(image), Path(output), device)
+        run, image, output, device, heads = args.monai_worker
+        monai_worker(Path(run), Path(image), Path(output), device, heads)
         return
+    if args.list:
+        for name, spec in NETWORKS.items():
+            print(f"{name:>24}  {spec['about']}")
+        return
+    networks = args.networks.split(",")
     cases = args.cases.split(",")
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose among {', '.join(CASES)}")
     variants = args.variants.split(",")
     if args.cluster and "cluster" not in variants:
         variants.append("cluster")
+    for kind, chosen, known in (
+        ("networks", networks, NETWORKS),
+        ("cases", cases, CASES),
+        ("variants", variants, (*VARIANTS, "cluster")),
+    ):
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            parser.error(f"unknown {kind} {unknown}; choose among {', '.join(known)}")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_predict_"))
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # bioim2im predicts on a GPU when it sees one
-    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    differences: dict[str, tuple[float, float]] = {}
-    cluster_differences: dict[str, tuple[float, float]] = {}
+    runs: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    differences: dict[tuple[str, str, str], tuple[float, float]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     loads: list[float] = []
-    for number, case in enumerate(cases):
-        shape = CASES[case][1 if args.quick else 0]
-        shapes[case] = shape
-        run = train_model(root, len(shape))
-        name = "x".join(map(str, shape))
-        image = write_image(root / f"image_{name}.ome.zarr", shape)
-        ours_output = root / f"bioim2im_{name}"
-        theirs_output = root / f"monai_{name}.zarr"
-        commands = {
-            "bioim2im": [
+    number = 0
+    for network in networks:
+        try:
+            dims = network_dims(network)
+        except UserError as error:  # a plugin's preset, the plugin not installed
+            print(f"{network} left out: {error}", file=sys.stderr)
+            continue
+        run = make_model(root, network)
+        heads = NETWORKS[network]["heads"]
+        first = next(iter(heads))
+        for case in cases:
+            shape = CASES[case][1 if args.quick else 0]
+            if len(shape) != dims:
+                continue
+            shapes[case] = shape
+            name = "x".join(map(str, shape))
+            image = write_image(root / f"image_{name}.ome.zarr", shape)
+            outputs = {v: root / f"{v}_{network}_{name}" for v in (*VARIANTS, "cluster")}
+            settings = [part for setting in args.set for part in ("--set", setting)]
+            ours = [
                 sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(image),
-                "--output", str(ours_output), "--overwrite",
-                *[part for setting in args.set for part in ("--set", setting)],
-            ],
-            "monai": [
-                sys.executable, __file__, "--monai-worker", str(run), str(image),
-                str(theirs_output), args.device,
-            ],
-            "cluster": [
-                sys.executable, "-m", "bioim2im", "predict", str(run), "--input", str(image),
-                "--output", f"{ours_output}-cluster", "--overwrite", "--cluster",
-                str(args.cluster),
-                *[part for setting in args.set for part in ("--set", setting)],
-            ],
-        }  # fmt: skip
-        for repeat in range(args.repeats):
-            order = variants if (number + repeat) % 2 == 0 else variants[::-1]
-            for variant in order:
-                loads.append(load_average())
-                figures = run_measured(commands[variant], env)
-                runs.setdefault((case, variant), []).append(figures)
-                print(
-                    f"{case} {variant}: {figures['seconds']:.1f} s, "
-                    f"{figures['peak_mib']:.0f} MiB, load {loads[-1]:.1f}",
-                    file=sys.stderr,
+                "--overwrite", *settings,
+            ]  # fmt: skip
+            commands = {
+                "bioim2im": [*ours, "--output", str(outputs["bioim2im"])],
+                "onnxruntime": [
+                    *ours, "--output", str(outputs["onnxruntime"]),
+                    "--set", "predict.backend=onnxruntime",
+                ],
+                "cluster": [
+                    *ours, "--output", str(outputs["cluster"]), "--cluster", str(args.cluster),
+                ],
+                "monai": [
+                    sys.executable, __file__, "--monai-worker", str(run), str(image),
+                    str(outputs["monai"]), args.device,
+                    ",".join(f"{h}:{a}" for h, a in heads.items()),
+                ],
+            }  # fmt: skip
+            for repeat in range(args.repeats):
+                # Rotate the order, so that a change of load falls on every variant alike.
+                shift = (number + repeat) % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    loads.append(load_average())
+                    figures = run_measured(commands[variant], env)
+                    if figures is None:
+                        continue
+                    runs.setdefault((network, case, variant), []).append(figures)
+                    print(
+                        f"{network} {case} {variant}: {figures['seconds']:.1f} s, "
+                        f"{figures['cpu_seconds']:.1f} CPU s, {figures['peak_mib']:.0f} MiB, "
+                        f"load {loads[-1]:.1f}",
+                        file=sys.stderr,
+                    )
+            number += 1
+            theirs = outputs["monai"] / first
+            written = {v: outputs[v] / f"image_{name}.ome.zarr" / first / "0" for v in outputs}
+            for variant in ("bioim2im", "onnxruntime"):
+                if (network, case, variant) in runs and (network, case, "monai") in runs:
+                    differences[network, case, variant] = compare(written[variant], theirs)
+            if (network, case, "cluster") in runs and (network, case, "bioim2im") in runs:
+                differences[network, case, "cluster"] = compare(
+                    written["cluster"], written["bioim2im"]
                 )
-        if {"bioim2im", "monai"} <= set(variants):
-            differences[case] = compare(
-                ours_output / f"image_{name}.ome.zarr" / "seg" / "0", theirs_output
-            )
-        if {"bioim2im", "cluster"} <= set(variants):
-            output = f"image_{name}.ome.zarr/seg/0"
-            cluster_differences[case] = compare(
-                Path(f"{ours_output}-cluster") / output, ours_output / output
-            )
-    report(runs, shapes, differences, variants, loads, args, cluster_differences)
+    report(runs, shapes, differences, loads, args)
 
 
 def report(
-    runs: dict[tuple[str, str], list[dict[str, float]]],
+    runs: dict[tuple[str, str, str], list[dict[str, float]]],
     shapes: dict[str, tuple[int, ...]],
-    differences: dict[str, tuple[float, float]],
-    variants: list[str],
+    differences: dict[Any, tuple[float, float]],
     loads: list[float],
     args: argparse.Namespace,
-    cluster_differences: dict[str, tuple[float, float]] | None = None,
 ) -> None:
     rows = []
     print(
-        f"{'case':>10} {'shape':>16} {'variant':>9} {'seconds':>8} {'CPU s':>7} "
-        f"{'Mvoxel/s':>9} {'peak MiB':>9}"
+        f"{'network':>24} {'case':>10} {'shape':>16} {'variant':>11} {'seconds':>8} "
+        f"{'CPU s':>7} {'Mvoxel/s':>9} {'peak MiB':>9} {'speed':>6} {'CPU':>6} {'memory':>6}"
     )
-    for (case, variant), figures in runs.items():
+    for (network, case, variant), figures in runs.items():
         voxels = math.prod(shapes[case])
-        row = {
+        row: dict[str, Any] = {
+            "network": network,
             "case": case,
             "shape": list(shapes[case]),
             "variant": variant,
@@ -336,47 +465,66 @@ def report(
         }
         row["voxels_per_s"] = round(voxels / row["seconds"])
         rows.append(row)
-        print(
-            f"{case:>10} {'x'.join(map(str, shapes[case])):>16} {variant:>9} "
-            f"{row['seconds']:>8.1f} {row['cpu_seconds']:>7.1f} "
-            f"{row['voxels_per_s'] / 1e6:>9.2f} {row['peak_mib']:>9.0f}"
+    by = {(r["network"], r["case"], r["variant"]): r for r in rows}
+    for row in rows:
+        script = by.get((row["network"], row["case"], "monai"))
+        single = by.get((row["network"], row["case"], "bioim2im"))
+        if row["variant"] == "cluster" and single is not None:
+            row["cluster_overhead"] = round(row["seconds"] / single["seconds"] - 1, 3)
+            found = differences.get((row["network"], row["case"], "cluster"))
+            if found is not None:
+                row["difference_from_bioim2im"] = {"mean": found[0], "max": found[1]}
+            print(
+                f"{row['network']} {row['case']}: --cluster {args.cluster} takes "
+                f"{row['cluster_overhead']:+.1%} of one process's time"
+            )
+        elif script is not None and row["variant"] != "monai":
+            row["speed"] = round(script["seconds"] / row["seconds"], 3)
+            row["cpu_ratio"] = round(script["cpu_seconds"] / row["cpu_seconds"], 3)
+            row["memory"] = round(row["peak_mib"] / script["peak_mib"], 3)
+            found = differences.get((row["network"], row["case"], row["variant"]))
+            if found is not None:
+                row["difference"] = {"mean": found[0], "max": found[1]}
+        ratios = (
+            f"{row['speed']:>5.2f}x {row['cpu_ratio']:>5.2f}x {row['memory']:>5.2f}x"
+            if "speed" in row
+            else ""
         )
+        print(
+            f"{row['network']:>24} {row['case']:>10} {'x'.join(map(str, row['shape'])):>16} "
+            f"{row['variant']:>11} {row['seconds']:>8.1f} {row['cpu_seconds']:>7.1f} "
+            f"{row['voxels_per_s'] / 1e6:>9.2f} {row['peak_mib']:>9.0f} {ratios}"
+        )
+    print("speed: the script's seconds / these; CPU: its CPU seconds / these; memory: peak / its")
     summary: dict[str, Any] = {
         "rows": rows,
         "device": args.device,
         "repeats": args.repeats,
+        "quick": args.quick,
         "settings": args.set,
         "load_average": [round(min(loads), 2), round(max(loads), 2)] if loads else None,
     }
-    if {"bioim2im", "cluster"} <= set(variants):
-        by = {(r["case"], r["variant"]): r for r in rows}
-        overhead = {
-            c: by[c, "cluster"]["seconds"] / by[c, "bioim2im"]["seconds"] - 1 for c in shapes
+    for variant in ("bioim2im", "onnxruntime"):
+        speeds = [r["speed"] for r in rows if r["variant"] == variant and "speed" in r]
+        if speeds:
+            mean = math.exp(sum(math.log(s) for s in speeds) / len(speeds))
+            summary[f"{variant}_ratio"] = round(mean, 3)
+            print(
+                f"{variant} vs script: geometric mean {mean:.3f}x, "
+                f"lowest {min(speeds):.2f}x over {len(speeds)} rows"
+            )
+    growth = {}
+    for network in {r["network"] for r in rows}:
+        peaks = {
+            r["case"]: r["peak_mib"]
+            for r in rows
+            if (r["network"], r["variant"]) == (network, "bioim2im")
         }
-        summary["cluster"] = args.cluster
-        summary["cluster_overhead"] = overhead
-        summary["cluster_difference"] = {
-            c: {"mean": d[0], "max": d[1]} for c, d in (cluster_differences or {}).items()
-        }
-        for case, value in overhead.items():
-            print(f"{case}: --cluster {args.cluster} takes {value:+.1%} of one process's time")
-    if {"bioim2im", "monai"} <= set(variants):
-        by = {(r["case"], r["variant"]): r for r in rows}
-        cases = list(shapes)
-        speed = {c: by[c, "monai"]["seconds"] / by[c, "bioim2im"]["seconds"] for c in cases}
-        memory = {c: by[c, "bioim2im"]["peak_mib"] / by[c, "monai"]["peak_mib"] for c in cases}
-        summary["speed_ratio"] = speed
-        summary["memory_ratio"] = memory
-        summary["ratio"] = math.exp(sum(math.log(r) for r in speed.values()) / len(speed))
-        summary["difference"] = {c: {"mean": d[0], "max": d[1]} for c, d in differences.items()}
-        for case in cases:
-            print(f"{case}: speed {speed[case]:.2f}x, peak memory {memory[case]:.2f}x MONAI's")
-        print(f"ratio (geometric mean of speeds): {summary['ratio']:.3f}")
-    peaks = {r["case"]: r["peak_mib"] for r in rows if r["variant"] == "bioim2im"}
-    if "wide-512" in peaks and "wide-1024" in peaks:
-        summary["bioim2im_memory_growth_wide"] = peaks["wide-1024"] / peaks["wide-512"] - 1
-        print(f"bioim2im memory growth wide-512 -> wide-1024: "
-              f"{summary['bioim2im_memory_growth_wide']:+.1%}")  # fmt: skip
+        if "wide-512" in peaks and "wide-1024" in peaks:
+            growth[network] = round(peaks["wide-1024"] / peaks["wide-512"] - 1, 3)
+            print(f"{network}: bioim2im memory growth wide-512 -> wide-1024 {growth[network]:+.1%}")
+    if growth:
+        summary["bioim2im_memory_growth_wide"] = growth
     print(json.dumps(summary))
 
 

@@ -1,22 +1,32 @@
-"""Training throughput: bioim2im's engine vs a plain hand-written torch + MONAI loop.
+"""Training throughput: bioim2im's engine vs a hand-written torch + MONAI loop, per preset network.
 
-Both train the same network (MONAI UNet + a 1x1 conv head) with the same loss, optimizer,
-patch size, batch size and TIFF files on disk, for a 2D and a 3D case, in one run. The
-bioim2im figure is the engine's own samples/s from metrics.jsonl after the warm-up window;
-the baseline is timed over the same number of steps after the same warm-up.
+For each distinct network the shipped presets build (``--networks``; ``--list`` prints them),
+both loops train **the same** ``nn.Module`` -- built by bioim2im from the preset exactly as the
+preset builds it, same initial weights -- with the preset's patch size, batch size and
+optimizer, on random crops of one synthetic volume (or image) held in memory, no data workers
+and no augmentation:
 
-The ``3d-hand`` case is the shortest loop a user would write: MONAI UNet 16-32-64-128 with two
-residual units and two output channels, DiceCE with softmax, Adam 1e-3, random 32 x 128 x 128
-crops of one volume held in memory, batches of 2, no data workers (``--workers`` does not apply)
-and no augmentation; bioim2im trains the same network (backbone with 2 features + 1x1 conv head),
-loss, optimizer, crops and batches on the same volume.
+- **bioim2im**: ``bioim2im.api.train`` on the preset, with ``data.num_workers = 0``, no
+  augmentation, z-score normalisation and no validation; its samples/s are read from its own
+  ``metrics.jsonl`` after the warm-up steps;
+- **hand loop**: the shortest loop a user would write: random crops, the network, the loss a
+  user would take (MONAI's ``DiceCELoss`` for a Dice + CE head, torch's ``L1Loss`` /
+  ``MSELoss`` / ``BCEWithLogitsLoss``; the preset's own loss module where MONAI has none, e.g.
+  EmbedSeg's), ``zero_grad``, ``backward``, ``step`` and a ``loss.item()`` per step.
 
-    python benchmarks/bench_train.py [--steps 60] [--warmup 10] [--workers 1] [--repeats 1]
-    python benchmarks/bench_train.py --cases 3d-hand --repeats 3 [--device cuda]
+With ``--repeats N`` each network runs both loops N times, alternating which goes first, and
+reports the medians. ``ratio`` = bioim2im's samples/s over the hand loop's (higher is better).
+The last line printed is one JSON object.
 
-With --repeats N each case runs both loops N times, alternating which goes first, and reports
-the median of each, so that a change in the machine's load does not fall on one side only.
-The last line printed is one JSON object; `ratio` = bioim2im / baseline (higher is better).
+    python benchmarks/bench_train.py                           # every network, 40 steps after 8
+    python benchmarks/bench_train.py --networks segmentation-3d-softmax --repeats 3
+    python benchmarks/bench_train.py --quick                   # 6 steps after 2, a smoke run
+    python benchmarks/bench_train.py --set train.compile=true  # a lever, on bioim2im's side
+
+Networks left out, and why: ``multitask-3d`` (three heads with their own targets, one a 2D
+projection: the hand loop would be a second engine), ``superres-3d`` (targets on a finer grid),
+``pix2pix-2d`` / ``cyclegan-2d`` (adversarial training: a discriminator and a second optimizer
+per step) and ``cellmap-*`` (their data layout): their networks are in bench_predict.py.
 """
 
 from __future__ import annotations
@@ -32,99 +42,177 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = {
-    "2d": {
-        "shape": (256, 256),
-        "n_images": 16,
-        "patch": [128, 128],
-        "batch": 8,
-        "channels": [16, 32, 64, 128],
-    },
-    "3d": {
-        "shape": (48, 128, 128),
-        "n_images": 8,
-        "patch": [32, 64, 64],
-        "batch": 2,
-        "channels": [16, 32, 64, 128],
-    },
-    "3d-hand": {
+# name: preset, --set for the network (none: the preset's), synthetic data, volume shape, the
+# hand loop's loss, and (optionally) patch and batch other than the preset's.
+NETWORKS: dict[str, dict[str, Any]] = {
+    "segmentation-3d": {
+        "preset": "segmentation-3d",
+        "data": ("nuclei", "semantic"),
         "shape": (64, 256, 256),
-        "n_images": 1,
+        "loss": "dice_ce_sigmoid",
+    },
+    "segmentation-3d-softmax": {
+        # Issue 24's case: 2 residual units, 2 classes, windows of 32 x 128 x 128, Adam.
+        "preset": "segmentation-3d",
+        "set": [
+            "model.backbone.num_res_units=2",
+            "model.heads.seg.out_channels=2",
+            "model.heads.seg.loss={name = 'dice_ce', sigmoid = false, softmax = true, "
+            "to_onehot_y = true}",
+            "model.heads.seg.postprocess=[{name = 'softmax'}, {name = 'argmax'}]",
+            "train.optimizer={name = 'adam', lr = 1e-3}",
+        ],
+        "data": ("nuclei", "semantic"),
+        "shape": (64, 256, 256),
         "patch": [32, 128, 128],
         "batch": 2,
-        "channels": [16, 32, 64, 128],
-        "hand": True,
+        "loss": "dice_ce_softmax",
+    },
+    "embedseg-3d": {
+        "preset": "embedseg-3d",
+        "data": ("nuclei", "instance"),
+        "shape": (64, 256, 256),
+        "loss": "preset",
+    },
+    "labelfree-3d": {
+        "preset": "labelfree-3d",
+        "data": ("labelfree", "instance"),
+        "shape": (64, 256, 256),
+        "loss": "mse",
+    },
+    "segmentation-2d": {
+        "preset": "segmentation-2d",
+        "data": ("nuclei", "semantic"),
+        "shape": (1024, 1024),
+        "loss": "dice_ce_sigmoid",
+    },
+    "embedseg-2d": {
+        "preset": "embedseg-2d",
+        "data": ("nuclei", "instance"),
+        "shape": (1024, 1024),
+        "loss": "preset",
+    },
+    "restoration-2d": {
+        "preset": "restoration-2d",
+        "data": ("restoration", "instance"),
+        "shape": (1024, 1024),
+        "loss": "l1",
     },
 }
 
 
-def bioim2im_hand_case(data: Path, case: dict, steps: int, warmup: int, run_dir: Path) -> float:
-    """bioim2im on the hand loop's terms: same network, loss, optimizer, crops, no workers."""
+def build(name: str) -> tuple[Any, Any, Any]:
+    """(preset, registry, network) of ``name``, the network seeded as both loops start it."""
+    import torch
+
+    from bioim2im.config.loading import load_preset
+    from bioim2im.model.network import build_model
+    from bioim2im.plugin.manager import get_registry
+
+    spec = NETWORKS[name]
+    registry = get_registry()
+    settings = list(spec.get("set", []))
+    if "patch" in spec:
+        settings += [f"data.patch_size={spec['patch']}", f"data.batch_size={spec['batch']}"]
+    preset = load_preset(spec["preset"], settings, registry)
+    torch.manual_seed(0)
+    return preset, registry, build_model(preset, registry)
+
+
+def bioim2im_samples_per_s(
+    name: str, data: Path, steps: int, warmup: int, run_dir: Path, settings: list[str]
+) -> float:
+    """The engine on the hand loop's terms: same network, loss, optimizer, crops, no workers."""
     from bioim2im.api import train
 
+    spec = NETWORKS[name]
     preset = run_dir.parent / f"{run_dir.name}.toml"
-    preset.write_text('extends = "segmentation-3d"\n')
+    preset.write_text(f'extends = "{spec["preset"]}"\n')
+    patch = (
+        [f"data.patch_size={spec['patch']}", f"data.batch_size={spec['batch']}"]
+        if "patch" in spec
+        else []
+    )
     train(
         preset,
         overrides=[
+            *spec.get("set", []),
+            *patch,
             f"data.path={data}",
-            f"data.patch_size={case['patch']}",
-            f"data.batch_size={case['batch']}",
             "data.num_workers=0",
             "data.augment=[]",
             "data.normalize={name = 'zscore'}",
             "data.foreground_fraction=0.0",
             "data.val_fraction=0.0",
-            f"model.backbone.channels={case['channels']}",
-            "model.backbone.strides=[2, 2, 2]",
-            "model.backbone.num_res_units=2",
-            "model.features=2",
-            "model.heads.seg.out_channels=2",
-            "model.heads.seg.loss={name = 'dice_ce', sigmoid = false, softmax = true, to_onehot_y = true}",
-            "model.heads.seg.postprocess=[{name = 'softmax'}, {name = 'argmax'}]",
-            "model.heads.seg.metrics=[]",
             f"train.steps={warmup + steps}",
             f"train.log_every={warmup}",
             "train.val_every=1000000",
             "train.checkpoint_every=1000000",
-            "train.optimizer={name = 'adam', lr = 1e-3}",
             "train.scheduler={name = 'constant'}",
             "logging.progress='lines'",
             "logging.snapshots=false",
+            *settings,
         ],
         run_dir=run_dir,
     )
-    return _logged_rate(run_dir, warmup)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    timed = [r["samples_per_s"] for r in records if "samples_per_s" in r and r["step"] > warmup]
+    # Windows are equal in size (log_every steps): the harmonic mean is samples / total time.
+    return len(timed) / sum(1.0 / v for v in timed)
 
 
-def hand_loop_samples_per_s(data: Path, case: dict, steps: int, warmup: int, device: str) -> float:
+def hand_loop_samples_per_s(name: str, data: Path, steps: int, warmup: int, device: str) -> float:
     """The hand-written loop: random crops of one in-memory volume, no DataLoader."""
     import numpy as np
     import tifffile
     import torch
     from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
 
+    from bioim2im.model.network import build_losses
+
+    spec = NETWORKS[name]
+    preset, registry, network = build(name)
+    network = network.to(device).train()
+    (head,) = preset.model.heads
     (image_path,) = sorted((data / "IM").glob("*.tif"))
     image = tifffile.imread(image_path).astype(np.float32)
     image = (image - image.mean()) / image.std()
-    label = tifffile.imread(data / "GT" / image_path.name).astype(np.int64)
-    model = UNet(3, 1, 2, channels=case["channels"], strides=[2, 2, 2], num_res_units=2).to(device)
-    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    target = tifffile.imread(data / "GT" / image_path.name)
+    kind = spec["loss"]
+    if kind in ("l1", "mse"):
+        target = target.astype(np.float32)
+        target = (target - target.mean()) / target.std()
+    elif kind == "dice_ce_softmax" or kind == "preset":
+        target = target.astype(np.int64 if kind == "dice_ce_softmax" else np.float32)
+    else:
+        target = (target > 0).astype(np.float32)
+    loss_fn = {
+        "dice_ce_sigmoid": lambda: DiceCELoss(sigmoid=True),
+        "dice_ce_softmax": lambda: DiceCELoss(softmax=True, to_onehot_y=True),
+        "l1": torch.nn.L1Loss,
+        "mse": torch.nn.MSELoss,
+        "preset": lambda: build_losses(preset, registry)[head],
+    }[kind]()
+    train = preset.train.optimizer
+    params = train.params() if hasattr(train, "params") else {}
+    optimizer_class = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+    }[train.name]
+    optimizer = optimizer_class(network.parameters(), **params)
     rng = np.random.default_rng(0)
-    patch = case["patch"]
+    patch, batch_size = list(preset.data.patch_size), preset.data.batch_size
 
     def batch() -> tuple[Any, Any]:
-        images, labels = [], []
-        for _ in range(case["batch"]):
+        images, targets = [], []
+        for _ in range(batch_size):
             start = [rng.integers(0, n - p + 1) for n, p in zip(image.shape, patch, strict=True)]
             region = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
             images.append(image[region][None])
-            labels.append(label[region][None])
+            targets.append(target[region][None])
         return (
             torch.from_numpy(np.stack(images)).to(device),
-            torch.from_numpy(np.stack(labels)).to(device),
+            torch.from_numpy(np.stack(targets)).to(device),
         )
 
     start = 0.0
@@ -133,12 +221,12 @@ def hand_loop_samples_per_s(data: Path, case: dict, steps: int, warmup: int, dev
             _synchronize(device)
             start = time.perf_counter()
         x, y = batch()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(network(x)[head], y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss.detach().item()  # synchronise, as a logging loop would
-    return steps * case["batch"] / (time.perf_counter() - start)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def _synchronize(device: str) -> None:
@@ -148,199 +236,88 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _logged_rate(run_dir: Path, warmup: int) -> float:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timed = [r["samples_per_s"] for r in records if "samples_per_s" in r and r["step"] > warmup]
-    # Windows are equal in size (log_every steps), so the harmonic mean is total samples / total time.
-    return len(timed) / sum(1.0 / v for v in timed)
-
-
-def bioim2im_samples_per_s(
-    data: Path, case: dict, steps: int, warmup: int, workers: int, run_dir: Path
-) -> float:
-    from bioim2im.api import train
-
-    preset = run_dir.parent / f"{run_dir.name}.toml"
-    preset.write_text(f'extends = "segmentation-{len(case["patch"])}d"\n')
-    log_every = warmup
-    train(
-        preset,
-        overrides=[
-            f"data.path={data}",
-            f"data.patch_size={case['patch']}",
-            f"data.batch_size={case['batch']}",
-            f"data.num_workers={workers}",
-            "data.augment=[{name = 'flip'}]",
-            "data.normalize={name = 'zscore'}",
-            "data.foreground_fraction=0.0",
-            "data.val_fraction=0.0",
-            f"model.backbone.channels={case['channels']}",
-            "model.backbone.strides=[2, 2, 2]",
-            "model.backbone.num_res_units=0",
-            "model.features=16",
-            f"train.steps={warmup + steps}",
-            f"train.log_every={log_every}",
-            "train.val_every=1000000",
-            "train.checkpoint_every=1000000",
-            "train.optimizer={name = 'adamw', lr = 1e-3}",
-            "train.scheduler={name = 'constant'}",
-            "logging.progress='lines'",
-        ],
-        run_dir=run_dir,
-    )
-    return _logged_rate(run_dir, warmup)
-
-
-def baseline_samples_per_s(
-    data: Path, case: dict, steps: int, warmup: int, workers: int, device: str = "cpu"
-) -> float:
-    import tifffile
-    import torch
-    from monai.data import CacheDataset, DataLoader
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
-    from monai.transforms import (
-        Compose,
-        NormalizeIntensityd,
-        RandFlipd,
-        RandSpatialCropd,
-    )
-    from torch import nn
-
-    dims = len(case["patch"])
-    # MONAI's LoadImage has no reader for 3D TIFF stacks; a user reads them with tifffile.
-    files = [
-        {
-            "image": torch.from_numpy(tifffile.imread(p).astype("float32")[None]),
-            "label": torch.from_numpy(
-                tifffile.imread(data / "GT" / p.name).astype("float32")[None]
-            ),
-        }
-        for p in sorted((data / "IM").glob("*.tif"))
-    ]
-    transform = Compose(
-        [
-            NormalizeIntensityd(keys="image"),
-            RandSpatialCropd(keys=["image", "label"], roi_size=case["patch"], random_size=False),
-            RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=0),
-        ]
-    )
-    dataset = CacheDataset(files, transform, progress=False, num_workers=0)
-    loader = DataLoader(
-        dataset,
-        batch_size=case["batch"],
-        shuffle=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-    conv = nn.Conv2d if dims == 2 else nn.Conv3d
-    model = nn.Sequential(
-        UNet(
-            dims,
-            1,
-            16,
-            channels=case["channels"],
-            strides=[2, 2, 2],
-            num_res_units=0,
-            norm="instance",
-        ),
-        conv(16, 1, 1),
-    ).to(device)
-    loss_fn = DiceCELoss(sigmoid=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-    start = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            _synchronize(device)
-            start = time.perf_counter()
-        batch = next(stream)
-        image = batch["image"].as_tensor().to(device)
-        label = (batch["label"].as_tensor() > 0).float().to(device)
-        loss = loss_fn(model(image), label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.detach().item()  # synchronise, as a logging loop would
-    return steps * case["batch"] / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--cases", default="2d,3d,3d-hand", help=f"of {', '.join(CASES)}")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="of --list")
+    parser.add_argument("--list", action="store_true", help="print the networks and stop")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="6 steps after 2: a smoke run")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], help="bioim2im setting KEY=VALUE")
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda (bioim2im trains on a GPU it sees)"
     )
     args = parser.parse_args()
+    if args.list:
+        for name, spec in NETWORKS.items():
+            print(f"{name:>24}  preset {spec['preset']} {' '.join(spec.get('set', []))}")
+        return
+    networks = args.networks.split(",")
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown:
+        parser.error(f"unknown networks {unknown}; choose among {', '.join(NETWORKS)}")
+    if args.quick:
+        args.steps, args.warmup = 6, 2
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch starts: bioim2im would take a GPU
     import torch
 
     from bioim2im.data.synthetic import write_dataset
 
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"networks": {}}
+    print(f"{'network':>24} {'bioim2im/s':>10} {'hand/s':>8} {'ratio':>6}  runs", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.cases.split(","):
-            case = CASES[name]
+        for name in networks:
+            spec = NETWORKS[name]
+            kind, label_kind = spec["data"]
             data = write_dataset(
                 Path(tmp) / f"data-{name}",
-                kind="nuclei",
-                n_images=case["n_images"],
-                shape=case["shape"],
+                kind=kind,
+                n_images=1,
+                shape=spec["shape"],
                 seed=0,
-                label_kind="semantic",
+                **({"label_kind": label_kind} if kind == "nuclei" else {}),
             )
-
-            def ours(repeat: int, case: dict = case, data: Path = data, name: str = name) -> float:
-                run_dir = Path(tmp) / f"run-{name}-{repeat}"
-                if case.get("hand"):
-                    return bioim2im_hand_case(data, case, args.steps, args.warmup, run_dir)
-                return bioim2im_samples_per_s(
-                    data, case, args.steps, args.warmup, args.workers, run_dir
-                )
-
-            def theirs(case: dict = case, data: Path = data) -> float:
-                if case.get("hand"):
-                    return hand_loop_samples_per_s(data, case, args.steps, args.warmup, args.device)
-                return baseline_samples_per_s(
-                    data, case, args.steps, args.warmup, args.workers, args.device
-                )
-
             ours_runs: list[float] = []
             theirs_runs: list[float] = []
             for repeat in range(args.repeats):
+                run_dir = Path(tmp) / f"run-{name}-{repeat}"
+
                 # Alternate which goes first, so that a change of load falls on both alike.
-                if repeat % 2 == 0:
-                    ours_runs.append(ours(repeat))
-                    theirs_runs.append(theirs())
-                else:
-                    theirs_runs.append(theirs())
-                    ours_runs.append(ours(repeat))
+                for loop in ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours"):
+                    if loop == "ours":
+                        ours_runs.append(
+                            bioim2im_samples_per_s(
+                                name, data, args.steps, args.warmup, run_dir, args.set
+                            )
+                        )
+                    else:
+                        theirs_runs.append(
+                            hand_loop_samples_per_s(
+                                name, data, args.steps, args.warmup, args.device
+                            )
+                        )
             mine, baseline = statistics.median(ours_runs), statistics.median(theirs_runs)
-            figures[f"{name}_bioim2im_samples_per_s"] = round(mine, 2)
-            figures[f"{name}_baseline_samples_per_s"] = round(baseline, 2)
-            figures[f"{name}_ratio"] = round(mine / baseline, 3)
-            figures[f"{name}_runs"] = {
-                "bioim2im": [round(v, 2) for v in ours_runs],
-                "baseline": [round(v, 2) for v in theirs_runs],
+            figures["networks"][name] = {
+                "bioim2im_samples_per_s": round(mine, 3),
+                "hand_samples_per_s": round(baseline, 3),
+                "ratio": round(mine / baseline, 3),
+                "runs": {
+                    "bioim2im": [round(v, 3) for v in ours_runs],
+                    "hand": [round(v, 3) for v in theirs_runs],
+                },
             }
             print(
-                f"{name}: bioim2im {mine:8.2f} samples/s   baseline {baseline:8.2f} samples/s   "
-                f"ratio {mine / baseline:.3f}   (runs: {figures[f'{name}_runs']})",
+                f"{name:>24} {mine:>10.2f} {baseline:>8.2f} {mine / baseline:>6.3f}  "
+                f"{figures['networks'][name]['runs']}",
                 file=sys.stderr,
             )
-    ratios = [v for k, v in figures.items() if k.endswith("_ratio")]
+    ratios = [v["ratio"] for v in figures["networks"].values()]
     figures["ratio"] = round(math.prod(ratios) ** (1 / len(ratios)), 3)
     figures["repeats"] = args.repeats
+    figures["steps"], figures["warmup"] = args.steps, args.warmup
+    figures["settings"] = args.set
     figures["device"] = args.device
     figures["torch_threads"] = torch.get_num_threads()
     figures["load_average"] = round(os.getloadavg()[0], 2)

@@ -45,3 +45,23 @@ def _registers_like_a_plugin(module: types.ModuleType) -> None:
     }
     preset = validate(table, registry, "the README plugin example")
     assert preset.model.backbone.params() == {"width": 8}
+
+
+def test_the_readme_installs_bioim2im_only_from_the_repository_or_its_wheels() -> None:
+    """bioim2im and its plugins are not published: a `pip install` of them by name from a
+    registry finds nothing, so the READMEs (the plugins' too) install them from paths or built
+    wheels."""
+    import shlex
+
+    root = README.parent
+    text = "\n".join(
+        p.read_text(encoding="utf-8") for p in [README, *sorted(root.glob("plugins/*/README.md"))]
+    )
+    by_name = []
+    for line in text.splitlines():
+        for command in re.findall(r"pip install ([^#&`|;]*)", line):
+            for word in shlex.split(command, comments=False, posix=True):
+                name = re.split(r"[\[<>=]", word, maxsplit=1)[0]
+                if re.fullmatch(r"(bioim2im|napari-bioim2im)(-[a-z]+)?", name):
+                    by_name.append(word)
+    assert by_name == [], f"the README installs {by_name} from a registry"

@@ -9,7 +9,8 @@ of images; a truth folder holding a ``GT/`` folder (a dataset root) stands for t
   --format tiff`` writes) pairs with the truth ``<name>``. With ``head`` given, predictions of
   other heads are ignored; without it, several predictions for one truth are an error that asks
   for a head.
-- A zarr container holding one image per head (``a.ome.zarr/<head>``, what ``bioim2im predict``
+- A zarr container holding one image per head (``a.ome.zarr/<head>``, label images under
+  ``a.ome.zarr/labels/<head>``, what ``bioim2im predict``
   writes) is read at ``head``, or at its only image.
 - When one side is a single image, the other side's other images are ignored. When both are
   folders, images without a partner are listed in the report; no pair at all is an error.
@@ -358,15 +359,18 @@ def _image_in(path: Path, head: str | None) -> Path:
         raise
     except Exception:  # damaged metadata fails in many ways
         return path  # open_image says what is wrong with it
-    if isinstance(node, zarr.Array) or ngff.multiscales(node.attrs):
+    if isinstance(node, zarr.Array):
         return path
-    heads = sorted(name for name, child in node.groups() if ngff.multiscales(child.attrs))
+    images = ngff.container_images(node)
+    if images is None:
+        return path
+    heads = sorted(images)
     if head is not None:
         if head not in heads:
             raise UserError(f"{path} has no head '{head}' (heads: {', '.join(heads) or 'none'})")
-        return path / head
+        return path / images[head]
     if len(heads) == 1:
-        return path / heads[0]
+        return path / images[heads[0]]
     if not heads:
         return path
     raise UserError(

@@ -1,10 +1,13 @@
 """Every shipped preset's network (made tiny) exports to each format: a bioimage.io package that
 bioimageio.core's model test passes, and TorchScript and ONNX files whose outputs equal the
-network's on random inputs of two sizes."""
+network's on random inputs of two sizes. With ``BIOIM2IM_EXPORTED_PACKAGES=FOLDER`` the
+packages are kept there, for ``nox -s bioimageio_newest`` (CI runs both)."""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -46,6 +49,10 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
 
     package = api.export(run, "bioimageio", output=tmp_path / "model.zip", test_image=image)
     assert package.path.is_file() and "bioimageio.core" in package.checks[0]
+    keep = os.environ.get("BIOIM2IM_EXPORTED_PACKAGES")
+    if keep:  # for `nox -s bioimageio_newest`, which tests them under the newest spec
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package.path, Path(keep) / f"{name}.zip")
     with zipfile.ZipFile(package.path) as archive:
         rdf = yaml.safe_load(archive.read("rdf.yaml"))
     assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}

@@ -71,7 +71,11 @@ def test_the_package_holds_a_valid_model_that_bioimageio_core_accepts(
     assert rdf["format_version"].startswith("0.5.")
     weights = rdf["weights"]
     assert weights["torchscript"]["parent"] == weights["onnx"]["parent"] == "pytorch_state_dict"
-    assert weights["pytorch_state_dict"]["architecture"]["import_from"] == "bioim2im.model.packaged"
+    # The architecture as a file of the package that needs torch and MONAI only.
+    architecture = weights["pytorch_state_dict"]["architecture"]
+    assert architecture["source"] == "bioim2im_network.py" and architecture["callable"] == "Network"
+    assert "import_from" not in architecture and len(architecture["sha256"]) == 64
+    assert {"bioim2im_network.py", "environment.yaml"} <= names
     (tensor,) = rdf["inputs"]
     assert [a["type"] for a in tensor["axes"]] == ["batch", "channel", "space", "space"]
     assert tensor["axes"][2]["size"]["step"] == 2  # the U-Net's divisor (one stride of 2)

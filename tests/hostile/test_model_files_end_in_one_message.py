@@ -26,6 +26,7 @@ def state_dict_only(package: Path) -> Path:
     return only_weights(package, "pytorch_state_dict")
 
 
+@pytest.mark.parametrize("form", ["file", "import_from"])
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
@@ -37,25 +38,42 @@ def state_dict_only(package: Path) -> Path:
     ],
 )
 def test_architecture_kwargs_of_the_wrong_type(
-    kwargs: dict[str, Any], says: str, exported_package: Path, tmp_path: Path, one_image: Path
+    form: str,
+    kwargs: dict[str, Any],
+    says: str,
+    exported_package: Path,
+    tmp_path: Path,
+    one_image: Path,
 ) -> None:
+    """The network's [model] section, in the package's config.bioim2im.network (the weights'
+    architecture a file bioim2im attached, which it never runs) or in the architecture's
+    kwargs (PackagedNetwork, named for a network with components of plugins)."""
     package = state_dict_only(copy_package(exported_package, tmp_path / "package"))
 
     def change(rdf: dict[str, Any]) -> None:
-        architecture = rdf["weights"]["pytorch_state_dict"]["architecture"]
+        entry = rdf["weights"]["pytorch_state_dict"]
+        arguments = rdf["config"]["bioim2im"]["network"]
+        if form == "import_from":
+            entry.pop("dependencies", None)
+            entry["architecture"] = {
+                "callable": "PackagedNetwork",
+                "import_from": "bioim2im.model.packaged",
+                "kwargs": arguments,
+            }
         for key, value in kwargs.items():
             if isinstance(value, dict):
-                model = architecture["kwargs"]["model"]
+                model = arguments["model"]
                 for inner, setting in value.items():
                     if isinstance(setting, dict):
                         model[inner] = {**model[inner], **setting}
                     else:
                         model[inner] = setting
             else:
-                architecture["kwargs"][key] = value
+                arguments[key] = value
 
     edit_rdf(package, change)
-    assert_user_error(predict(package, one_image, tmp_path / "out"), "weights.pt", says)
+    where = "weights.pt" if form == "import_from" else "config.bioim2im.network"
+    assert_user_error(predict(package, one_image, tmp_path / "out"), where, says)
 
 
 @pytest.mark.parametrize(

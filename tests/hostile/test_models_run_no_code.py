@@ -176,6 +176,36 @@ def test_onnx_weights_come_first_wherever_onnx_runtime_runs(
     assert weights_order("auto", cuda) == ["pytorch_state_dict", "torchscript", "onnx"]
 
 
+@pytest.mark.parametrize("declared", ["its own sha256", "bioim2im's sha256"])
+def test_a_packages_architecture_file_is_never_run(
+    declared: str, exported_package: Path, tmp_path: Path, victim: Path, one_image: Path
+) -> None:
+    """The state dict's architecture file is for other tools: bioim2im builds the network from
+    its own components (config.bioim2im.network) when the file is the one it attaches, known
+    by its sha256, and runs no other."""
+    package = only_weights(
+        copy_package(exported_package, tmp_path / "package"), "pytorch_state_dict"
+    )
+    created = tmp_path / "created.txt"
+    code = (
+        f"open({str(created)!r}, 'w').write('ran')\nopen({str(victim)!r}, 'w').write('gone')\n"
+    ).encode()
+    (package / "bioim2im_network.py").write_bytes(code)
+
+    def change(rdf: dict) -> None:  # type: ignore[type-arg]
+        if declared == "its own sha256":
+            rdf["weights"]["pytorch_state_dict"]["architecture"]["sha256"] = sha256(code)
+
+    edit_rdf(package, change)
+    result = predict(package, one_image, tmp_path / "out", *ROI)
+    if declared == "its own sha256":
+        assert_user_error(result, "no weights bioim2im can run")
+    else:  # the file does not match what it declares: nothing reads it
+        assert_ok(result)
+    assert victim.read_text() == "precious contents\n"
+    assert not created.exists()
+
+
 # ---- checkpoints that safe loading refuses -----------------------------------------------
 class _CallsGetcwd:
     """Unpickles by calling os.getcwd: harmless, and outside torch's safe list."""

@@ -44,3 +44,10 @@ def matched_objects(truth: np.ndarray, found: np.ndarray) -> list[float]:
         ]
         best.append(max(ious, default=0.0))
     return best
+
+
+def head_path(container: Path, head: str) -> Path:
+    """Where ``predict`` wrote ``head`` in an OME-Zarr container: ``labels/<head>`` for a label
+    image (a mask, instance labels), else ``<head>``."""
+    labels = container / "labels" / head
+    return labels if labels.exists() else container / head

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_helpers import nuclei_image, read_zarr
+from predict_helpers import head_path, nuclei_image, read_zarr
 
 from bioim2im import predict_files
 from bioim2im.data.synthetic import nuclei
@@ -44,14 +44,16 @@ def test_a_new_threshold_on_saved_probabilities_equals_predicting_with_it(
         "postprocess", run_2d, "-i", saved, "-o", out, "--set", THRESHOLD, "--head", "prob"
     )
     assert result.code == 0, result.err
-    mask = read_zarr(out / "cells.ome.zarr" / "prob" / "0")
+    mask = read_zarr(head_path(out / "cells.ome.zarr", "prob") / "0")
     np.testing.assert_array_equal(mask, (_probabilities(saved) > 0.3).astype(mask.dtype))
     direct = tmp_path / "direct"
     predict_files(run_2d, tmp_path / "cells.tif", direct, overrides=[THRESHOLD], progress=False)
-    np.testing.assert_array_equal(mask, read_zarr(direct / "cells.ome.zarr" / "prob" / "0"))
+    np.testing.assert_array_equal(
+        mask, read_zarr(head_path(direct / "cells.ome.zarr", "prob") / "0")
+    )
     with open(out / "predictions.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
-    assert row["head"] == "prob" and row["output"] == "cells.ome.zarr/prob"
+    assert row["head"] == "prob" and row["output"] == "cells.ome.zarr/labels/prob"
     assert json.loads(row["postprocess"]) == [
         {"name": "sigmoid"},
         {"name": "threshold", "value": 0.3},
@@ -70,7 +72,7 @@ def test_objects_are_numbered_across_small_blocks_as_in_the_whole_image(
         run_2d, saved, out, overrides=[OBJECTS, "predict.block_size=[32, 32]"], heads=["prob"]
     )
     assert summary.blocks == 9  # 96 x 80 in 32 x 32 blocks
-    labels = read_zarr(out / "cells.ome.zarr" / "prob" / "0")[0]
+    labels = read_zarr(head_path(out / "cells.ome.zarr", "prob") / "0")[0]
     whole, count = ndimage.label(_probabilities(saved)[0] > 0.4)
     assert count > 3 and labels.max() == count
     # The same objects, whatever their numbers.
@@ -104,7 +106,7 @@ def test_an_interrupted_run_resumes_with_the_blocks_it_had_not_done(
     )
     assert (summary.resumed_blocks, summary.blocks) == (4, 9)
     assert said == ["cells: 5 blocks, 4 done earlier"]
-    mask = read_zarr(out / "cells.ome.zarr" / "prob" / "0")
+    mask = read_zarr(head_path(out / "cells.ome.zarr", "prob") / "0")
     np.testing.assert_array_equal(mask, (_probabilities(saved) > 0.3).astype(mask.dtype))
 
 
@@ -131,7 +133,8 @@ def test_image_files_are_taken_as_raw_output_and_integer_probabilities_scaled_ba
     )  # fmt: skip
     assert single.code == 0, single.err
     np.testing.assert_array_equal(
-        read_zarr(raw / "cells_0_prob.ome.zarr" / "prob" / "0")[0], (stored > 100).astype(np.uint8)
+        read_zarr(head_path(raw / "cells_0_prob.ome.zarr", "prob") / "0")[0],
+        (stored > 100).astype(np.uint8),
     )
 
 
@@ -176,7 +179,7 @@ def test_a_3d_volume_is_postprocessed_block_by_block(run_3d, tmp_path) -> None:
         overrides=[steps, "predict.block_size=[8, 32, 32]"],
     )
     assert summary.blocks > 1
-    probabilities = read_zarr(tmp_path / "probs" / "vol.ome.zarr" / "seg" / "0")
-    mask = read_zarr(tmp_path / "out" / "vol.ome.zarr" / "seg" / "0")
+    probabilities = read_zarr(head_path(tmp_path / "probs" / "vol.ome.zarr", "seg") / "0")
+    mask = read_zarr(head_path(tmp_path / "out" / "vol.ome.zarr", "seg") / "0")
     assert mask.shape == probabilities.shape == (1, 16, 48, 40)
     np.testing.assert_array_equal(mask, (probabilities > 0.5).astype(mask.dtype))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from predict_helpers import INSTANCE, matched_objects, nuclei_image, read_zarr
+from predict_helpers import INSTANCE, head_path, matched_objects, nuclei_image, read_zarr
 
 from bioim2im import predict, predict_files
 from bioim2im.data.synthetic import nuclei
@@ -29,29 +29,33 @@ def test_folder_to_one_ome_zarr_per_input_with_an_image_per_head(cli, run_2d, im
     names = ["cells_0.ome.zarr", "cells_1.ome.zarr", "cells_2.ome.zarr", "predictions.csv"]
     assert sorted(p.name for p in out.iterdir()) == names
     group = zarr.open_group(out / "cells_0.ome.zarr", mode="r")
-    assert sorted(group.group_keys()) == ["prob", "seg"]
-    for head in ("seg", "prob"):
+    # The top shows the probabilities; the mask is a label image of it (NGFF labels).
+    assert sorted(group.group_keys()) == ["labels", "prob"]
+    assert group["labels"].attrs["labels"] == ["seg"]
+    top = group.attrs["multiscales"][0]
+    assert [d["path"] for d in top["datasets"]] == ["prob/0"]
+    for head in ("labels/seg", "prob"):
         multiscales = group[head].attrs["multiscales"]
         assert multiscales[0]["version"] == "0.4"
         assert [a["name"] for a in multiscales[0]["axes"]] == ["c", "y", "x"]
         assert [d["path"] for d in multiscales[0]["datasets"]] == ["0"]
     # The mask is a label image (NGFF image-label), the probabilities are not.
-    assert "image-label" in group["seg"].attrs and "image-label" not in group["prob"].attrs
-    seg, prob = group["seg/0"], group["prob/0"]
+    assert "image-label" in group["labels/seg"].attrs and "image-label" not in group["prob"].attrs
+    seg, prob = group["labels/seg/0"], group["prob/0"]
     assert seg.shape == prob.shape == (1, 64, 64)
-    assert seg.dtype == np.uint32 and prob.dtype == np.float32
+    assert seg.dtype == np.uint8 and prob.dtype == np.float32
     assert set(np.unique(seg[:])) <= {0, 1} and prob[:].min() >= 0 and prob[:].max() <= 1
-    assert open_image(out / "cells_0.ome.zarr" / "seg").axes == "CYX"
+    assert open_image(out / "cells_0.ome.zarr" / "labels" / "seg").axes == "CYX"
 
     with open(out / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(Path(r["input"]).name, r["head"], r["output"]) for r in rows[:2]] == [
-        ("cells_0.tif", "seg", "cells_0.ome.zarr/seg"),
+        ("cells_0.tif", "seg", "cells_0.ome.zarr/labels/seg"),
         ("cells_0.tif", "prob", "cells_0.ome.zarr/prob"),
     ]
     assert len(rows) == 6
     assert {(r["axes"], r["shape"]) for r in rows} == {("CYX", "1x64x64")}
-    assert {r["dtype"] for r in rows} == {"uint32", "float32"}
+    assert {r["dtype"] for r in rows} == {"uint8", "float32"}
     assert "cells_2: 1/1 blocks" in result.err  # progress lines, stderr not being a terminal
     assert "cells_2.tif" in result.err and "voxels" in result.err  # the summary
 
@@ -67,7 +71,8 @@ def test_tiff_format_writes_one_ome_tiff_per_head(cli, run_2d, images_2d, tmp_pa
         assert tif.is_ome and tif.series[0].axes == "YX"  # tifffile drops the single channel
     for head in ("seg", "prob"):
         from_tiff = open_image(tiff_out / f"cells_1_{head}.tif").read()
-        from_zarr = read_zarr(zarr_out / "cells_1.ome.zarr" / head / "0")
+        group = "labels/seg" if head == "seg" else head
+        from_zarr = read_zarr(zarr_out / "cells_1.ome.zarr" / group / "0")
         np.testing.assert_array_equal(from_tiff, from_zarr[0])
     with open(tiff_out / "predictions.csv", newline="") as handle:
         assert [r["output"] for r in csv.DictReader(handle)][:2] == [
@@ -80,7 +85,7 @@ def test_pyramid_levels_and_zarr_v3(run_2d, images_2d, tmp_path):
     out = tmp_path / "out"
     settings = ["predict.pyramid_levels=1", "predict.zarr_format=3"]
     predict_files(run_2d, str(images_2d / "cells_0.tif"), out, overrides=settings, progress=False)
-    group = zarr.open_group(out / "cells_0.ome.zarr" / "seg", mode="r")
+    group = zarr.open_group(out / "cells_0.ome.zarr" / "labels" / "seg", mode="r")
     ome = group.attrs["ome"]
     assert ome["version"] == "0.5" and "image-label" in ome
     assert [d["path"] for d in ome["multiscales"][0]["datasets"]] == ["0", "1"]
@@ -94,7 +99,7 @@ def test_block_wise_prediction_equals_in_memory_prediction(run_2d, tmp_path, sha
     out = tmp_path / "out"
     predict_files(run_2d, str(path), out, overrides=[SMALL_BLOCKS], progress=False)
     whole = predict(run_2d, open_image(path).read())
-    tiled = {h: read_zarr(out / "cells.ome.zarr" / h / "0") for h in ("seg", "prob")}
+    tiled = {h: read_zarr(head_path(out / "cells.ome.zarr", h) / "0") for h in ("seg", "prob")}
     assert whole["prob"].shape == tiled["prob"].shape == (1, *shape)
     np.testing.assert_allclose(tiled["prob"], whole["prob"], atol=1e-5)
     assert np.mean(tiled["seg"] == whole["seg"]) > 0.999
@@ -106,7 +111,7 @@ def test_3d_block_wise_prediction_equals_in_memory_prediction(run_3d, tmp_path):
     blocks = "predict.block_size=[8, 16, 16]"
     summary = predict_files(run_3d, str(path), out, overrides=[blocks], progress=False)
     assert summary.results[0].blocks.total == 8
-    tiled = read_zarr(out / "stack.ome.zarr" / "seg" / "0")
+    tiled = read_zarr(head_path(out / "stack.ome.zarr", "seg") / "0")
     whole = predict(run_3d, open_image(path).read())["seg"]
     assert tiled.shape == whole.shape == (1, 16, 32, 32)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
@@ -179,7 +184,7 @@ def test_instance_labels_across_blocks_match_a_whole_image_run(run_2d, tmp_path)
         run_2d, str(path), out, overrides=[*INSTANCE, SMALL_BLOCKS], progress=False
     )
     assert summary.results[0].blocks.total == 16
-    tiled = read_zarr(out / "cells.ome.zarr" / "seg" / "0")[0]
+    tiled = read_zarr(out / "cells.ome.zarr" / "labels" / "seg" / "0")[0]
     whole = predict(run_2d, image, overrides=INSTANCE)["seg"][0]
     assert tiled.dtype == np.uint32
     # Objects cut by block borders were merged: ids are 1..n, as many as in one piece.
@@ -205,8 +210,8 @@ def test_two_processes_predict_what_one_does(run_2d, images_2d, tmp_path):
     assert result.returncode == 0, result.stderr
     for i in range(3):
         for head in ("seg", "prob"):
-            one = read_zarr(single / f"cells_{i}.ome.zarr" / head / "0")
-            two = read_zarr(tmp_path / "two" / f"cells_{i}.ome.zarr" / head / "0")
+            one = read_zarr(head_path(single / f"cells_{i}.ome.zarr", head) / "0")
+            two = read_zarr(head_path(tmp_path / "two" / f"cells_{i}.ome.zarr", head) / "0")
             np.testing.assert_allclose(two, one, atol=1e-5)
     assert (tmp_path / "two" / "predictions.csv").read_text() == (
         single / "predictions.csv"

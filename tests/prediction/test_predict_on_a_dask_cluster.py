@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from predict_helpers import INSTANCE, nuclei_image, read_zarr
+from predict_helpers import INSTANCE, head_path, nuclei_image, read_zarr
 
 from bioim2im.errors import EnvironmentFailure
 from bioim2im.prediction import cluster as on_cluster
@@ -55,8 +55,8 @@ def client(cluster) -> Iterator[distributed.Client]:
 
 def same_outputs(out: Path, single: Path, stem: str, heads: tuple[str, ...]) -> None:
     for head in heads:
-        got = read_zarr(out / f"{stem}.ome.zarr" / head / "0")
-        expected = read_zarr(single / f"{stem}.ome.zarr" / head / "0")
+        got = read_zarr(head_path(out / f"{stem}.ome.zarr", head) / "0")
+        expected = read_zarr(head_path(single / f"{stem}.ome.zarr", head) / "0")
         assert got.dtype == expected.dtype and got.shape == expected.shape
         assert got.tobytes() == expected.tobytes(), f"{stem} {head} differs"
     assert (out / "predictions.csv").read_text() == (single / "predictions.csv").read_text()
@@ -313,9 +313,11 @@ def test_postprocess_on_the_cluster_equals_one_process(run_2d, cluster, tmp_path
         cluster=cluster.scheduler_address,
     )
     assert (summary.blocks, summary.resumed_blocks) == (15, 0)
-    labels = read_zarr(out / "cells.ome.zarr" / "prob" / "0")
+    labels = read_zarr(head_path(out / "cells.ome.zarr", "prob") / "0")
     assert labels.max() > 3
-    assert labels.tobytes() == read_zarr(single / "cells.ome.zarr" / "prob" / "0").tobytes()
+    assert (
+        labels.tobytes() == read_zarr(head_path(single / "cells.ome.zarr", "prob") / "0").tobytes()
+    )
     assert (out / "predictions.csv").read_text() == (single / "predictions.csv").read_text()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_helpers import INSTANCE, nuclei_image, read_zarr
+from predict_helpers import INSTANCE, head_path, nuclei_image, read_zarr
 
 from bioim2im.errors import UserError
 from bioim2im.prediction.blockwise import load_finished_blocks
@@ -80,8 +80,8 @@ def test_parts_started_in_any_order_one_killed_and_restarted_equal_one_process(r
     single = tmp_path / "single"
     predict_files(run_2d, str(images), single, overrides=OVERRIDES, progress=False)
     for stem in ("big", "small"):
-        labels = read_zarr(out / f"{stem}.ome.zarr" / "seg" / "0")
-        expected = read_zarr(single / f"{stem}.ome.zarr" / "seg" / "0")
+        labels = read_zarr(head_path(out / f"{stem}.ome.zarr", "seg") / "0")
+        expected = read_zarr(head_path(single / f"{stem}.ome.zarr", "seg") / "0")
         assert labels.max() > 5
         np.testing.assert_array_equal(labels, expected, err_msg=stem)
         np.testing.assert_allclose(
@@ -113,8 +113,8 @@ def test_finalize_finishes_what_the_parts_predicted(run_2d, tmp_path, monkeypatc
     )
     assert single.results[0].blocks.total == 6
     np.testing.assert_array_equal(
-        read_zarr(out / "cells.ome.zarr" / "seg" / "0"),
-        read_zarr(tmp_path / "single" / "cells.ome.zarr" / "seg" / "0"),
+        read_zarr(head_path(out / "cells.ome.zarr", "seg") / "0"),
+        read_zarr(head_path(tmp_path / "single" / "cells.ome.zarr", "seg") / "0"),
     )
     assert sorted(p.name for p in out.iterdir()) == ["cells.ome.zarr", "predictions.csv"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_helpers import INSTANCE, nuclei_image, read_zarr
+from predict_helpers import INSTANCE, head_path, nuclei_image, read_zarr
 
 import bioim2im.prediction.command as predict_module
 from bioim2im.errors import UserError
@@ -67,8 +67,8 @@ def test_a_killed_prediction_resumes_without_predicting_finished_blocks_again(ru
     reference = tmp_path / "reference"
     predict_files(run_2d, str(image), reference, overrides=overrides, progress=False)
     for head in ("seg", "prob"):
-        resumed = read_zarr(out / "big.ome.zarr" / head / "0")
-        expected = read_zarr(reference / "big.ome.zarr" / head / "0")
+        resumed = read_zarr(head_path(out / "big.ome.zarr", head) / "0")
+        expected = read_zarr(head_path(reference / "big.ome.zarr", head) / "0")
         # Blocks next to finished ones add the same windows up in another order.
         np.testing.assert_allclose(resumed, expected, atol=1e-5, err_msg=head)
 

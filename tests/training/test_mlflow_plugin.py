@@ -37,8 +37,9 @@ def with_plugin(plugin_registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from bioim2im.plugin import manager
 
     monkeypatch.setattr(manager, "get_registry", lambda: plugin_registry)
-    # The file store: MLflow's database store needs SQLAlchemy, a server needs a port.
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    # As a user's shell: MLflow's own settings unset (the plugin allows its file store).
+    for variable in ("MLFLOW_ALLOW_FILE_STORE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 def test_the_plugin_is_discovered_through_its_entry_point(plugin_path: Path) -> None:
@@ -110,4 +111,43 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_training(
     assert result.code == 2
     assert result.err.startswith("error: logger 'mlflow': cannot use the tracking store nosuch://x")
     assert "Traceback" not in result.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_defaults_work_with_the_plugins_own_dependency(
+    with_plugin: None, tiny_preset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No tracking_uri and no MLflow variables: the file store ./mlruns (MLflow's own default,
+    sqlite, needs SQLAlchemy, which mlflow-skinny lacks), recorded by its absolute URI."""
+    from mlflow.tracking import MlflowClient
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    preset = tiny_preset('[[logging.loggers]]\nname = "mlflow"\n')
+    run = tmp_path / "run"
+    bioim2im.train(preset, overrides=["train.steps=2", "train.val_every=2"], run_dir=run)
+    store = (work / "mlruns").as_uri()
+    assert json.loads((run / "mlflow.json").read_text())["tracking_uri"] == store
+    client = MlflowClient(tracking_uri=store)
+    (recorded,) = client.search_runs([client.get_experiment_by_name("bioim2im").experiment_id])
+    assert recorded.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(recorded.info.run_id, "loss")][-1] == 2
+
+
+def test_a_database_store_without_sqlalchemy_says_what_to_install(
+    with_plugin: None, tiny_preset, tmp_path: Path, cli
+) -> None:
+    pytest.importorskip("mlflow")
+    try:
+        import sqlalchemy  # noqa: F401
+
+        pytest.skip("SQLAlchemy is installed: the database store works")
+    except ImportError:
+        pass
+    db = (tmp_path / "mlflow.db").as_posix()
+    preset = tiny_preset(f'[[logging.loggers]]\nname = "mlflow"\ntracking_uri = "sqlite:///{db}"\n')
+    result = cli("train", preset, "--run-dir", tmp_path / "run")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "pip install sqlalchemy alembic" in result.err
     assert not (tmp_path / "run").exists()

@@ -30,7 +30,10 @@ def model(cellmap_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("crops-model")
     datasplit = root / "datasplit.csv"
-    datasplit.write_text(datasplit_text(cellmap_root / "data", {1: "train", 4: "validate"}))
+    # Validated on the one crop annotating every class (force_all_classes = "validate").
+    datasplit.write_text(
+        datasplit_text(cellmap_root / "data", {1: "validate", 3: "train", 4: "train"})
+    )
     overrides = [
         f"data.path={datasplit}",
         'data.layout.classes=["mito", "nuc", "er"]',
@@ -190,21 +193,3 @@ def test_only_predicts_the_crops_it_names(
     bad = cli(*command, RAW.format(root=cellmap_root), "-o", tmp_path / "b.zarr", "--only", "5")
     assert bad.code == 2 and "--only '5': not a crop of" in bad.err and "21, 22" in bad.err
     assert not (tmp_path / "b.zarr").exists()
-
-
-def test_predict_crops_says_it_does_not_apply_another_postprocess_chain(
-    model: Path, manifest: Path, cellmap_root: Path, tmp_path: Path, cli
-):
-    chain = 'model.heads.seg.postprocess=[{name="sigmoid"}, {name="threshold", value=0.3}]'
-    result = cli(
-        "cellmap", "predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root),
-        "-o", tmp_path / "p.zarr", "--only", "22", "--set", chain,
-    )  # fmt: skip
-    assert result.code == 0, result.err
-    said = " ".join((result.out + result.err).split())
-    assert "its postprocess chain (sigmoid, threshold) is not applied to the crops" in said
-    plain = cli(
-        "cellmap", "predict", model, "--crops", manifest, "--raw", RAW.format(root=cellmap_root),
-        "-o", tmp_path / "q.zarr", "--only", "22",
-    )  # fmt: skip
-    assert plain.code == 0 and "is not applied" not in plain.out + plain.err

@@ -72,7 +72,8 @@ def test_a_file_is_predicted_to_disk_and_opened_lazily(
     cli_predict(instance_run, image_file, tmp_path / "cli", "--set", "predict.block_size=[32, 32]")
     import zarr
 
-    expected = np.asarray(zarr.open_array(str(tmp_path / "cli" / "cells.ome.zarr" / "seg" / "0")))
+    labels = tmp_path / "cli" / "cells.ome.zarr" / "labels" / "seg" / "0"  # instance labels
+    expected = np.asarray(zarr.open_array(str(labels)))
     np.testing.assert_array_equal(np.asarray(seg.data), expected[0])
     assert (widget.progress.value, widget.progress.max) == (12, 12)
 

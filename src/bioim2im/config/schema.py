@@ -177,7 +177,8 @@ class HeadConfig(ComponentSpec):
     metrics: list[Metric] = Field(default_factory=list)
     """Validation metrics; the first one's main value can be the checkpoint metric."""
     output_dtype: Literal["float16", "float32", "uint8", "uint16", "uint32"] | None = None
-    """dtype of the written prediction; default: float32 probabilities, uint32 labels."""
+    """dtype of the written prediction; default: float32 probabilities, uint8 masks and class
+    maps, uint32 object ids (instance labels)."""
     ignore_value: float | None = None
     """Target value marking unannotated pixels (left out of the loss); NaN is always ignored."""
     target_normalize: Transform | None = None
@@ -277,6 +278,15 @@ class PredictConfig(StrictModel):
     """Overlap between windows as a fraction of the window, one value or one per axis."""
     blend: Literal["gaussian", "constant"] = "gaussian"
     """How overlapping windows are blended."""
+    halo: Literal["auto"] | list[Annotated[int, Field(ge=0)]] | None = None
+    """Tile as bioimageio.core does (and give what one whole-image window would): windows
+    start on multiples of the network's divisor, the image is mirrored by the halo, and only
+    each window's interior counts (its `halo` voxels at each end are dropped; `overlap` is then
+    not used). For a network whose output does not depend on the window beyond its receptive
+    field (batch normalisation or none; not instance or group normalisation). "auto": the
+    network's receptive field, measured when the model is loaded (no halo tiling when the
+    network is window-dependent); a list: voxels per spatial axis; none: blended windows.
+    Packages bioim2im exported from a window-independent network set it."""
     tta: bool | list[list[int]] = False
     """Test-time augmentation over flips: true = all spatial-axis combinations, or a list of
     axis subsets to flip, e.g. [[0], [1], [0, 1]]."""
@@ -295,8 +305,10 @@ class PredictConfig(StrictModel):
     """Output file format."""
     zarr_format: Literal[2, 3] = 2
     """Zarr format version of OME-Zarr outputs (2 = NGFF 0.4, 3 = NGFF 0.5)."""
-    pyramid_levels: int = Field(0, ge=0)
-    """Extra downsampled levels written into OME-Zarr outputs."""
+    pyramid_levels: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    """Extra downsampled levels written into OME-Zarr outputs (each halved in Y and X); auto:
+    as many as bring the largest output's Y and X to at most 1024 voxels (none for smaller
+    images), so that viewers open large outputs at a coarse level first."""
     backend: Literal["auto", "torch", "onnxruntime"] = "torch"
     """What runs the network: torch, or ONNX Runtime (the network converted to ONNX when the
     model is loaded, needs the `onnx` extra); auto = ONNX Runtime on the CPU when installed."""

@@ -34,6 +34,9 @@ FULL_SCAN_VOXELS = 1 << 28
 BLOCK_VOXELS = 1 << 24
 # At most this many distinct bad label values are quoted per file.
 QUOTED_VALUES = 5
+# A mask for a one-channel semantic head holding more distinct non-zero values than this looks
+# like object ids (or classes): every non-zero value is foreground to that head.
+MASK_VALUES = 1
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Report:
     """Training images per split (a file with T or S axes gives one per time point / scene)."""
     files: list[FileSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What is usable but looks unintended (shown; `check --data` still passes)."""
     prep: Preparation | None = None
     """The preset's preparation, when it could be built."""
     opened: dict[str, list[Entry]] = field(default_factory=dict)
@@ -183,11 +188,14 @@ class _Scan:
     non_finite: int = 0
     bad: dict[str, set[float]] = field(default_factory=dict)
     """Label values each head cannot train on (a few quoted per head)."""
+    foreground: set[float] = field(default_factory=set)
+    """Distinct non-zero whole-number values (a few), for one-channel semantic heads."""
     subsampled: bool = False
 
 
-def _scan_view(view: View, heads: Sequence[HeadTarget]) -> _Scan:
+def _scan_view(view: View, heads: Sequence[HeadTarget], masks: Sequence[HeadTarget] = ()) -> _Scan:
     scan = _Scan(bad={h.head: set() for h in heads})
+    ignored = {h.ignore_value for h in masks if h.ignore_value is not None}
     regions, scan.subsampled = _blocks(view)
     for region in regions:
         block = view.read(region)
@@ -200,6 +208,9 @@ def _scan_view(view: View, heads: Sequence[HeadTarget]) -> _Scan:
         for head in heads:
             if len(scan.bad[head.head]) < QUOTED_VALUES:
                 scan.bad[head.head] |= set(_unexpected(values, head)[:QUOTED_VALUES].tolist())
+        if masks and len(scan.foreground) <= QUOTED_VALUES:
+            found = np.unique(values[(values != 0) & (values == np.round(values))])
+            scan.foreground |= {v for v in found[: QUOTED_VALUES + 1].tolist() if v not in ignored}
     return scan
 
 
@@ -235,8 +246,14 @@ def _scan(
             and h.is_label
             and not (h.task == "semantic" and h.out_channels == 1)
         ]
+        # A one-channel semantic head takes any value, but ids 1, 2, 3... are likely a mistake.
+        masks = [
+            h
+            for h in prep.heads
+            if h.target == role and h.is_label and h.task == "semantic" and h.out_channels == 1
+        ]
         try:
-            scan = _scan_view(view, checked)
+            scan = _scan_view(view, checked, masks)
         except UserError as exc:
             problems.append(str(exc))
             continue
@@ -264,6 +281,8 @@ def _scan(
             problems.append(
                 f"{where}: a cost map must hold finite values >= 0 (found {scan.low:g} .. {scan.high:g})"
             )
+        if masks and len(scan.foreground) > MASK_VALUES:
+            report.warnings.append(_looks_like_ids(where, scan.foreground, masks))
         for head in checked:
             if scan.bad[head.head]:
                 quoted = ", ".join(f"{v:g}" for v in sorted(scan.bad[head.head]))
@@ -271,6 +290,20 @@ def _scan(
                     f"{where}: label values {quoted} are outside the {_expectation(head)}"
                 )
     return problems
+
+
+def _looks_like_ids(where: str, values: set[float], heads: Sequence[HeadTarget]) -> str:
+    shown = sorted(values)
+    quoted = ", ".join(f"{v:g}" for v in shown[:QUOTED_VALUES])
+    more = "" if len(shown) <= QUOTED_VALUES else ", ..."
+    names = ", ".join(f"'{h.head}'" for h in heads)
+    return (
+        f"{where}: labels hold {'more than ' if more else ''}{min(len(shown), QUOTED_VALUES)} "
+        f"distinct non-zero values ({quoted}{more}), like object ids or classes, but the "
+        f"one-channel semantic head(s) {names} count every non-zero value as foreground; for "
+        'objects use task = "instance" (e.g. the instance-2d preset), for classes set '
+        "out_channels to their number"
+    )
 
 
 def ensure_usable(report: Report) -> None:
@@ -325,6 +358,8 @@ def report_renderables(report: Report) -> Iterator[Any]:
         yield Text.from_markup(f"[bold]{split}[/] ({len(lines)}):")
         for line in lines:
             yield Text(f"  {line}")
+    for warning in report.warnings:
+        yield Text.from_markup("[bold yellow]warning:[/] ") + Text(warning)
     if report.problems:
         yield Text.from_markup(
             f"[bold red]{len(report.problems)} problem(s)[/] found in the dataset"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,9 @@ class TrainedModel:
     amp_dtype: torch.dtype | None
     fingerprint: str
     """Identifies the weights and every setting that decides the predictions."""
+    _measured: dict[str, tuple[int, ...] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def spatial_dims(self) -> int:
@@ -117,7 +120,7 @@ class TrainedModel:
         component = self.registry.get("backbone", self.preset.model.backbone.name)
         if "input_size" in component.extras:
             return self.roi_size
-        divisor = divisors(self.registry, self.preset.model.backbone, self.preset.spatial_dims)
+        divisor = self.divisor()
         # Never below the training patch, though: the network is known to work on that size
         # (a 2-pixel window can leave a normalisation layer a single voxel).
         patch = self.preset.data.patch_size
@@ -125,6 +128,76 @@ class TrainedModel:
             max(min(roi, -(-n // d) * d), min(roi, p))
             for roi, n, p, d in zip(self.roi_size, spatial_shape, patch, divisor, strict=True)
         )
+
+    def divisor(self) -> tuple[int, ...]:
+        """Per spatial axis, what the network's input sizes are multiples of."""
+        return divisors(self.registry, self.preset.model.backbone, self.preset.spatial_dims)
+
+    @property
+    def fixed_size(self) -> bool:
+        """The network takes one input size."""
+        component = self.registry.get("backbone", self.preset.model.backbone.name)
+        return "input_size" in component.extras
+
+    def halo(self) -> tuple[int, ...] | None:
+        """``predict.halo`` resolved: the voxels dropped at each end of a window per spatial
+        axis (see :func:`bioim2im.model.receptive.window_halo` for "auto"), or None: blended
+        windows. Measured once per model."""
+        wanted = self.preset.predict.halo
+        if wanted is None:
+            return None
+        if wanted != "auto":
+            if len(wanted) != self.spatial_dims:
+                raise UserError(
+                    f"predict.halo {list(wanted)}: give one value per spatial axis "
+                    f'({self.spatial_dims}), or "auto"'
+                )
+            return tuple(int(h) for h in wanted)
+        return self.measured_halo()
+
+    def measured_halo(self) -> tuple[int, ...] | None:
+        """The halo beyond which the network's output does not depend on the window (a
+        multiple of its divisor), or None: it depends on the whole window (e.g. instance
+        normalisation), or it is not a torch network. Measured once
+        (:func:`bioim2im.model.receptive.halo_of`)."""
+        if "auto" not in self._measured:
+            from bioim2im.model.receptive import halo_of
+
+            heads = {name: head.geometry for name, head in self.heads.items()}
+            self._measured["auto"] = halo_of(
+                self.network,
+                in_channels=self.in_channels,
+                spatial_dims=self.spatial_dims,
+                divisor=max(self.divisor()),
+                scales={n: tuple(g.scale) for n, g in heads.items()},
+                dropped={n: tuple(g.dropped_axes) for n, g in heads.items()},
+                fixed_size=self.fixed_size,
+            )
+        return self._measured["auto"]
+
+    def halo_tiling(
+        self, spatial_shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+        """For halo tiling (:meth:`halo`), per spatial axis: the halo (rounded up to the
+        network's divisor), the window (:meth:`window` of the image mirrored by the halo, with
+        an interior of at least a divisor, in a size the network takes) and the divisor the
+        windows start on; None for blended windows."""
+        halo = self.halo()
+        if halo is None:
+            return None
+        divisor = self.divisor()
+        halo = tuple(-(-h // d) * d for h, d in zip(halo, divisor, strict=True))
+        padded = [n + 2 * h for n, h in zip(spatial_shape, halo, strict=True)]
+        window = tuple(
+            self._size_at_least(axis, max(w, 2 * h + d))
+            for axis, (w, h, d) in enumerate(zip(self.window(padded), halo, divisor, strict=True))
+        )
+        return halo, window, divisor
+
+    def _size_at_least(self, axis: int, wanted: int) -> int:
+        """The smallest input size the network takes along ``axis`` from ``wanted`` on."""
+        divisor = self.divisor()[axis]
+        return -(-wanted // divisor) * divisor
 
     @property
     def dropped_axes(self) -> tuple[int, ...]:
@@ -152,6 +225,24 @@ class PackagedModel(TrainedModel):
 
     def input_normalization(self) -> tuple[Any, Any]:
         return self.normalization, self.nan_policy
+
+    def divisor(self) -> tuple[int, ...]:
+        if self.sizes is None:
+            return (1,) * self.spatial_dims
+        return tuple(1 if isinstance(size, int) else size[1] for size in self.sizes)
+
+    @property
+    def fixed_size(self) -> bool:
+        return self.sizes is not None and any(isinstance(size, int) for size in self.sizes)
+
+    def _size_at_least(self, axis: int, wanted: int) -> int:
+        if self.sizes is None:
+            return wanted
+        size = self.sizes[axis]
+        if isinstance(size, int):
+            return size
+        low, step = size
+        return low + max(0, math.ceil((wanted - low) / step)) * step
 
     def window(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         if self.sizes is None:
@@ -315,7 +406,14 @@ def head_output(
     blockwise = run_steps(pointwise, probe)
     final = run_steps(neighbourhood, blockwise)
     integer = final.dtype.kind in "uib"
-    wanted = output_dtype or ("uint32" if integer else "float32")
+    if output_dtype is not None:
+        wanted = output_dtype
+    elif not integer:
+        wanted = "float32"
+    elif instance or out_channels > 256:
+        wanted = "uint32"  # object ids
+    else:
+        wanted = "uint8"  # a mask (0/1 per channel) or a class map (0 .. channels - 1)
     dtype = np.dtype(wanted)
     return HeadOutput(
         name=name,

@@ -109,6 +109,9 @@ class ArrayImage:
     _pid: int | None = None
     axes_in_file: bool = False
     """The file's metadata names its axes (then they win over any axes a caller gives)."""
+    origin: tuple[float, ...] | None = None
+    """Micrometers from the origin to the first voxel's centre per spatial axis (in the order
+    of ``voxel_size``), when the file says (an OME-Zarr translation)."""
 
     def __init__(
         self,

@@ -59,6 +59,16 @@ class InputImage:
         stored = [a for a in self.axes if a in SPATIAL]
         return tuple(size[stored.index(a)] for a in self.spatial)
 
+    @property
+    def origin(self) -> tuple[float, ...] | None:
+        """Micrometers from the origin to the first voxel's centre in ZYX order, when the file
+        says (an OME-Zarr translation)."""
+        origin = getattr(self.image, "origin", None)
+        if origin is None:
+            return None
+        stored = [a for a in self.axes if a in SPATIAL]
+        return tuple(origin[stored.index(a)] for a in self.spatial)
+
     def at(self, time_point: int) -> TimePoint:
         return TimePoint(self.image, time_point)
 

@@ -147,6 +147,30 @@ def _transformations_problem(table: Mapping[str, Any], n_axes: int | None) -> st
     return None
 
 
+def container_images(group: Any) -> dict[str, str] | None:
+    """The images of a container of them (what ``bioim2im predict`` writes: one group per
+    head, label images under ``labels/``), by name -> path inside it; None when ``group`` is
+    an image of its own (a multiscales whose arrays are its own, not in a child group's).
+
+    A container's top may show one of its images (``multiscales`` pointing into it), so that
+    OME-Zarr readers open it; it is still a container."""
+    entry = multiscales(group.attrs)
+    if entry is not None:
+        datasets = entry.get("datasets")
+        first = datasets[0] if isinstance(datasets, list) and datasets else {}
+        if "/" not in str(first.get("path", "") if isinstance(first, Mapping) else ""):
+            return None
+    found: dict[str, str] = {}
+    for name, child in sorted(group.groups()):
+        if multiscales(child.attrs) is not None:
+            found[name] = name
+        elif name == "labels":  # NGFF labels: label images of the container's image
+            for label, image in sorted(child.groups()):
+                if multiscales(image.attrs) is not None:
+                    found.setdefault(label, f"labels/{label}")
+    return found
+
+
 def is_label(attrs: Mapping[str, Any]) -> bool:
     return "image-label" in ome_attributes(attrs)
 
@@ -186,6 +210,50 @@ def physical_sizes(entry: Mapping[str, Any], level: int) -> dict[str, float | No
     }
 
 
+def physical_origin(entry: Mapping[str, Any], level: int) -> dict[str, float]:
+    """Micrometers from the origin to the centre of a level's first voxel, by spatial axis
+    letter, from its scales and translations (the dataset's, then the image's, in order); empty
+    when there is no translation or an axis has no unit."""
+    axes = entry.get("axes", [])
+    letters = axes_letters(axes)
+    if letters is None:
+        return {}
+    scale, offset, moved = [1.0] * len(letters), [0.0] * len(letters), False
+    transforms = [
+        *entry["datasets"][level].get("coordinateTransformations", []),
+        *entry.get("coordinateTransformations", []),
+    ]
+    for transform in transforms:
+        kind = transform.get("type")
+        if kind == "scale" and "scale" in transform:
+            scale = [s * f for s, f in zip(scale, transform["scale"], strict=True)]
+            offset = [o * f for o, f in zip(offset, transform["scale"], strict=True)]
+        elif kind == "translation" and "translation" in transform:
+            offset = [o + t for o, t in zip(offset, transform["translation"], strict=True)]
+            moved = True
+        elif kind != "identity":
+            return {}
+    if not moved:
+        return {}
+    found = {}
+    for letter, value, axis in zip(letters, offset, axes, strict=True):
+        if letter in "ZYX":
+            converted = micrometers(value, axis.get("unit") if isinstance(axis, Mapping) else None)
+            if converted is None:
+                return {}
+            found[letter] = converted
+    return found
+
+
+def origin_for(axes: str, offsets: Mapping[str, float]) -> tuple[float, ...] | None:
+    """:func:`physical_origin`'s offsets in the order of ``axes``' spatial axes; None unless
+    every spatial axis has one."""
+    values = [offsets.get(a) for a in spatial_axes(axes)]
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return tuple(float(v) for v in values)  # type: ignore[arg-type]
+
+
 def image_attributes(
     *,
     axes: str,
@@ -194,12 +262,17 @@ def image_attributes(
     name: str,
     label: bool,
     zarr_format: int,
+    origin: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The attributes of an image group with one dataset per level, ``"0"`` the finest.
 
     ``level_factors[k]`` is level k's downsampling factor along each axis relative to level 0.
+    ``origin`` (micrometers per spatial axis, with a ``voxel_size``) is where level 0's first
+    voxel centre lies: each level gets its translation (an averaged level's first voxel centre
+    lies half its extra size further; a label level takes every other voxel from the first).
     """
     size = dict(zip(spatial_axes(axes), voxel_size or (), strict=False))
+    start = dict(zip(spatial_axes(axes), origin or (), strict=False)) if voxel_size else {}
     axes_meta = []
     for letter in axes:
         axis = {"name": letter.lower(), "type": _AXIS_TYPES[letter]}
@@ -213,7 +286,22 @@ def image_attributes(
                 {
                     "type": "scale",
                     "scale": [size.get(a, 1.0) * f for a, f in zip(axes, factors, strict=True)],
-                }
+                },
+                *(
+                    [
+                        {
+                            "type": "translation",
+                            "translation": [
+                                start[a] + (0.0 if label else (f - 1) / 2 * size[a])
+                                if a in start
+                                else 0.0
+                                for a, f in zip(axes, factors, strict=True)
+                            ],
+                        }
+                    ]
+                    if start
+                    else []
+                ),
             ],
         }
         for k, factors in enumerate(level_factors)

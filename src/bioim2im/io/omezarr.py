@@ -8,11 +8,17 @@ Writing: one image per group, ``"0"`` the full resolution and ``"1"``, ``"2"``..
 pyramid levels halved in Y and X (and in Z while Z is no coarser than Y), by averaging for
 images and by taking every other pixel for labels. Output is built under a hidden partial name
 and renamed when complete. :class:`OmeZarrStreamWriter` writes block by block and can resume an
-interrupted run; one container may hold several images, e.g. one per prediction head::
+interrupted run; one container may hold several images, e.g. one per prediction head, and
+label images under ``labels/`` (NGFF labels of the container's image)::
 
-    cells.ome.zarr/            <- OmeZarrStreamWriter("cells.ome.zarr")
-        nuclei/0, nuclei/1     <- create_image("nuclei", ...)
-        boundary/0, boundary/1 <- create_image("boundary", ...)
+    cells.ome.zarr/                <- OmeZarrStreamWriter("cells.ome.zarr")
+        prob/0, prob/1             <- create_image("prob", ...)
+        labels/nuclei/0, .../1     <- create_image("labels/nuclei", ..., is_label=True)
+
+When finished, a container with no image of its own at the top *is* one for OME-Zarr readers
+(napari-ome-zarr, ome-zarr-py, bioio, ome-zarr-models): its metadata is the first created
+image's, with the paths of that image's arrays (``prob/0``, ...), or the first label image's
+(as an image) when there is no other; and ``labels/`` lists the label images.
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ def open_zarr(
             f"({type(exc).__name__}: {exc})"
         ) from exc
     stored: str | None
+    if isinstance(node, zarr.Group) and ngff.container_images(node):
+        # What `predict` writes: which of its images is meant is not for us to guess (its top
+        # shows the first one to OME-Zarr viewers).
+        raise UserError(f"{path}: not one OME-Zarr image{_inside(node)}")
     if isinstance(node, zarr.Group):
         entry = ngff.checked_multiscales(os.fspath(path), node.attrs)
         if entry is None:
@@ -98,13 +108,14 @@ def open_zarr(
             ) from exc
         stored = ngff.axes_letters(entry.get("axes", []))
         sizes = ngff.physical_sizes(entry, level) if stored else {}
+        origin = ngff.physical_origin(entry, level) if stored else {}
     else:
         if level != 0:
             raise UserError(f"{path}: a plain zarr array has no pyramid level {level}")
         array_path, array = os.fspath(path), node
         names = getattr(node.metadata, "dimension_names", None)
         stored = ngff.axes_letters(names) if names and all(names) else None
-        sizes = {}
+        sizes, origin = {}, {}
     check_dtype(path, array.dtype)
     if any(int(c) < 1 for c in array.chunks):
         raise UserError(f"{path}: damaged zarr metadata: chunk sizes {array.chunks} below 1")
@@ -118,13 +129,15 @@ def open_zarr(
         array_path=array_path,
     )
     image.axes_in_file = stored is not None
+    if image.voxel_size is not None:
+        image.origin = ngff.origin_for(image_axes, origin)
     return image
 
 
 def _inside(group: zarr.Group) -> str:
-    images = [name for name, child in group.groups() if ngff.multiscales(child.attrs)]
+    images = ngff.container_images(group) or {}
     if images:
-        return f"; it holds the images {', '.join(sorted(images))}: open one of them"
+        return f"; it holds the images {', '.join(sorted(images.values()))}: open one of them"
     arrays = sorted(group.array_keys())
     return f"; it holds the arrays {', '.join(arrays)}: open one of them" if arrays else ""
 
@@ -306,6 +319,8 @@ class OmeZarrStreamWriter:
             remove(self.partial)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._root = self._open_partial()
+        self._created: list[str] = []
+        """Names of the images, in the order they were created (or resumed)."""
 
     def _open_partial(self) -> zarr.Group:
         if self._container.exists():
@@ -334,18 +349,27 @@ class OmeZarrStreamWriter:
         voxel_size: Sequence[float] | None = None,
         chunks: Sequence[int] | None = None,
         is_label: bool = False,
+        origin: Sequence[float] | None = None,
     ) -> StreamedImage:
         """The image ``NAME/0`` (or ``0`` at the top when ``name`` is None), created or resumed.
 
         ``axes`` must be in OME order (a subsequence of ``TCZYX``).
         """
-        if name is not None and not _GROUP_NAME.fullmatch(name):
-            raise ValueError(f"image name {name!r}: use letters, digits, '_', '-' and '.'")
+        if name is not None and not (
+            all(_GROUP_NAME.fullmatch(part) for part in name.split("/"))
+            and (name.count("/") == 0 or (name.count("/") == 1 and name.startswith("labels/")))
+        ):
+            raise ValueError(
+                f"image name {name!r}: use letters, digits, '_', '-' and '.' "
+                "(after 'labels/' for a label image)"
+            )
         where = self.path if name is None else self.path / name
         shape = tuple(int(n) for n in shape)
         dtype = check_dtype(where, np.dtype(dtype))
         axes = check_axes(where, axes, len(shape))
         _, stored_axes, voxel_size = storage_order(where, axes, len(shape), voxel_size)
+        if origin is not None and len(origin) != len(spatial_axes(axes)):
+            raise ValueError(f"origin {tuple(origin)}: one value per spatial axis of {axes}")
         if stored_axes != axes:
             raise ValueError(f"axes must be in the order {CANONICAL_ORDER}: got {axes}")
         chunks = tuple(
@@ -360,8 +384,11 @@ class OmeZarrStreamWriter:
             name=name or self.path.name.split(".")[0],
             label=is_label,
             zarr_format=self.zarr_format,
+            origin=origin,
         )
-        created = self.partial / f"created-{name or '0'}"
+        if name is not None and name not in self._created:
+            self._created.append(name)
+        created = self.partial / f"created-{_file_name(name)}"
         wanted = _describe(shape, dtype, chunks, attrs)
         if "0" in group and not created.exists():
             array = _full_resolution(group)
@@ -388,12 +415,13 @@ class OmeZarrStreamWriter:
             )
             group.attrs.update(attrs)
         created.touch()
-        return StreamedImage(array, axes, self.partial / f"written-{name or '0'}")
+        return StreamedImage(array, axes, self.partial / f"written-{_file_name(name)}")
 
     def finalize(self, pyramid_levels: int = 0) -> Path:
         """Add pyramid levels and their metadata to every image, then publish at ``path``."""
         for group in self._images():
             self._add_pyramid(group, pyramid_levels)
+        self._describe_container()
         publish(self._container, self.path, replace_directory=self.replace)
         remove(self.partial)
         return self.path
@@ -404,7 +432,34 @@ class OmeZarrStreamWriter:
 
     def _images(self) -> list[zarr.Group]:
         groups = [child for _, child in sorted(self._root.groups())]
+        if "labels" in self._root and isinstance(self._root["labels"], zarr.Group):
+            groups += [child for _, child in sorted(self._root["labels"].groups())]
         return [g for g in (self._root, *groups) if ngff.multiscales(g.attrs)]
+
+    def _describe_container(self) -> None:
+        """``labels/`` lists its label images; a top without an image of its own becomes one:
+        the first created image's metadata, pointing into that image's group."""
+        version = {} if self.zarr_format == 2 else {"version": "0.5"}
+        labels = [n.split("/", 1)[1] for n in self._created if n.startswith("labels/")]
+        if labels:
+            listing = {**version, "labels": labels}
+            attrs = listing if self.zarr_format == 2 else {"ome": listing}
+            self._root["labels"].attrs.update(attrs)
+        if ngff.multiscales(self._root.attrs) is not None or not self._created:
+            return
+        images = [n for n in self._created if not n.startswith("labels/")]
+        name = (images or self._created)[0]
+        group = self._root[name]
+        entry = dict(ngff.multiscales(group.attrs) or {})
+        entry["datasets"] = [
+            {**dataset, "path": f"{name}/{dataset['path']}"} for dataset in entry["datasets"]
+        ]
+        ome = dict(ngff.ome_attributes(group.attrs))
+        ome["multiscales"] = [entry]
+        # An image even when it shows a label image (no other): napari-ome-zarr then adds
+        # every label image once, over it.
+        ome.pop("image-label", None)
+        self._root.attrs.update(ome if self.zarr_format == 2 else {"ome": ome})
 
     def _add_pyramid(self, group: zarr.Group, levels: int) -> None:
         entry = ngff.multiscales(group.attrs)
@@ -413,6 +468,7 @@ class OmeZarrStreamWriter:
         assert axes is not None
         label = ngff.is_label(group.attrs)
         voxel_size = voxel_size_for(axes, ngff.physical_sizes(entry, 0))
+        origin = ngff.origin_for(axes, ngff.physical_origin(entry, 0))
         step = dict(
             zip(spatial_axes(axes), voxel_size or (1.0,) * len(spatial_axes(axes)), strict=True)
         )
@@ -437,8 +493,14 @@ class OmeZarrStreamWriter:
                 name=entry.get("name", ""),
                 label=label,
                 zarr_format=self.zarr_format,
+                origin=origin,
             )
         )
+
+
+def _file_name(name: str | None) -> str:
+    """A file name for the image ``name`` in the work directory."""
+    return "0" if name is None else name.replace("/", "--")
 
 
 def _full_resolution(group: zarr.Group) -> zarr.Array:

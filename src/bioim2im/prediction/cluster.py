@@ -392,7 +392,8 @@ def _opened(task: ImageTask) -> tuple[TrainedModel, InputImage, Tiling, Store]:
                 f"{task.path}: a worker cut it into other blocks than the client (another "
                 "version of bioim2im, or another image at that path?)"
             )
-        outputs = Outputs(Path(task.folder), task.stem, tuple(model.heads), task.format)
+        labels = tuple(name for name, head in model.heads.items() if head.is_label)
+        outputs = Outputs(Path(task.folder), task.stem, tuple(model.heads), task.format, labels)
         settings = model.preset.predict
         store = outputs.open_store(
             image_specs(model, found, tiling),

@@ -87,7 +87,10 @@ class Command:
         refuse_inputs(folder, [given_model, manifest, *paths])
         images = open_inputs(paths, model, suffixes)
         heads = tuple(model.heads)
-        outputs = {found.stem: Outputs(folder, found.stem, heads, chosen) for found in images}
+        labels = tuple(name for name, head in model.heads.items() if head.is_label)
+        outputs = {
+            found.stem: Outputs(folder, found.stem, heads, chosen, labels) for found in images
+        }
         tilings = {found.stem: file_tiling(model, found) for found in images}
         return cls(model, images, outputs, tilings, folder, chosen)
 
@@ -183,7 +186,10 @@ class Command:
         outputs, tiling = self.outputs[found.stem], self.tilings[found.stem]
         specs = image_specs(self.model, found, tiling)
         work = WorkDir(outputs.work_dir)
-        options = {"zarr_format": settings.zarr_format, "pyramid_levels": settings.pyramid_levels}
+        options: dict[str, Any] = {
+            "zarr_format": settings.zarr_format,
+            "pyramid_levels": settings.pyramid_levels,
+        }
         # Rank 0 creates the work directory and the images; the others then open them.
         if env.is_main:
             work.start(self.input_fingerprint(found), fresh=restart)

@@ -36,7 +36,7 @@ from bioim2im.prediction.inputs import normalizer
 from bioim2im.prediction.outputs import ImageSpec, Store, WorkDir
 
 if TYPE_CHECKING:
-    from bioim2im.prediction.blockwise import BlockPlan, BlockProgress
+    from bioim2im.prediction.blockwise import BlockPlan, BlockProgress, HeadGeometry
 
 # Spatial chunk sizes of the outputs, as the OME-Zarr writer's defaults: 256 x 256 in 2D,
 # 32 x 128 x 128 in 3D.
@@ -81,14 +81,29 @@ def _tiling(
 ) -> Tiling:
     from bioim2im.prediction.blockwise import plan_blocks
 
-    plan = plan_blocks(
-        found.spatial_shape,
-        model.window(found.spatial_shape),
-        model.preset.predict.overlap,
-        block_size,
-        chunks,
-        whole_axes=model.dropped_axes,
-    )
+    shape = found.spatial_shape
+    halo_tiling = model.halo_tiling(shape)
+    if halo_tiling is None:
+        plan = plan_blocks(
+            shape,
+            model.window(shape),
+            model.preset.predict.overlap,
+            block_size,
+            chunks,
+            whole_axes=model.dropped_axes,
+        )
+    else:
+        halo, window, divisor = halo_tiling
+        plan = plan_blocks(
+            shape,
+            window,
+            0.0,
+            block_size,
+            chunks,
+            whole_axes=model.dropped_axes,
+            halo=halo,
+            align=divisor,
+        )
     return Tiling(plan, tuple(chunks))
 
 
@@ -147,8 +162,19 @@ def image_specs(model: TrainedModel, found: InputImage, tiling: Tiling) -> dict[
             is_label=head.is_label,
             blockwise_channels=head.blockwise_channels if head.neighbourhood else None,
             blockwise_dtype=head.blockwise_dtype,
+            origin=output_origin(found, geometry),
         )
     return specs
+
+
+def output_origin(found: InputImage, geometry: HeadGeometry) -> tuple[float, ...] | None:
+    """Where a head's first output voxel centre lies (micrometers, its kept axes), from the
+    input's origin: the same place, or for a head ``scale`` times finer, ``(1/scale - 1) / 2``
+    input voxels from it (its first voxel's centre within the first input voxel)."""
+    origin, size = found.origin, found.voxel_size
+    if origin is None or size is None:
+        return None
+    return tuple(origin[a] + (1 / geometry.scale[a] - 1) / 2 * size[a] for a in geometry.kept_axes)
 
 
 def share(plan: BlockPlan, rank: int, world: int) -> list[int]:

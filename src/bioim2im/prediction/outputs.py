@@ -51,6 +51,9 @@ class ImageSpec:
     """Channels of the values kept between pointwise and neighbourhood steps (None: no such
     steps, blocks are written directly)."""
     blockwise_dtype: np.dtype
+    origin: tuple[float, ...] | None = None
+    """Micrometers from the origin to the first voxel's centre per spatial axis (the input's
+    translation, kept so that outputs overlay their input)."""
 
     @property
     def timed(self) -> bool:
@@ -94,6 +97,11 @@ class Store(Protocol):
 # Outputs of one input
 
 
+def label_group(head: str) -> str:
+    """Where a head written as a label image is in an OME-Zarr container (NGFF labels)."""
+    return f"labels/{head}"
+
+
 @dataclass(frozen=True)
 class Outputs:
     """The files one input's predictions go to, and its work directory."""
@@ -102,6 +110,8 @@ class Outputs:
     stem: str
     heads: tuple[str, ...]
     format: str
+    labels: tuple[str, ...] = ()
+    """The heads written as label images (integer outputs): ``labels/<head>`` in OME-Zarr."""
 
     @property
     def container(self) -> Path:
@@ -111,7 +121,11 @@ class Outputs:
         """Where ``head``'s image is (inside the container for OME-Zarr)."""
         if self.format == "tiff":
             return self.folder / f"{self.stem}_{head}.tif"
-        return self.container / head
+        return self.container / self.group(head)
+
+    def group(self, head: str) -> str:
+        """Where ``head``'s image is inside the OME-Zarr container."""
+        return label_group(head) if head in self.labels else head
 
     @property
     def published(self) -> list[Path]:
@@ -137,7 +151,7 @@ class Outputs:
         return [p for p in self.published if p.exists()]
 
     def open_store(
-        self, specs: Mapping[str, ImageSpec], *, zarr_format: int, pyramid_levels: int
+        self, specs: Mapping[str, ImageSpec], *, zarr_format: int, pyramid_levels: int | str
     ) -> Store:
         """The store writing these outputs; the first call creates the images, later ones (other
         processes, resumed runs) open them."""
@@ -241,7 +255,7 @@ class OmeZarrStore(_Scratch):
         specs: Mapping[str, ImageSpec],
         *,
         zarr_format: int,
-        pyramid_levels: int,
+        pyramid_levels: int | str,
     ) -> None:
         from bioim2im.io import OmeZarrStreamWriter
 
@@ -252,16 +266,19 @@ class OmeZarrStore(_Scratch):
             resume=True,
             replace=True,
         )
-        self.pyramid_levels = pyramid_levels
+        self.pyramid_levels = (
+            pyramid_levels if isinstance(pyramid_levels, int) else auto_pyramid_levels(specs)
+        )
         self.images = {
             head: self.writer.create_image(
-                head,
+                label_group(head) if spec.is_label else head,
                 shape=spec.shape,
                 dtype=spec.dtype,
                 axes=spec.axes,
                 voxel_size=spec.voxel_size,
                 chunks=spec.chunks,
                 is_label=spec.is_label,
+                origin=spec.origin,
             )
             for head, spec in specs.items()
         }
@@ -274,6 +291,28 @@ class OmeZarrStore(_Scratch):
 
     def finish(self) -> None:
         self.writer.finalize(self.pyramid_levels)
+
+
+AUTO_PYRAMID_EDGE = 1024
+"""``pyramid_levels = "auto"`` halves the outputs until Y and X are at most this."""
+
+
+def auto_pyramid_levels(specs: Mapping[str, ImageSpec]) -> int:
+    """Levels that bring the largest output's Y and X to :data:`AUTO_PYRAMID_EDGE` or less."""
+    edge = max(
+        (
+            n
+            for spec in specs.values()
+            for a, n in zip(spec.axes, spec.shape, strict=True)
+            if a in "YX"
+        ),
+        default=0,
+    )
+    levels = 0
+    while edge > AUTO_PYRAMID_EDGE:
+        edge = -(-edge // 2)
+        levels += 1
+    return levels
 
 
 class TiffStore(_Scratch):

@@ -44,7 +44,7 @@ from bioim2im.formats.trained_model import HeadOutput
 from bioim2im.io.atomic import output_lock, refuse_inputs
 from bioim2im.io.images import SPATIAL, InputImage
 from bioim2im.io.ngff import inside_store
-from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels
+from bioim2im.prediction.image import CHUNKS, _postprocess_with_halo, _stitch_labels, output_origin
 from bioim2im.prediction.outputs import (
     FORMATS,
     TABLE,
@@ -214,7 +214,13 @@ def plan_postprocess(
         by_stem.setdefault(item.stem, []).append(item)
     fingerprint = _digest(checkpoint, chosen, *(_fingerprint(s) for s in saved))
     outputs = {
-        stem: Outputs(folder, stem, tuple(s.head for s in items), chosen)
+        stem: Outputs(
+            folder,
+            stem,
+            tuple(s.head for s in items),
+            chosen,
+            tuple(s.head for s in items if s.output is not None and s.output.is_label),
+        )
         for stem, items in by_stem.items()
     }
     return PostprocessPlan(
@@ -353,8 +359,9 @@ def _from_table(table: Path, known: Sequence[str]) -> list[_Saved]:
 
 def _stem(output: Path, head: str) -> str:
     """The input's name in an output path of ``predict``'s layout."""
-    if output.parent.name.endswith(".ome.zarr"):
-        return output.parent.name.removesuffix(".ome.zarr")
+    container = output.parent.parent if output.parent.name == "labels" else output.parent
+    if container.name.endswith(".ome.zarr"):
+        return container.name.removesuffix(".ome.zarr")
     return output.name.split(".")[0].removesuffix(f"_{head}")
 
 
@@ -500,6 +507,7 @@ def _spec(item: _Saved) -> ImageSpec:
         is_label=head.is_label,
         blockwise_channels=head.blockwise_channels if head.neighbourhood else None,
         blockwise_dtype=head.blockwise_dtype,
+        origin=output_origin(found, head.geometry),
     )
 
 

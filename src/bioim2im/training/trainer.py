@@ -12,7 +12,7 @@ import math
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -29,8 +29,8 @@ from bioim2im.errors import UserError
 from bioim2im.model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from bioim2im.model.network import amp_dtype, build_losses, build_model, components_used
 from bioim2im.plugin.registry import ComponentRegistry
-from bioim2im.training.plots import save_montage
-from bioim2im.training.report import MetricsLog, Progress, trim_metrics
+from bioim2im.training.plots import save_loss_curve, save_montage
+from bioim2im.training.report import MetricsLog, Progress, read_metrics, trim_metrics
 from bioim2im.training.tracking import Tracker
 
 
@@ -526,6 +526,8 @@ class Trainer:
             results = self.validate()
             if log is not None:
                 log.write({"step": self.step, **results})
+                # The run's figure, refreshed at every validation.
+                save_loss_curve(read_metrics(log.path), self.run_dir / "loss_curve.png")
             if progress is not None:
                 progress.message(
                     f"step {self.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in results.items())
@@ -582,8 +584,10 @@ class Trainer:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def snapshot(self, rows: list[list[np.ndarray]]) -> None:
-        montage = save_montage(rows, self.run_dir / "snapshots" / f"step_{self.step:07d}.png")
+    def snapshot(self, rows: list[list[np.ndarray]], heads: Sequence[str] = ()) -> None:
+        titles = [["input", f"target: {h}", f"prediction: {h}"] for h in heads] or None
+        path = self.run_dir / "snapshots" / f"step_{self.step:07d}.png"
+        montage = save_montage(rows, path, titles)
         self.tracker.image(self.step, "snapshot", montage)
 
 

@@ -22,7 +22,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -335,21 +335,37 @@ def _split(rows: list[CropRow], val_fraction: float, seed: int) -> list[CropRow]
 def _forced(
     rows: list[CropRow], classes: set[str], force: ForceAllClasses, skipped: list[str]
 ) -> FoundCrops:
-    if force == "no":
-        return FoundCrops(rows, skipped)
-    kept = []
-    for row in rows:
-        complete = classes <= set(row.classes)
-        if complete:
-            kept.append(row)
-        elif force == "both":
-            skipped.append(
-                f"{row.crop}: left out, it lacks {', '.join(sorted(classes - set(row.classes)))}"
-            )
-        elif row.usage == force:
-            kept.append(replace(row, usage="validate" if force == "train" else "train"))
-        else:
-            kept.append(row)
+    kept, notes = force_all_classes(rows, classes, force)
+    skipped += [
+        f"{row.crop}: left out, it lacks {', '.join(lacking)}"
+        for row, lacking, moved in notes
+        if moved is None
+    ]
     if not kept:
         raise UserError(f"no crop annotates all of {', '.join(sorted(classes))}", skipped[:10])
     return FoundCrops(kept, skipped)
+
+
+def force_all_classes(
+    rows: Sequence[CropRow], classes: Collection[str], force: str
+) -> tuple[list[CropRow], list[tuple[CropRow, list[str], str | None]]]:
+    """The toolbox's ``force_all_classes`` over a datasplit's rows: a crop of the split ``force``
+    names (``train`` or ``validate``) that lacks one of ``classes`` goes to the other split;
+    with ``both`` (the toolbox's ``True``) it is left out; ``no`` changes nothing. Returns the
+    rows kept (moved ones with their new usage) and each row changed, as it was, with the
+    classes it lacks and the split it moved to (None: left out)."""
+    if force == "no":
+        return list(rows), []
+    kept: list[CropRow] = []
+    changed: list[tuple[CropRow, list[str], str | None]] = []
+    for row in rows:
+        lacking = sorted(set(classes) - set(row.classes))
+        if not lacking or (force != "both" and row.usage != force):
+            kept.append(row)
+        elif force == "both":
+            changed.append((row, lacking, None))
+        else:
+            other = "validate" if force == "train" else "train"
+            changed.append((row, lacking, other))
+            kept.append(replace(row, usage=other))
+    return kept, changed

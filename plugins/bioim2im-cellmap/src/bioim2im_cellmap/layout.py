@@ -44,6 +44,9 @@ def _force(value: Any) -> Any:
 
 Scale = Annotated[list[float], AfterValidator(_scale)]
 ForceAllClasses = Annotated[Literal["no", "train", "validate", "both"], BeforeValidator(_force)]
+Target = Literal["mask", "distance", "signed_distance"]
+REGRESSION_LOSSES = ("mse", "l1", "smooth_l1")
+"""The losses a distance target takes (the others take 0/1 targets)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,12 @@ class CellMapLayout:
     skip_coarser: bool = False
     mutual_exclusion: bool = False
     class_table: Path | None = None
-    force_all_classes: str = "no"
+    force_all_classes: str | None = None
     weighted_sampling: bool = True
     pos_weight: bool = True
     search_path: str | None = None
     validation_fraction: float = 0.15
+    target: str = "mask"
 
     def preflight(
         self,
@@ -121,11 +125,12 @@ def cellmap(
     skip_coarser: bool = False,
     mutual_exclusion: bool = False,
     class_table: Path | None = None,
-    force_all_classes: ForceAllClasses = "no",
+    force_all_classes: ForceAllClasses | None = None,
     weighted_sampling: bool = True,
     pos_weight: bool = True,
     search_path: str | None = None,
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15,
+    target: Target = "mask",
 ) -> CellMapLayout:
     """A CellMap challenge datasplit (data.path): crops of labels over large raw volumes.
 
@@ -144,8 +149,13 @@ def cellmap(
             (class_table) count as known negatives in crops that do not annotate them.
         class_table: The toolbox's classes.csv (name,id,"part ids"); default: the challenge's
             class table. Relative to the preset file.
-        force_all_classes: Leave out of these splits the crops that do not annotate every
-            class of classes.
+        force_all_classes: A crop of that split ("train" or "validate") that does not
+            annotate every class of classes is used in the other split instead; "both" (the
+            toolbox's true) leaves such crops out; "no" uses the datasplit as it is. Default:
+            "validate" for a datasplit training creates (as the toolbox's train does), and an
+            existing datasplit as it is (the toolbox never changes one); set, it applies to
+            both. It neither drops crops from batches nor redraws them. A split it empties
+            is an error naming what each crop lacks.
         weighted_sampling: Draw crops by their class counts (each class an equal share), not
             uniformly.
         pos_weight: Weigh each class's positive voxels by its background/foreground ratio in
@@ -153,10 +163,17 @@ def cellmap(
         search_path: Where the crops are, with {dataset} and {crop} (e.g.
             'data/{dataset}/{dataset}.zarr/recon-1/labels/groundtruth/{crop}'): when data.path
             does not exist, training writes it there from the crops found annotating any of
-            classes, as the toolbox's train does: crops lacking one of classes go to training
-            (its force_all_classes = "validate"); check --data shows it without writing.
+            classes, as the toolbox's train does (force_all_classes applied); check --data
+            shows it without writing.
         validation_fraction: Share of the crops a created datasplit puts in validation (the
             toolbox's train uses 0.15), seeded by train.seed.
+        target: What the head learns per class, as the toolbox's target_value_transforms with
+            cellmap-data's transforms: "mask" (0/1, its default Binarize), "distance" (each
+            foreground voxel's distance to the class's background, 0 outside; its
+            DistanceTransform) or "signed_distance" (that distance inside, minus the distance
+            to the foreground outside; its SignedDistanceTransform), in voxels of input_scale,
+            over each patch. Distances need a regression loss (mse, l1, smooth_l1); the head's
+            sigmoid then 0.5 threshold still gives each class's mask (distance > 0).
     """
     return CellMapLayout(
         classes=list(classes),
@@ -171,6 +188,7 @@ def cellmap(
         pos_weight=pos_weight,
         search_path=search_path,
         validation_fraction=validation_fraction,
+        target=target,
     )
 
 
@@ -211,6 +229,12 @@ def check_preset(preset: Preset, params: dict[str, Any]) -> None:
         raise ValueError(
             f"model.heads.{name}.loss: CellMap classes overlap and are annotated one by one; use "
             "independent channels (sigmoid = true, or bce), not softmax classes"
+        )
+    if layout.target != "mask" and head.loss.name not in REGRESSION_LOSSES:
+        raise ValueError(
+            f'data.layout.target = "{layout.target}" gives distances, not 0/1 masks: '
+            f"model.heads.{name}.loss must be a regression loss ({', '.join(REGRESSION_LOSSES)}), "
+            f'got "{head.loss.name}"'
         )
     if data.cache == "disk":
         raise ValueError(

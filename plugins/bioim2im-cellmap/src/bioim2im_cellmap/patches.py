@@ -7,7 +7,9 @@ Like :class:`~bioim2im.data.dataset.PatchDataset`, item ``i`` is a pure function
   pyramid level nearest that scale (linear resampling when it differs), normalised patch by
   patch (the presets' ``fixed_range`` maps 0..255 to 0..1 whatever the patch);
 - ``"target/<head>"``: (C, *patch_size) uint8, one mask per class of the layout's ``classes``, on the
-  input's grid: the label level nearest ``target_scale`` read as nearest neighbour, > 0;
+  input's grid: the label level nearest ``target_scale`` read as nearest neighbour, > 0; with the
+  layout's ``target`` "distance" or "signed_distance", float32 distances (voxels) computed from
+  those masks over the patch (validation's ``"truth/<head>"`` stays the masks);
 - ``"weight/<head>"``: (C, *patch_size) float32 (float16 as a tensor), per class: 1 where that
   class is annotated, 0 where it is not, so a class missing from a crop (or outside it, or NaN)
   gives no loss and no gradient for that class only. Only the central ``target_shape`` voxels are supervised: the rest of the
@@ -78,6 +80,7 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         crop_probabilities: np.ndarray | None = None,
         excluded_by: Mapping[str, set[str]] | None = None,
         pos_weight: np.ndarray | None = None,
+        target: str = "mask",
     ) -> None:
         if not crops:
             raise UserError("no crops to draw patches from")
@@ -87,8 +90,8 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         self.spatial_dims = len(patch_size)
         # Geometry in the volume: 2D patches are single planes.
         self.shape = tuple(int(n) for n in ([1] * (3 - len(patch_size)) + list(patch_size)))
-        target = list(target_shape) if target_shape is not None else list(patch_size)
-        self.target_shape = tuple(int(n) for n in ([1] * (3 - len(target)) + target))
+        supervised = list(target_shape) if target_shape is not None else list(patch_size)
+        self.target_shape = tuple(int(n) for n in ([1] * (3 - len(supervised)) + supervised))
         self.scale = np.asarray(input_scale, dtype=np.float64)
         self.normalize = normalize
         self.augment = augment
@@ -100,6 +103,7 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         # Only classes some excluding class can reveal are inferred.
         self.excluded_by = {k: set(v) for k, v in (excluded_by or {}).items() if v}
         self.pos_weight = pos_weight
+        self.target = target
         self._supervised = tuple(
             slice((n - t) // 2, (n - t) // 2 + t)
             for n, t in zip(self.shape, self.target_shape, strict=True)
@@ -153,16 +157,17 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         image = crop.raw.sample(first, self.scale, self.shape, order=1).astype(np.float32)[None]
         if self.normalize is not None:
             image = self.normalize(image)
-        target, weight = self._targets(crop, first)
+        mask, weight = self._targets(crop, first)
         sample = {
             "image": image,
-            f"target/{self.head}": target,
+            f"target/{self.head}": encoded(mask, self.target, self.spatial_dims),
             f"weight/{self.head}": weight,
         }
         if self.spatial_dims == 2:
             sample = {k: v[:, 0] for k, v in sample.items()}
         if self.validation:
-            sample[f"truth/{self.head}"] = sample[f"target/{self.head}"]
+            # Validation metrics compare masks, whatever the head learns.
+            sample[f"truth/{self.head}"] = mask[:, 0] if self.spatial_dims == 2 else mask
         elif self.augment is not None:
             sample = self.augment(sample, rng)
         return sample
@@ -223,6 +228,30 @@ class CellMapPatches(Dataset[dict[str, torch.Tensor]]):
         return tensors
 
 
+def encoded(mask: np.ndarray, target: str, spatial_dims: int) -> np.ndarray:
+    """The masks (C, Z, Y, X) as the layout's ``target``: themselves ("mask"), or per class
+    the Euclidean distance (voxels) of each foreground voxel to the background ("distance"),
+    minus that of each background voxel to the foreground ("signed_distance"), over the patch
+    (each plane on its own for 2D patches), as cellmap-data's distance transforms do."""
+    if target == "mask":
+        return mask
+    from scipy.ndimage import distance_transform_edt
+
+    out = np.zeros(mask.shape, np.float32)
+    # 2D patches: each z plane is a patch of its own.
+    pieces = [(slice(None),)] if spatial_dims == 3 else [(z,) for z in range(mask.shape[1])]
+    for c in range(mask.shape[0]):
+        for piece in pieces:
+            inside = mask[(c, *piece)].astype(bool)
+            distance = distance_transform_edt(inside) if inside.any() else np.zeros(inside.shape)
+            if target == "signed_distance":
+                outside = ~inside
+                if outside.any():
+                    distance = distance - distance_transform_edt(outside)
+            out[(c, *piece)] = distance
+    return out
+
+
 # --- from a preset --------------------------------------------------------------------------
 
 
@@ -252,8 +281,9 @@ def datasplit_rows(preset: Preset, layout: CellMapLayout, *, create: bool) -> li
             layout.search_path,
             layout.classes,
             val_fraction=layout.validation_fraction,
-            # As the toolbox's train makes it: a crop lacking a class is not validated on.
-            force_all_classes="validate",
+            # As the toolbox's train makes it (its default: a crop lacking a class is not
+            # validated on, it is trained on).
+            force_all_classes=layout.force_all_classes or "validate",  # type: ignore[arg-type]
             seed=preset.train.seed,
         )
     except UserError as exc:
@@ -276,11 +306,14 @@ def open_split(
     """The crops of each split of ``preset``'s datasplit (after ``force_all_classes``); with
     ``hold`` and ``data.cache = "memory"``, as many crops as fit held in memory; ``create``:
     write a datasplit made from ``search_path`` (see :func:`datasplit_rows`)."""
+    from bioim2im_cellmap.datasplit import force_all_classes
+
     data = preset.data
-    rows = datasplit_rows(preset, layout, create=create)
     classes = list(layout.classes)
+    # Made here, the datasplit is already forced; read, it is used as it is unless asked.
+    force = layout.force_all_classes or "no"
+    rows, changed = force_all_classes(datasplit_rows(preset, layout, create=create), classes, force)
     input_scale, target_scale = scales(layout)
-    force = layout.force_all_classes
     memory = 0
     if hold and data.cache == "memory":
         from bioim2im.data.cache import ArrayCache
@@ -291,16 +324,13 @@ def open_split(
     context = [n * s / 2 for n, s in zip(patch, input_scale, strict=True)]
     result: dict[str, OpenedCrops] = {}
     for usage in ("train", "validate"):
-        chosen: list[CropRow] = []
-        notes: list[str] = []
-        for row in rows:
-            if row.usage != usage:
-                continue
-            lacking = sorted(set(classes) - set(row.classes))
-            if lacking and force in (usage, "both"):
-                notes.append(f"{row.label}: left out of {usage}, it lacks {', '.join(lacking)}")
-                continue
-            chosen.append(row)
+        chosen = [row for row in rows if row.usage == usage]
+        notes = [
+            f"{row.label}: {f'moved from {usage} to {moved}' if moved else f'left out of {usage}'}"
+            f", it lacks {', '.join(lacking)}"
+            for row, lacking, moved in changed
+            if row.usage == usage
+        ]
         opened = open_crops(
             chosen,
             classes,
@@ -313,9 +343,8 @@ def open_split(
         )
         opened.notes[:0] = notes
         if notes and not chosen:
-            shown = "; ".join(
-                n.replace(f": left out of {usage}, it lacks", " lacks") for n in notes[:5]
-            )
+            lacks = [f"{r.label} lacks {', '.join(c)}" for r, c, _ in changed if r.usage == usage]
+            shown = "; ".join(lacks[:5])
             more = f"; and {len(notes) - 5} more" if len(notes) > 5 else ""
             opened.problems.append(
                 f"{data.path}: data.layout.force_all_classes = {force!r} leaves no {usage} crop: "
@@ -368,6 +397,7 @@ def cellmap_datasets(
         "patches_per_crop": data.patches_per_image,
         "excluded_by": class_exclusions(layout),
         "pos_weight": weights,
+        "target": cellmap.target,
     }
     if run_dir is not None:
         _write_summary(run_dir, splits, classes, weights)

@@ -6,11 +6,16 @@ For each test crop, the raw data of its dataset (``PATTERN`` with ``{dataset}``,
 over the crop's region plus half a window of context on every side, predicted with sliding
 windows (2D models plane by plane), turned into probabilities (sigmoid: CellMap heads have one
 independent channel per class), and each class the manifest asks for and the model knows is
-brought onto the crop's grid: linear interpolation, then ``> 0.5``; instance classes are then
-split into connected components. The head's own ``postprocess`` chain is not applied (its
-steps act on the network's output at the input scale and may mix classes): the result says so
-when the chain is anything else than that sigmoid and 0.5 threshold. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays
-with ``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellmap pack`` zips it.
+brought onto the crop's grid: linear interpolation, then the head's threshold (``> 0.5`` by
+default); instance classes are then split into connected components. The rest of the head's
+``postprocess`` chain (size filters, watershed, ...) then runs on each class on its crop's grid,
+block by block, through the mechanism ``bioim2im cellmap process`` uses (so predicting with a
+chain gives what predicting and then ``cellmap process`` with that chain gives); the steps
+applied are recorded in the output's root attribute for ``cellmap process``. A chain that does
+not start with ``sigmoid`` then ``threshold`` is not applied (its steps would act on the
+network's raw output, which may mix classes): the result says so, and each class is then
+thresholded at 0.5. The output is a zarr group ``crop<N>/<class>`` (Zarr-2 arrays with
+``voxel_size``, ``translation`` and ``shape`` attributes): ``bioim2im cellmap pack`` zips it.
 
 Each crop is predicted in memory (its probabilities at the input scale, one class at a time on
 the crop's grid). The output appears only once complete.
@@ -117,23 +122,15 @@ def predict_crops(
         )
     classes = list(settings(preset).classes)
     result = CropPredictions(output)
-    for name, head in preset.model.heads.items():
-        steps = [step.name for step in head.postprocess]
-        what_is_done = steps == ["sigmoid", "threshold"] and (
-            head.postprocess[1].params().get("value", 0.5) == 0.5
-        )
-        if not what_is_done:
-            result.notes.append(
-                f"head '{name}': its postprocess chain ({', '.join(steps) or 'none'}) is not "
-                "applied to the crops; each class is the sigmoid, moved linearly onto the "
-                "crop's grid, then > 0.5, instance classes split by connected components"
-            )
+    chain = crop_chain(model)
+    if chain.note is not None:
+        result.notes.append(chain.note)
     partial = partial_path(output)
     remove(partial)
     root = zarr.open_group(partial, mode="w", zarr_format=2)
-    # What its values went through, for `cellmap process` (instance classes are then split by
-    # connected components, which a size filter or another threshold may follow).
-    root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": [dict(s) for s in APPLIED]}
+    # What its values went through, for `cellmap process` (instance classes are split by
+    # connected components right after the threshold).
+    root.attrs[MARKER] = {"written_by": WRITTEN_BY, "applied": chain.applied}
     try:
         raws: dict[str, Level] = {}
         chosen: dict[int, list[TestCrop]] = {}
@@ -192,6 +189,7 @@ def _predict_crop(
     if dataset not in raws:
         raws[dataset] = nearest_level(open_levels(raw.replace("{dataset}", dataset)), input_scale)
     group = root.require_group(f"crop{crop_id}")
+    chain = crop_chain(model)
     arrays = 0
     for grid, members in _by_grid(wanted).items():
         probabilities, first = _predict_region(model, raws[dataset], grid, input_scale)
@@ -200,11 +198,62 @@ def _predict_crop(
             level = Level.in_memory(channel, input_scale, first)
             mask = (
                 level.sample(grid.translation, grid.voxel_size, grid.shape, order=1, outside=None)
-                > 0.5
+                > chain.threshold
             )
-            _write(group, row, grid, mask, row.label in instance_classes)
+            values = _labelled(mask) if row.label in instance_classes else mask.astype(np.uint8)
+            if chain.rest:
+                values = chain.run(values, f"crop{crop_id}/{row.label}")
+            _write(group, row, grid, values)
             arrays += 1
     return arrays
+
+
+@dataclass(frozen=True)
+class CropChain:
+    """How a CellMap model's head's ``postprocess`` chain applies to crop predictions."""
+
+    threshold: float
+    """The threshold on each class's probabilities on its crop's grid."""
+    rest: list[tuple[str, Any]]
+    """The steps after ``sigmoid`` and ``threshold``, built."""
+    applied: list[dict[str, Any]]
+    """The steps the written values went through, as ``cellmap process`` reads them."""
+    output_dtype: str | None
+    registry: Any
+    note: str | None
+    """Said when the chain is not applied."""
+
+    def run(self, values: np.ndarray, where: str) -> np.ndarray:
+        """``values`` (one class on its crop's grid) through ``rest``, as ``cellmap process``
+        runs them."""
+        from bioim2im_cellmap.process import run_chain
+
+        try:
+            return run_chain(values, self.rest, self.output_dtype, self.registry)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"{where}: the postprocess chain cannot be applied ({type(exc).__name__}: {exc})"
+            ) from None
+
+
+def crop_chain(model: TrainedModel) -> CropChain:
+    """The model's head's chain as crop predictions go through it: ``sigmoid`` (on the
+    network's output) and ``threshold`` (on the crop's grid), then the rest, block by block."""
+    from bioim2im_cellmap.process import built
+
+    ((name, head),) = model.preset.model.heads.items()
+    chain = [{"name": step.name, **step.params()} for step in head.postprocess]
+    if [step["name"] for step in chain[:2]] == ["sigmoid", "threshold"]:
+        value = float(chain[1].get("value", 0.5))
+        rest = built(head.postprocess[2:], model.registry)
+        return CropChain(value, rest, chain, head.output_dtype, model.registry, None)
+    steps = ", ".join(step["name"] for step in chain) or "none"
+    note = (
+        f"head '{name}': its postprocess chain ({steps}) is not applied to the crops (it does "
+        "not start with sigmoid then threshold); each class is the sigmoid, moved linearly "
+        "onto the crop's grid, then > 0.5, instance classes split by connected components"
+    )
+    return CropChain(0.5, [], [dict(s) for s in APPLIED], None, model.registry, note)
 
 
 def _reported(crop_id: int, wanted: Sequence[TestCrop]) -> str:
@@ -412,13 +461,14 @@ def _predict_region(
     return probabilities.astype(np.float32), tuple(float(v) for v in first)
 
 
-def _write(group: zarr.Group, row: TestCrop, grid: Grid, mask: np.ndarray, instance: bool) -> None:
-    if instance:
-        from skimage.measure import label
+def _labelled(mask: np.ndarray) -> np.ndarray:
+    """An instance class's mask split into connected components (touching at corners too)."""
+    from skimage.measure import label
 
-        values = label(mask, connectivity=mask.ndim).astype(np.uint32)
-    else:
-        values = mask.astype(np.uint8)
+    return np.asarray(label(mask, connectivity=mask.ndim)).astype(np.uint32)
+
+
+def _write(group: zarr.Group, row: TestCrop, grid: Grid, values: np.ndarray) -> None:
     array = group.create_array(
         row.label,
         shape=values.shape,

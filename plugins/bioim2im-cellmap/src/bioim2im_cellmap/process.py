@@ -5,9 +5,10 @@ The input is a zarr group of ``crop<N>/<class>`` arrays, e.g. what ``bioim2im ce
 writes; each array is one class's values on its crop's grid. The chain run is the head's
 ``postprocess`` in the run's preset after ``--set`` (thresholds, size filters, watershed, ...),
 on each array as one channel. Steps the values already went through are skipped: ``cellmap
-predict`` records them (``sigmoid`` and ``threshold`` at 0.5), so its output gets the rest of
-the chain; arrays without that record are taken as the head's raw output (logits) and get the
-whole chain.
+predict`` records them (``sigmoid`` and ``threshold``, and the rest of the chain it was given),
+so its output gets the rest of the chain; arrays without that record are taken as the head's raw
+output (logits) and get the whole chain. ``cellmap predict`` runs the chain on each class it
+predicts through :func:`run_chain` too.
 
 Block by block, as ``bioim2im postprocess`` does: the steps that map each voxel on its own run on
 each block; the steps that need neighbours run on blocks with a halo of one block, and object
@@ -96,7 +97,7 @@ def process_crops(
             f"values went through all of it; give more steps with --set "
             f"'model.heads.{name}.postprocess=[...]'"
         )
-    steps = [(spec.name, registry.build("postprocessor", spec)) for spec in todo]
+    steps = built(todo, registry)
     arrays = [
         (crop, label, array)
         for crop, crop_group in sorted(group.groups())
@@ -111,7 +112,7 @@ def process_crops(
         root.attrs[MARKER] = {"written_by": "process", APPLIED: chain}
         for crop, label, array in arrays:
             try:
-                values = _run(array, steps, config.output_dtype, registry, block)
+                values = run_chain(array, steps, config.output_dtype, registry, block)
             except (OSError, ValueError, RuntimeError) as exc:
                 raise UserError(
                     f"{source / crop / label}: cannot be processed ({type(exc).__name__}: {exc})"
@@ -137,14 +138,21 @@ def _names(steps: Sequence[Any]) -> str:
     return "[" + ", ".join(str(s.get("name")) if isinstance(s, dict) else "?" for s in steps) + "]"
 
 
-def _run(
-    array: zarr.Array,
+def built(specs: Sequence[Any], registry: Any) -> list[tuple[str, Any]]:
+    """The postprocessors ``specs`` (a head's steps) name, built, with their names."""
+    return [(spec.name, registry.build("postprocessor", spec)) for spec in specs]
+
+
+def run_chain(
+    array: zarr.Array | np.ndarray,
     steps: Sequence[tuple[str, Any]],
     output_dtype: str | None,
     registry: Any,
-    block: int,
+    block: int = 64,
 ) -> np.ndarray:
-    """One class's values through ``steps``, block by block."""
+    """One class's values (one channel on its crop's grid) through ``steps``, block by block:
+    what ``cellmap process`` does to each array, and ``cellmap predict`` to each class it
+    predicts."""
     from bioim2im.formats.trained_model import chain_output
     from bioim2im.prediction.blockwise import HeadGeometry, label_blockwise
 

@@ -25,8 +25,10 @@ def mlflow(
     """MLflow: the resolved preset as parameters, metrics, snapshots and the run's files.
 
     Args:
-        tracking_uri: The tracking server or store, e.g. "http://127.0.0.1:5000" or
-            "sqlite:///mlflow.db"; default: MLFLOW_TRACKING_URI, else MLflow's default.
+        tracking_uri: The tracking server or store, e.g. "http://127.0.0.1:5000", a folder
+            ("mlruns", "file:///data/mlruns": MLflow's file store) or "sqlite:///mlflow.db"
+            (needs SQLAlchemy); default: MLFLOW_TRACKING_URI, else the folder "mlruns" of the
+            working directory.
         experiment: The experiment the run is filed under; created when missing.
         run_name: The run's name in MLflow; default: the run directory's name.
         checkpoints: Which checkpoints to upload when the run ends: "best" (best.pt), "all"

@@ -21,6 +21,31 @@ STATUS = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
 MAX_KEY, MAX_VALUE, PARAMS_PER_BATCH, METRICS_PER_BATCH = 250, 6000, 100, 1000
 
 
+DEFAULT_STORE = "mlruns"
+"""The default tracking store: MLflow's file store in this folder of the working directory."""
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+"""Schemes of MLflow's database stores, which need SQLAlchemy (not part of mlflow-skinny)."""
+
+
+def tracking_store(tracking_uri: str | None) -> str:
+    """The store a run reports to: ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the file
+    store ``./mlruns``. A file store is named by its absolute ``file:`` URI (so that a run
+    resumed from another folder finds it), and allowed: MLflow 3 refuses file stores unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is true, and its own default, ``sqlite:///mlflow.db``, needs
+    SQLAlchemy, which mlflow-skinny (this plugin's dependency) does not install."""
+    import os
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE
+    parts = urlsplit(uri)
+    if parts.scheme == "file" or not parts.scheme or len(parts.scheme) == 1:  # C:\... too
+        path = Path(parts.path) if parts.scheme == "file" else Path(uri)
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            return uri  # a file share named by host: left as given
+        uri = path.expanduser().resolve().as_uri()
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    return uri
+
+
 class MlflowLogger:
     def __init__(
         self,
@@ -34,12 +59,11 @@ class MlflowLogger:
         checkpoints: str,
         tags: dict[str, str],
     ) -> None:
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         self.run_dir = Path(run_dir)
         self.checkpoints = checkpoints
-        uri = tracking_uri or mlflow.get_tracking_uri()
+        uri = tracking_store(tracking_uri)
         try:
             self.client = MlflowClient(tracking_uri=uri)
             self.run_id = self._continued(uri, start_step) or self._new_run(
@@ -48,8 +72,16 @@ class MlflowLogger:
         except UserError:
             raise
         except Exception as exc:
+            hint = ""
+            if urlsplit(uri).scheme in DATABASES:
+                hint = (
+                    " (a database store needs SQLAlchemy, which mlflow-skinny does not install: "
+                    "pip install sqlalchemy alembic; or leave tracking_uri unset for the file "
+                    "store ./mlruns, or use a tracking server)"
+                )
             raise UserError(
-                f"logger 'mlflow': cannot use the tracking store {_public(uri)}: {_first_line(exc)}"
+                f"logger 'mlflow': cannot use the tracking store {_public(uri)}: "
+                f"{_first_line(exc)}{hint}"
             ) from None
 
     def _continued(self, uri: str, start_step: int) -> str | None:

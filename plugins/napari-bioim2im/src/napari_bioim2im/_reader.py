@@ -4,8 +4,9 @@ run directories, as napari layers placed by their scale and translation.
 - An OME-Zarr image (NGFF 0.4 on zarr v2, 0.5 on zarr v3) opens lazily with all its pyramid
   levels, its scale and translation (level 0's transformations, then the image's), as a labels
   layer when it is a label image (``image-label``), and with the label images of its
-  ``labels/`` group. A container of images (``cells.ome.zarr/<head>``, what ``bioim2im
-  predict`` writes) opens every image in it, named ``<stem>_<head>``.
+  ``labels/`` group. A container of images (``cells.ome.zarr/<head>`` and
+  ``cells.ome.zarr/labels/<head>``, what ``bioim2im predict`` writes) opens every image in it,
+  named ``<stem>_<head>``.
 - A TIFF opens lazily through ``bioim2im.io.open_image`` (axes and voxel size from its
   metadata); it is a labels layer when the ``predictions.csv`` beside it lists it with an
   integer type (a label or mask output of ``bioim2im predict --format tiff``).
@@ -103,15 +104,18 @@ def zarr_layers(
     stem = _stem(path)
     if isinstance(node, zarr.Array):
         return _plain_array(node, name or stem)
-    if _multiscales(node) is not None:
+    from bioim2im.io.ngff import container_images
+
+    images = container_images(node)
+    if images is None:
         return image_group_layers(node, name or stem)
-    # A container of images: one per prediction head.
+    # A container of images: one per prediction head (label images under labels/; its top
+    # may show one of them to other readers).
     layers: list[LayerData] = []
     if prefix is None:
         prefix = f"{name or stem}_"
-    for key, child in sorted(node.groups()):
-        if _multiscales(child) is not None:
-            layers += image_group_layers(child, f"{prefix}{key}")
+    for key, where in sorted(images.items()):
+        layers += image_group_layers(node[where], f"{prefix}{key}")
     if not layers:
         from bioim2im.api import UserError
 

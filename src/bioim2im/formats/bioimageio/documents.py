@@ -28,6 +28,7 @@ def readme(
     description: str,
     weights: Sequence[str],
     core_version: str,
+    standalone: bool = False,
 ) -> str:
     preset = source.model.preset
     lines = [f"# {name}", "", description, ""]
@@ -61,6 +62,19 @@ def readme(
             f"batch, {', '.join(output.axis_ids)} | {', '.join(map(str, output.halo))} | "
             f"{_operations(output.operations)} |"
         )
+    if layout.window_independent:
+        tiling = (
+            "The network's output does not depend on the window beyond its receptive field, "
+            "the halo above: a tiled prediction that drops each tile's halo (bioimageio.core's "
+            "blockwise prediction) gives what `bioim2im predict` gives for this package."
+        )
+    else:
+        tiling = (
+            "The network normalises its features over the window it sees, so each output "
+            "depends on the tile size: other tools' predictions differ from `bioim2im "
+            "predict`'s blended windows near and across tile borders."
+        )
+    lines += ["", tiling]
     unexpressed = [o for o in layout.outputs if o.remaining]
     if unexpressed:
         lines += [
@@ -79,7 +93,7 @@ def readme(
         "",
         "## Weights",
         "",
-        *(f"- {_weights(w)}" for w in weights),
+        *(f"- {_weights(w, standalone)}" for w in weights),
         "",
         "## Validation",
         "",
@@ -137,10 +151,16 @@ def _operations(operations: Sequence[Mapping[str, object]]) -> str:
     return " → ".join(shown) or "none"
 
 
-def _weights(name: str) -> str:
+def _weights(name: str, standalone: bool) -> str:
+    state_dict = (
+        "`pytorch_state_dict`: architecture `Network` of the attached `bioim2im_network.py`, "
+        "which needs torch and MONAI only (`environment.yaml`)"
+        if standalone
+        else "`pytorch_state_dict`: architecture `bioim2im.model.packaged.PackagedNetwork` "
+        "(needs bioim2im and the plugins whose components the network uses)"
+    )
     return {
-        "pytorch_state_dict": "`pytorch_state_dict`: architecture "
-        "`bioim2im.model.packaged.PackagedNetwork` (needs `pip install bioim2im`)",
+        "pytorch_state_dict": state_dict,
         "torchscript": "`torchscript`: traced with dynamic spatial sizes",
         "onnx": "`onnx`: opset 17, dynamic batch and spatial sizes",
     }.get(name, name)

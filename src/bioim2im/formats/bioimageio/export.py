@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from bioim2im.errors import UserError
 from bioim2im.formats.bioimageio.layout import Layout, OutputLayout, plan_layout
 from bioim2im.formats.export.source import Source, TestImage, test_image
 from bioim2im.formats.export.target import scratch
+
+if TYPE_CHECKING:
+    from bioim2im.config.schema import Preset
+    from bioim2im.plugin.registry import ComponentRegistry
 
 SMALLEST_VALUE = 1e-4
 """bioimage.io refuses test tensors whose values all lie within this of 0."""
@@ -93,6 +97,12 @@ def export_package(
         first = layout.outputs[0]
         cover(test_input[0], test_outputs[first.tensor][0].astype(np.float32), root / "cover.png")
         (root / "preset.toml").write_text(_preset_toml(source), encoding="utf-8")
+        if standalone(source) is not None:
+            from bioim2im.formats.bioimageio.standalone_network_file import text
+
+            (root / ARCHITECTURE_FILE).write_bytes(text())
+            torch_version = torch.__version__.split("+")[0]
+            (root / ENVIRONMENT_FILE).write_text(environment(torch_version), encoding="utf-8")
         weights = ["pytorch_state_dict", "torchscript", "onnx"]
         (root / "README.md").write_text(
             readme(
@@ -102,6 +112,7 @@ def export_package(
                 description=description,
                 weights=weights,
                 core_version=bioimageio.core_version,
+                standalone=standalone(source) is not None,
             ),
             encoding="utf-8",
         )
@@ -267,8 +278,15 @@ def _description_table(
     for axis_id, size in zip(layout.spatial_ids, layout.sizes, strict=True):
         value = size if isinstance(size, int) else {"min": size[0], "step": size[1]}
         spatial.append({"type": "space", "id": axis_id, "size": value})
+    # A discrete output allows no difference in value, only some mismatched elements (spec
+    # 0.5.14 refuses a relative or absolute tolerance on one; 0.5.12 accepts these entries).
     tolerances = [
-        {"output_ids": [o.tensor], "mismatched_elements_per_million": BINARY_MISMATCH_PPM}
+        {
+            "output_ids": [o.tensor],
+            "relative_tolerance": 0,
+            "absolute_tolerance": 0,
+            "mismatched_elements_per_million": BINARY_MISMATCH_PPM,
+        }
         for o in layout.outputs
         if o.binary
     ]
@@ -303,15 +321,7 @@ def _description_table(
         ],
         "outputs": [_output(layout, output) for output in layout.outputs],
         "weights": {
-            "pytorch_state_dict": {
-                "source": "weights.pt",
-                "architecture": {
-                    "callable": "PackagedNetwork",
-                    "import_from": "bioim2im.model.packaged",
-                    "kwargs": architecture,
-                },
-                "pytorch_version": torch_version,
-            },
+            "pytorch_state_dict": _state_dict_entry(source, architecture, torch_version),
             "torchscript": {
                 "source": "weights_torchscript.pt",
                 "pytorch_version": torch_version,
@@ -328,14 +338,117 @@ def _description_table(
             "bioim2im": {
                 "version": __version__,
                 "preset": "preset.toml",
+                "network": architecture,
                 "input": layout.input,
                 "outputs": {
                     o.tensor: {"head": o.head, "expressed_steps": o.expressed}
                     for o in layout.outputs
                 },
+                **({"halo": _input_halo(layout)} if layout.window_independent else {}),
             },
         },
     }
+
+
+def _input_halo(layout: Layout) -> list[int]:
+    """Per spatial axis of the input, the largest output halo in input voxels."""
+    halo = [0] * len(layout.spatial_ids)
+    for output in layout.outputs:
+        for axis, scale, h in zip(output.kept_axes, output.scale, output.halo, strict=True):
+            halo[axis] = max(halo[axis], -(-h // scale))
+    return halo
+
+
+def standalone(source: Source) -> dict[str, Any] | None:
+    """The keyword arguments of the package's own architecture file for ``source``'s network
+    (see :func:`standalone_arguments`), or None."""
+    return standalone_arguments(source.model.preset, source.model.registry, source.heads)
+
+
+def standalone_arguments(
+    preset: Preset, registry: ComponentRegistry, heads: Sequence[str]
+) -> dict[str, Any] | None:
+    """The keyword arguments of ``Network`` in the package's own architecture file
+    (:mod:`bioim2im.formats.bioimageio.standalone_network`, which needs torch and MONAI only)
+    for ``heads`` of ``preset``'s network, or None when the network uses a component of a
+    plugin, which only bioim2im can build."""
+    import json
+
+    from bioim2im.formats.bioimageio import standalone_network as file
+
+    model = preset.model
+
+    def builtin(kind: str, name: str, table: dict[str, Any]) -> bool:
+        return name in table and registry.get(kind, name).package == "bioim2im"
+
+    if not builtin("backbone", model.backbone.name, file.BACKBONES):
+        return None
+    if not all(builtin("head", model.heads[h].name, file.HEADS) for h in heads):
+        return None
+    described = []
+    for name in heads:
+        head = model.heads[name]
+        described.append(
+            {"id": name, "name": head.name, "out_channels": head.out_channels, **head.params()}
+        )
+    arguments = {
+        "spatial_dims": preset.spatial_dims,
+        "in_channels": model.in_channels,
+        "features": model.features,
+        "backbone": {"name": model.backbone.name, **model.backbone.params()},
+        "heads": described,
+    }
+    return dict(json.loads(json.dumps(arguments)))  # plain values: tuples become lists
+
+
+ARCHITECTURE_FILE = "bioim2im_network.py"
+ENVIRONMENT_FILE = "environment.yaml"
+
+
+def _state_dict_entry(
+    source: Source, architecture: dict[str, Any], torch_version: str
+) -> dict[str, Any]:
+    """The ``pytorch_state_dict`` weights: the architecture from the package's own file when
+    the network is built-in components only (any consumer runs it with torch and MONAI), else
+    bioim2im's :class:`~bioim2im.model.packaged.PackagedNetwork` (needs bioim2im)."""
+    arguments = standalone(source)
+    if arguments is None:
+        return {
+            "source": "weights.pt",
+            "architecture": {
+                "callable": "PackagedNetwork",
+                "import_from": "bioim2im.model.packaged",
+                "kwargs": architecture,
+            },
+            "pytorch_version": torch_version,
+        }
+    from bioim2im.formats.bioimageio.standalone_network_file import sha256
+
+    return {
+        "source": "weights.pt",
+        "architecture": {
+            "source": ARCHITECTURE_FILE,
+            "sha256": sha256(),
+            "callable": "Network",
+            "kwargs": arguments,
+        },
+        "pytorch_version": torch_version,
+        "dependencies": {"source": ENVIRONMENT_FILE},
+    }
+
+
+def environment(torch_version: str) -> str:
+    """The conda environment the ``pytorch_state_dict`` weights run in."""
+    import monai
+
+    return (
+        "name: bioim2im-network\n"
+        "channels: [conda-forge, nodefaults]\n"
+        "dependencies:\n"
+        "  - python>=3.10\n"
+        f"  - pytorch=={torch_version}\n"
+        f"  - monai>={monai.__version__.split('+')[0]}\n"
+    )
 
 
 def _output(layout: Layout, output: OutputLayout) -> dict[str, Any]:

@@ -4,8 +4,11 @@ pre- and postprocessing in the specification's own operations.
 - Input ``input``: axes batch, channel, (z,) y, x; each spatial size ``min + n * step`` with
   ``step`` the network's divisor (a network taking one size, e.g. UNETR, has that size).
 - One output per head, named after it: axes batch, channel, the spatial axes the head keeps,
-  each sized from the input's (``scale`` 1/upsampling for an upsampling head) with a ``halo``:
-  half the overlap of bioim2im's prediction windows, the border a tiling consumer should drop.
+  each sized from the input's (``scale`` 1/upsampling for an upsampling head) with a ``halo``,
+  the border a tiling consumer should drop: for a window-independent network (batch
+  normalisation or none) its receptive field, rounded up to the divisor (then bioimageio.core's
+  blockwise prediction equals bioim2im's, see ``predict.halo``); otherwise half the overlap of
+  bioim2im's blended windows.
   ``min`` is the smallest size that keeps something once the halo is dropped.
 - Preprocessing: ``data.normalize`` as the operations its component declares (the
   ``bioimageio`` registration extra; the built-ins: ``scale_range`` for percentile and minmax,
@@ -70,6 +73,9 @@ class Layout:
     """Per spatial axis: (min, step), or the one size the network takes."""
     preprocessing: list[dict[str, Any]]
     outputs: list[OutputLayout]
+    window_independent: bool = False
+    """The network's output does not depend on the window beyond the outputs' halo (the
+    input's halo is its receptive field): bioim2im predicts the package with that halo."""
 
     @property
     def input_axis_ids(self) -> tuple[str, ...]:
@@ -91,8 +97,15 @@ def plan_layout(source: Source) -> Layout:
     overlap = preset.predict.overlap
     overlaps = list(overlap) if isinstance(overlap, list) else [overlap] * dims
     window = model.roi_size
-    input_halo = [int(o * w) // 2 for o, w in zip(overlaps, window, strict=True)]
     fixed, divisor = source.fixed_size, source.divisor
+    # A window-independent network: its receptive field, so that a consumer tiling with this
+    # halo (bioimageio.core's blockwise prediction) gives what bioim2im's halo tiling gives.
+    # Otherwise half the overlap of bioim2im's blended windows, where their seams would be.
+    measured = None if fixed is not None else model.measured_halo()
+    if measured is not None:
+        input_halo = [-(-h // d) * d for h, d in zip(measured, divisor, strict=True)]
+    else:
+        input_halo = [int(o * w) // 2 for o, w in zip(overlaps, window, strict=True)]
     sizes: list[tuple[int, int] | int] = []
     for a in range(dims):
         if fixed is not None:
@@ -126,6 +139,7 @@ def plan_layout(source: Source) -> Layout:
             )
         )
     return Layout(
+        window_independent=measured is not None,
         input=INPUT if INPUT not in names.values() else "raw",
         spatial_ids=spatial_ids,
         in_channels=model.in_channels,

@@ -67,6 +67,7 @@ def _read_package(
         text = _read_file(files, descr, own["preset"])
         if text is not None:
             preset = preset_from_text(text, overrides, registry, f"the preset attached to {path}")
+            preset = _with_halo(preset, own["halo"], overrides)
     operations = [_operation(p) for p in tensor.preprocessing]
     normalization = Preprocessing(operations, layout.axis_ids)
     heads: dict[str, HeadOutput] = {}
@@ -101,7 +102,7 @@ def _read_package(
         layout.outputs.append(order)
         layout.output_channels.append(_channels(output))
         names.append(head_name)
-    network = _package_network(files, descr, layout, names, overrides, device, trust_model)
+    network = _package_network(files, descr, layout, names, overrides, device, trust_model, own)
     settings = model_settings(overrides, allowed=("predict", "data.axes")) if preset is None else {}
     if preset is None:
         if layout.one_window_at_a_time:
@@ -308,7 +309,25 @@ def _own_config(path: Path, descr: Any) -> dict[str, Any] | None:
                 f"expressed_steps, got {_short(entry)}"
             )
         checked[str(name)] = {"head": head, "expressed_steps": steps}
-    return {"preset": preset, "outputs": checked}
+    halo = own.get("halo")
+    if halo is not None and (
+        not isinstance(halo, list)
+        or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in halo)
+    ):
+        raise UserError(f"{where}.halo must be a list of voxel counts >= 0, got {_short(halo)}")
+    # The network's [model] section (PackagedNetwork's keyword arguments), checked when built.
+    return {"preset": preset, "outputs": checked, "network": own.get("network"), "halo": halo}
+
+
+def _with_halo(preset: Preset, halo: list[int] | None, overrides: Sequence[str]) -> Preset:
+    """The attached preset predicting with the package's halo (its network is
+    window-independent), unless ``--set predict.halo`` chose."""
+    if halo is None or any(o.split("=", 1)[0].strip() == "predict.halo" for o in overrides):
+        return preset
+    if len(halo) != preset.spatial_dims:
+        return preset
+    predict = preset.predict.model_copy(update={"halo": list(halo)})
+    return preset.model_copy(update={"predict": predict})
 
 
 def _short(value: Any) -> str:
@@ -378,6 +397,7 @@ def _package_network(
     overrides: Sequence[str],
     device: torch.device,
     trust_model: bool,
+    own: dict[str, Any] | None = None,
 ) -> Any:
     """The package's network, called like bioim2im's: the first of its weights formats in
     :func:`weights_order`."""
@@ -388,7 +408,9 @@ def _package_network(
     choice = _backend_choice(overrides)
     weights = descr.weights
     order = weights_order(choice, device)
-    available = [w for w in order if getattr(weights, w, None) is not None and _usable(w, weights)]
+    available = [
+        w for w in order if getattr(weights, w, None) is not None and _usable(w, weights, own)
+    ]
     if not available:
         raise UserError(
             f"{path}: no weights bioim2im can run with predict.backend = {choice!r} (it runs "
@@ -409,7 +431,7 @@ def _package_network(
         module = (
             read_torchscript(data, device, trust_model, label)[0]
             if chosen == "torchscript"
-            else _state_dict_network(label, entry, data, device)
+            else _state_dict_network(label, *_architecture(path, label, entry, own), data, device)
         )
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -443,25 +465,53 @@ def _probe_package(path: Path, network: _Reordered, layout: _InputLayout) -> Non
         raise UserError(f"{path}: {exc.message}", exc.problems) from None
 
 
-def _usable(name: str, weights: Any) -> bool:
+def _usable(name: str, weights: Any, own: dict[str, Any] | None = None) -> bool:
+    """Whether bioim2im runs these weights: any ONNX or TorchScript; a state dict whose
+    architecture is bioim2im's own, named (``PackagedNetwork``) or as the file bioim2im
+    attaches (recognised by its sha256, never run: the network is built from the package's
+    ``config.bioim2im.network``)."""
     if name != "pytorch_state_dict":
         return True
     architecture = weights.pytorch_state_dict.architecture
-    return (
+    if (
         getattr(architecture, "import_from", None) == "bioim2im.model.packaged"
         and str(architecture.callable) == "PackagedNetwork"
-    )
+    ):
+        return True
+    return _own_file(architecture) and own is not None and own.get("network") is not None
 
 
-def _state_dict_network(label: str, weights: Any, data: bytes, device: torch.device) -> Any:
+def _own_file(architecture: Any) -> bool:
+    from bioim2im.formats.bioimageio.standalone_network_file import sha256
+
+    declared = getattr(architecture, "sha256", None)
+    return declared is not None and str(declared) == sha256()
+
+
+def _architecture(
+    path: Path, label: str, weights: Any, own: dict[str, Any] | None
+) -> tuple[dict[str, Any], str]:
+    """PackagedNetwork's keyword arguments for a state dict bioim2im runs (see :func:`_usable`),
+    and where the package gives them."""
+    architecture = weights.architecture
+    if getattr(architecture, "import_from", None) is not None or own is None:
+        return dict(architecture.kwargs), f"{label}: its architecture's kwargs"
+    network = own.get("network")
+    where = f"{path}: config.bioim2im.network"
+    if not isinstance(network, dict):
+        raise UserError(f"{where} must be a table (patch_size and model), got {_short(network)}")
+    return network, where
+
+
+def _state_dict_network(
+    label: str, kwargs: dict[str, Any], where: str, data: bytes, device: torch.device
+) -> Any:
     import io
 
     import torch
 
     from bioim2im.model.packaged import PackagedNetwork
 
-    kwargs = weights.architecture.kwargs
-    where = f"{label}: its architecture's kwargs"
     patch_size, model = kwargs.get("patch_size", []), kwargs.get("model", {})
     if not isinstance(patch_size, list) or not all(
         isinstance(n, int) and not isinstance(n, bool) for n in patch_size

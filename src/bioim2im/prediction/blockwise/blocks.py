@@ -20,6 +20,13 @@ A block predicted on its own (another process predicts its neighbours, or they w
 an interrupted run) runs every window touching its core: the windows across its border then run
 twice, once on each side. An axis shorter than the window gets one window and is
 reflection-padded up to it.
+
+With a *halo* (a network whose output does not depend on the window it runs in, beyond its
+receptive field), only each window's interior counts: its ``halo`` voxels at each end weigh 0,
+the image is padded by the halo (mirrored, numpy's ``symmetric``, as bioimageio.core pads),
+and windows start on multiples of the network's divisor
+(:func:`~bioim2im.prediction.blockwise.windows.halo_window_starts`). Every voxel then gets the
+value the network gives it on the whole padded image, whatever the windows and blocks.
 """
 
 from __future__ import annotations
@@ -33,7 +40,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bioim2im.prediction.blockwise.windows import pad_widths, window_starts
+from bioim2im.prediction.blockwise.windows import (
+    halo_pad_widths,
+    halo_window_starts,
+    pad_widths,
+    window_starts,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -162,6 +174,14 @@ class BlockPlan:
     """Window starts per axis in the padded image."""
     sweep: tuple[int, ...] = ()
     """The order in which a pass visits the axes, outermost first (default: C order)."""
+    halo: tuple[int, ...] | None = None
+    """Voxels at each end of a window that weigh 0 (the image padded by them, mirrored); None:
+    every voxel of a window counts (axes shorter than the window reflection-padded)."""
+
+    @property
+    def pad_mode(self) -> str:
+        """How the image is padded (numpy's mode)."""
+        return "reflect" if self.halo is None else "symmetric"
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -313,12 +333,16 @@ class BlockPlan:
 
     def fingerprint(self) -> dict[str, list[int] | list[float]]:
         """What block indices mean: a resumed run may reuse finished blocks only if this matches."""
-        return {
+        found: dict[str, list[int] | list[float]] = {
             "shape": list(self.shape),
             "roi_size": list(self.roi_size),
             "overlap": list(self.overlap),
             "block_size": list(self.block_size),
         }
+        if self.halo is not None:
+            found["halo"] = list(self.halo)
+            found["starts"] = [s[-1] for s in self.starts]
+        return found
 
 
 def bounding_box(a: Sequence[slice], b: Sequence[slice]) -> tuple[slice, ...]:
@@ -426,6 +450,8 @@ def plan_blocks(
     chunk_size: Sequence[int] | None = None,
     whole_axes: Sequence[int] = (),
     sweep: Sequence[int] | None = None,
+    halo: Sequence[int] | None = None,
+    align: Sequence[int] | int = 1,
 ) -> BlockPlan:
     """Plan the windows and blocks of an image of spatial ``shape``.
 
@@ -433,6 +459,10 @@ def plan_blocks(
     up to a multiple of ``chunk_size`` so that blocks write whole output chunks, and it spans the
     ``whole_axes`` (e.g. an axis a head projects away) and never exceeds the image. ``sweep``
     orders the axes for a pass, outermost first (default :func:`default_sweep`).
+
+    ``halo`` (voxels per axis): only the windows' interiors count, they tile the image padded by
+    the halo, and windows start on multiples of ``align`` (``overlap`` is not used); see
+    :func:`~bioim2im.prediction.blockwise.windows.halo_window_starts`.
     """
     ndim = len(shape)
     shape = tuple(int(n) for n in shape)
@@ -453,15 +483,30 @@ def plan_blocks(
         n if axis in whole_axes else max(min(b, n), 1)
         for axis, (b, n) in enumerate(zip(size, shape, strict=True))
     )
-    pad = tuple(pad_widths(n, r) for n, r in zip(shape, roi, strict=True))
-    starts = tuple(
-        tuple(window_starts(n + sum(p), r, o))
-        for n, p, r, o in zip(shape, pad, roi, overlaps, strict=True)
-    )
+    if halo is None:
+        pad = tuple(pad_widths(n, r) for n, r in zip(shape, roi, strict=True))
+        starts = tuple(
+            tuple(window_starts(n + sum(p), r, o))
+            for n, p, r, o in zip(shape, pad, roi, overlaps, strict=True)
+        )
+        halos = None
+    else:
+        halos = tuple(int(h) for h in halo)
+        aligns = (int(align),) * ndim if isinstance(align, int) else tuple(int(a) for a in align)
+        if len(halos) != ndim or len(aligns) != ndim or min(halos) < 0:
+            raise ValueError(f"halo {list(halo)} and align {align} need {ndim} numbers >= 0")
+        starts = tuple(
+            tuple(halo_window_starts(n, r, h, a))
+            for n, r, h, a in zip(shape, roi, halos, aligns, strict=True)
+        )
+        pad = tuple(
+            halo_pad_widths(n, r, h, s[-1])
+            for n, r, h, s in zip(shape, roi, halos, starts, strict=True)
+        )
     order = tuple(default_sweep(shape, roi) if sweep is None else (int(a) for a in sweep))
     if sorted(order) != list(range(ndim)):
         raise ValueError(f"sweep must order the axes 0..{ndim - 1}, got {sweep}")
-    return BlockPlan(shape, roi, overlaps, size, pad, starts, order)
+    return BlockPlan(shape, roi, overlaps, size, pad, starts, order, halos)
 
 
 def default_sweep(shape: Sequence[int], roi_size: Sequence[int]) -> tuple[int, ...]:

@@ -79,6 +79,8 @@ def predict_blocks(
     chunk_size: Sequence[int] | None = None,
     skip_blocks: Collection[int] = (),
     progress: Progress | None = None,
+    halo: Sequence[int] | None = None,
+    align: Sequence[int] | int = 1,
     exact: bool = False,
 ) -> None:
     """Predict ``image`` with a Gaussian- (or constant-) blended sliding window, block by block.
@@ -102,7 +104,9 @@ def predict_blocks(
     the window size and overlap too), else :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks`
     of the spatial shape with ``roi_size``, ``overlap``, ``block_size`` and ``chunk_size``
     (spanning axes a head drops). ``skip_blocks`` are left out (already written by an
-    interrupted run). Each finished block goes to ``sink``.
+    interrupted run). Each finished block goes to ``sink``. ``halo`` and ``align`` (for a
+    network whose output does not depend on the window beyond its receptive field): only the
+    windows' interiors count, as :func:`~bioim2im.prediction.blockwise.blocks.plan_blocks` says.
 
     ``exact`` gives the blocks predicted the values one pass over every block of the plan gives
     them, bit for bit, whatever is skipped (:mod:`~bioim2im.prediction.blockwise.replay`): a
@@ -117,7 +121,16 @@ def predict_blocks(
     dropped = sorted({a for geometry in heads.values() for a in geometry.dropped_axes})
     shape = tuple(image.shape[a] for a in axes)
     if plan is None:
-        plan = plan_blocks(shape, roi_size, overlap, block_size, chunk_size, whole_axes=dropped)  # type: ignore[arg-type]
+        plan = plan_blocks(
+            shape,
+            roi_size,  # type: ignore[arg-type]
+            overlap,
+            block_size,
+            chunk_size,
+            whole_axes=dropped,
+            halo=halo,
+            align=align,
+        )
     elif plan.shape != shape or any(plan.block_size[a] != shape[a] for a in dropped):
         raise ValueError(
             f"the block plan (shape {plan.shape}, blocks {plan.block_size}) does not fit an image "
@@ -142,7 +155,7 @@ def predict_blocks(
         if block.n_windows == 0:
             # A carried block starting no window of its own only finishes the carried sums.
             return np.zeros((0,) * (ndim + 1), np.float32)
-        return _read_block(image, block, axes, prepare)
+        return _read_block(image, block, axes, prepare, plan.pad_mode)
 
     def write(block: Block, arrays: dict[str, np.ndarray]) -> None:
         regions = {
@@ -269,6 +282,7 @@ def _read_block(
     block: Block,
     spatial_axes: tuple[int, ...],
     prepare: Callable[[np.ndarray], np.ndarray] | None,
+    pad_mode: str = "reflect",
 ) -> np.ndarray:
     """The block's read region as channel-first float32, prepared and padded to its windows."""
     region = [slice(None)] * len(image.shape)
@@ -281,7 +295,7 @@ def _read_block(
     if prepare is not None:
         data = np.asarray(prepare(data), dtype=np.float32)
     if any(before or after for before, after in block.pad):
-        data = np.pad(data, ((0, 0), *block.pad), mode="reflect")
+        data = np.pad(data, ((0, 0), *block.pad), mode=pad_mode)  # type: ignore[call-overload]
     return np.ascontiguousarray(data)
 
 
@@ -321,11 +335,13 @@ class _WindowRunner:
         self.amp_dtype = amp_dtype
         self.layout = Layout(model, len(plan.roi_size), self.device, channels_last, batch_size)
         self.windows = {head: self._output_window(head) for head in heads}
+        halos = {head: self._output_halo(head) for head in heads}
         self.profiles = {
-            head: importance_profiles(blend, window) for head, window in self.windows.items()
+            head: importance_profiles(blend, window, halos[head])
+            for head, window in self.windows.items()
         }
         self.weights = {
-            head: torch.from_numpy(importance_map(blend, window)).to(self.device)
+            head: torch.from_numpy(importance_map(blend, window, halos[head])).to(self.device)
             for head, window in self.windows.items()
         }
         # Vector components change sign when their axis is flipped: (head, flipped axes) -> signs.
@@ -342,6 +358,12 @@ class _WindowRunner:
     def _output_window(self, head: str) -> tuple[int, ...]:
         geometry = self.heads[head]
         return tuple(self.roi[a] * geometry.scale[a] for a in geometry.kept_axes)
+
+    def _output_halo(self, head: str) -> tuple[int, ...] | None:
+        if self.plan.halo is None:
+            return None
+        geometry = self.heads[head]
+        return tuple(self.plan.halo[a] * geometry.scale[a] for a in geometry.kept_axes)
 
     def run(
         self, blocks: Iterable[tuple[Block, np.ndarray]]
@@ -528,6 +550,7 @@ class _WindowRunner:
     def _forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model's outputs for ``batch`` in float32, averaged over the TTA flips."""
         totals: dict[str, torch.Tensor] = {}
+        owned: set[str] = set()  # heads whose totals are sums made here
         with self.layout.timed(tuple(batch.shape)) as model:
             for axes in self.flips:
                 inputs = torch.flip(batch, [2 + a for a in axes]) if axes else batch
@@ -553,8 +576,17 @@ class _WindowRunner:
                     signs = self.signs.get((head, axes))
                     if signs is not None:
                         output = output * signs
-                    totals[head] = totals[head] + output if head in totals else output
-        return {head: total / len(self.flips) for head, total in totals.items()}
+                    if head not in totals:
+                        totals[head] = output  # may be the model's own tensor: not changed
+                    elif head in owned:
+                        totals[head] += output
+                    else:
+                        totals[head] = totals[head] + output
+                        owned.add(head)
+        # Without TTA the outputs go on as they are (no copy); with it, the sums are ours.
+        for head in owned:
+            totals[head] /= len(self.flips)
+        return totals
 
     def _as_dict(self, outputs: Any) -> Mapping[str, torch.Tensor]:
         if isinstance(outputs, torch.Tensor) and len(self.heads) == 1:

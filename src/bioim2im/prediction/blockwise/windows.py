@@ -48,18 +48,30 @@ def constant_importance_map(roi_size: Sequence[int]) -> np.ndarray:
     return np.ones(tuple(roi_size), dtype=np.float32)
 
 
-def importance_profiles(blend: str, roi_size: Sequence[int]) -> list[np.ndarray]:
-    """The per-axis factors of the weights of ``blend`` ("gaussian" or "constant")."""
+def importance_profiles(
+    blend: str, roi_size: Sequence[int], halo: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """The per-axis factors of the weights of ``blend`` ("gaussian" or "constant"); with a
+    ``halo``, over the window's interior, and 0 on the ``halo`` voxels at each end."""
+    if blend not in BLEND_MODES:
+        raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+    bands = list(halo) if halo is not None else [0] * len(roi_size)
+    inner = [n - 2 * h for n, h in zip(roi_size, bands, strict=True)]
+    if any(n < 1 for n in inner):
+        raise ValueError(f"a window of {list(roi_size)} has no interior inside a halo of {bands}")
     if blend == "gaussian":
-        return gaussian_profiles(roi_size)
-    if blend == "constant":
-        return [np.ones(n, dtype=np.float32) for n in roi_size]
-    raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+        profiles = gaussian_profiles(inner)
+    else:
+        profiles = [np.ones(n, dtype=np.float32) for n in inner]
+    return [np.pad(p, (h, h)) for p, h in zip(profiles, bands, strict=True)]
 
 
-def importance_map(blend: str, roi_size: Sequence[int]) -> np.ndarray:
-    """The weights of ``blend`` ("gaussian" or "constant") for a window of ``roi_size``."""
-    return _outer(importance_profiles(blend, roi_size))
+def importance_map(
+    blend: str, roi_size: Sequence[int], halo: Sequence[int] | None = None
+) -> np.ndarray:
+    """The weights of ``blend`` ("gaussian" or "constant") for a window of ``roi_size``
+    (0 on its ``halo``)."""
+    return _outer(importance_profiles(blend, roi_size, halo))
 
 
 def _outer(profiles: Sequence[np.ndarray]) -> np.ndarray:
@@ -84,6 +96,35 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     count = math.ceil((size - roi) / max(roi * (1.0 - overlap), 1.0)) + 1
     step = (size - roi) / (count - 1)
     return [round(i * step) for i in range(count)]
+
+
+def halo_window_starts(size: int, roi: int, halo: int, align: int = 1) -> list[int]:
+    """Where windows of ``roi`` voxels start along an axis of ``size`` voxels padded by
+    ``halo`` before it (starts in the padded axis), when only each window's interior counts
+    (the ``halo`` voxels at each end of it weigh 0).
+
+    The interiors (``roi - 2 * halo`` voxels) tile the axis: the n-th starts at n interiors,
+    the last one is as far as it must go to reach the end, rounded up to a multiple of
+    ``align``. Windows start on multiples of ``align`` (the network's divisor) when ``roi`` and
+    ``halo`` are multiples of it: a window-independent network then gives every voxel the same
+    value in any window whose interior holds it, the value of a whole-image prediction.
+    """
+    inner = roi - 2 * halo
+    if inner < 1:
+        raise ValueError(f"a window of {roi} voxels has no interior inside a halo of {halo}")
+    if align < 1:
+        raise ValueError(f"align must be at least 1, got {align}")
+    if size <= inner:
+        return [0]
+    last = -(-(size - inner) // align) * align
+    starts = list(range(0, last, inner))
+    return [*starts, last] if starts[-1] != last else starts
+
+
+def halo_pad_widths(size: int, roi: int, halo: int, last_start: int) -> tuple[int, int]:
+    """Voxels added before and after an axis predicted with :func:`halo_window_starts`: the
+    halo before, and after, as far as the last window reaches (at least the halo)."""
+    return halo, max(last_start + roi - halo - size, halo)
 
 
 def pad_widths(size: int, roi: int) -> tuple[int, int]:

@@ -1,0 +1,58 @@
+"""bioimageio.core's model test of bioimage.io packages bioim2im exported, under the newest
+bioimageio.spec, in an environment without bioim2im (as a model-zoo reviewer's machine).
+
+Run by ``nox -s bioimageio_newest`` with the packages the test suite exported
+(``BIOIM2IM_EXPORTED_PACKAGES``). Every weights format of every package must pass. Exit 1 and a
+summary of each failure otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import zipfile
+from pathlib import Path
+
+NEWEST = (0, 5, 14)
+"""The oldest bioimageio.spec this check accepts: the newest minor release, with its stricter
+rules (e.g. no tolerance on discrete outputs)."""
+
+
+def main(paths: list[str]) -> int:
+    import bioimageio.core
+    import bioimageio.spec
+    from bioimageio.core import test_model
+    from ruyaml import YAML
+
+    if importlib.util.find_spec("bioim2im") is not None:
+        print("bioim2im is importable here: this check needs an environment without it")
+        return 1
+    version = tuple(int(p) for p in bioimageio.spec.__version__.split(".")[:3])
+    if version < NEWEST:
+        print(f"bioimageio.spec {bioimageio.spec.__version__} is older than {NEWEST}")
+        return 1
+    print(
+        f"bioimageio.core {bioimageio.core.__version__}, bioimageio.spec "
+        f"{bioimageio.spec.__version__}, without bioim2im"
+    )
+    if not paths:
+        print("no packages given")
+        return 1
+    failed = 0
+    for path in map(Path, paths):
+        with zipfile.ZipFile(path) as archive:
+            weights = list(YAML(typ="safe").load(archive.read("rdf.yaml"))["weights"])
+        for weights_format in weights:
+            summary = test_model(path, weight_format=weights_format)
+            print(f"{summary.status:>8}  {path.name}  {weights_format}")
+            if summary.status != "passed":
+                failed += 1
+                for detail in summary.details:
+                    for error in detail.errors:
+                        print(f"          {detail.name}: {error.msg[:500]}")
+    print(f"{failed} failed" if failed else "all passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
