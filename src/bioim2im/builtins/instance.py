@@ -148,7 +148,12 @@ def _cluster_grid(params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
 
 @hookimpl
 def bioim2im_register_heads(registry: Registrar) -> None:
-    registry.add("embedseg", embedseg_head, out_channels=encodings.embedding_channels)
+    registry.add(
+        "embedseg",
+        embedseg_head,
+        out_channels=encodings.embedding_channels,
+        directions=encodings.embedding_directions,
+    )
 
 
 @hookimpl
@@ -164,6 +169,7 @@ def bioim2im_register_losses(registry: Registrar) -> None:
         embedseg_loss,
         encode_target=encodings.instance_labels,
         out_channels=encodings.embedding_channels,
+        directions=encodings.embedding_directions,
     )
 
 

@@ -206,6 +206,17 @@ def _check_components(preset: Preset, registry: ComponentRegistry) -> None:
                 f"output channels in {preset.spatial_dims}D; set "
                 f"out_channels = {has(preset.spatial_dims)}"
             )
+        for kind, component in (("loss", head.loss.name), ("head", head.name)):
+            declared = registry.get(kind, component).extras.get("directions")
+            found = declared(preset.spatial_dims) if declared is not None else {}
+            beyond = sorted(c for c, a in found.items() if c >= head.out_channels)
+            if beyond or any(not 0 <= a < preset.spatial_dims for a in found.values()):
+                raise ValueError(
+                    f"model.heads.{head_name}: {kind} '{component}' makes channels "
+                    f"{sorted(found)} vector components along axes {sorted(set(found.values()))}, "
+                    f"but the head has {head.out_channels} output channels in "
+                    f"{preset.spatial_dims}D"
+                )
         needs = registry.get("head", head.name).extras.get("spatial_dims")
         if needs is not None and preset.spatial_dims not in needs:
             raise ValueError(

@@ -54,3 +54,8 @@ def instance_labels(labels: np.ndarray) -> np.ndarray:
 def embedding_channels(spatial_dims: int) -> int:
     """An offset and a bandwidth per axis, and the seed map."""
     return 2 * spatial_dims + 1
+
+
+def embedding_directions(spatial_dims: int) -> dict[int, int]:
+    """The offsets: channel ``a`` is the offset along spatial axis ``a``."""
+    return {axis: axis for axis in range(spatial_dims)}

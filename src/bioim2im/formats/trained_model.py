@@ -338,9 +338,24 @@ def _head_output(
     geometry = HeadGeometry(
         scale=tuple(1 if a in target.dropped_axes else next(scales) for a in range(dims)),
         dropped_axes=target.dropped_axes,
+        directions=directions(head, dims, registry),
     )
     steps = [(spec.name, registry.build("postprocessor", spec)) for spec in head.postprocess]
     return chain_output(name, head.out_channels, geometry, steps, head.output_dtype, registry)
+
+
+def directions(
+    head: HeadConfig, dims: int, registry: ComponentRegistry
+) -> tuple[tuple[int, int], ...]:
+    """The ``(channel, spatial axis)`` pairs of the head's vector components, as its head and
+    its loss declare them (the ``directions`` extra): test-time augmentation negates them along
+    the axes it flips."""
+    found: dict[int, int] = {}
+    for kind, name in (("loss", head.loss.name), ("head", head.name)):
+        declared = registry.get(kind, name).extras.get("directions")
+        if declared is not None:
+            found.update(declared(dims))
+    return tuple(sorted((int(c), int(a)) for c, a in found.items()))
 
 
 def chain_output(

@@ -135,6 +135,13 @@ class Kind:
         return {**self.own_extras, "check": CHECK}
 
 
+DIRECTIONS = (
+    "function(spatial_dims) -> {channel: spatial axis}: the output channels that are the "
+    "component of a vector along a spatial axis of the input (0 = the first, Z in 3D), e.g. "
+    "an offset or a flow per axis: test-time augmentation that flips that axis negates them "
+    "as it flips the output back. A head's and its loss's are merged"
+)
+
 KINDS: tuple[Kind, ...] = (
     Kind(
         "backbone",
@@ -161,6 +168,7 @@ KINDS: tuple[Kind, ...] = (
             "per input voxel (an upsampling head); targets are expected at that resolution",
             "out_channels": "function(spatial_dims) -> int: the output channels it has (each "
             "means one thing, e.g. an offset per axis); `check` refuses others",
+            "directions": DIRECTIONS,
         },
     ),
     Kind(
@@ -179,6 +187,7 @@ KINDS: tuple[Kind, ...] = (
             "(see bioim2im.data.encodings)",
             "out_channels": "function(spatial_dims) -> int: the output channels a head trained "
             "with this loss must have; `check` refuses others",
+            "directions": DIRECTIONS,
         },
     ),
     Kind(

@@ -26,7 +26,7 @@ from bioim2im.formats.bioimageio.calls import bioimageio_calls
 from bioim2im.formats.bioimageio.package import PackageFiles
 from bioim2im.formats.graphs.load import read_torchscript
 from bioim2im.formats.settings import bare_preset, model_settings, preset_from_text, table
-from bioim2im.formats.trained_model import PackagedModel, TrainedModel, chain_output
+from bioim2im.formats.trained_model import PackagedModel, TrainedModel, chain_output, directions
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +92,10 @@ def _read_package(
             remaining = head.postprocess[entry.get("expressed_steps", 0) :]
             steps += [(s.name, registry.build("postprocessor", s)) for s in remaining]
             dtype = head.output_dtype
+            # The vector components of the head that made it (negated by flipping TTA).
+            geometry = dataclasses.replace(
+                geometry, directions=directions(head, len(geometry.scale), registry)
+            )
         heads[head_name] = chain_output(
             head_name, _channels(output), geometry, steps, dtype, registry
         )

@@ -62,10 +62,16 @@ class HeadGeometry:
     head that upsamples that axis twice). ``dropped_axes`` are the spatial axes (indices into the
     spatial axes) the head collapses, e.g. ``(0,)`` for a 3D->2D projection that drops Z; windows
     stacked along a dropped axis are averaged, and blocks span dropped axes whole.
+
+    ``directions`` are the ``(channel, spatial axis)`` pairs of output channels that are the
+    component of a vector along a spatial axis of the input (an offset or a flow along that
+    axis, possibly one the head drops): test-time augmentation that flips that axis negates them
+    when it flips the output back.
     """
 
     scale: tuple[int, ...]
     dropped_axes: tuple[int, ...] = ()
+    directions: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if any(int(f) != f or f < 1 for f in self.scale):
@@ -74,6 +80,14 @@ class HeadGeometry:
             raise ValueError(
                 f"dropped axes {self.dropped_axes} are not among {len(self.scale)} axes"
             )
+        for channel, axis in self.directions:
+            if channel < 0 or not 0 <= axis < len(self.scale):
+                raise ValueError(
+                    f"direction ({channel}, {axis}): channels are 0 or more, and the axes "
+                    f"0..{len(self.scale) - 1}"
+                )
+        if len({channel for channel, _ in self.directions}) < len(self.directions):
+            raise ValueError(f"directions {self.directions} give a channel two axes")
 
     @classmethod
     def same(cls, ndim: int) -> HeadGeometry:
@@ -83,6 +97,17 @@ class HeadGeometry:
     @property
     def kept_axes(self) -> tuple[int, ...]:
         return tuple(a for a in range(len(self.scale)) if a not in self.dropped_axes)
+
+    def flip_signs(self, channels: int, axes: Iterable[int]) -> np.ndarray | None:
+        """The sign each of ``channels`` output channels takes when the input is flipped along
+        the spatial ``axes``: -1 for the vector components along a flipped axis; None when no
+        channel changes sign."""
+        flipped = set(axes)
+        signs = np.ones(channels, np.float32)
+        for channel, axis in self.directions:
+            if axis in flipped and channel < channels:
+                signs[channel] = -1.0
+        return signs if (signs < 0).any() else None
 
     def output_shape(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """The spatial shape of this head's output for an input of ``spatial_shape``."""

@@ -250,6 +250,12 @@ def _head_geometries(
             raise ValueError(
                 f"head {head!r}: geometry has {len(geometry.scale)} axes, the windows {ndim}"
             )
+        beyond = [c for c, _ in geometry.directions if c >= out_channels[head]]
+        if beyond:
+            raise ValueError(
+                f"head {head!r}: directions name channels {beyond}, but it has "
+                f"{out_channels[head]} channels"
+            )
     return heads
 
 
@@ -338,6 +344,14 @@ class _WindowRunner:
             head: torch.from_numpy(importance_map(blend, window, halos[head])).to(self.device)
             for head, window in self.windows.items()
         }
+        # Vector components change sign when their axis is flipped: (head, flipped axes) -> signs.
+        self.signs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+        for head, geometry in self.heads.items():
+            for axes in flips:
+                signs = geometry.flip_signs(self.out_channels[head], axes)
+                if signs is not None:
+                    shape = (1, len(signs)) + (1,) * len(geometry.kept_axes)
+                    self.signs[head, axes] = torch.from_numpy(signs).view(shape).to(self.device)
         # Sums handed on to later blocks: block -> face -> (region of its core, sums per head).
         self.pending: dict[int, dict[int, tuple[tuple[slice, ...], dict[str, torch.Tensor]]]] = {}
 
@@ -559,6 +573,9 @@ class _WindowRunner:
                     unflip = [2 + kept.index(a) for a in axes if a in kept]
                     if unflip:
                         output = torch.flip(output, unflip)
+                    signs = self.signs.get((head, axes))
+                    if signs is not None:
+                        output = output * signs
                     if head not in totals:
                         totals[head] = output  # may be the model's own tensor: not changed
                     elif head in owned:
