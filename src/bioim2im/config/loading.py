@@ -370,7 +370,7 @@ def find_preset(preset: str | Path, registry: ComponentRegistry) -> Path:
 def to_toml(preset: Preset) -> str:
     """The resolved preset as TOML, components' `name` first, unset values left out, and a
     component without parameters written as its name where the schema allows it."""
-    data = _name_first(preset.model_dump(mode="json", exclude_none=True))
+    data = name_first(preset.model_dump(mode="json", exclude_none=True))
     for *sections, key in shorthand_keys():
         table: Any = data
         for section in sections:
@@ -384,11 +384,12 @@ def to_toml(preset: Preset) -> str:
     return toml_out.dumps(data)
 
 
-def _name_first(value: Any) -> Any:
+def name_first(value: Any) -> Any:
+    """Component tables with their ``name`` first, as presets write them."""
     if isinstance(value, dict):
         ordered = {"name": value["name"]} if "name" in value else {}
-        ordered.update((k, _name_first(v)) for k, v in value.items() if k != "name")
+        ordered.update((k, name_first(v)) for k, v in value.items() if k != "name")
         return ordered
     if isinstance(value, list):
-        return [_name_first(v) for v in value]
+        return [name_first(v) for v in value]
     return value

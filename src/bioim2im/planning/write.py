@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bioim2im._version import __version__
 from bioim2im.config import toml_out
+from bioim2im.config.loading import name_first
 
 if TYPE_CHECKING:
     from bioim2im.planning.fingerprint import Fingerprint
@@ -25,7 +26,7 @@ def render(plan: Plan, data_path: str) -> str:
     tables: dict[str, list[tuple[str, str, str]]] = {"data": [("path", data_path, "")]}
     for choice in plan.choices:
         table, _, name = choice.key.rpartition(".")
-        text = toml_out.value(_name_first(choice.value))
+        text = toml_out.value(name_first(choice.value))
         tables.setdefault(table, []).append((name, text, choice.why))
     for i, (table, entries) in enumerate(tables.items()):
         lines += ["", f"[{'.'.join(toml_out.key(k) for k in table.split('.'))}]"]
@@ -36,17 +37,6 @@ def render(plan: Plan, data_path: str) -> str:
             lines += _comment(why)
             lines.append(f"{toml_out.key(name)} = {text}")
     return "\n".join(lines) + "\n"
-
-
-def _name_first(value: object) -> object:
-    """Component tables with their ``name`` first, as presets write them."""
-    if isinstance(value, dict):
-        ordered = {"name": value["name"]} if "name" in value else {}
-        ordered.update((k, _name_first(v)) for k, v in value.items() if k != "name")
-        return ordered
-    if isinstance(value, list):
-        return [_name_first(v) for v in value]
-    return value
 
 
 def relative_data_path(data: Path, output: Path) -> str:
