@@ -193,9 +193,13 @@ def evaluate_submission(
                     if truth_entries.get(mask) in ("array", "array3")
                     else None
                 )
-                score = _score_official if official else _score_physical
-                counted = score(
-                    truth_location, pred_location, mask_location, name, name in instance_classes
+                counted = _score(
+                    truth_location,
+                    pred_location,
+                    mask_location,
+                    name,
+                    name in instance_classes,
+                    official,
                 )
                 crops[crop][name] = counted
                 counts.setdefault(name, []).append(counted)
@@ -275,21 +279,48 @@ def _labels(entries: dict[str, str], *, official: bool, truth: bool) -> list[str
     return sorted(n for n in entries if not n.endswith(MASK_SUFFIX))
 
 
-def _score_official(
+def _score(
     truth_location: str,
     pred_location: str | None,
     mask_location: str | None,
     name: str,
     instance: bool,
+    official: bool,
 ) -> dict[str, Any]:
-    from bioim2im_cellmap.grids import align_like_the_challenge, recorded
-
+    """One class of one crop: the prediction placed on the truth's grid as the challenge places
+    it (``official``) or physically, masked, then counted."""
     level = open_levels(truth_location)[0]
     grid = Grid.of(level)
     truth = level.read()
     base = {"voxel_size": list(grid.voxel_size), "num_voxels": int(truth.size)}
     if pred_location is None:
         return {**missing_counts(truth, instance), **base, "is_missing": True}
+    if official:
+        pred = _placed_officially(pred_location, grid, name)
+    else:
+        pred = resample(open_labels(pred_location, grid), grid, instance=instance)
+    if mask_location is not None:
+        if official:
+            mask = _read(remote.open_array(mask_location), mask_location)
+            if mask.shape != truth.shape:
+                raise UserError(
+                    f"{mask_location}: shape {list(mask.shape)}, its class's is {list(truth.shape)}"
+                )
+            # The challenge multiplies both sides by the mask's values, as they are.
+        else:
+            # Uncertain regions of low-resolution annotations count for neither side.
+            mask = np.asarray(remote.open_array(mask_location)[...]) > 0
+        truth, pred = truth * mask, pred * mask
+    counted = (
+        instance_counts(pred, truth, grid.voxel_size) if instance else semantic_counts(pred, truth)
+    )
+    return {**counted, **base, "is_missing": False}
+
+
+def _placed_officially(pred_location: str, grid: Grid, name: str) -> np.ndarray:
+    """The submitted array on the truth's grid as the challenge's evaluator places it."""
+    from bioim2im_cellmap.grids import align_like_the_challenge, recorded
+
     array = remote.open_array(pred_location)
     ndim = len(grid.shape)
     try:
@@ -298,23 +329,11 @@ def _score_official(
         # The challenge chooses nearest or linear resampling by its own list of instance
         # classes, whichever classes it is told to score as instances.
         values = _read(array, pred_location)
-        pred = align_like_the_challenge(
+        return align_like_the_challenge(
             values, voxel_size, translation, grid, nearest=name in INSTANCE_CLASSES
         )
     except UserError as exc:
         raise UserError(f"{pred_location}: {str(exc).removeprefix(pred_location + ': ')}") from None
-    if mask_location is not None:
-        mask = _read(remote.open_array(mask_location), mask_location)
-        if mask.shape != truth.shape:
-            raise UserError(
-                f"{mask_location}: shape {list(mask.shape)}, its class's is {list(truth.shape)}"
-            )
-        # The challenge multiplies both sides by the mask's values, as they are.
-        truth, pred = truth * mask, pred * mask
-    counted = (
-        instance_counts(pred, truth, grid.voxel_size) if instance else semantic_counts(pred, truth)
-    )
-    return {**counted, **base, "is_missing": False}
 
 
 def _read(array: zarr.Array, location: str) -> np.ndarray:
@@ -324,30 +343,6 @@ def _read(array: zarr.Array, location: str) -> np.ndarray:
         if remote.is_unreachable(exc):
             raise UserError(remote.unreachable(location, exc)) from None
         raise UserError(f"{location}: unreadable data ({type(exc).__name__}: {exc})") from None
-
-
-def _score_physical(
-    truth_location: str,
-    pred_location: str | None,
-    mask_location: str | None,
-    name: str,
-    instance: bool,
-) -> dict[str, Any]:
-    level = open_levels(truth_location)[0]
-    grid = Grid.of(level)
-    truth = level.read()
-    base = {"voxel_size": list(grid.voxel_size), "num_voxels": int(truth.size)}
-    if pred_location is None:
-        return {**missing_counts(truth, instance), **base, "is_missing": True}
-    pred = resample(open_labels(pred_location, grid), grid, instance=instance)
-    if mask_location is not None:
-        mask = np.asarray(remote.open_array(mask_location)[...]) > 0
-        # Uncertain regions of low-resolution annotations count for neither side.
-        truth, pred = truth * mask, pred * mask
-    counted = (
-        instance_counts(pred, truth, grid.voxel_size) if instance else semantic_counts(pred, truth)
-    )
-    return {**counted, **base, "is_missing": False}
 
 
 @contextmanager
