@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from export_helpers import nuclei_file, tiny_overrides
 
+from batch_norm_runs import batch_norm_run
 from bioim2im import api
 from bioim2im.io import open_image
 
@@ -23,34 +23,10 @@ WINDOW_INDEPENDENT = [
 ]
 
 
-def batch_norm_run(root: Path, *overrides: str) -> Path:
-    """The segmentation-2d preset made tiny, with batch normalisation whose running statistics
-    are not 0 and 1 (untrained: agreement does not depend on what the network learned)."""
-    from bioim2im.config import load_preset, to_toml
-    from bioim2im.model.checkpoint import save_checkpoint
-    from bioim2im.model.network import build_model
-    from bioim2im.plugin.manager import get_registry
-
-    name = "segmentation-2d"
-    preset = load_preset(PRESETS / f"{name}.toml", [*tiny_overrides(name), *overrides])
-    torch.manual_seed(0)
-    network = build_model(preset, get_registry())
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "preset.toml").write_text(to_toml(preset), encoding="utf-8")
-    state = {"model": network.state_dict(), "preset": to_toml(preset), "step": 0}
-    save_checkpoint(state, run / "checkpoints" / "best.pt")
-    return run
-
-
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("core")
-    run = batch_norm_run(root, *WINDOW_INDEPENDENT)
+    run = batch_norm_run(root, *tiny_overrides("segmentation-2d"), *WINDOW_INDEPENDENT)
     image = nuclei_file(root / "test.tif", (64, 64), seed=1)
     return api.export(
         run, "bioimageio", output=root / "package", folder=True, test_image=image

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from predict_helpers import nuclei_image
 
+from batch_norm_runs import batch_norm_run
 from bioim2im.io import open_image
 
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
@@ -26,29 +26,6 @@ TINY = [
 ]
 
 
-def batch_norm_run(root: Path, *overrides: str) -> Path:
-    """A run of the segmentation-2d preset made tiny, with batch normalisation whose running
-    statistics are not 0 and 1 (untrained: the tiling does not depend on what it learned)."""
-    from bioim2im.config import load_preset, to_toml
-    from bioim2im.model.checkpoint import save_checkpoint
-    from bioim2im.model.network import build_model
-    from bioim2im.plugin.manager import get_registry
-
-    preset = load_preset(PRESETS / "segmentation-2d.toml", [*TINY, *overrides])
-    torch.manual_seed(0)
-    network = build_model(preset, get_registry())
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "preset.toml").write_text(to_toml(preset), encoding="utf-8")
-    state = {"model": network.state_dict(), "preset": to_toml(preset), "step": 0}
-    save_checkpoint(state, run / "checkpoints" / "best.pt")
-    return run
-
-
 def probabilities(run: Path, images: Path, out: Path, *overrides: str) -> dict[str, np.ndarray]:
     from bioim2im.prediction.job import predict_files
 
@@ -58,7 +35,7 @@ def probabilities(run: Path, images: Path, out: Path, *overrides: str) -> dict[s
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return batch_norm_run(tmp_path_factory.mktemp("bn"))
+    return batch_norm_run(tmp_path_factory.mktemp("bn"), *TINY)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +71,7 @@ def test_halo_tiling_equals_one_window_over_the_whole_image(
 
 
 def test_a_window_dependent_network_keeps_blended_windows(tmp_path: Path, images: Path) -> None:
-    run = batch_norm_run(tmp_path, "model.backbone.norm=instance")
+    run = batch_norm_run(tmp_path, *TINY, "model.backbone.norm=instance")
     blended = probabilities(run, images, tmp_path / "blended")
     auto = probabilities(run, images, tmp_path / "auto", 'predict.halo="auto"')
     for name, array in blended.items():
