@@ -70,8 +70,8 @@ def test_a_server_that_hangs_or_trickles_is_given_up(
     behaviour, says: str, tmp_path: Path, one_image: Path, scratch: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     if behaviour is trickle:
-        # Time for its first byte to arrive on a busy machine (the server is a thread of this
-        # process): under 0.5 s it was sometimes still "no answer".
+        # Room for the server thread (of this busy process) to send its headers, so that what
+        # is tested is the trickle after them.
         monkeypatch.setenv("BIOIM2IM_NETWORK_TIMEOUT", "2")
     with serving(behaviour) as server:
         url = f"{server.url}/model.zip"

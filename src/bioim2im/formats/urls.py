@@ -93,6 +93,7 @@ class _Watch:
         self.timeout = timeout
         self.started = time.monotonic()
         self.received = 0
+        self.answered = False
         self.expired = False
         self.sock: socket.socket | None = None
         self.done = threading.Event()
@@ -111,7 +112,7 @@ class _Watch:
 
     def reason(self, url: str) -> str:
         elapsed = time.monotonic() - self.started
-        if not self.received:
+        if not self.answered:
             return (
                 f"{url}: no answer within {self.timeout:g} s ({TIMEOUT_VARIABLE} sets the "
                 "seconds to wait)"
@@ -160,6 +161,8 @@ def download(url: str, folder: Path) -> Path:
                 headers = {"User-Agent": f"bioim2im/{__version__}", "Accept-Encoding": "identity"}
                 connection.request("GET", target, headers=headers)
                 response = connection.getresponse()
+                # Headers cut short by the watch do not count as an answer.
+                watch.answered = not watch.expired
                 if response.status in (301, 302, 303, 307, 308):
                     location = response.getheader("Location")
                     if not location:
@@ -172,7 +175,8 @@ def download(url: str, folder: Path) -> Path:
                     )
                 path = folder / _file_name(current)
                 with open(path, "wb") as handle:
-                    while chunk := response.read(1 << 16):
+                    # read1: whatever has arrived, so a trickle is counted as it comes.
+                    while chunk := response.read1(1 << 16):
                         watch.received += len(chunk)
                         if watch.received > limit:
                             raise UserError(
