@@ -1,7 +1,11 @@
-"""bioimageio.core's own prediction of a package bioim2im exported equals `bioim2im predict`:
-the network is window-independent (batch normalisation), the package declares its receptive
-field as the halo, and bioim2im tiles as core's blockwise prediction does (`predict.halo`).
-Probabilities agree within 1e-4 for every block size core is asked for, ONNX and TorchScript."""
+"""bioimageio.core's own prediction of a package bioim2im exported equals `bioim2im predict`'s.
+
+A window-independent network (batch normalisation): the package declares its receptive field as
+the halo, and bioim2im tiles as core's blockwise prediction does (`predict.halo`), for every
+block size core is asked for. A network whose output depends on the window (instance
+normalisation, the presets' default): the package takes one input size, bioim2im's window, and
+bioim2im tiles the package with core's blocks of it. Probabilities agree within 1e-4 for
+each weights format."""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ import pytest
 import yaml
 from export_helpers import nuclei_file, tiny_overrides
 
-from batch_norm_runs import batch_norm_run
 from bioim2im import api
 from bioim2im.io import open_image
+from segmentation_runs import segmentation_run
 
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
 WINDOW_INDEPENDENT = [
@@ -23,14 +27,26 @@ WINDOW_INDEPENDENT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("core")
-    run = batch_norm_run(root, *tiny_overrides("segmentation-2d"), *WINDOW_INDEPENDENT)
+def export_package(run: Path, root: Path) -> Path:
     image = nuclei_file(root / "test.tif", (64, 64), seed=1)
     return api.export(
         run, "bioimageio", output=root / "package", folder=True, test_image=image
     ).path
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("core")
+    run = segmentation_run(root, *tiny_overrides("segmentation-2d"), *WINDOW_INDEPENDENT)
+    return export_package(run, root)
+
+
+@pytest.fixture(scope="module")
+def window_dependent_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("core-instance-norm")
+    probabilities = 'model.heads.seg.postprocess=[{name = "sigmoid"}]'
+    run = segmentation_run(root, *tiny_overrides("segmentation-2d"), probabilities)
+    return export_package(run, root)
 
 
 def core_prediction(package: Path, image: np.ndarray, weights: str, n: int) -> np.ndarray:
@@ -74,3 +90,44 @@ def test_bioimageio_core_predicts_the_package_as_bioim2im_does(
             found = core_prediction(package, image, weights, n)
             assert found.shape == expected.shape
             assert np.abs(found - expected).max() <= 1e-4, (weights, n)
+
+
+def bioim2im_prediction(package: Path, path: Path, out: Path) -> np.ndarray:
+    from bioim2im.prediction.job import predict_files
+
+    predict_files(package, str(path.parent), out, format="tiff", progress=False)
+    return open_image(out / f"{path.stem}_seg.tif").read().squeeze()
+
+
+def test_a_window_dependent_package_takes_bioim2im_window_and_halo(
+    window_dependent_package: Path,
+) -> None:
+    from bioim2im.config import load_preset
+
+    rdf = yaml.safe_load((window_dependent_package / "rdf.yaml").read_text())
+    preset = load_preset(window_dependent_package / "preset.toml")
+    assert preset.model.backbone.norm == "instance"
+    window = list(preset.predict.roi_size or preset.data.patch_size)
+    assert [a["size"] for a in rdf["inputs"][0]["axes"][2:]] == window
+    (output,) = rdf["outputs"]
+    halo = [a.get("halo") for a in output["axes"][2:]]
+    assert all(0 < h < w // 2 for h, w in zip(halo, window, strict=True))
+    assert rdf["config"]["bioim2im"]["halo"] == halo
+    assert (
+        "bioimageio.core's blockwise prediction"
+        in (window_dependent_package / "README.md").read_text()
+    )
+
+
+@pytest.mark.parametrize("shape", [(96, 136), (45, 71)])
+def test_bioimageio_core_predicts_a_window_dependent_package_as_bioim2im_does(
+    window_dependent_package: Path, tmp_path: Path, shape: tuple[int, int]
+) -> None:
+    path = nuclei_file(tmp_path / "images" / "image.tif", shape, seed=6)
+    image = open_image(path).read().astype(np.float32)
+    expected = bioim2im_prediction(window_dependent_package, path, tmp_path / "out")
+    assert expected.shape == shape and 0.0 < expected.min() < expected.max() < 1.0
+    for weights in ("onnx", "torchscript", "pytorch_state_dict"):
+        found = core_prediction(window_dependent_package, image, weights, 1)
+        assert found.shape == expected.shape
+        assert np.abs(found - expected).max() <= 1e-4, weights

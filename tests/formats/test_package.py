@@ -78,7 +78,8 @@ def test_the_package_holds_a_valid_model_that_bioimageio_core_accepts(
     assert {"bioim2im_network.py", "environment.yaml"} <= names
     (tensor,) = rdf["inputs"]
     assert [a["type"] for a in tensor["axes"]] == ["batch", "channel", "space", "space"]
-    assert tensor["axes"][2]["size"]["step"] == 2  # the U-Net's divisor (one stride of 2)
+    # Instance normalisation: one input size, the prediction window (the training patch).
+    assert [a["size"] for a in tensor["axes"][2:]] == [32, 32]
     assert tensor["preprocessing"][1]["id"] == "scale_range"
     seg, prob = rdf["outputs"]
     assert [p["id"] for p in seg["postprocessing"]] == ["sigmoid", "binarize", "ensure_dtype"]
@@ -99,15 +100,17 @@ def test_the_package_holds_a_valid_model_that_bioimageio_core_accepts(
 def test_predicting_from_the_package_and_the_graphs_equals_predicting_from_the_run(
     trained_run: Path, package: Path, images: Path, tmp_path: Path
 ) -> None:
-    expected = predictions(trained_run, images, tmp_path / "run")
-    assert set(expected) == {"small_seg.tif", "small_prob.tif", "wide_seg.tif", "wide_prob.tif"}
+    blended = predictions(trained_run, images, tmp_path / "run")
+    assert set(blended) == {"small_seg.tif", "small_prob.tif", "wide_seg.tif", "wide_prob.tif"}
+    # The package tiles as bioimageio.core does, with its halo; the run does so when asked.
+    tiled = predictions(trained_run, images, tmp_path / "run-halo", "predict.halo=[4, 4]")
     onnx = api.export(trained_run, "onnx", output=tmp_path / "model.onnx").path
     script = api.export(trained_run, "torchscript", output=tmp_path / "model.pt").path
-    for model, backend in (
-        (package, "onnxruntime"),
-        (package, "torch"),
-        (onnx, "auto"),
-        (script, "auto"),
+    for model, backend, expected in (
+        (package, "onnxruntime", tiled),
+        (package, "torch", tiled),
+        (onnx, "auto", blended),
+        (script, "auto", blended),
     ):
         found = predictions(
             model, images, tmp_path / f"{model.name}-{backend}", f"predict.backend={backend}"
@@ -125,7 +128,7 @@ def test_steps_bioimageio_cannot_express_run_from_the_attached_preset(
     with zipfile.ZipFile(path) as archive:
         readme = archive.read("README.md").decode()
     assert "connected_components" in readme.split("cannot express", 1)[1]
-    expected = predictions(trained_run, images, tmp_path / "run", *INSTANCE)
+    expected = predictions(trained_run, images, tmp_path / "run", *INSTANCE, "predict.halo=[4, 4]")
     found = predictions(path, images, tmp_path / "package")
     for name in ("small_seg.tif", "wide_seg.tif"):
         assert found[name].max() > 1  # objects numbered, not a mask

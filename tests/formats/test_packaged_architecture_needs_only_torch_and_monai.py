@@ -29,6 +29,8 @@ BACKBONES: list[tuple[str, dict[str, Any], list[int]]] = [
     ("segresnet", {"init_filters": 4, "blocks_down": [1, 1], "num_groups": 2}, [16, 16]),
     ("unetr", {"img_size": [16, 16], "hidden_size": 24, "mlp_dim": 32, "num_heads": 2}, [16, 16]),
     ("swin_unetr", {"feature_size": 12, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}, [64, 64]),
+    ("n2v2_unet", {"channels": [4, 8, 8], "strides": [2, [1, 2]]}, [16, 16]),
+    ("n2v2_unet", {"channels": [4, 8], "pool": "avg", "top_skip": True, "norm": "instance"}, [8, 16, 16]),
 ]  # fmt: skip
 HEADS: list[tuple[dict[str, Any], list[int]]] = [
     ({"name": "conv", "kernel_size": 3, "hidden_channels": 3, **SEMANTIC}, [16, 16]),
@@ -83,7 +85,7 @@ def test_the_file_imports_torch_and_monai_only() -> None:
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported == {"__future__", "typing", "torch", "monai"}
+    assert imported == {"__future__", "collections", "typing", "torch", "monai"}
 
 
 @pytest.mark.parametrize(("backbone", "params", "heads", "patch"), combinations())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from predict_helpers import nuclei_image
 
-from batch_norm_runs import batch_norm_run
 from bioim2im.io import open_image
+from segmentation_runs import segmentation_run
 
 PRESETS = Path(__file__).resolve().parents[2] / "presets"
 TINY = [
@@ -35,7 +35,7 @@ def probabilities(run: Path, images: Path, out: Path, *overrides: str) -> dict[s
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return batch_norm_run(tmp_path_factory.mktemp("bn"), *TINY)
+    return segmentation_run(tmp_path_factory.mktemp("bn"), *TINY)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_halo_tiling_equals_one_window_over_the_whole_image(
 
 
 def test_a_window_dependent_network_keeps_blended_windows(tmp_path: Path, images: Path) -> None:
-    run = batch_norm_run(tmp_path, *TINY, "model.backbone.norm=instance")
+    run = segmentation_run(tmp_path, *TINY, "model.backbone.norm=instance")
     blended = probabilities(run, images, tmp_path / "blended")
     auto = probabilities(run, images, tmp_path / "auto", 'predict.halo="auto"')
     for name, array in blended.items():

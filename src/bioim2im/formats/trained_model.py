@@ -178,21 +178,34 @@ class TrainedModel:
     def halo_tiling(
         self, spatial_shape: Sequence[int]
     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-        """For halo tiling (:meth:`halo`), per spatial axis: the halo (rounded up to the
-        network's divisor), the window (:meth:`window` of the image mirrored by the halo, with
-        an interior of at least a divisor, in a size the network takes) and the divisor the
-        windows start on; None for blended windows."""
+        """For halo tiling (:meth:`halo`), per spatial axis: the halo, the window
+        (:meth:`window` of the image mirrored by the halo, with an interior of at least a
+        divisor, in a size the network takes) and the step the windows start on; None for
+        blended windows.
+
+        A measured halo (``"auto"``: a window-independent network) is rounded up to the
+        network's divisor and windows start on multiples of it, so that every voxel gets its
+        whole-image value. A halo given as a list is kept and windows start where
+        bioimageio.core's blocks do (step 1), as a package of a window-dependent network is
+        predicted (:meth:`_halo_step`)."""
         halo = self.halo()
         if halo is None:
             return None
         divisor = self.divisor()
-        halo = tuple(-(-h // d) * d for h, d in zip(halo, divisor, strict=True))
+        step = self._halo_step()
+        halo = tuple(-(-h // s) * s for h, s in zip(halo, step, strict=True))
         padded = [n + 2 * h for n, h in zip(spatial_shape, halo, strict=True)]
         window = tuple(
             self._size_at_least(axis, max(w, 2 * h + d))
             for axis, (w, h, d) in enumerate(zip(self.window(padded), halo, divisor, strict=True))
         )
-        return halo, window, divisor
+        return halo, window, step
+
+    def _halo_step(self) -> tuple[int, ...]:
+        """What halo tiling's windows start on multiples of (see :meth:`halo_tiling`)."""
+        if self.preset.predict.halo == "auto":
+            return self.divisor()
+        return (1,) * self.spatial_dims
 
     def _size_at_least(self, axis: int, wanted: int) -> int:
         """The smallest input size the network takes along ``axis`` from ``wanted`` on."""
@@ -230,6 +243,11 @@ class PackagedModel(TrainedModel):
         if self.sizes is None:
             return (1,) * self.spatial_dims
         return tuple(1 if isinstance(size, int) else size[1] for size in self.sizes)
+
+    def _halo_step(self) -> tuple[int, ...]:
+        # A package's halo: a window-independent network's sizes step by its divisor (whole-
+        # image values); one input size (a window-dependent network) gives 1, core's blocks.
+        return self.divisor()
 
     @property
     def fixed_size(self) -> bool:

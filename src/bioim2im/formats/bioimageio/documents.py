@@ -71,8 +71,12 @@ def readme(
     else:
         tiling = (
             "The network normalises its features over the window it sees, so each output "
-            "depends on the tile size: other tools' predictions differ from `bioim2im "
-            "predict`'s blended windows near and across tile borders."
+            "depends on the tile it is computed in: the input takes one size, bioim2im's "
+            "prediction window, and a tiled prediction with tiles of that size that drops each "
+            "tile's halo above (bioimageio.core's blockwise prediction) gives what `bioim2im "
+            "predict` gives for this package. It differs slightly from the blended windows "
+            "`bioim2im predict` uses for the training run, and more from one window over a "
+            "whole image."
         )
     lines += ["", tiling]
     unexpressed = [o for o in layout.outputs if o.remaining]

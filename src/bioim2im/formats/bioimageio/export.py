@@ -344,7 +344,7 @@ def _description_table(
                     o.tensor: {"head": o.head, "expressed_steps": o.expressed}
                     for o in layout.outputs
                 },
-                **({"halo": _input_halo(layout)} if layout.window_independent else {}),
+                "halo": _input_halo(layout),
             },
         },
     }
@@ -369,12 +369,12 @@ def standalone_arguments(
     preset: Preset, registry: ComponentRegistry, heads: Sequence[str]
 ) -> dict[str, Any] | None:
     """The keyword arguments of ``Network`` in the package's own architecture file
-    (:mod:`bioim2im.formats.bioimageio.standalone_network`, which needs torch and MONAI only)
+    (:mod:`bioim2im.builtins._standalone_network`, which needs torch and MONAI only)
     for ``heads`` of ``preset``'s network, or None when the network uses a component of a
     plugin, which only bioim2im can build."""
     import json
 
-    from bioim2im.formats.bioimageio import standalone_network as file
+    from bioim2im.builtins import _standalone_network as file
 
     model = preset.model
 

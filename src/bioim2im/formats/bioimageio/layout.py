@@ -1,15 +1,18 @@
 """How a bioim2im model looks as a bioimage.io model: its tensors, their axes and sizes, and its
 pre- and postprocessing in the specification's own operations.
 
-- Input ``input``: axes batch, channel, (z,) y, x; each spatial size ``min + n * step`` with
-  ``step`` the network's divisor (a network taking one size, e.g. UNETR, has that size).
+- Input ``input``: axes batch, channel, (z,) y, x. For a window-independent network (batch
+  normalisation or none) each spatial size is ``min + n * step``, ``step`` the network's
+  divisor and ``min`` the smallest size that keeps something once the halo is dropped. A
+  network whose output depends on the whole window (instance normalisation, the presets'
+  default) takes one size, bioim2im's prediction window, as does a network that only takes one
+  size (UNETR): then every consumer's tiles are bioim2im's windows.
 - One output per head, named after it: axes batch, channel, the spatial axes the head keeps,
   each sized from the input's (``scale`` 1/upsampling for an upsampling head) with a ``halo``,
-  the border a tiling consumer should drop: for a window-independent network (batch
-  normalisation or none) its receptive field, rounded up to the divisor (then bioimageio.core's
-  blockwise prediction equals bioim2im's, see ``predict.halo``); otherwise half the overlap of
-  bioim2im's blended windows.
-  ``min`` is the smallest size that keeps something once the halo is dropped.
+  the border a tiling consumer drops: for a window-independent network its receptive field,
+  rounded up to the divisor; otherwise half the overlap of bioim2im's windows. Either way
+  bioimageio.core's blockwise prediction equals ``bioim2im predict``'s of the package, which
+  tiles with that halo (``config.bioim2im.halo``, ``predict.halo``).
 - Preprocessing: ``data.normalize`` as the operations its component declares (the
   ``bioimageio`` registration extra; the built-ins: ``scale_range`` for percentile and minmax,
   ``zero_mean_unit_variance`` for zscore, ``scale_linear`` for fixed_range), per channel.
@@ -110,6 +113,9 @@ def plan_layout(source: Source) -> Layout:
     for a in range(dims):
         if fixed is not None:
             sizes.append(fixed[a])
+        elif measured is None:
+            # Core's blocks are then bioim2im's windows, and its prediction bioim2im's.
+            sizes.append(window[a])
         else:
             # The smallest multiple of the divisor that keeps voxels once both halos are dropped.
             step = divisor[a]

@@ -482,10 +482,10 @@ def _usable(name: str, weights: Any, own: dict[str, Any] | None = None) -> bool:
 
 
 def _own_file(architecture: Any) -> bool:
-    from bioim2im.formats.bioimageio.standalone_network_file import sha256
+    from bioim2im.formats.bioimageio.standalone_network_file import is_own
 
     declared = getattr(architecture, "sha256", None)
-    return declared is not None and str(declared) == sha256()
+    return declared is not None and is_own(str(declared))
 
 
 def _architecture(

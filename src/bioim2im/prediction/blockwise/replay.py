@@ -49,7 +49,10 @@ class Runner(Protocol):
     (:class:`~bioim2im.prediction.blockwise.runner._WindowRunner`, which imports this module)."""
 
     device: torch.device
-    weights: dict[str, torch.Tensor]
+
+    def _weighted(
+        self, head: str, output: torch.Tensor, windows: Sequence[tuple[Block, tuple[int, ...]]]
+    ) -> torch.Tensor: ...
 
     def _zeros(self, block: Block) -> dict[str, torch.Tensor]: ...
     def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]: ...
@@ -327,7 +330,7 @@ def replay(
                 torch.stack([runner._crop(c.image, start) for c, start, _, _ in windows])
             )
             for head, output in outputs.items():
-                weighted = output * runner.weights[head]
+                weighted = runner._weighted(head, output, [(c.block, w) for c, w, _, _ in windows])
                 for i, (current, start, part, number) in enumerate(windows):
                     if part.role == "fill" or not part.needed[number]:
                         continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import math
 import queue
@@ -31,7 +32,11 @@ from bioim2im.prediction.blockwise.blocks import (
     plan_blocks,
 )
 from bioim2im.prediction.blockwise.layout import Choice, Layout
-from bioim2im.prediction.blockwise.windows import importance_map, importance_profiles
+from bioim2im.prediction.blockwise.windows import (
+    halo_interior_ends,
+    importance_map,
+    importance_profiles,
+)
 
 
 def blocks_in_flight(batch_size: int) -> int:
@@ -344,6 +349,17 @@ class _WindowRunner:
             head: torch.from_numpy(importance_map(blend, window, halos[head])).to(self.device)
             for head, window in self.windows.items()
         }
+        # With a halo, per axis and window start (in the padded image): where its interior
+        # stops counting (the next window's interior takes over, see halo_interior_ends).
+        self.interior_ends = (
+            None
+            if plan.halo is None
+            else [
+                halo_interior_ends(starts, roi, halo)
+                for starts, roi, halo in zip(plan.starts, plan.roi_size, plan.halo, strict=True)
+            ]
+        )
+        self._cut_weights: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         # Vector components change sign when their axis is flipped: (head, flipped axes) -> signs.
         self.signs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         for head, geometry in self.heads.items():
@@ -421,13 +437,49 @@ class _WindowRunner:
             torch.stack([self._crop(current.image, start) for current, start in batch])
         )
         for head, output in outputs.items():
-            weighted = output * self.weights[head]
+            weighted = self._weighted(head, output, [(c.block, start) for c, start in batch])
             for i, (current, start) in enumerate(batch):
                 src, dst = self._placement(head, current.block, start)
                 window: tuple[int | slice, ...] = (i, *src)
                 current.sums[head][dst] += weighted[window]
         for current, _ in batch:
             current.left -= 1
+
+    def _weighted(
+        self, head: str, output: torch.Tensor, windows: Sequence[tuple[Block, tuple[int, ...]]]
+    ) -> torch.Tensor:
+        """A batch of the head's outputs times each window's weights (``(block, start in the
+        block's data)`` per window)."""
+        if self.interior_ends is None:
+            return output * self.weights[head]
+        weights = torch.stack([self._window_weights(head, b, s) for b, s in windows])
+        return output * weights[:, None]
+
+    def _profile(self, head: str, axis: int, start: int) -> np.ndarray:
+        """The head's weights along a kept ``axis`` for the window starting at ``start`` (in
+        the padded image): with a halo, zero past where its interior stops counting."""
+        geometry = self.heads[head]
+        profile = self.profiles[head][geometry.kept_axes.index(axis)]
+        if self.interior_ends is None:
+            return profile
+        end = self.interior_ends[axis][start] * geometry.scale[axis]
+        if end >= len(profile):
+            return profile
+        cut = profile.copy()
+        cut[end:] = 0
+        return cut
+
+    def _window_weights(self, head: str, block: Block, start: tuple[int, ...]) -> torch.Tensor:
+        """The head's weights for one window (``start`` in the block's data)."""
+        geometry = self.heads[head]
+        padded = tuple(s + o for s, o in zip(start, block.origin, strict=True))
+        assert self.interior_ends is not None
+        key = (head, tuple(self.interior_ends[a][padded[a]] for a in geometry.kept_axes))
+        if key not in self._cut_weights:
+            profiles = [self._profile(head, a, padded[a]) for a in geometry.kept_axes]
+            weights = functools.reduce(np.multiply.outer, profiles).astype(np.float32)
+            self._cut_weights[key] = torch.from_numpy(weights).to(self.device)
+        return self._cut_weights[key]
 
     def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
         """Add what earlier blocks handed on, hand on what is due to later ones, and return the
@@ -529,9 +581,9 @@ class _WindowRunner:
             factors = []
             for a in geometry.kept_axes:
                 f, region = geometry.scale[a], block.core[a]
-                profile = self.profiles[head][geometry.kept_axes.index(a)]
                 total = np.zeros((region.stop - region.start) * f, np.float64)
                 for start in self.plan.starts[a]:
+                    profile = self._profile(head, a, start)
                     first = start - self.before[a]  # in the image
                     lo, hi = max(first, region.start), min(first + self.roi[a], region.stop)
                     if lo < hi:

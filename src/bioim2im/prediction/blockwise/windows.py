@@ -121,6 +121,20 @@ def halo_window_starts(size: int, roi: int, halo: int, align: int = 1) -> list[i
     return [*starts, last] if starts[-1] != last else starts
 
 
+def halo_interior_ends(starts: Sequence[int], roi: int, halo: int) -> dict[int, int]:
+    """Per window start along an axis tiled by :func:`halo_window_starts`: where the window's
+    interior stops counting, in voxels from the window's start. It stops where the next window's
+    interior begins, so a voxel two interiors hold takes the later window's value, as
+    bioimageio.core's blockwise prediction writes its blocks (the last one overwrites)."""
+    ends = {}
+    for start, following in zip(starts, [*starts[1:], None], strict=True):
+        end = roi - halo
+        if following is not None:
+            end = min(end, following - start + halo)
+        ends[int(start)] = end
+    return ends
+
+
 def halo_pad_widths(size: int, roi: int, halo: int, last_start: int) -> tuple[int, int]:
     """Voxels added before and after an axis predicted with :func:`halo_window_starts`: the
     halo before, and after, as far as the last window reaches (at least the halo)."""

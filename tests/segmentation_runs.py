@@ -1,7 +1,7 @@
-"""A run whose network's output does not depend on the window: the segmentation-2d preset with
-the overrides given (batch normalisation among them), untrained, its batch normalisation's
-running statistics drawn away from 0 and 1 so that they matter. Agreement tests (halo tiling,
-bioimageio.core) then do not depend on what the network learned."""
+"""An untrained run of the segmentation-2d preset with the overrides given; with batch
+normalisation (a network whose output does not depend on the window), its running statistics
+are drawn away from 0 and 1 so that they matter. Agreement tests (halo tiling, bioimageio.core)
+then do not depend on what the network learned."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
 
-def batch_norm_run(root: Path, *overrides: str) -> Path:
+def segmentation_run(root: Path, *overrides: str) -> Path:
     from bioim2im.config import load_preset, to_toml
     from bioim2im.model.checkpoint import save_checkpoint
     from bioim2im.model.network import build_model
