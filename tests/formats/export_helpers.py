@@ -82,3 +82,32 @@ def nuclei_file(path: Path, shape: tuple[int, ...], seed: int = 0) -> Path:
     image = (np.clip(image, 0, None) * 200 + 10).astype(np.float32)
     write_tiff(path, image, axes="ZYX" if len(shape) == 3 else "YX", compression="none")
     return path
+
+
+def core_prediction(
+    package: Path, image: np.ndarray, weights: str, n: int = 1
+) -> dict[str, np.ndarray]:
+    """bioimageio.core's blockwise prediction (block size parameter ``n``) of ``image``
+    (spatial axes, one channel) by the package at ``package`` (a zip or a folder), per output
+    tensor, batch and size-1 axes squeezed."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import create_sample_for_model
+    from bioimageio.spec import load_description
+
+    from bioim2im.formats.bioimageio.calls import bioimageio_calls
+
+    if not package.is_dir():  # core leaves a zip's file open: read it unpacked
+        import zipfile
+
+        folder = package.with_name(f"{package.stem}-unpacked")
+        with zipfile.ZipFile(package) as archive:
+            archive.extractall(folder)
+        package = folder
+    source = package / "rdf.yaml"
+    with bioimageio_calls():
+        descr = load_description(source, perform_io_checks=False)
+        (tensor,) = descr.inputs
+        sample = create_sample_for_model(descr, inputs={tensor.id: image[None, None]})
+        with create_prediction_pipeline(descr, weights_format=weights) as pipeline:
+            found = pipeline.predict_sample_with_blocking(sample, ns=n)
+    return {str(k): np.asarray(v.data.values).squeeze() for k, v in found.members.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from export_helpers import core_prediction as core_predictions
 from export_helpers import nuclei_file, tiny_overrides
 
 from bioim2im import api
@@ -50,20 +51,8 @@ def window_dependent_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def core_prediction(package: Path, image: np.ndarray, weights: str, n: int) -> np.ndarray:
-    from bioimageio.core import create_prediction_pipeline
-    from bioimageio.core.digest_spec import create_sample_for_model
-    from bioimageio.spec import load_description
-
-    from bioim2im.formats.bioimageio.calls import bioimageio_calls
-
-    with bioimageio_calls():
-        descr = load_description(package / "rdf.yaml", perform_io_checks=False)
-        (tensor,) = descr.inputs
-        sample = create_sample_for_model(descr, inputs={tensor.id: image[None, None]})
-        with create_prediction_pipeline(descr, weights_format=weights) as pipeline:
-            found = pipeline.predict_sample_with_blocking(sample, ns=n)
-    (member,) = found.members.values()
-    return np.asarray(member.data.values).squeeze()
+    (found,) = core_predictions(package, image, weights, n).values()
+    return found
 
 
 def test_the_package_declares_the_receptive_field_as_its_halo(package: Path) -> None:

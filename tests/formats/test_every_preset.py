@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from export_helpers import PRESETS, nuclei_file, untrained_run
+from export_helpers import PRESETS, core_prediction, nuclei_file, untrained_run
 
 from bioim2im import api
 
@@ -38,6 +38,39 @@ def assert_same_outputs(expected, actual) -> None:  # type: ignore[no-untyped-de
         want = want.detach().numpy()
         assert got.shape == want.shape
         assert np.all(np.abs(got - want) <= 1e-4 * (1 + np.abs(want)))
+
+
+def assert_core_predicts_as_bioim2im(package: Path, image: Path, out: Path) -> None:
+    """bioimageio.core's blockwise prediction of ``image`` by the package equals `bioim2im
+    predict`'s, for every output whose head's postprocessing the package expresses whole:
+    probabilities within 1e-4, masks in all but a few voxels at the threshold."""
+    import tomllib
+
+    from bioim2im.io import open_image
+    from bioim2im.prediction.job import predict_files
+
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        preset = tomllib.loads(archive.read("preset.toml").decode())
+    predict_files(package, str(image), out, format="tiff", progress=False)
+    pixels = open_image(image).read().astype(np.float32)
+    found = core_prediction(package, pixels, "onnx")
+    compared = 0
+    for tensor, own in rdf["config"]["bioim2im"]["outputs"].items():
+        steps = preset["model"]["heads"][own["head"]].get("postprocess", [])
+        if own["expressed_steps"] < len(steps):
+            continue  # bioim2im runs further steps (labels): the package's README says so
+        expected = open_image(out / f"{image.stem}_{own['head']}.tif").read().squeeze()
+        assert found[tensor].shape == expected.shape, tensor
+        difference = np.abs(found[tensor].astype(np.float64) - expected.astype(np.float64))
+        if np.issubdtype(expected.dtype, np.floating):
+            assert difference.max() <= 1e-4, tensor
+        else:
+            assert np.mean(difference > 0) <= 1e-3, tensor
+        compared += 1
+    assert compared or all(
+        o["expressed_steps"] < 99 for o in rdf["config"]["bioim2im"]["outputs"].values()
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,6 +100,8 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
     if name == "multitask-3d":  # a projection head has no z
         assert [a["id"] for a in axes["mip"]] == ["y", "x"]
         assert [a["id"] for a in axes["seg"]] == ["z", "y", "x"]
+
+    assert_core_predicts_as_bioim2im(package.path, image, tmp_path / "predicted")
 
     scripted = api.export(run, "torchscript", output=tmp_path / "model.pt").path
     graph = api.export(run, "onnx", output=tmp_path / "model.onnx").path

@@ -3,7 +3,8 @@ overlap: the tiling of bioimageio.core's blockwise prediction (blocks of a fixed
 parts at 0, inner, 2 x inner, ..., the last one moved back to end at the image's end, padded
 by the halo with numpy's ``symmetric``, later blocks overwriting earlier ones). A network whose
 output depends on the whole window (instance normalisation) then gives the same values as that
-tiling written out here by hand, whatever the blocks bioim2im holds in memory."""
+tiling written out here by hand, whatever the blocks bioim2im holds in memory; a head that
+projects Z away keeps the last window along Z, which core's last block writes over the others."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ class WindowDependent(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.trunk(x)
         up = nn.functional.interpolate(self.up(features), scale_factor=self.scale, mode="nearest")
-        return {"seg": self.seg(features), "up": up}
+        outputs = {"seg": self.seg(features), "up": up}
+        if x.ndim == 5:  # a head that projects Z away
+            outputs["proj"] = features[:, :2].amax(dim=2)
+        return outputs
 
 
 def blocks_as_core_tiles(
@@ -51,6 +55,7 @@ def blocks_as_core_tiles(
     padded = np.pad(image, [(0, 0), *((h, h) for h in halo)], mode="symmetric")
     seg = np.zeros((2, *shape), np.float32)
     up = np.zeros((1, *(2 * s for s in shape)), np.float32)
+    proj = np.zeros((2, *shape[1:]), np.float32)
     for starts in itertools.product(*per_axis):
         window = padded[(slice(None), *(slice(p, p + r) for p, r in zip(starts, roi, strict=True)))]
         with torch.no_grad():
@@ -62,7 +67,9 @@ def blocks_as_core_tiles(
         up_src = tuple(slice(2 * s.start, 2 * s.stop) for s in src)
         up_dst = tuple(slice(2 * d.start, 2 * d.stop) for d in dst)
         up[(slice(None), *up_dst)] = out["up"][0].numpy()[(slice(None), *up_src)]
-    return {"seg": seg, "up": up}
+        if "proj" in out:  # written over by each block along Z: the last one's stays
+            proj[(slice(None), *dst[1:])] = out["proj"][0].numpy()[(slice(None), *src[1:])]
+    return {"seg": seg, "up": up, **({"proj": proj} if len(shape) == 3 else {})}
 
 
 @pytest.mark.parametrize(
@@ -84,19 +91,23 @@ def test_halo_tiling_is_bioimageio_cores_blockwise_prediction(
     net = WindowDependent(ndim)
     image = RNG.random((1, *shape), dtype=np.float32) * np.linspace(0.2, 3, shape[-1])
     expected = blocks_as_core_tiles(net, image.astype(np.float32), roi, halo)
+    channels, geometry = {"seg": 2, "up": 1}, {"up": HeadGeometry(scale=(2,) * ndim)}
+    if ndim == 3:
+        channels["proj"] = 2
+        geometry["proj"] = HeadGeometry(scale=(1, 1, 1), dropped_axes=(0,))
     for block in blocks:
         found = predict_array(
             net,
             image.astype(np.float32),
             roi_size=roi,
-            out_channels={"seg": 2, "up": 1},
-            head_geometry={"up": HeadGeometry(scale=(2,) * ndim)},
+            out_channels=channels,
+            head_geometry=geometry,
             halo=halo,
             align=1,
             block_size=block,
             batch_size=3,
         )
-        for head in ("seg", "up"):
+        for head in expected:
             np.testing.assert_allclose(
                 found[head], expected[head], atol=1e-5, err_msg=(head, block)
             )

@@ -470,15 +470,18 @@ class _WindowRunner:
         return cut
 
     def _window_weights(self, head: str, block: Block, start: tuple[int, ...]) -> torch.Tensor:
-        """The head's weights for one window (``start`` in the block's data)."""
+        """The head's weights for one window (``start`` in the block's data). Along an axis
+        the head drops, only the last window counts, as bioimageio.core's last block overwrites
+        the output the others wrote there."""
         geometry = self.heads[head]
         padded = tuple(s + o for s, o in zip(start, block.origin, strict=True))
         assert self.interior_ends is not None
-        key = (head, tuple(self.interior_ends[a][padded[a]] for a in geometry.kept_axes))
+        last = all(padded[a] == self.plan.starts[a][-1] for a in geometry.dropped_axes)
+        key = (head, last, tuple(self.interior_ends[a][padded[a]] for a in geometry.kept_axes))
         if key not in self._cut_weights:
             profiles = [self._profile(head, a, padded[a]) for a in geometry.kept_axes]
             weights = functools.reduce(np.multiply.outer, profiles).astype(np.float32)
-            self._cut_weights[key] = torch.from_numpy(weights).to(self.device)
+            self._cut_weights[key] = torch.from_numpy(weights * float(last)).to(self.device)
         return self._cut_weights[key]
 
     def _finish(self, current: OpenBlock) -> tuple[Block, dict[str, np.ndarray]]:
@@ -591,8 +594,13 @@ class _WindowRunner:
                             (lo - first) * f : (hi - first) * f
                         ]
                 factors.append(total)
-            # Windows stacked along an axis the head drops each add their weights again.
-            stacked = math.prod(len(self.plan.starts[a]) for a in geometry.dropped_axes)
+            # Windows stacked along an axis the head drops each add their weights again (with
+            # a halo, only the last one counts).
+            stacked = (
+                math.prod(len(self.plan.starts[a]) for a in geometry.dropped_axes)
+                if self.interior_ends is None
+                else 1
+            )
             norm = np.full((), stacked, np.float64)
             for factor in factors:
                 norm = np.multiply.outer(norm, factor)
