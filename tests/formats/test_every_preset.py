@@ -40,10 +40,11 @@ def assert_same_outputs(expected, actual) -> None:  # type: ignore[no-untyped-de
         assert np.all(np.abs(got - want) <= 1e-4 * (1 + np.abs(want)))
 
 
-def assert_core_predicts_as_bioim2im(package: Path, image: Path, out: Path) -> None:
+def assert_core_predicts_as_bioim2im(package: Path, image: Path, out: Path) -> int:
     """bioimageio.core's blockwise prediction of ``image`` by the package equals `bioim2im
     predict`'s, for every output whose head's postprocessing the package expresses whole:
-    probabilities within 1e-4, masks in all but a few voxels at the threshold."""
+    probabilities within 1e-4, masks in all but a few voxels at the threshold. Returns how
+    many outputs it compared."""
     import tomllib
 
     from bioim2im.io import open_image
@@ -68,9 +69,7 @@ def assert_core_predicts_as_bioim2im(package: Path, image: Path, out: Path) -> N
         else:
             assert np.mean(difference > 0) <= 1e-3, tensor
         compared += 1
-    assert compared or all(
-        o["expressed_steps"] < 99 for o in rdf["config"]["bioim2im"]["outputs"].values()
-    )
+    return compared
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -101,7 +100,9 @@ def test_every_preset_exports_to_each_format(name: str, tmp_path: Path) -> None:
         assert [a["id"] for a in axes["mip"]] == ["y", "x"]
         assert [a["id"] for a in axes["seg"]] == ["z", "y", "x"]
 
-    assert_core_predicts_as_bioim2im(package.path, image, tmp_path / "predicted")
+    compared = assert_core_predicts_as_bioim2im(package.path, image, tmp_path / "predicted")
+    # Only instance heads end in steps bioimage.io cannot express (watershed, clustering).
+    assert compared or name.startswith(("instance", "embedseg")), name
 
     scripted = api.export(run, "torchscript", output=tmp_path / "model.pt").path
     graph = api.export(run, "onnx", output=tmp_path / "model.onnx").path
