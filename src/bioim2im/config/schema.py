@@ -301,6 +301,10 @@ class PredictConfig(StrictModel):
     channels_last: bool | Literal["auto"] = "auto"
     """Run the network in the channels-last memory layout (faster for many convolutional
     networks, slower for some); auto = measure both on the first batches and keep the faster."""
+    compile: bool | Literal["auto"] = "auto"
+    """Run the network through torch.compile (about twice as fast on the CPU for the presets'
+    U-Nets, after ~13 s of compiling, ~3 s once Inductor's cache holds it); auto = on the CPU,
+    when the image's window batches, at the measured time of one, save more than that."""
     format: Literal["ome-zarr", "tiff"] = "ome-zarr"
     """Output file format."""
     zarr_format: Literal[2, 3] = 2

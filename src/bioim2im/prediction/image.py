@@ -313,6 +313,7 @@ def _predict_blocks(
         device=model.device,
         amp_dtype=model.amp_dtype,
         channels_last=settings.channels_last,
+        compile=settings.compile,
         prepare=prepare,
         head_geometry={name: head.geometry for name, head in heads.items()},
         skip_blocks=set(range(len(plan))) - set(todo),

@@ -16,8 +16,13 @@ layout for a residual UNet whose batches cost 10 % more CPU time in it. The proc
 threads (reading the next blocks, writing finished ones) count too, which is why the best of
 each layout's timed batches is compared. On a GPU (any device but the CPU) the wall clock counts.
 
-This is where another backend (an exported ONNX Runtime session, a compiled graph) would be
-chosen the same way: by timing real batches.
+``compile`` runs full batches through ``torch.compile`` (Inductor) of the network in the chosen
+layout. On two CPU cores it halves the forward of the presets' residual U-Nets (3D: 0.92 ->
+0.48 s per batch of four 32x128x128 windows; 2D: 0.11 -> 0.06 s), after a compilation of about
+13 s (2.5 s with Inductor's cache warm). ``"auto"`` compiles on the CPU when the full batches
+left, at the eager batch's measured CPU time, would save more than compiling costs
+(:data:`COMPILE_SECONDS`, assuming :data:`COMPILE_SAVES` of each batch). A network that does
+not compile runs eagerly, with one warning.
 """
 
 from __future__ import annotations
@@ -37,7 +42,16 @@ Choice = bool | Literal["auto"]
 _WARM_UP = 1
 _TIMED = 2
 
+COMPILE_SECONDS = 20.0
+"""CPU seconds ``torch.compile`` takes for the presets' U-Nets on two cores, cache cold."""
+COMPILE_SAVES = 0.4
+"""The share of an eager batch's time a compiled network saves (measured: 0.45-0.5)."""
+
 _decided: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+# Compiled networks per batch shape and layout, for the next images of a command.
+_compiled: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], Any]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -73,6 +87,8 @@ class Layout:
         device: torch.device,
         choice: Choice,
         batch_size: int,
+        compile: Choice = False,
+        batches: int = 0,
     ) -> None:
         self.model = model
         self.device = device
@@ -81,9 +97,15 @@ class Layout:
         self.current = False
         self.trials: list[bool] = []
         self.seconds: dict[bool, list[float]] = {False: [], True: []}
-        # Only an eager torch module can change its layout: not an ONNX Runtime session, a
-        # TorchScript graph or a package's wrapped network.
+        # Only an eager torch module can change its layout or compile: not an ONNX Runtime
+        # session, a TorchScript graph or a package's wrapped network.
         eager = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+        if compile == "auto" and device.type != "cpu":
+            compile = False  # measured on the CPU only
+        self.compile: Choice | None = compile if eager and compile is not False else None
+        self.compiled: Any = None
+        self.batches_left = batches
+        """Full batches still to run (for ``compile = "auto"``)."""
         if self.channels_last_format is None or choice is False or not eager:
             return
         if choice is True:
@@ -104,7 +126,26 @@ class Layout:
     @contextlib.contextmanager
     def timed(self, batch_shape: tuple[int, ...]) -> Iterator[torch.nn.Module]:
         """The model, for one batch of windows of ``batch_shape``, timed while measuring."""
-        if not self.trials or batch_shape[0] != self.batch_size:
+        full = batch_shape[0] == self.batch_size
+        if full:
+            self.batches_left -= 1
+        if full and not self.trials and self.compile is not None:
+            if self.compiled is None and self.compile != "auto":
+                self.compiled = self._compiled(batch_shape)
+            if self.compiled is not None:
+                yield self.compiled
+                return
+            # "auto": time this eager batch, then decide.
+            started = time.process_time()
+            yield self.model
+            eager = time.process_time() - started
+            if COMPILE_SAVES * eager * self.batches_left > COMPILE_SECONDS:
+                self.compile = True
+                self.compiled = self._compiled(batch_shape)
+            else:
+                self.compile = None
+            return
+        if not self.trials or not full:
             yield self.model
             return
         known = _decided.get(self.model, {}).get(batch_shape)
@@ -126,6 +167,32 @@ class Layout:
             faster = min(self.seconds[True][_WARM_UP:]) < min(self.seconds[False][_WARM_UP:])
             self._switch(faster)
             _decided.setdefault(self.model, {})[batch_shape] = faster
+
+    def _compiled(self, batch_shape: tuple[int, ...]) -> Any:
+        """``torch.compile`` of the model in its current layout, compiled on a batch of zeros
+        of ``batch_shape``; None (and one warning) when it does not compile."""
+        key = (batch_shape, self.current)
+        known = _compiled.get(self.model, {}).get(key)
+        if known is not None:
+            return known
+        import warnings
+
+        try:
+            with warnings.catch_warnings():  # the compiler's own deprecation notices
+                warnings.simplefilter("ignore", DeprecationWarning)
+                compiled = torch.compile(self.model, dynamic=False)
+                compiled(self.prepare(torch.zeros(batch_shape, device=self.device)))
+        except Exception as exc:  # any failure of the compiler: run eagerly
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "predicting without it (predict.compile = false skips the attempt)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.compile = None
+            return None
+        _compiled.setdefault(self.model, {})[key] = compiled
+        return compiled
 
     @property
     def chosen(self) -> bool | None:

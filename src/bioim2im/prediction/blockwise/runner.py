@@ -78,6 +78,7 @@ def predict_blocks(
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
     channels_last: Choice = False,
+    compile: Choice = False,
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     head_geometry: Mapping[str, HeadGeometry] | None = None,
     block_size: Sequence[int] | None = None,
@@ -102,7 +103,8 @@ def predict_blocks(
     grid). ``tta`` averages over flips: True = every combination of spatial axes, or a list of
     axis subsets (the unflipped input always counts). ``amp_dtype`` (e.g. ``torch.bfloat16``)
     runs the model under autocast. ``channels_last`` runs it in the channels-last layout, or
-    ``"auto"``: in the faster of the two, measured on the first batches
+    ``"auto"``: in the faster of the two, measured on the first batches; ``compile`` runs it
+    through ``torch.compile``, or ``"auto"``: when that saves more than it costs
     (:mod:`~bioim2im.prediction.blockwise.layout`).
 
     The blocks are ``plan`` (a caller that planned them already passes its plan, which fixes
@@ -154,6 +156,7 @@ def predict_blocks(
         device,
         amp_dtype,
         channels_last,
+        compile,
     )
 
     def read(block: Block) -> np.ndarray:
@@ -325,6 +328,7 @@ class _WindowRunner:
         device: str | torch.device,
         amp_dtype: torch.dtype | None,
         channels_last: Choice = False,
+        compile: Choice = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -338,7 +342,16 @@ class _WindowRunner:
         self.flips = flips
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
-        self.layout = Layout(model, len(plan.roi_size), self.device, channels_last, batch_size)
+        windows = math.prod(len(starts) for starts in plan.starts)
+        self.layout = Layout(
+            model,
+            len(plan.roi_size),
+            self.device,
+            channels_last,
+            batch_size,
+            compile=compile,
+            batches=windows // batch_size,
+        )
         self.windows = {head: self._output_window(head) for head in heads}
         halos = {head: self._output_halo(head) for head in heads}
         self.profiles = {
@@ -359,7 +372,7 @@ class _WindowRunner:
                 for starts, roi, halo in zip(plan.starts, plan.roi_size, plan.halo, strict=True)
             ]
         )
-        self._cut_weights: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+        self._cut_weights: dict[tuple[str, bool, tuple[int, ...]], torch.Tensor] = {}
         # Vector components change sign when their axis is flipped: (head, flipped axes) -> signs.
         self.signs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         for head, geometry in self.heads.items():
