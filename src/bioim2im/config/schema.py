@@ -279,14 +279,15 @@ class PredictConfig(StrictModel):
     blend: Literal["gaussian", "constant"] = "gaussian"
     """How overlapping windows are blended."""
     halo: Literal["auto"] | list[Annotated[int, Field(ge=0)]] | None = None
-    """Tile as bioimageio.core does (and give what one whole-image window would): windows
-    start on multiples of the network's divisor, the image is mirrored by the halo, and only
-    each window's interior counts (its `halo` voxels at each end are dropped; `overlap` is then
-    not used). For a network whose output does not depend on the window beyond its receptive
-    field (batch normalisation or none; not instance or group normalisation). "auto": the
-    network's receptive field, measured when the model is loaded (no halo tiling when the
-    network is window-dependent); a list: voxels per spatial axis; none: blended windows.
-    Packages bioim2im exported from a window-independent network set it."""
+    """Tile as bioimageio.core's blockwise prediction does: the image is mirrored by the halo,
+    only each window's interior counts (its `halo` voxels at each end are dropped; `overlap` is
+    then not used), and where two interiors overlap the later window's value is kept. A list:
+    voxels per spatial axis, windows placed as core places its blocks (what a package of this
+    run gives). "auto": for a network whose output does not depend on the window beyond its
+    receptive field (batch normalisation or none), that receptive field, measured when the
+    model is loaded, with windows on multiples of the network's divisor, so every voxel gets
+    its whole-image value (no halo tiling when the network is window-dependent); none: blended
+    windows. Packages bioim2im exports set it."""
     tta: bool | list[list[int]] = False
     """Test-time augmentation over flips: true = all spatial-axis combinations, or a list of
     axis subsets to flip, e.g. [[0], [1], [0, 1]]."""

@@ -132,6 +132,8 @@ class Layout:
         if full and not self.trials and self.compile is not None:
             if self.compiled is None and self.compile != "auto":
                 self.compiled = self._compiled(batch_shape)
+            elif self.compiled is None:  # compiled for an earlier image of the command?
+                self.compiled = _compiled.get(self.model, {}).get((batch_shape, self.current))
             if self.compiled is not None:
                 yield self.compiled
                 return
@@ -183,8 +185,9 @@ class Layout:
                 compiled = torch.compile(self.model, dynamic=False)
                 compiled(self.prepare(torch.zeros(batch_shape, device=self.device)))
         except Exception as exc:  # any failure of the compiler: run eagerly
+            first = (str(exc).splitlines() or [""])[0][:200]
             warnings.warn(
-                f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                f"torch.compile failed ({type(exc).__name__}: {first}); "
                 "predicting without it (predict.compile = false skips the attempt)",
                 RuntimeWarning,
                 stacklevel=2,
