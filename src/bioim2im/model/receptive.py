@@ -17,7 +17,8 @@ output, and that shifting the input by the divisor shifts the output.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,20 +49,19 @@ def window_halo(
     (or one tensor); ``scales`` gives a head's output voxels per input voxel along each axis
     (default 1) and ``dropped`` the axes a head projects away (not probed along them).
     """
-    scales = dict(scales or {})
-    dropped = dict(dropped or {})
     was_training = network.training
     network.eval()
     try:
         device = next(network.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    probe = _Probe(
+        network, in_channels, spatial_dims, divisor, dict(scales or {}), dict(dropped or {}), device
+    )
     try:
         halo = []
         for axis in range(spatial_dims):
-            radius = _axis_halo(
-                network, axis, in_channels, spatial_dims, divisor, scales, dropped, device
-            )
+            radius = probe.axis_halo(axis)
             if radius is None:
                 return None
             halo.append(radius)
@@ -70,39 +70,8 @@ def window_halo(
         network.train(was_training)
 
 
-def _axis_halo(
-    network: nn.Module,
-    axis: int,
-    in_channels: int,
-    dims: int,
-    divisor: int,
-    scales: Mapping[str, Sequence[int]],
-    dropped: Mapping[str, Sequence[int]],
-    device: torch.device,
-) -> int | None:
-    length = _multiple(FIRST_LENGTH, divisor)
-    while length <= LONGEST:
-        radius = _receptive_radius(
-            network, axis, length, in_channels, dims, divisor, scales, dropped, device
-        )
-        if radius is None:  # nothing kept along this axis: no halo needed there
-            return 0
-        if radius < length // 2 - divisor:
-            halo = _multiple(radius, divisor)
-            local = _local(
-                network, axis, length, radius, in_channels, dims, divisor, scales, dropped, device
-            )
-            return halo if local else None
-        length *= 2
-    return None
-
-
 def _multiple(n: int, divisor: int) -> int:
     return -(-n // divisor) * divisor
-
-
-def _shape(axis: int, length: int, dims: int, divisor: int) -> tuple[int, ...]:
-    return tuple(length if a == axis else divisor for a in range(dims))
 
 
 def _outputs(network: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,57 +79,101 @@ def _outputs(network: nn.Module, batch: torch.Tensor) -> dict[str, torch.Tensor]
     return {"": found} if isinstance(found, torch.Tensor) else dict(found)
 
 
-def _kept(
-    head: str, axis: int, dims: int, dropped: Mapping[str, Sequence[int]]
-) -> tuple[bool, int]:
-    """Whether the head keeps ``axis``, and where it is among the output's spatial axes."""
-    gone = set(dropped.get(head, ()))
-    if axis in gone:
-        return False, -1
-    return True, sum(1 for a in range(axis) if a not in gone)
+@dataclass(frozen=True)
+class _Probe:
+    """The network probed and what its inputs and outputs look like."""
 
+    network: nn.Module
+    in_channels: int
+    dims: int
+    divisor: int
+    scales: Mapping[str, Sequence[int]]
+    """Per head, output voxels per input voxel along each axis (default 1)."""
+    dropped: Mapping[str, Sequence[int]]
+    """Per head, the axes it projects away."""
+    device: torch.device
 
-def _scale(head: str, axis: int, scales: Mapping[str, Sequence[int]]) -> int:
-    factors = scales.get(head)
-    return int(factors[axis]) if factors is not None else 1
-
-
-def _receptive_radius(
-    network: nn.Module,
-    axis: int,
-    length: int,
-    in_channels: int,
-    dims: int,
-    divisor: int,
-    scales: Mapping[str, Sequence[int]],
-    dropped: Mapping[str, Sequence[int]],
-    device: torch.device,
-) -> int | None:
-    """How far along ``axis`` the input reaches the output voxels at the centre (a divisor's
-    worth of them: each phase of the network's strides reaches its own way): the gradient's
-    support on a positive copy of the network (every path adds, none cancels). None when no
-    head keeps the axis."""
-    positive = _positive_copy(network).to(device)
-    centre = length // 2
-    image = torch.ones((1, in_channels, *_shape(axis, length, dims, divisor)), device=device)
-    image = image.double().requires_grad_(True)
-    outputs = _outputs(positive, image)
-    total: torch.Tensor | None = None
-    for head, output in outputs.items():
-        keeps, position = _kept(head, axis, dims, dropped)
-        if not keeps:
-            continue
-        scale = _scale(head, axis, scales)
-        picked = output.narrow(2 + position, centre * scale, divisor * scale).sum()
-        total = picked if total is None else total + picked
-    if total is None:
+    def axis_halo(self, axis: int) -> int | None:
+        length = _multiple(FIRST_LENGTH, self.divisor)
+        while length <= LONGEST:
+            radius = self.receptive_radius(axis, length)
+            if radius is None:  # nothing kept along this axis: no halo needed there
+                return 0
+            if radius < length // 2 - self.divisor:
+                local = self.local(axis, length, radius)
+                return _multiple(radius, self.divisor) if local else None
+            length *= 2
         return None
-    (gradient,) = torch.autograd.grad(total, image)
-    other = [d for d in range(gradient.ndim) if d != 2 + axis]
-    reach = gradient.abs().sum(dim=other).nonzero().flatten()
-    if reach.numel() == 0:
-        return 0
-    return int(max(centre - int(reach.min()), int(reach.max()) - (centre + divisor - 1)))
+
+    def shape(self, axis: int, length: int) -> tuple[int, ...]:
+        """An input's spatial shape: ``length`` along ``axis``, a divisor along the others."""
+        return tuple(length if a == axis else self.divisor for a in range(self.dims))
+
+    def along(
+        self, outputs: Mapping[str, torch.Tensor], axis: int
+    ) -> Iterator[tuple[str, torch.Tensor, int, int]]:
+        """Per head that keeps ``axis``: (head, output, the axis's dimension in the output,
+        output voxels per input voxel along it)."""
+        for head, output in outputs.items():
+            gone = set(self.dropped.get(head, ()))
+            if axis in gone:
+                continue
+            position = sum(1 for a in range(axis) if a not in gone)
+            factors = self.scales.get(head)
+            scale = int(factors[axis]) if factors is not None else 1
+            yield head, output, 2 + position, scale
+
+    def receptive_radius(self, axis: int, length: int) -> int | None:
+        """How far along ``axis`` the input reaches the output voxels at the centre (a
+        divisor's worth of them: each phase of the network's strides reaches its own way): the
+        gradient's support on a positive copy of the network (every path adds, none cancels).
+        None when no head keeps the axis."""
+        positive = _positive_copy(self.network).to(self.device)
+        centre, divisor = length // 2, self.divisor
+        image = torch.ones((1, self.in_channels, *self.shape(axis, length)), device=self.device)
+        image = image.double().requires_grad_(True)
+        total: torch.Tensor | None = None
+        for _, output, dim, scale in self.along(_outputs(positive, image), axis):
+            picked = output.narrow(dim, centre * scale, divisor * scale).sum()
+            total = picked if total is None else total + picked
+        if total is None:
+            return None
+        (gradient,) = torch.autograd.grad(total, image)
+        other = [d for d in range(gradient.ndim) if d != 2 + axis]
+        reach = gradient.abs().sum(dim=other).nonzero().flatten()
+        if reach.numel() == 0:
+            return 0
+        return int(max(centre - int(reach.min()), int(reach.max()) - (centre + divisor - 1)))
+
+    def local(self, axis: int, length: int, radius: int) -> bool:
+        """With its own weights: a change of the input at the centre changes no output further
+        than ``radius`` from it, and shifting the input by the divisor shifts the output."""
+        divisor = self.divisor
+        generator = torch.Generator().manual_seed(0)
+        shape = self.shape(axis, length + divisor)
+        image = torch.randn((1, self.in_channels, *shape), generator=generator).to(self.device)
+        centre = length // 2
+        changed = image.clone()
+        changed.narrow(2 + axis, centre, 1).add_(1.0)
+        with torch.no_grad():
+            before = _outputs(self.network, image.narrow(2 + axis, 0, length))
+            after = _outputs(self.network, changed.narrow(2 + axis, 0, length))
+            shifted = _outputs(self.network, image.narrow(2 + axis, divisor, length))
+        for head, output, dim, scale in self.along(before, axis):
+            level = float(output.abs().max()) + 1.0
+            far = _outside(centre, radius, length, scale)
+            difference = (after[head] - output).abs()
+            if any(float(difference.narrow(dim, lo, hi - lo).max()) > TOLERANCE * level
+                   for lo, hi in far):  # fmt: skip
+                return False
+            # The same voxels, from a window starting one divisor later.
+            lo, hi = (divisor + radius) * scale, (length - radius) * scale
+            if hi - lo > 0:
+                ours = output.narrow(dim, lo, hi - lo)
+                theirs = shifted[head].narrow(dim, lo - divisor * scale, hi - lo)
+                if float((ours - theirs).abs().max()) > TOLERANCE * level:
+                    return False
+        return True
 
 
 def _positive_copy(network: nn.Module) -> nn.Module:
@@ -183,53 +196,6 @@ def _positive_copy(network: nn.Module) -> nn.Module:
                 elif name == "running_var":
                     buffer.fill_(1.0)
     return positive
-
-
-def _local(
-    network: nn.Module,
-    axis: int,
-    length: int,
-    radius: int,
-    in_channels: int,
-    dims: int,
-    divisor: int,
-    scales: Mapping[str, Sequence[int]],
-    dropped: Mapping[str, Sequence[int]],
-    device: torch.device,
-) -> bool:
-    """With its own weights: a change of the input at the centre changes no output further
-    than ``radius`` from it, and shifting the input by ``divisor`` shifts the output."""
-    generator = torch.Generator().manual_seed(0)
-    shape = _shape(axis, length + divisor, dims, divisor)
-    image = torch.randn((1, in_channels, *shape), generator=generator).to(device)
-    centre = length // 2
-    changed = image.clone()
-    changed.narrow(2 + axis, centre, 1).add_(1.0)
-    with torch.no_grad():
-        window = image.narrow(2 + axis, 0, length)
-        before = _outputs(network, window)
-        after = _outputs(network, changed.narrow(2 + axis, 0, length))
-        shifted = _outputs(network, image.narrow(2 + axis, divisor, length))
-    for head, output in before.items():
-        keeps, position = _kept(head, axis, dims, dropped)
-        if not keeps:
-            continue
-        scale = _scale(head, axis, scales)
-        spatial = 2 + position
-        level = float(output.abs().max()) + 1.0
-        far = _outside(centre, radius, length, scale)
-        difference = (after[head] - output).abs()
-        if any(float(difference.narrow(spatial, lo, hi - lo).max()) > TOLERANCE * level
-               for lo, hi in far):  # fmt: skip
-            return False
-        # The same voxels, from a window starting one divisor later.
-        lo, hi = (divisor + radius) * scale, (length - radius) * scale
-        if hi - lo > 0:
-            ours = output.narrow(spatial, lo, hi - lo)
-            theirs = shifted[head].narrow(spatial, lo - divisor * scale, hi - lo)
-            if float((ours - theirs).abs().max()) > TOLERANCE * level:
-                return False
-    return True
 
 
 def _outside(centre: int, radius: int, length: int, scale: int) -> list[tuple[int, int]]:
