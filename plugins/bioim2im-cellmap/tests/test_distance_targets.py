@@ -13,6 +13,7 @@ import pytest
 from scipy.ndimage import distance_transform_edt
 from stores import PRESETS, datasplit_text
 from test_patches import crops_of, patches, rows  # noqa: F401  (the datasplit's rows)
+from tiny_runs import shortest_training
 
 
 @pytest.mark.parametrize("dims", [3, 2])
@@ -66,19 +67,7 @@ def test_a_run_trains_on_signed_distances(cellmap_root: Path, tmp_path: Path):
             "data.layout.target=signed_distance",
             "data.layout.pos_weight=false",
             'model.heads.seg.loss={name="mse"}',
-            "data.patch_size=[16, 16, 16]",
-            "data.batch_size=2",
-            "data.num_workers=0",
-            "model.features=4",
-            "model.backbone.channels=[4, 8]",
-            "model.backbone.strides=[2]",
-            "train.steps=2",
-            "train.val_every=2",
-            "train.val_max_batches=1",
-            "train.checkpoint_every=2",
-            "train.scheduler.warmup_steps=0",
-            "logging.progress=lines",
-            "logging.snapshots=false",
+            *shortest_training(2),
         ],
         run_dir=tmp_path / "run",
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zarr
 from stores import PRESETS, datasplit_text, manifest_text
+from tiny_runs import shortest_training
 
 from bioim2im.errors import UserError
 from bioim2im_cellmap.grids import Grid
@@ -37,19 +38,7 @@ def model(cellmap_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = [
         f"data.path={datasplit}",
         'data.layout.classes=["mito", "nuc", "er"]',
-        "data.patch_size=[16, 16, 16]",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "model.features=4",
-        "model.backbone.channels=[4, 8]",
-        "model.backbone.strides=[2]",
-        "train.steps=2",
-        "train.val_every=2",
-        "train.val_max_batches=1",
-        "train.checkpoint_every=2",
-        "train.scheduler.warmup_steps=0",
-        "logging.progress=lines",
-        "logging.snapshots=false",
+        *shortest_training(2),
     ]
     train(PRESET, overrides=overrides, run_dir=root / "run")
     return root / "run"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stores import PRESETS
+from tiny_runs import shortest_training
 
 from bioim2im_cellmap.datasplit import read_datasplit
 
@@ -20,19 +21,7 @@ def _overrides(datasplit: Path, search: str) -> list[str]:
         f"data.layout.search_path={search}",
         "data.layout.validation_fraction=0.3",
         'data.layout.classes=["er"]',
-        "data.patch_size=[16, 16, 16]",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "model.features=4",
-        "model.backbone.channels=[4, 8]",
-        "model.backbone.strides=[2]",
-        "train.steps=1",
-        "train.val_every=1",
-        "train.val_max_batches=1",
-        "train.checkpoint_every=1",
-        "train.scheduler.warmup_steps=0",
-        "logging.progress=lines",
-        "logging.snapshots=false",
+        *shortest_training(1),
     ]
 
 
