@@ -23,6 +23,13 @@ layout. On two CPU cores it halves the forward of the presets' residual U-Nets (
 left, at the eager batch's measured CPU time, would save more than compiling costs
 (:data:`COMPILE_SECONDS`, assuming :data:`COMPILE_SAVES` of each batch). A network that does
 not compile runs eagerly, with one warning.
+
+Instance normalisation, as torch implements it, copies a channels-last input to the contiguous
+layout and back: in the presets' residual 3D U-Nets on two CPU cores those copies were a quarter
+of an eager forward. In channels-last prediction each ``InstanceNorm`` without running
+statistics therefore normalises in the input's own layout (:func:`_instance_norm_in_layout`: one
+``var_mean`` and one ``addcmul``; 0.90 -> 0.78 s per batch of four 32x128x128 windows of the
+issue network, values within 6e-6 of torch's); training and the contiguous layout keep torch's.
 """
 
 from __future__ import annotations
@@ -75,6 +82,38 @@ def set_layout(module: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
         return tensor if layout is None else tensor.contiguous(memory_format=layout)
 
     return module._apply(convert)
+
+
+def _instance_norm_in_layout(
+    self: torch.nn.modules.instancenorm._InstanceNorm, inputs: torch.Tensor
+) -> torch.Tensor:
+    """``InstanceNorm.forward`` for inference on a batched input, in the input's layout: the
+    statistics of each image and channel by one (Welford) ``var_mean`` over the spatial axes,
+    the normalisation and the affine map as one ``addcmul``; torch's own otherwise."""
+    if self.training or inputs.dim() != self._get_no_batch_dim() + 1:
+        return type(self).forward(self, inputs)
+    axes = tuple(range(2, inputs.dim()))
+    var, mean = torch.var_mean(inputs, dim=axes, keepdim=True, correction=0)
+    scale = torch.rsqrt(var + self.eps)
+    if self.weight is not None and self.bias is not None:
+        shape = (1, -1) + (1,) * len(axes)
+        scale = scale * self.weight.view(shape)
+        shift = self.bias.view(shape) - mean * scale
+    else:
+        shift = -mean * scale
+    return torch.addcmul(shift, inputs, scale)
+
+
+def _norms_in_layout(module: torch.nn.Module, on: bool) -> None:
+    """Let ``module``'s instance normalisations without running statistics work in their
+    input's layout (``on``), or give them torch's forward back."""
+    for layer in module.modules():
+        if not isinstance(layer, torch.nn.modules.instancenorm._InstanceNorm):
+            continue
+        if on and not layer.track_running_stats:
+            layer.forward = _instance_norm_in_layout.__get__(layer)  # type: ignore[method-assign]
+        elif "forward" in vars(layer):
+            del layer.forward
 
 
 class Layout:
@@ -210,6 +249,7 @@ class Layout:
         if channels_last == self.current:
             return
         set_layout(self.model, channels_last)
+        _norms_in_layout(self.model, channels_last)
         self.current = channels_last
 
     def _synchronize(self) -> None:
