@@ -41,6 +41,11 @@ per batch, Gaussian blending.
     python benchmarks/bench_predict.py --variants bioim2im,monai --repeats 3
     python benchmarks/bench_predict.py --set predict.channels_last=false --variants bioim2im
 
+``predict.compile = "auto"`` compiles the network when that saves more than it costs; by default
+(``--compile-cache cold``) every bioim2im run starts with an empty Inductor cache, as the first
+prediction on a machine does; ``--compile-cache warm`` shares one cache between the runs, as
+later predictions of the same network and window do.
+
 ``--set`` passes settings to bioim2im's command (to compare levers); ``--device cuda`` runs all
 on the GPU. ``--cluster local:2`` (or a scheduler's address) adds the variant ``cluster``: the
 same command with ``--cluster``, whose overhead against the single process is reported (on a
@@ -161,7 +166,13 @@ NETWORKS: dict[str, dict[str, Any]] = {
         "preset": "restoration-2d",
         "set": _raw("restored"),
         "heads": {"restored": "none"},
-        "about": "UNet 32-128, 1 residual unit, regression head; also n2v-2d",
+        "about": "UNet 32-128, 1 residual unit, regression head",
+    },
+    "n2v-2d": {
+        "preset": "n2v-2d",
+        "set": _raw("restored"),
+        "heads": {"restored": "none"},
+        "about": "N2V2 U-Net 32-128: blur-pool, interpolating upsampling, no top skip",
     },
     "pix2pix-2d": {
         "preset": "pix2pix-2d",
@@ -336,6 +347,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="bioim2im setting KEY=VALUE")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workdir", type=Path, help="keep images, models and outputs here")
+    parser.add_argument(
+        "--compile-cache",
+        choices=("cold", "warm"),
+        default="cold",
+        help="cold: each bioim2im run starts with an empty torch.compile cache (a first run on "
+        "a machine); warm: the runs share one (later runs of the same network and window)",
+    )
     parser.add_argument("--cluster", help="also run bioim2im with --cluster WHERE (local:2...)")
     parser.add_argument("--monai-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -414,6 +432,10 @@ def main() -> None:
                 shift = (number + repeat) % len(variants)
                 for variant in variants[shift:] + variants[:shift]:
                     loads.append(load_average())
+                    cache = (
+                        "shared" if args.compile_cache == "warm" else f"{variant}-{number}-{repeat}"
+                    )
+                    env["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor" / cache)
                     figures = run_measured(commands[variant], env)
                     if figures is None:
                         continue
