@@ -19,7 +19,7 @@ from bioim2im.config.components import (
 from bioim2im.config.schema import ComponentSpec, Preset
 from bioim2im.errors import PluginError
 from bioim2im.plugin.hookspecs import Values
-from bioim2im.plugin.registry import ComponentRegistry, StrictModel
+from bioim2im.plugin.registry import ComponentRegistry, Generated, StrictModel
 
 
 class SchemaInfo:
@@ -42,7 +42,7 @@ def _member(kind: str, name: str, base: type[ComponentSpec], params: type[Strict
     }
     if params.model_config.get("extra") == "allow":
         namespace["model_config"] = ConfigDict(extra="allow")
-    return type(f"{kind.title()}_{name}", (base, params), namespace)
+    return type(f"{kind.title()}_{name}", (base, params, Generated), namespace)
 
 
 def _union(
@@ -68,7 +68,7 @@ def _no_component(kind: str, base: type[ComponentSpec]) -> type:
 
     return create_model(
         f"No_{kind}",
-        __base__=base,
+        __base__=(base, Generated),
         __validators__={"refuse": field_validator("name")(classmethod(refuse))},  # type: ignore[dict-item]
     )
 
@@ -78,7 +78,7 @@ def _override(base: type[StrictModel], name: str, **fields: Any) -> Any:
     new_fields = {
         field: (annotation, _copy(base.model_fields[field])) for field, annotation in fields.items()
     }
-    return create_model(name, __base__=base, __module__=__name__, **new_fields)  # type: ignore[call-overload]
+    return create_model(name, __base__=(base, Generated), __module__=__name__, **new_fields)  # type: ignore[call-overload]
 
 
 def _copy(field: FieldInfo) -> FieldInfo:
@@ -101,7 +101,7 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
 
     preset: type[Preset] = create_model(  # type: ignore[assignment]
         "Preset",
-        __base__=_specialise_model(Preset, registry, info),
+        __base__=(_specialise_model(Preset, registry, info), Generated),
         __module__=__name__,
         __validators__={"components_fit": model_validator(mode="after")(components_fit)},  # type: ignore[dict-item]
     )
