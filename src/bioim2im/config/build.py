@@ -99,9 +99,10 @@ def preset_model(registry: ComponentRegistry) -> tuple[type[Preset], SchemaInfo]
         _check_components(preset, registry)
         return preset
 
-    preset: type[Preset] = create_model(  # type: ignore[assignment]
+    bases: tuple[Any, ...] = (_specialise_model(Preset, registry, info), Generated)
+    preset: type[Preset] = create_model(
         "Preset",
-        __base__=(_specialise_model(Preset, registry, info), Generated),
+        __base__=bases,
         __module__=__name__,
         __validators__={"components_fit": model_validator(mode="after")(components_fit)},  # type: ignore[dict-item]
     )

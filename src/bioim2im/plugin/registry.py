@@ -51,7 +51,7 @@ class StrictModel(BaseModel):
         return checked
 
 
-class Generated(BaseModel):
+class Generated(StrictModel):
     """Mixed into the models built from code (a component's signature, the schema's unions of
     registered components): their descriptions are given or copied, and pydantic's search for
     attribute docstrings in the source of a class made at run time walks the call stack and
@@ -185,7 +185,7 @@ def params_model_from_signature(
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, Field(default, description=documented.get(pname)))
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in label)
-    model: type[StrictModel] = create_model(model_name, __base__=(StrictModel, Generated), **fields)
+    model: type[StrictModel] = create_model(model_name, __base__=Generated, **fields)
     if extra_allowed:
         model = type(model_name, (model,), {"model_config": ConfigDict(extra="allow")})
     model.__doc__ = f"Parameters of {label}."
