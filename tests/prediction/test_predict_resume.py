@@ -144,3 +144,18 @@ def test_overwrite_replaces_a_finished_output(run_2d, images_2d, tmp_path):
     second = read_zarr(out / "cells_0.ome.zarr" / "prob" / "0")
     assert second.shape == first.shape and not np.array_equal(second, first)
     assert sorted(p.name for p in out.iterdir()) == ["cells_0.ome.zarr", "predictions.csv"]
+
+
+def test_overwrite_predicts_again_what_the_same_command_finished(run_2d, images_2d, tmp_path):
+    """Without --overwrite the same command takes its finished output as done; with it, the
+    input is predicted again (a new bioim2im, a timing: nothing tells a stale output)."""
+    image, out = str(images_2d / "cells_0.tif"), tmp_path / "out"
+    first = predict_files(run_2d, image, out, progress=False)
+    assert [r.done_earlier for r in first.results] == [False]
+    again = predict_files(run_2d, image, out, progress=False)
+    assert [r.done_earlier for r in again.results] == [True]
+    replaced = predict_files(run_2d, image, out, overwrite=True, progress=False)
+    assert [r.done_earlier for r in replaced.results] == [False]
+    blocks = replaced.results[0].blocks
+    assert blocks.predicted == blocks.total > 0 and blocks.resumed == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cells_0.ome.zarr", "predictions.csv"]
