@@ -13,10 +13,11 @@ with the same weights on both sides -- go through
   (same chunks and compression as bioim2im's output).
 
 Each variant runs as its own process, timed from start to exit (imports, model loading, reading
-and writing included), with its own CPU time and peak resident memory (``os.wait4``). With
-``--repeats N`` each case runs every variant N times, alternating the order, and the medians
-are reported, so that a change in the machine's load falls on all sides alike. Each row gives
-the speed of bioim2im (and of ONNX Runtime) over the script's (their seconds over ours).
+and writing included), with its own CPU time and peak resident memory (``os.wait4`` in a small
+launcher process). With ``--repeats N`` each case runs every variant N times, alternating the
+order, and the medians are reported, so that a change in the machine's load falls on all sides
+alike. Each row gives the speed of bioim2im (and of ONNX Runtime) over the script's (their
+seconds over ours).
 
 Networks (``--networks``, comma-separated; default all): one per distinct network the shipped
 presets build (``--list`` prints them). Every head writes float32 values (probabilities after
@@ -306,20 +307,37 @@ def monai_worker(run: Path, image_path: Path, output: Path, device: str, heads: 
         del values, result
 
 
+# Started by the benchmark (``python -S``, a few MiB), it starts the measured command and writes
+# the command's exit status, CPU seconds and peak memory (KiB) to the file it is given. On Linux
+# a process started straight from the benchmark inherits the benchmark's own high-water mark
+# (it survives fork and exec): the benchmark, grown past 1 GiB by comparing outputs, made every
+# later command's peak read at least that.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_utime + usage.ru_stime} "
+                 f"{usage.ru_maxrss}")
+"""
+
+
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> dict[str, float] | None:
     """Run ``command``; its wall time, CPU time (user + system) and peak resident memory (MiB),
     or None when it fails (the failure is printed, the benchmark goes on)."""
-    started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.monotonic() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "usage"
+        launcher = [sys.executable, "-S", "-c", _LAUNCHER, str(report)]
+        started = time.monotonic()
+        subprocess.run([*launcher, *command], env=env, stdout=subprocess.DEVNULL, check=False)
+        seconds = time.monotonic() - started
+        code, cpu, peak_kib = report.read_text().split()
+    if int(code) != 0:
         print(f"FAILED (exit status {code}): {' '.join(command)}", file=sys.stderr)
         return None
-    # ru_maxrss is in KiB on Linux.
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mib": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "cpu_seconds": float(cpu), "peak_mib": int(peak_kib) / 1024}
 
 
 def compare(ours: Path, theirs: Path) -> tuple[float, float]:

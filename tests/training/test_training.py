@@ -170,6 +170,31 @@ def test_channels_last_and_compile_train_the_same_model(
     assert other["model"].keys() == eager["model"].keys()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_a_network_the_compiler_fails_on_trains_eagerly_after_one_warning(
+    tiny_preset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch 2.13's Inductor fails on labelfree-3d's network for training; here a compiler
+    backend that always fails stands in for it (the real one takes a minute to fail)."""
+
+    def failing_backend(graph: torch.fx.GraphModule, inputs: list) -> None:
+        raise RuntimeError("Invalid ranges [0:-1]")
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **k: compile_(m, backend=failing_backend))
+    settings = ["train.steps=3", "train.log_every=1", "train.val_every=3"]
+    train(tiny_preset(), overrides=settings, run_dir=tmp_path / "eager")
+    with pytest.warns(RuntimeWarning, match="train.compile: torch.compile failed.*Invalid ranges"):
+        outcome = train(
+            tiny_preset(), overrides=[*settings, "train.compile=true"], run_dir=tmp_path / "other"
+        )
+    assert outcome.step == 3
+    curves = [
+        [r["loss"] for r in _records(tmp_path / n) if "loss" in r] for n in ("eager", "other")
+    ]
+    assert curves[1] == curves[0]  # the same steps, eagerly, bit for bit
+
+
 def test_a_warm_up_longer_than_a_quick_run_is_shortened_and_said(
     tiny_preset, tmp_path: Path, cli
 ) -> None:

@@ -34,6 +34,43 @@ from bioim2im.training.report import MetricsLog, Progress, read_metrics, trim_me
 from bioim2im.training.tracking import Tracker
 
 
+class CompiledOrEager(nn.Module):
+    """``torch.compile`` of ``module`` (``train.compile``) that trains ``module`` itself, after
+    one warning, when the compiler fails on it: torch 2.13's Inductor cannot lower the strided
+    residual convolution of labelfree-3d's network for training ("ValueRangeError: Invalid
+    ranges [0:-1]"), which stopped the run with the compiler's traceback. The compiler fails
+    on the first step, before anything is computed, so the step runs again eagerly."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        # Not a submodule: its parameters are ``module``'s, and checkpoints hold the plain names.
+        self.__dict__["compiled"] = torch.compile(module)
+        self.failed = False
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failed:
+            return self.module(*args, **kwargs)
+        import torch._dynamo.exc
+        import torch._inductor.exc
+
+        try:
+            return self.__dict__["compiled"](*args, **kwargs)
+        except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as exc:
+            import warnings
+
+            cause = getattr(exc, "inner_exception", None) or exc  # a backend's own error
+            first = (str(cause).splitlines() or [""])[0][:200]
+            warnings.warn(
+                f"train.compile: torch.compile failed on this network ({type(cause).__name__}: "
+                f"{first}); training without it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.failed = True
+            return self.module(*args, **kwargs)
+
+
 @dataclass
 class FitOutcome:
     """Where :meth:`Trainer.fit` stopped."""
@@ -190,7 +227,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
         if self.preset.train.compile:
-            module = torch.compile(module)  # type: ignore[assignment]
+            module = CompiledOrEager(module)
         return module
 
     def _total_steps(self) -> int:
@@ -330,7 +367,8 @@ class Trainer:
         """DDP's gradient synchronisation off for every network unless ``sync``."""
         stack = contextlib.ExitStack()
         if not sync:
-            for module in self._parallel_networks():
+            for network in self._parallel_networks():
+                module = network.module if isinstance(network, CompiledOrEager) else network
                 if isinstance(module, DistributedDataParallel):
                     stack.enter_context(module.no_sync())
         return stack
