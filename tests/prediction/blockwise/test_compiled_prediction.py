@@ -1,5 +1,6 @@
 """``predict.compile``: full window batches run through ``torch.compile`` when asked, or, with
-"auto", when the batches left at the measured eager time save more than compiling costs; a
+"auto", when the batches left at the measured eager time save more than compiling costs (what
+compiling saves: part of the time outside the convolutions, measured on the same batch); a
 network that does not compile runs eagerly after one warning. The clocks are counters and the
 compiler a stand-in, except in the one test that compiles for real."""
 
@@ -27,13 +28,24 @@ class Clock:
         return types.SimpleNamespace(perf_counter=lambda: self.cpu, process_time=lambda: self.cpu)
 
 
-class Costly(nn.Module):
-    """A convolution whose eager batches advance the clock by ``seconds``."""
-
+class CostlyConvolution(nn.Conv2d):
     def __init__(self, clock: Clock, seconds: float) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        super().__init__(1, 2, 3, padding=1)
         self.clock, self.seconds = clock, seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.cpu += self.seconds
+        return super().forward(x)
+
+
+class Costly(nn.Module):
+    """A network whose eager batches advance the clock by ``seconds``, of which ``convolution``
+    in its convolution."""
+
+    def __init__(self, clock: Clock, seconds: float, convolution: float = 0.0) -> None:
+        super().__init__()
+        self.conv = CostlyConvolution(clock, convolution)
+        self.clock, self.seconds = clock, seconds - convolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.clock.cpu += self.seconds
@@ -60,11 +72,13 @@ class StandIn:
         return run
 
 
-def run_batches(monkeypatch, choice, seconds: float, batches: int, fails: bool = False):  # type: ignore[no-untyped-def]
+def run_batches(
+    monkeypatch, choice, seconds: float, batches: int, fails: bool = False, convolution: float = 0.0
+):  # type: ignore[no-untyped-def]
     clock, compiler = Clock(), StandIn(fails)
     monkeypatch.setattr(layout_module, "time", clock.module())
     monkeypatch.setattr(layout_module.torch, "compile", compiler)
-    model = Costly(clock, seconds).eval()
+    model = Costly(clock, seconds, convolution).eval()
     chooser = Layout(
         model, 2, torch.device("cpu"), False, BATCH[0], compile=choice, batches=batches
     )
@@ -91,6 +105,20 @@ def test_auto_does_not_compile_a_small_image(monkeypatch: pytest.MonkeyPatch) ->
     few = int(COMPILE_SECONDS / (COMPILE_SAVES * seconds)) - 2
     assert run_batches(monkeypatch, "auto", seconds, few).compiled == []
     assert run_batches(monkeypatch, False, seconds, 1000).compiled == []
+
+
+def test_auto_counts_only_the_time_outside_the_convolutions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compiling fuses what lies between the convolutions: a batch spending 90 % of its time in
+    them is worth compiling only for ten times as many batches as one spending none."""
+    seconds = 1.0
+    worth_without = int(COMPILE_SECONDS / (COMPILE_SAVES * seconds)) + 10
+    mostly = run_batches(monkeypatch, "auto", seconds, worth_without, convolution=0.9)
+    assert mostly.compiled == []
+    worth = int(COMPILE_SECONDS / (COMPILE_SAVES * 0.1 * seconds)) + 10
+    assert len(run_batches(monkeypatch, "auto", seconds, worth, convolution=0.9).compiled) == 1
+    assert run_batches(monkeypatch, "auto", seconds, worth, convolution=1.0).compiled == []
 
 
 def test_true_compiles_whatever_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
