@@ -159,3 +159,24 @@ def test_overwrite_predicts_again_what_the_same_command_finished(run_2d, images_
     blocks = replaced.results[0].blocks
     assert blocks.predicted == blocks.total > 0 and blocks.resumed == 0
     assert sorted(p.name for p in out.iterdir()) == ["cells_0.ome.zarr", "predictions.csv"]
+
+
+def test_a_resumed_work_directory_loses_the_temporary_files_of_zarr_writes_cut_short(
+    tmp_path: Path,
+) -> None:
+    """A process killed inside one of zarr's atomic writes leaves ``.zgroup.<uuid>.partial``;
+    resuming removes it (published, it made zarr warn on listing the output's members), and
+    nothing else."""
+    from bioim2im.prediction.outputs import WorkDir
+
+    work = WorkDir(tmp_path / ".cells.ome.zarr.partial")
+    work.start("abc", fresh=False)
+    group = work.path / "cells.ome.zarr" / "prob"
+    group.mkdir(parents=True)
+    cut_short = group / ".zgroup.729b95053c7a46a08ff986fbb73d053c.partial"
+    kept = [group / ".zgroup", group / "notes.partial", group / "0.partial"]
+    for path in [cut_short, *kept]:
+        path.write_text("{}")
+    assert work.state("abc") == "same"
+    work.start("abc", fresh=False)
+    assert not cut_short.exists() and all(path.exists() for path in kept)

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,10 @@ class Outputs:
         return OmeZarrStore(self, specs, zarr_format=zarr_format, pyramid_levels=pyramid_levels)
 
 
+_ZARR_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")
+"""The name zarr's local store gives a file while writing it atomically."""
+
+
 class WorkDir:
     """An input's work directory: which settings it belongs to and which blocks are done."""
 
@@ -179,11 +184,19 @@ class WorkDir:
             return "other"
         return "same" if found == fingerprint else "other"
 
-    def start(self, fingerprint: str, *, fresh: bool) -> None:
+    def start(self, fingerprint: str, *, fresh: bool, alone: bool = True) -> None:
         """Create it (``fresh``: after deleting what is there), recording ``fingerprint`` first,
-        so that nothing is ever in it without saying whose it is."""
+        so that nothing is ever in it without saying whose it is. ``alone``: no other process
+        writes in it now (not so for one of several ``--part`` processes)."""
         if fresh:
             remove(self.path)
+        elif alone and self.path.is_dir():
+            # A process killed inside one of zarr's atomic writes leaves its temporary file
+            # (``.zgroup.<uuid hex>.partial``): published with the rest, it made the output a
+            # group that zarr warns about when listing its members.
+            for leftover in self.path.rglob("*.partial"):
+                if _ZARR_TEMPORARY.search(leftover.name) and leftover.is_file():
+                    leftover.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         record = self.path / self.FINGERPRINT
         if not record.exists():

@@ -169,7 +169,8 @@ def _open(job: Command, found: InputImage, *, fresh: bool) -> Store:
     """Create (or open) ``found``'s work directory and output images; under the lock."""
     settings = job.model.preset.predict
     outputs = job.outputs[found.stem]
-    WorkDir(outputs.work_dir).start(job.input_fingerprint(found), fresh=fresh)
+    # Other parts may be writing in it: zarr's temporary files are theirs.
+    WorkDir(outputs.work_dir).start(job.input_fingerprint(found), fresh=fresh, alone=False)
     return outputs.open_store(
         image_specs(job.model, found, job.tilings[found.stem]),
         zarr_format=settings.zarr_format,

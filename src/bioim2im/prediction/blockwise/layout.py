@@ -26,8 +26,8 @@ left, at the eager batch's measured CPU time, would save more than compiling cos
 convolution and linear layers, measured on the same eager batch by hooks around those layers
 (the presets' networks spend 44-77 % of a batch in them; a network made of convolutions alone
 gains nothing). Measured idle on two cores: the issue-24 3D U-Net 0.80 -> 0.47 s per batch,
-cellmap-2d's 0.31 -> 0.17 s, each after ~23 s (30 CPU s) of compiling. A network that does
-not compile runs eagerly, with one warning.
+a 2D U-Net of 32-512 features 0.31 -> 0.17 s, each after ~23 s (30 CPU s) of compiling. A
+network that does not compile runs eagerly, with one warning.
 
 Instance normalisation, as torch implements it, copies a channels-last input to the contiguous
 layout and back: in the presets' residual 3D U-Nets on two CPU cores those copies were a quarter
@@ -56,8 +56,8 @@ _TIMED = 2
 
 COMPILE_SECONDS = 30.0
 """CPU seconds ``torch.compile`` takes for the presets' U-Nets on two cores, cache cold, its
-compiler processes included (measured: ~30 for the issue-24 3D U-Net and for cellmap-2d's,
-23 s of wall time each)."""
+compiler processes included (measured: ~30 for the issue-24 3D U-Net and for a 2D U-Net of
+32-512 features, 23 s of wall time each)."""
 COMPILE_SAVES = 0.8
 """The share of an eager batch's time outside convolution and linear layers that a compiled
 network saves (the issue-24 U-Net: 46 % of its batch outside them, 41 % saved)."""
