@@ -42,28 +42,32 @@ class CompiledOrEager(nn.Module):
     on the first step, before anything is computed, so the step runs again eagerly."""
 
     def __init__(self, module: nn.Module) -> None:
+        import torch._dynamo.exc
+        import torch._inductor.exc
+
         super().__init__()
         self.module = module
         # Not a submodule: its parameters are ``module``'s, and checkpoints hold the plain names.
         self.__dict__["compiled"] = torch.compile(module)
         self.failed = False
+        self.compiler_errors = (
+            torch._dynamo.exc.TorchDynamoException,
+            torch._inductor.exc.InductorError,
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed:
             return self.module(*args, **kwargs)
-        import torch._dynamo.exc
-        import torch._inductor.exc
-
         try:
             return self.__dict__["compiled"](*args, **kwargs)
-        except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as exc:
+        except self.compiler_errors as exc:
             import warnings
 
-            cause = getattr(exc, "inner_exception", None) or exc  # a backend's own error
-            first = (str(cause).splitlines() or [""])[0][:200]
+            from bioim2im.prediction.blockwise.layout import compile_failure
+
             warnings.warn(
-                f"train.compile: torch.compile failed on this network ({type(cause).__name__}: "
-                f"{first}); training without it",
+                f"train.compile: torch.compile failed on this network ({compile_failure(exc)}); "
+                "training without it",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -144,3 +144,25 @@ def test_a_compiled_network_predicts_what_the_eager_one_does() -> None:
     eager = predict_array(net, image, compile=False, **options)["out"]
     compiled = predict_array(net, image, compile=True, **options)["out"]
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_the_warning_names_the_compiler_backends_own_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dynamo wraps a backend's failure in BackendCompilerFailed, whose first line is only
+    "backend='...' raised:": the warning gives the backend's error instead."""
+
+    def failing_backend(graph: torch.fx.GraphModule, inputs: list) -> None:
+        raise RuntimeError("no C++ compiler")
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **k: compile_(m, backend=failing_backend))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh()).eval()
+    image = np.zeros((1, 24, 24), dtype=np.float32)
+    options = dict(roi_size=(16, 16), out_channels={"out": 2}, batch_size=4)
+    with pytest.warns(
+        RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler\)"
+    ):
+        compiled = predict_array(net, image, compile=True, **options)["out"]
+    np.testing.assert_allclose(compiled, predict_array(net, image, compile=False, **options)["out"])

@@ -92,6 +92,15 @@ def set_layout(module: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
     return module._apply(convert)
 
 
+def compile_failure(exc: BaseException) -> str:
+    """A failed ``torch.compile`` in one line: the error's type and first line, the backend's
+    own error where dynamo wraps it (``BackendCompilerFailed`` says only "backend='inductor'
+    raised:" on its first line)."""
+    cause = getattr(exc, "inner_exception", None) or exc
+    first = (str(cause).splitlines() or [""])[0][:200]
+    return f"{type(cause).__name__}: {first}"
+
+
 def _instance_norm_in_layout(
     self: torch.nn.modules.instancenorm._InstanceNorm, inputs: torch.Tensor
 ) -> torch.Tensor:
@@ -269,9 +278,8 @@ class Layout:
                 compiled = torch.compile(self.model, dynamic=False)
                 compiled(self.prepare(torch.zeros(batch_shape, device=self.device)))
         except Exception as exc:  # any failure of the compiler: run eagerly
-            first = (str(exc).splitlines() or [""])[0][:200]
             warnings.warn(
-                f"torch.compile failed ({type(exc).__name__}: {first}); "
+                f"torch.compile failed ({compile_failure(exc)}); "
                 "predicting without it (predict.compile = false skips the attempt)",
                 RuntimeWarning,
                 stacklevel=2,
