@@ -402,3 +402,20 @@ def test_tasks_are_near_cubic_boxes_covering_each_block_left_once():
     assert sorted(b for box in boxes for b in box) == sorted(left)
     for box in boxes:
         assert list(box) == [b for b in left if b in box] and 1 <= len(box) <= 3
+
+
+def test_local_workers_keep_freed_memory_and_back_it_with_huge_pages():
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in its workers, which hands every allocation
+    over 128 KiB back to the kernel at once: a network's activations were faulted in anew on
+    every batch. The workers bioim2im starts go without it, and with the huge-page tunable
+    where this machine's kernel waits to be asked (bioim2im.memory_pages)."""
+    from bioim2im.config.schema import ClusterConfig
+    from bioim2im.memory_pages import huge_page_environment
+
+    names = ("MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    with on_cluster.connect("local:1", ClusterConfig(), None) as connection:
+        found = connection.client.run(lambda: {n: os.environ.get(n) for n in names})
+    (worker,) = found.values()
+    assert worker["MALLOC_TRIM_THRESHOLD_"] is None
+    tunables = huge_page_environment().get("GLIBC_TUNABLES", os.environ.get("GLIBC_TUNABLES"))
+    assert worker["GLIBC_TUNABLES"] == tunables

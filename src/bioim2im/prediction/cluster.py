@@ -232,6 +232,7 @@ def connect(
         resources: dict[str, float] | None = {SLOT: 1}
         if where == "local" or where.startswith("local:"):
             count = int(where.split(":")[1]) if ":" in where else _local_workers()
+            stack.enter_context(dask.config.set(_worker_environment()))
             cluster = stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=count,
@@ -261,6 +262,18 @@ def connect(
         if say is not None:
             say(f"Dask: {client.scheduler.address}, dashboard {client.dashboard_link}")
         yield Connection(client, where, resources)
+
+
+def _worker_environment() -> dict[str, Any]:
+    """The local workers' start-up variables: Dask's, without its ``MALLOC_TRIM_THRESHOLD_``
+    (which hands every allocation over 128 KiB back to the kernel, to be faulted in again on
+    the next batch), with the huge-page tunable (:mod:`bioim2im.memory_pages`)."""
+    from bioim2im.memory_pages import huge_page_environment
+
+    key = "distributed.nanny.pre-spawn-environ"
+    return {f"{key}.MALLOC_TRIM_THRESHOLD_": None} | {
+        f"{key}.{name}": value for name, value in huge_page_environment().items()
+    }
 
 
 @contextlib.contextmanager
@@ -329,6 +342,9 @@ def loaded_model(source: ModelSource) -> TrainedModel:
     global _model_loads
     if source not in _models:
         from bioim2im.formats import load_model
+        from bioim2im.memory_pages import keep_freed_memory
+
+        keep_freed_memory()  # whatever the worker's start-up variables made of its allocator
 
         _models.clear()
         _images.clear()
