@@ -144,3 +144,39 @@ def test_allocating_large_tensors_again_and_again_faults_far_fewer_pages() -> No
     # 20 x 64 MiB in 4 KiB pages is 327,680 faults; in 2 MiB pages, 640.
     assert plain > 200_000
     assert huge * 20 < plain, (plain, huge)
+
+
+TRIMMED = textwrap.dedent(
+    """
+    import resource, torch
+    from bioim2im.memory_pages import keep_freed_memory
+
+    def faults():
+        for _ in range(10):  # glibc settles on the heap's size
+            torch.empty(4 << 20).fill_(1.0)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            torch.empty(4 << 20).fill_(1.0)  # 16 MiB, freed at once
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    eager = faults()
+    keep_freed_memory()
+    print(eager, faults())
+    """
+)
+
+
+def test_a_dask_worker_keeps_freed_memory_for_the_next_batch() -> None:
+    """Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc
+    hand every allocation over 128 KiB back to the kernel: each 16 MiB tensor was faulted in
+    page by page again. A worker loading a model calls keep_freed_memory, which undoes it."""
+    done = subprocess.run(
+        [sys.executable, "-c", TRIMMED],
+        env=_environment(OMP_NUM_THREADS="1", MALLOC_TRIM_THRESHOLD_="65536"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    trimmed, kept = map(int, done.stdout.split())
+    assert trimmed > 20 * 4096 * 0.9  # every page of every tensor, again
+    assert kept * 20 < trimmed, (trimmed, kept)

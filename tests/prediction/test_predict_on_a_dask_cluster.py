@@ -416,6 +416,39 @@ def test_local_workers_keep_freed_memory_and_back_it_with_huge_pages():
     with on_cluster.connect("local:1", ClusterConfig(), None) as connection:
         found = connection.client.run(lambda: {n: os.environ.get(n) for n in names})
     (worker,) = found.values()
-    assert worker["MALLOC_TRIM_THRESHOLD_"] is None
+    # A nanny sets it in its own process too (the module's other clusters did): workers then
+    # inherit it, and keep_freed_memory (tests/test_memory_pages.py) undoes its effect.
+    assert worker["MALLOC_TRIM_THRESHOLD_"] == os.environ.get("MALLOC_TRIM_THRESHOLD_")
     tunables = huge_page_environment().get("GLIBC_TUNABLES", os.environ.get("GLIBC_TUNABLES"))
     assert worker["GLIBC_TUNABLES"] == tunables
+
+
+def test_auto_settings_are_settled_once_for_every_worker(run_3d, cluster, client, tmp_path):
+    """``predict.channels_last`` and ``predict.compile`` left "auto" are decided on the client:
+    each worker measuring for itself could pick another layout (or compile where another does
+    not) and round its blocks differently. The workers load the settled model, and the output
+    is the one a single process gives with those settings, bit for bit."""
+    volume = nuclei_image(tmp_path / "vol.tif", (16, 48, 64), seed=7)
+    out = tmp_path / "cluster"
+    overrides = ["predict.block_size=[8, 16, 16]"]  # channels_last and compile: "auto"
+    predict_files(
+        run_3d,
+        volume,
+        out,
+        overrides=[*overrides, *SMALL_TASKS],
+        cluster=cluster.scheduler_address,
+        progress=False,
+    )
+    loaded = client.run(lambda: [source.overrides for source in on_cluster._models])
+    settled = {
+        tuple(o) for sources in loaded.values() for o in sources if o[:1] == tuple(overrides)
+    }
+    assert len(settled) == 1, loaded  # one model, the same settings on every worker
+    (used,) = settled
+    assert used[0] == overrides[0] and used[-1] == "predict.compile=false"  # a tiny image
+    assert used[1] in ("predict.channels_last=true", "predict.channels_last=false")
+    single = tmp_path / "single"
+    predict_files(run_3d, volume, single, overrides=list(used), progress=False)
+    got = read_zarr(head_path(out / "vol.ome.zarr", "seg") / "0")
+    expected = read_zarr(head_path(single / "vol.ome.zarr", "seg") / "0")
+    assert got.tobytes() == expected.tobytes()

@@ -43,7 +43,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -742,10 +742,50 @@ def predict_on_cluster(
             works.append(_image_work(job, found, source, work, result, record))
         if works:
             with connect(where, settings, say) as connection:
+                agreed = settled_source(job, source, connection.workers)
+                for image in works:
+                    image.args = (replace(image.args[0], source=agreed), *image.args[1:])
                 run_blocks(connection, works, settings, reporter)
         write_table(job.folder, job.rows())
         record.close()
     return results
+
+
+def settled_source(job: Command, source: ModelSource, workers: int) -> ModelSource:
+    """``source`` with ``predict.channels_last`` and ``predict.compile`` settled on the client
+    when they are ``"auto"``: a worker measuring for itself could choose another layout, or
+    compile where another does not, and round its blocks differently from its neighbours'
+    (and pay for compiling once per worker: compiling pays only for the batches each worker
+    runs)."""
+    from bioim2im.formats import load_model
+    from bioim2im.prediction.blockwise.layout import decide_ahead
+    from bioim2im.prediction.blockwise.replay import full_pass
+
+    predict = job.model.preset.predict
+    if predict.channels_last != "auto" and predict.compile != "auto":
+        return source
+    plans = {found.stem: job.tilings[found.stem].plan for found in job.images}
+    windows = sum(
+        int(full_pass(plans[found.stem], predict.batch_size).offsets[-1]) * found.time_points
+        for found in job.images
+    )
+    roi = next(iter(plans.values())).roi_size
+    batch = (predict.batch_size, job.model.in_channels, *roi)
+    channels_last, compile = decide_ahead(
+        job.model.network,
+        job.model.device,
+        batch,
+        predict.channels_last,
+        predict.compile,
+        windows // predict.batch_size // max(1, workers),
+    )
+    settled = (
+        *source.overrides,
+        f"predict.channels_last={str(channels_last).lower()}",
+        f"predict.compile={str(compile).lower()}",
+    )
+    model = load_model(source.model, settled, trust_model=source.trust_model)
+    return replace(source, overrides=settled, fingerprint=model.fingerprint)
 
 
 def _image_work(

@@ -168,6 +168,44 @@ class _ConvolutionShare:
         self.inside += time.perf_counter() - self._entered
 
 
+def compile_pays(eager_seconds: float, convolution_share: float, batches: int) -> bool:
+    """Whether compiling saves more than it costs over ``batches`` full batches, one of which
+    took ``eager_seconds`` of CPU time eagerly, ``convolution_share`` of it in convolutions."""
+    saved = COMPILE_SAVES * (1 - convolution_share) * eager_seconds
+    return saved * batches > COMPILE_SECONDS
+
+
+def decide_ahead(
+    model: Any,
+    device: torch.device,
+    batch_shape: tuple[int, ...],
+    channels_last: Choice,
+    compile: Choice,
+    batches: int,
+) -> tuple[bool, bool]:
+    """Settle ``"auto"`` before predicting, on batches of zeros of ``batch_shape``: the layout
+    (measured as prediction measures it) and whether compiling pays for ``batches`` full
+    batches. For processes that must all run the network alike (the workers of a cluster:
+    a layout or compiled graph of their own would round some blocks differently), one process
+    decides for all. Returns (channels-last, compile); the model is left contiguous."""
+    layout = Layout(model, len(batch_shape) - 2, device, channels_last, batch_shape[0])
+    zeros = torch.zeros(batch_shape, device=device)
+    with torch.inference_mode():
+        while layout.measuring:
+            with layout.timed(batch_shape) as network:
+                network(layout.prepare(zeros))
+        chosen = bool(layout.chosen)
+        compiled = compile is True
+        eager = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+        if compile == "auto" and device.type == "cpu" and eager:
+            started = time.process_time()
+            with _ConvolutionShare(model) as convolutions:
+                model(layout.prepare(zeros))
+            compiled = compile_pays(time.process_time() - started, convolutions.share, batches)
+    layout.restore()
+    return chosen, compiled
+
+
 class Layout:
     """Runs ``model`` in the chosen (or measured) layout; :meth:`restore` undoes the change."""
 
@@ -233,8 +271,7 @@ class Layout:
             with _ConvolutionShare(self.model) as convolutions:
                 yield self.model
             eager = time.process_time() - started
-            saved = COMPILE_SAVES * (1 - convolutions.share) * eager
-            if saved * self.batches_left > COMPILE_SECONDS:
+            if compile_pays(eager, convolutions.share, self.batches_left):
                 self.compile = True
                 self.compiled = self._compiled(batch_shape)
             else:
