@@ -741,48 +741,41 @@ def predict_on_cluster(
                 raise job.write_failure(found, exc) from exc
             works.append(_image_work(job, found, source, work, result, record))
         if works:
+            agreed = settled_source(job, source)  # before the cluster's processes start
+            for image in works:
+                image.args = (replace(image.args[0], source=agreed), *image.args[1:])
             with connect(where, settings, say) as connection:
-                agreed = settled_source(job, source, connection.workers)
-                for image in works:
-                    image.args = (replace(image.args[0], source=agreed), *image.args[1:])
                 run_blocks(connection, works, settings, reporter)
         write_table(job.folder, job.rows())
         record.close()
     return results
 
 
-def settled_source(job: Command, source: ModelSource, workers: int) -> ModelSource:
+def settled_source(job: Command, source: ModelSource) -> ModelSource:
     """``source`` with ``predict.channels_last`` and ``predict.compile`` settled on the client
-    when they are ``"auto"``: a worker measuring for itself could choose another layout, or
-    compile where another does not, and round its blocks differently from its neighbours'
-    (and pay for compiling once per worker: compiling pays only for the batches each worker
-    runs)."""
+    when they are ``"auto"``, so that every worker runs the network alike: a worker measuring
+    for itself could choose another layout, or compile where another does not, and round its
+    blocks differently from its neighbours'. The layout is measured here; ``compile`` is off
+    unless asked for (each worker would pay for compiling, and the client, busy starting the
+    cluster, cannot time what compiling would save: on two cores, segmentation-3d's U-Net
+    compiled on each of two workers took 138 s for 128 x 1024 x 1024, 126 s eagerly)."""
     from bioim2im.formats import load_model
-    from bioim2im.prediction.blockwise.layout import decide_ahead
-    from bioim2im.prediction.blockwise.replay import full_pass
+    from bioim2im.prediction.blockwise.layout import decide_layout_ahead
 
     predict = job.model.preset.predict
     if predict.channels_last != "auto" and predict.compile != "auto":
         return source
-    plans = {found.stem: job.tilings[found.stem].plan for found in job.images}
-    windows = sum(
-        int(full_pass(plans[found.stem], predict.batch_size).offsets[-1]) * found.time_points
-        for found in job.images
-    )
-    roi = next(iter(plans.values())).roi_size
-    batch = (predict.batch_size, job.model.in_channels, *roi)
-    channels_last, compile = decide_ahead(
+    roi = job.tilings[job.images[0].stem].plan.roi_size
+    channels_last = decide_layout_ahead(
         job.model.network,
         job.model.device,
-        batch,
+        (predict.batch_size, job.model.in_channels, *roi),
         predict.channels_last,
-        predict.compile,
-        windows // predict.batch_size // max(1, workers),
     )
     settled = (
         *source.overrides,
         f"predict.channels_last={str(channels_last).lower()}",
-        f"predict.compile={str(compile).lower()}",
+        f"predict.compile={str(predict.compile is True).lower()}",
     )
     model = load_model(source.model, settled, trust_model=source.trust_model)
     return replace(source, overrides=settled, fingerprint=model.fingerprint)

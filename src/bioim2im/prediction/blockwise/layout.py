@@ -175,35 +175,22 @@ def compile_pays(eager_seconds: float, convolution_share: float, batches: int) -
     return saved * batches > COMPILE_SECONDS
 
 
-def decide_ahead(
-    model: Any,
-    device: torch.device,
-    batch_shape: tuple[int, ...],
-    channels_last: Choice,
-    compile: Choice,
-    batches: int,
-) -> tuple[bool, bool]:
-    """Settle ``"auto"`` before predicting, on batches of zeros of ``batch_shape``: the layout
-    (measured as prediction measures it) and whether compiling pays for ``batches`` full
-    batches. For processes that must all run the network alike (the workers of a cluster:
-    a layout or compiled graph of their own would round some blocks differently), one process
-    decides for all. Returns (channels-last, compile); the model is left contiguous."""
+def decide_layout_ahead(
+    model: Any, device: torch.device, batch_shape: tuple[int, ...], channels_last: Choice
+) -> bool:
+    """Settle the layout before predicting, measured as prediction measures it but on batches
+    of zeros of ``batch_shape``: for processes that must all run the network alike (a
+    cluster's workers, each choosing for itself, could round their blocks differently).
+    Returns whether to run channels-last; the model is left contiguous."""
     layout = Layout(model, len(batch_shape) - 2, device, channels_last, batch_shape[0])
     zeros = torch.zeros(batch_shape, device=device)
     with torch.inference_mode():
         while layout.measuring:
             with layout.timed(batch_shape) as network:
                 network(layout.prepare(zeros))
-        chosen = bool(layout.chosen)
-        compiled = compile is True
-        eager = isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
-        if compile == "auto" and device.type == "cpu" and eager:
-            started = time.process_time()
-            with _ConvolutionShare(model) as convolutions:
-                model(layout.prepare(zeros))
-            compiled = compile_pays(time.process_time() - started, convolutions.share, batches)
+    chosen = bool(layout.chosen)
     layout.restore()
-    return chosen, compiled
+    return chosen
 
 
 class Layout:
