@@ -180,3 +180,16 @@ def test_a_dask_worker_keeps_freed_memory_for_the_next_batch() -> None:
     trimmed, kept = map(int, done.stdout.split())
     assert trimmed > 20 * 4096 * 0.9  # every page of every tensor, again
     assert kept * 20 < trimmed, (trimmed, kept)
+
+
+def test_python_m_bioim2im_runs_its_command_once_whether_it_starts_again_or_not() -> None:
+    from bioim2im import __version__
+
+    for changes in ({}, {OPT_OUT: "system"}):
+        done = subprocess.run(
+            [sys.executable, "-m", "bioim2im", "--version"],
+            env=_environment(**changes),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0 and done.stdout == f"bioim2im {__version__}\n", changes

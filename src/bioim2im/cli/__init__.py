@@ -15,7 +15,6 @@ import typer
 from bioim2im import __version__, api
 from bioim2im.cli.derive import command, console
 from bioim2im.errors import PluginError, UserError, describe_os_error, os_error_cause
-from bioim2im.memory_pages import restart_with_huge_pages
 
 app = typer.Typer(
     name="bioim2im",
@@ -106,13 +105,6 @@ def _add_plugin_commands() -> None:
             )
         app.add_typer(component.load(), name=component.name, help=component.description)
         taken.add(component.name)
-
-
-def program() -> None:
-    """The ``bioim2im`` program: :func:`main`, in a process that may first start again with
-    what the C library needs to give tensors memory fast (:mod:`bioim2im.memory_pages`)."""
-    restart_with_huge_pages()
-    main()
 
 
 def main() -> None:
