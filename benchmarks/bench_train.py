@@ -6,7 +6,8 @@ preset builds it, same initial weights -- with the preset's patch size, batch si
 optimizer, on random crops of one synthetic volume (or image) held in memory, no data workers
 and no augmentation:
 
-- **bioim2im**: ``bioim2im.api.train`` on the preset, with ``data.num_workers = 0``, no
+- **bioim2im**: the ``bioim2im train`` command on the preset, in a process of its own (as its
+  users run it; the hand loop runs in this one), with ``data.num_workers = 0``, no
   augmentation, z-score normalisation and no validation; its samples/s are read from its own
   ``metrics.jsonl`` after the warm-up steps;
 - **hand loop**: the shortest loop a user would write: random crops, the network, the loss a
@@ -36,6 +37,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,9 +124,9 @@ def build(name: str) -> tuple[Any, Any, Any]:
 def bioim2im_samples_per_s(
     name: str, data: Path, steps: int, warmup: int, run_dir: Path, settings: list[str]
 ) -> float:
-    """The engine on the hand loop's terms: same network, loss, optimizer, crops, no workers."""
-    from bioim2im.api import train
-
+    """The engine on the hand loop's terms: same network, loss, optimizer, crops, no workers;
+    run as its users run it, the ``bioim2im train`` command (which backs tensors with huge
+    pages where it can: bioim2im.memory_pages), in a process of its own."""
     spec = NETWORKS[name]
     preset = run_dir.parent / f"{run_dir.name}.toml"
     preset.write_text(f'extends = "{spec["preset"]}"\n')
@@ -133,27 +135,29 @@ def bioim2im_samples_per_s(
         if "patch" in spec
         else []
     )
-    train(
-        preset,
-        overrides=[
-            *spec.get("set", []),
-            *patch,
-            f"data.path={data}",
-            "data.num_workers=0",
-            "data.augment=[]",
-            "data.normalize={name = 'zscore'}",
-            "data.foreground_fraction=0.0",
-            "data.val_fraction=0.0",
-            f"train.steps={warmup + steps}",
-            f"train.log_every={warmup}",
-            "train.val_every=1000000",
-            "train.checkpoint_every=1000000",
-            "train.scheduler={name = 'constant'}",
-            "logging.progress='lines'",
-            "logging.snapshots=false",
-            *settings,
-        ],
-        run_dir=run_dir,
+    overrides = [
+        *spec.get("set", []),
+        *patch,
+        f"data.path={data}",
+        "data.num_workers=0",
+        "data.augment=[]",
+        "data.normalize={name = 'zscore'}",
+        "data.foreground_fraction=0.0",
+        "data.val_fraction=0.0",
+        f"train.steps={warmup + steps}",
+        f"train.log_every={warmup}",
+        "train.val_every=1000000",
+        "train.checkpoint_every=1000000",
+        "train.scheduler={name = 'constant'}",
+        "logging.progress='lines'",
+        "logging.snapshots=false",
+        *settings,
+    ]
+    command = [sys.executable, "-m", "bioim2im", "train", str(preset), "--run-dir", str(run_dir)]
+    subprocess.run(
+        [*command, *(part for setting in overrides for part in ("--set", setting))],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     timed = [r["samples_per_s"] for r in records if "samples_per_s" in r and r["step"] > warmup]
