@@ -27,6 +27,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -552,7 +553,9 @@ def _downsample_array(
     nearest: bool,
     options: dict[str, Any],
 ) -> zarr.Array:
-    """Create ``group[name]``, ``source`` reduced by ``factor``, one output chunk at a time."""
+    """Create ``group[name]``, ``source`` reduced by ``factor``: runs of output chunks, each a
+    task on as many threads as the process has cores (the levels of a 4096² five-channel
+    float32 output took 3.1 s of a 19 s prediction one chunk at a time on one thread)."""
     shape = tuple(-(-n // f) for n, f in zip(source.shape, factor, strict=True))
     target = group.create_array(
         name,
@@ -563,16 +566,23 @@ def _downsample_array(
         overwrite=True,
         **options,
     )
-    ranges = [range(0, n, c) for n, c in zip(shape, target.chunks, strict=True)]
-    for starts in itertools.product(*ranges):
-        out = tuple(
-            slice(s, min(s + c, n)) for s, c, n in zip(starts, target.chunks, shape, strict=True)
-        )
+    # Each task a run of up to 16 chunks along the last axis: one read and one write of many
+    # chunks costs far less than as many calls of one chunk each.
+    steps = (*target.chunks[:-1], target.chunks[-1] * 16)
+    ranges = [range(0, n, c) for n, c in zip(shape, steps, strict=True)]
+
+    def reduce(starts: tuple[int, ...]) -> None:
+        out = tuple(slice(s, min(s + c, n)) for s, c, n in zip(starts, steps, shape, strict=True))
         inp = tuple(
             slice(o.start * f, min(o.stop * f, n))
             for o, f, n in zip(out, factor, source.shape, strict=True)
         )
         target[out] = downsample(np.asarray(source[inp]), factor, nearest=nearest)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with ThreadPoolExecutor(max_workers=max(1, cores or 1)) as pool:
+        for _ in pool.map(reduce, itertools.product(*ranges)):  # raises a task's error
+            pass
     return target
 
 
@@ -585,7 +595,9 @@ def downsample(block: np.ndarray, factor: Sequence[int], *, nearest: bool) -> np
     if nearest or block.dtype == bool:
         return block[tuple(slice(None, None, f) for f in factor)]
     padding = [(0, -n % f) for n, f in zip(block.shape, factor, strict=True)]
-    mean = block_reduce(np.pad(block, padding, mode="edge"), tuple(factor), np.mean)
+    if any(after for _, after in padding):  # np.pad copies even when it adds nothing
+        block = np.pad(block, padding, mode="edge")
+    mean = block_reduce(block, tuple(factor), np.mean)
     if block.dtype.kind in "iu":
         mean = np.rint(mean)
     return mean.astype(block.dtype)
