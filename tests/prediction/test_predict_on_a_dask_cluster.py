@@ -445,7 +445,7 @@ def test_auto_settings_are_settled_once_for_every_worker(run_3d, cluster, client
     }
     assert len(settled) == 1, loaded  # one model, the same settings on every worker
     (used,) = settled
-    assert used[0] == overrides[0] and used[-1] == "predict.compile=false"  # a tiny image
+    assert used[0] == overrides[0] and used[-1] == "predict.compile=false"  # unless asked for
     assert used[1] in ("predict.channels_last=true", "predict.channels_last=false")
     single = tmp_path / "single"
     predict_files(run_3d, volume, single, overrides=list(used), progress=False)
