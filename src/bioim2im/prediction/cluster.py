@@ -755,10 +755,10 @@ def settled_source(job: Command, source: ModelSource) -> ModelSource:
     """``source`` with ``predict.channels_last`` and ``predict.compile`` settled on the client
     when they are ``"auto"``, so that every worker runs the network alike: a worker measuring
     for itself could choose another layout, or compile where another does not, and round its
-    blocks differently from its neighbours'. The layout is measured here; ``compile`` is off
-    unless asked for (each worker would pay for compiling, and the client, busy starting the
-    cluster, cannot time what compiling would save: on two cores, segmentation-3d's U-Net
-    compiled on each of two workers took 138 s for 128 x 1024 x 1024, 126 s eagerly)."""
+    blocks differently from its neighbours'. The layout is measured here, before the cluster
+    starts; ``compile`` is off unless asked for: each worker would pay for compiling its own
+    (on two cores, segmentation-3d's U-Net compiled on each of two workers took 138 s for
+    128 x 1024 x 1024, 126 s eagerly)."""
     from bioim2im.formats import load_model
     from bioim2im.prediction.blockwise.layout import decide_layout_ahead
 

@@ -168,13 +168,6 @@ class _ConvolutionShare:
         self.inside += time.perf_counter() - self._entered
 
 
-def compile_pays(eager_seconds: float, convolution_share: float, batches: int) -> bool:
-    """Whether compiling saves more than it costs over ``batches`` full batches, one of which
-    took ``eager_seconds`` of CPU time eagerly, ``convolution_share`` of it in convolutions."""
-    saved = COMPILE_SAVES * (1 - convolution_share) * eager_seconds
-    return saved * batches > COMPILE_SECONDS
-
-
 def decide_layout_ahead(
     model: Any, device: torch.device, batch_shape: tuple[int, ...], channels_last: Choice
 ) -> bool:
@@ -258,7 +251,8 @@ class Layout:
             with _ConvolutionShare(self.model) as convolutions:
                 yield self.model
             eager = time.process_time() - started
-            if compile_pays(eager, convolutions.share, self.batches_left):
+            saved = COMPILE_SAVES * (1 - convolutions.share) * eager
+            if saved * self.batches_left > COMPILE_SECONDS:
                 self.compile = True
                 self.compiled = self._compiled(batch_shape)
             else:
