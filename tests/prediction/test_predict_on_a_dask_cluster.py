@@ -351,6 +351,23 @@ def test_the_slurm_job_script_follows_the_cluster_settings():
     ):
         assert directive in lines, (directive, script)
     assert lines.index("module load cuda/12") < lines.index("source /opt/venv/bin/activate")
+    # After the user's lines, the workers get glibc's huge-page tunable (bioim2im.memory_pages)
+    # unless the environment names it already: run the line in a shell to see.
+    (line,) = [n for n in lines if "GLIBC_TUNABLES" in n]
+    assert lines.index(line) > lines.index("source /opt/venv/bin/activate")
+    for before, after in (
+        ("", "glibc.malloc.hugetlb=1"),
+        ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+        ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),
+    ):
+        shell = subprocess.run(
+            ["sh", "-c", f'{line}\nprintf %s "$GLIBC_TUNABLES"'],
+            env={"PATH": os.environ["PATH"], "GLIBC_TUNABLES": before},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shell.stdout == after, (before, shell.stdout)
     worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
     assert worker.startswith(sys.executable)
     for part in ("tcp://10.0.0.1:8786", "--nworkers 2", "--nthreads 4", "--resources"):

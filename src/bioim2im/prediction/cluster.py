@@ -156,7 +156,7 @@ def _jobqueue_kwargs(kind: str, settings: ClusterConfig) -> dict[str, Any]:
         "processes": settings.processes,
         "walltime": walltime,
         "job_extra_directives": list(settings.job_extra_directives),
-        "job_script_prologue": list(settings.job_script_prologue),
+        "job_script_prologue": [*settings.job_script_prologue, *_huge_pages_line()],
         "interface": settings.interface,
         "local_directory": settings.local_directory,
         "log_directory": settings.log_directory,
@@ -167,6 +167,21 @@ def _jobqueue_kwargs(kind: str, settings: ClusterConfig) -> dict[str, Any]:
     if settings.account is not None:
         kwargs["project" if kind == "lsf" else "account"] = settings.account
     return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _huge_pages_line() -> list[str]:
+    """The job script's line that gives its workers glibc's huge-page tunable (see
+    :mod:`bioim2im.memory_pages`; the nodes' kernels are not known here, and the tunable does
+    nothing where transparent huge pages are always or never given, or glibc predates it),
+    unless the user's tunables name it already or the user opted out."""
+    from bioim2im.memory_pages import OPT_OUT, TUNABLE
+
+    if os.environ.get(OPT_OUT, "").strip().lower() == "system":
+        return []
+    return [
+        f'case ":$GLIBC_TUNABLES:" in *:{TUNABLE}=*) ;; '
+        f'*) export GLIBC_TUNABLES="${{GLIBC_TUNABLES:+$GLIBC_TUNABLES:}}{TUNABLE}=1" ;; esac'
+    ]
 
 
 def job_script(kind: str, settings: ClusterConfig, scheduler: str = "tcp://SCHEDULER:8786") -> str:
