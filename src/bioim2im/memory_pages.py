@@ -37,6 +37,12 @@ _MMAP_THRESHOLD_MAX = 32 << 20
 """glibc's largest threshold for serving an allocation with mmap on 64-bit machines."""
 
 
+def opted_out(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the user asked (``BIOIM2IM_MALLOC=system``) to leave the allocator alone."""
+    environ = os.environ if environ is None else environ
+    return environ.get(OPT_OUT, "").strip().lower() == "system"
+
+
 def _glibc() -> tuple[int, ...] | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -66,7 +72,7 @@ def huge_page_environment(
     with it backs large allocations with huge pages; empty when it already does, cannot, or
     the user opted out."""
     environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT, "").strip().lower() == "system":
+    if opted_out(environ):
         return {}
     version = _glibc()
     if version is None or version < _MIN_GLIBC:
@@ -96,7 +102,7 @@ def keep_freed_memory() -> None:
     """Let this process keep freed memory below 32 MiB in its heap for the next allocation,
     as glibc does by itself until a variable like Dask's ``MALLOC_TRIM_THRESHOLD_`` (which its
     nanny sets in every worker) makes it hand every allocation over 128 KiB back at once."""
-    if os.environ.get(OPT_OUT, "").strip().lower() == "system" or _glibc() is None:
+    if opted_out() or _glibc() is None:
         return
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -174,9 +174,9 @@ def _huge_pages_line() -> list[str]:
     :mod:`bioim2im.memory_pages`; the nodes' kernels are not known here, and the tunable does
     nothing where transparent huge pages are always or never given, or glibc predates it),
     unless the user's tunables name it already or the user opted out."""
-    from bioim2im.memory_pages import OPT_OUT, TUNABLE
+    from bioim2im.memory_pages import TUNABLE, opted_out
 
-    if os.environ.get(OPT_OUT, "").strip().lower() == "system":
+    if opted_out():
         return []
     return [
         f'case ":$GLIBC_TUNABLES:" in *:{TUNABLE}=*) ;; '
