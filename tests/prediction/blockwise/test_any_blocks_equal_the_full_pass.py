@@ -108,3 +108,24 @@ def test_the_batches_of_the_pass_follow_the_runners_loop():
     passed = full_pass(plan, 4)
     counts = np.diff(passed.offsets)
     assert 0 in counts and len(passed.segments) > 2
+
+
+def test_a_task_after_a_face_runs_again_one_row_of_windows_in_whole_batches():
+    """Cutting a wide volume across its first sweep axis (as a cluster's two tasks do) costs the
+    second task the row of windows that cross the face, and the batches they run in: the windows
+    each block hands on across that face are the last it runs, together."""
+    from bioim2im.prediction.blockwise.replay import plan_replay
+
+    plan = plan_blocks((128, 1024, 1024), (32, 128, 128), 0.25, block_size=(128, 256, 256))
+    assert plan.sweep[0] == 1 and plan.grid == (1, 4, 4)
+    batch_size = 4
+    passed = full_pass(plan, batch_size)
+    total = int(passed.offsets[-1])
+    order = plan.sweep_order()
+    first, second = order[:8], order[8:]  # rows 0-1 and rows 2-3 along Y: one face, at Y=512
+    runs = [sum(len(b) for b in plan_replay(plan, batch_size, task)[1]) for task in (first, second)]
+    crossing = [s for s in plan.starts[1] if s < 512 < s + 128]  # the row crossing the face
+    one_row = len(crossing) * len(plan.starts[0]) * len(plan.starts[2])
+    feeders = plan.grid[2]  # the blocks of row 1, each a run of needed windows
+    assert one_row == 55
+    assert total + one_row <= sum(runs) <= total + one_row + 2 * (batch_size - 1) * feeders

@@ -131,7 +131,13 @@ def test_block_cores_tile_the_image_and_run_exactly_the_windows_touching_them(
             overlap = roi[axis] - int(np.ceil(roi[axis] * 0.75))
             assert b.read[axis].start <= max(region.start - overlap, 0)
             assert b.read[axis].stop >= min(region.stop + overlap, shape[axis])
-        assert list(b.windows) == list(itertools.product(*per_axis))
+        # Every window touching the core, in sweep order: the first sweep axis slowest.
+        sweep = plan.sweep
+        expected = [
+            tuple(combo[sweep.index(a)] for a in range(len(shape)))
+            for combo in itertools.product(*(per_axis[a] for a in sweep))
+        ]
+        assert list(b.windows) == expected
     np.testing.assert_array_equal(hits, 1)
 
 

@@ -36,7 +36,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 # Voxels of a default block core: 128 MiB per float32 channel, a few windows per axis.
 DEFAULT_BLOCK_VOXELS = 2**25
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ class BlockPlan:
                 covered.append((start, range(lo // size, (hi - 1) // size + 1)))
             candidates.append(covered)
         windows = []
-        for combo in itertools.product(*candidates):
+        for combo in self.in_sweep_order(candidates):
             neighbours = itertools.product(*(positions for _, positions in combo))
             if any(
                 rank.get(sum(p * s for p, s in zip(position, strides, strict=True)), mine) < mine
@@ -268,6 +270,20 @@ class BlockPlan:
                 continue  # an earlier block of the pass ran it
             windows.append(tuple(start for start, _ in combo))
         return self._with_windows(index, core, windows, rank)
+
+    def in_sweep_order(self, per_axis: Sequence[Sequence[T]]) -> Iterator[tuple[T, ...]]:
+        """Every combination of one item per axis (a window's starts, say), the axes taken in
+        sweep order (the last sweep axis varying fastest), each given in axis order.
+
+        A block's windows run in this order, so the windows it hands sums on with to the next
+        block along the first sweep axis are the last ones it runs, together: another process
+        that needs only those (:mod:`~bioim2im.prediction.blockwise.replay`) runs them in a few
+        whole batches instead of a batch at each of their rows.
+        """
+        axes = self.sweep or tuple(range(len(per_axis)))
+        back = [axes.index(a) for a in range(len(axes))]
+        for combo in itertools.product(*(per_axis[a] for a in axes)):
+            yield tuple(combo[i] for i in back)
 
     def _extent(self, axis: int, start: int) -> tuple[int, int]:
         """The image voxels [lo, hi) a window starting at ``start`` (padded image) covers."""

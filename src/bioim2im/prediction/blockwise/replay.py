@@ -109,7 +109,7 @@ class FullPass:
     def windows(self, index: int) -> list[WindowStart]:
         """The starts (padded image) of the windows block ``index`` runs, in the pass's order."""
         position = np.unravel_index(index, self.plan.grid)
-        return list(itertools.product(*(self.owned[a][p] for a, p in enumerate(position))))
+        return list(self.plan.in_sweep_order([self.owned[a][p] for a, p in enumerate(position)]))
 
     def batch(self, offset: int) -> tuple[int, int]:
         """The batch ``[start, stop)`` of the pass's windows that holds window ``offset``."""
