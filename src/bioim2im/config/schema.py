@@ -305,8 +305,9 @@ class PredictConfig(StrictModel):
     compile: bool | Literal["auto"] = "auto"
     """Run the network through torch.compile (about twice as fast on the CPU for the presets'
     U-Nets, after ~13 s of compiling, ~3 s once Inductor's cache holds it); auto = on the CPU,
-    when the image's window batches, at the measured time of one, save more than that; off on
-    a Dask cluster (`--cluster`), where every worker would compile its own."""
+    when the image's window batches, at the measured time of one, save more than that, and
+    back to eager if the first compiled batches are not faster; off on a Dask cluster
+    (`--cluster`), where every worker would compile its own."""
     format: Literal["ome-zarr", "tiff"] = "ome-zarr"
     """Output file format."""
     zarr_format: Literal[2, 3] = 2

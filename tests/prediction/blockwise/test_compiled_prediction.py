@@ -53,12 +53,14 @@ class Costly(nn.Module):
 
 
 class StandIn:
-    """What ``torch.compile`` returns here: the module, counting its calls."""
+    """What ``torch.compile`` returns here: the module, counting its calls, its batches costing
+    ``factor`` times the eager ones on ``clock``."""
 
-    def __init__(self, fails: bool = False) -> None:
+    def __init__(self, fails: bool = False, clock: Clock | None = None, factor: float = 1.0):
         self.compiled: list[nn.Module] = []
         self.calls = 0
         self.fails = fails
+        self.clock, self.factor = clock, factor
 
     def __call__(self, module: nn.Module, **options: object):  # type: ignore[no-untyped-def]
         self.compiled.append(module)
@@ -67,25 +69,38 @@ class StandIn:
             if self.fails:
                 raise RuntimeError("no C++ compiler\nmore detail")
             self.calls += 1
-            return module(x)
+            before = self.clock.cpu if self.clock is not None else 0.0
+            out = module(x)
+            if self.clock is not None:
+                self.clock.cpu = before + self.factor * (self.clock.cpu - before)
+            return out
 
         return run
 
 
 def run_batches(
-    monkeypatch, choice, seconds: float, batches: int, fails: bool = False, convolution: float = 0.0
+    monkeypatch,
+    choice,
+    seconds: float,
+    batches: int,
+    fails: bool = False,
+    convolution: float = 0.0,
+    factor: float = 0.5,
+    images: int = 1,
 ):  # type: ignore[no-untyped-def]
-    clock, compiler = Clock(), StandIn(fails)
+    clock = Clock()
+    compiler = StandIn(fails, clock, factor)
     monkeypatch.setattr(layout_module, "time", clock.module())
     monkeypatch.setattr(layout_module.torch, "compile", compiler)
     model = Costly(clock, seconds, convolution).eval()
-    chooser = Layout(
-        model, 2, torch.device("cpu"), False, BATCH[0], compile=choice, batches=batches
-    )
-    with torch.inference_mode():
-        for _ in range(batches):
-            with chooser.timed(BATCH) as network:
-                network(torch.zeros(BATCH))
+    for _ in range(images):  # the images of one command: one model, a Layout each
+        chooser = Layout(
+            model, 2, torch.device("cpu"), False, BATCH[0], compile=choice, batches=batches
+        )
+        with torch.inference_mode():
+            for _ in range(batches):
+                with chooser.timed(BATCH) as network:
+                    network(torch.zeros(BATCH))
     return compiler
 
 
@@ -98,6 +113,24 @@ def test_auto_compiles_when_the_batches_left_save_more_than_compiling_costs(
     assert len(compiler.compiled) == 1
     # The first batch ran eagerly (timed), one compiled on zeros, then every other batch.
     assert compiler.calls == 1 + worth - 1
+
+
+def test_auto_goes_back_to_eager_when_the_compiled_batches_are_not_faster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "auto" compiles on an estimate of what compiling saves; the first compiled batches
+    check it: one to warm up, then the best of two must cost less than the eager batch did,
+    or the rest run eagerly, for this image and the command's next ones."""
+    seconds = 1.0
+    worth = int(COMPILE_SECONDS / (COMPILE_SAVES * seconds)) + 10
+    same = run_batches(monkeypatch, "auto", seconds, worth, factor=1.0, images=2)
+    assert len(same.compiled) == 1  # compiled once, not again for the second image
+    assert same.calls == 1 + 3  # on zeros, then the three batches that checked it
+    slower = run_batches(monkeypatch, "auto", seconds, worth, factor=1.5)
+    assert slower.calls == 1 + 3
+    faster = run_batches(monkeypatch, "auto", seconds, worth, factor=0.9, images=2)
+    assert len(faster.compiled) == 1
+    assert faster.calls == 1 + (worth - 1) + worth  # kept, and reused for the second image
 
 
 def test_auto_does_not_compile_a_small_image(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,9 @@ layout. On two CPU cores it halves the forward of the presets' residual U-Nets (
 0.48 s per batch of four 32x128x128 windows; 2D: 0.11 -> 0.06 s), after a compilation of about
 23 s (4.6 s with Inductor's cache warm). ``"auto"`` compiles on the CPU when the full batches
 left, at the eager batch's measured CPU time, would save more than compiling costs
-(:data:`COMPILE_SECONDS`). What compiling saves is fusing what lies between the convolutions
+(:data:`COMPILE_SECONDS`), and keeps the compiled network only when its first timed batches
+cost less CPU time than the eager batch did (it goes back to eager otherwise, and stays there
+for the command's next images). What compiling saves is fusing what lies between the convolutions
 (normalisation, activations, additions): :data:`COMPILE_SAVES` of the batch's time outside its
 convolution and linear layers, measured on the same eager batch by hooks around those layers
 (the presets' networks spend 44-77 % of a batch in them; a network made of convolutions alone
@@ -67,6 +69,10 @@ _decided: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], bool]
 )
 # Compiled networks per batch shape and layout, for the next images of a command.
 _compiled: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[Any, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+# Batch shapes and layouts whose compiled network ran no faster than the eager one ("auto").
+_rejected: weakref.WeakKeyDictionary[torch.nn.Module, set[tuple[Any, ...]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -213,6 +219,10 @@ class Layout:
             compile = False  # measured on the CPU only
         self.compile: Choice | None = compile if eager and compile is not False else None
         self.compiled: Any = None
+        self.checks: list[float] | None = None
+        """CPU seconds of the first compiled batches, while ``"auto"`` checks them against
+        :attr:`eager_seconds`; None when not checking."""
+        self.eager_seconds = 0.0
         self.batches_left = batches
         """Full batches still to run (for ``compile = "auto"``)."""
         if self.channels_last_format is None or choice is False or not eager:
@@ -239,12 +249,23 @@ class Layout:
         if full:
             self.batches_left -= 1
         if full and not self.trials and self.compile is not None:
+            key = (batch_shape, self.current)
             if self.compiled is None and self.compile != "auto":
                 self.compiled = self._compiled(batch_shape)
             elif self.compiled is None:  # compiled for an earlier image of the command?
-                self.compiled = _compiled.get(self.model, {}).get((batch_shape, self.current))
-            if self.compiled is not None:
+                self.compiled = _compiled.get(self.model, {}).get(key)
+                if key in _rejected.get(self.model, ()):
+                    self.compile = None  # ran no faster compiled for an earlier image
+                    yield self.model
+                    return
+            if self.compiled is not None and self.checks is None:
                 yield self.compiled
+                return
+            if self.compiled is not None:  # compiled by "auto": is it faster than eager?
+                started = time.process_time()
+                yield self.compiled
+                self.checks.append(time.process_time() - started)  # type: ignore[union-attr]
+                self._check_compiled(key)
                 return
             # "auto": time this eager batch and its convolutions, then decide.
             started = time.process_time()
@@ -255,6 +276,9 @@ class Layout:
             if saved * self.batches_left > COMPILE_SECONDS:
                 self.compile = True
                 self.compiled = self._compiled(batch_shape)
+                # The same layout's eager batches timed without hooks count too.
+                self.eager_seconds = min([eager, *self.seconds[self.current][_WARM_UP:]])
+                self.checks = []
             else:
                 self.compile = None
             return
@@ -280,6 +304,22 @@ class Layout:
             faster = min(self.seconds[True][_WARM_UP:]) < min(self.seconds[False][_WARM_UP:])
             self._switch(faster)
             _decided.setdefault(self.model, {})[batch_shape] = faster
+
+    def _check_compiled(self, key: tuple[Any, ...]) -> None:
+        """After the first compiled batches (one to warm up, then the best of the timed ones):
+        keep the compiled network only if it costs less CPU time than the eager batch did.
+        What ``"auto"`` expected of compiling is an estimate (:data:`COMPILE_SAVES`); with
+        tensors in huge pages, some networks' compiled batches cost as much as their eager
+        ones, and every batch after this one would pay for the guess."""
+        assert self.checks is not None
+        if len(self.checks) < _WARM_UP + _TIMED:
+            return
+        if min(self.checks[_WARM_UP:]) >= self.eager_seconds:
+            _rejected.setdefault(self.model, set()).add(key)
+            _compiled.get(self.model, {}).pop(key, None)
+            self.compiled = None
+            self.compile = None
+        self.checks = None
 
     def _compiled(self, batch_shape: tuple[int, ...]) -> Any:
         """``torch.compile`` of the model in its current layout, compiled on a batch of zeros
