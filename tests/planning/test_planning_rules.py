@@ -143,3 +143,15 @@ def test_little_data_get_intensity_augmentations() -> None:
     large = fingerprint([32, 512, 512], [2.0, 1.0, 1.0])
     large.shapes = [[32, 512, 512]] * 12
     assert rules.augmentations(large, [32, 64, 64], ["flip"]) is None
+
+
+def test_little_data_are_predicted_with_test_time_flips() -> None:
+    small = fingerprint([31, 61, 57], [2.5, 1.0, 1.0])  # two stacks: 1.6 patches' worth
+    flips, why = rules.test_time_flips(small, [32, 64, 64]) or (False, "")
+    assert flips is True
+    assert "8 flips" in why and "predict.tta = false" in why
+    large = fingerprint([32, 512, 512], [2.0, 1.0, 1.0])
+    large.shapes = [[32, 512, 512]] * 12
+    assert rules.test_time_flips(large, [32, 64, 64]) is None
+    flat = rules.test_time_flips(fingerprint([60, 60], None), [64, 64])
+    assert flat is not None and "4 flips" in flat[1]

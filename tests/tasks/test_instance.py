@@ -127,6 +127,37 @@ def test_tuned_thresholds_are_saved_with_the_model_and_used_by_predict(
     assert tuned_ap > strict_ap + 0.1, (tuned_ap, strict_ap)
 
 
+def test_thresholds_are_tuned_on_the_outputs_prediction_makes_with_test_time_flips(
+    instance_2d, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``predict.tta`` the tuned thresholds are chosen on flip-averaged outputs, as
+    prediction makes them (averaged seed maps peak lower than one pass's)."""
+    from bioim2im.config import load_preset
+    from bioim2im.data.datasets import training_datasets
+    from bioim2im.plugin.manager import get_registry
+    from bioim2im.prediction import blockwise
+    from bioim2im.training.tuning import tune_postprocessing
+
+    trained, _ = instance_2d
+    run_dir = shutil.copytree(trained.run_dir, tmp_path / "run")
+    flipped: list[object] = []
+    once = blockwise.predict_array
+
+    def recording(*args: object, **options: object) -> dict[str, np.ndarray]:
+        flipped.append(options.get("tta"))
+        return once(*args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blockwise, "predict_array", recording)
+    registry = get_registry()
+    for tta, expected in (("true", True), ("[[1]]", [[1]]), ("false", False)):
+        preset = load_preset(run_dir / "preset.toml", [STRICT, f"predict.tta={tta}"])
+        _, val = training_datasets(preset, run_dir)
+        flipped.clear()
+        tuned = tune_postprocessing(run_dir, preset, val, registry)["seg"]
+        assert flipped and all(f == expected for f in flipped), (tta, flipped)
+        assert tuned["ap@0.50 after"] >= tuned["ap@0.50 before"]
+
+
 @pytest.mark.slow
 def test_embedseg_ids_are_unique_across_prediction_blocks(instance_2d, tmp_path: Path) -> None:
     from bioim2im import predict, predict_files

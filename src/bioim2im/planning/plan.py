@@ -206,6 +206,9 @@ def make_plan(
         if more is not None:
             augment = [a.model_dump(exclude_defaults=True) for a in base.data.augment]
             add(Choice("data.augment", augment + more[0], more[1]))
+        flips = rules.test_time_flips(fp, plan.value("data.patch_size"))
+        if flips is not None and base.predict.tta is False:
+            add(Choice("predict.tta", flips[0], flips[1]))
     fraction = rules.foreground_fraction(fp, base.data.foreground_fraction)
     if fraction is not None and task in ("segmentation", "instance", "multitask"):
         add(Choice("data.foreground_fraction", fraction[0], fraction[1]))

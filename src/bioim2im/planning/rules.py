@@ -23,7 +23,9 @@ machine and puts them together. What each choice is derived from:
   median object's extent sets EmbedSeg's initial Gaussian per axis;
 - **sampling**: patches centred on foreground more often when objects are scarce;
 - **augmentation**: intensity augmentations (gamma, contrast, blur) added for little data
-  (fewer than :data:`LITTLE_DATA` patches' worth of voxels).
+  (fewer than :data:`LITTLE_DATA` patches' worth of voxels);
+- **test-time flips**: for little data too, prediction averages over the flips of the axes
+  (``predict.tta``; the thresholds tuned at the end of training are tuned on those outputs).
 """
 
 from __future__ import annotations
@@ -280,6 +282,22 @@ def augmentations(
         f"the training images hold {patches:.1f} patches' worth of voxels (fewer than "
         f"{LITTLE_DATA}): {names} make the few images stand for the brightness, contrast and "
         "focus other images will have (nnU-Net augments as much)"
+    )
+
+
+def test_time_flips(fp: Fingerprint, patch: Sequence[int]) -> tuple[bool, str] | None:
+    """Test-time flips for a model trained on little data."""
+    voxels = sum(math.prod(shape) for shape in fp.shapes)
+    patches = voxels / math.prod(patch)
+    if patches >= LITTLE_DATA:
+        return None
+    flips = 2 ** len(patch)
+    return True, (
+        f"the training images hold {patches:.1f} patches' worth of voxels (fewer than "
+        f"{LITTLE_DATA}): prediction averages the network over the {flips} flips of the image's "
+        "axes, which evens out what a model fitted to few objects learned by heart (nnU-Net "
+        f"predicts with mirroring by default); it runs the network {flips} times, so set "
+        "predict.tta = false for images far larger than these"
     )
 
 

@@ -79,7 +79,7 @@ def tune_postprocessing(
     from bioim2im.formats import load_model
 
     model = load_model(best, device=device)
-    images = _validation_outputs(val_data, model, list(heads))
+    images = _validation_outputs(val_data, model, list(heads), preset.predict.tta)
     data = preset.model_dump(mode="json", exclude_none=True)
     results: dict[str, dict[str, Any]] = {}
     for name, (index, grid) in heads.items():
@@ -167,9 +167,11 @@ def _ap(chain: Sequence[Callable[[np.ndarray], np.ndarray]], image: _Image) -> f
 
 
 def _validation_outputs(
-    val: PatchDataset, model: TrainedModel, heads: list[str]
+    val: PatchDataset, model: TrainedModel, heads: list[str], tta: bool | list[list[int]]
 ) -> dict[str, list[_Image]]:
-    """Per head, each validation image (cropped) predicted whole and pointwise-postprocessed."""
+    """Per head, each validation image (cropped) predicted whole and pointwise-postprocessed,
+    with the preset's test-time flips (``tta``) as prediction will run them: averaged over
+    flips, seed maps peak lower, and thresholds chosen without them would not fit."""
     from bioim2im.data.targets import split_valid
     from bioim2im.prediction.blockwise import predict_array
 
@@ -189,6 +191,7 @@ def _validation_outputs(
             overlap=settings.overlap,
             blend=settings.blend,
             batch_size=settings.batch_size,
+            tta=tta,
             device=model.device,
             amp_dtype=model.amp_dtype,
         )
