@@ -268,12 +268,17 @@ INTENSITY_AUGMENTATIONS: tuple[dict[str, Any], ...] = (
 focus that vary from image to image in microscopy, so that a few images stand for more."""
 
 
+def patches_worth(fp: Fingerprint, patch: Sequence[int]) -> float:
+    """How many patches' worth of voxels the training images hold (little data: fewer than
+    :data:`LITTLE_DATA`)."""
+    return sum(math.prod(shape) for shape in fp.shapes) / math.prod(patch)
+
+
 def augmentations(
     fp: Fingerprint, patch: Sequence[int], present: Sequence[str]
 ) -> tuple[list[dict[str, Any]], str] | None:
     """Intensity augmentations to add when the training images are little data."""
-    voxels = sum(math.prod(shape) for shape in fp.shapes)
-    patches = voxels / math.prod(patch)
+    patches = patches_worth(fp, patch)
     added = [dict(a) for a in INTENSITY_AUGMENTATIONS if a["name"] not in present]
     if patches >= LITTLE_DATA or not added:
         return None
@@ -287,8 +292,7 @@ def augmentations(
 
 def test_time_flips(fp: Fingerprint, patch: Sequence[int]) -> tuple[bool, str] | None:
     """Test-time flips for a model trained on little data."""
-    voxels = sum(math.prod(shape) for shape in fp.shapes)
-    patches = voxels / math.prod(patch)
+    patches = patches_worth(fp, patch)
     if patches >= LITTLE_DATA:
         return None
     flips = 2 ** len(patch)

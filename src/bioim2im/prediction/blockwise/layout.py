@@ -264,8 +264,7 @@ class Layout:
             if self.compiled is not None:  # compiled by "auto": is it faster than eager?
                 started = time.process_time()
                 yield self.compiled
-                self.checks.append(time.process_time() - started)  # type: ignore[union-attr]
-                self._check_compiled(key)
+                self._check_compiled(key, time.process_time() - started)
                 return
             # "auto": time this eager batch and its convolutions, then decide.
             started = time.process_time()
@@ -305,13 +304,15 @@ class Layout:
             self._switch(faster)
             _decided.setdefault(self.model, {})[batch_shape] = faster
 
-    def _check_compiled(self, key: tuple[Any, ...]) -> None:
-        """After the first compiled batches (one to warm up, then the best of the timed ones):
+    def _check_compiled(self, key: tuple[Any, ...], seconds: float) -> None:
+        """Count a compiled batch's CPU ``seconds``. After the first compiled batches (one to
+        warm up, then the best of the timed ones):
         keep the compiled network only if it costs less CPU time than the eager batch did.
         What ``"auto"`` expected of compiling is an estimate (:data:`COMPILE_SAVES`); with
         tensors in huge pages, some networks' compiled batches cost as much as their eager
         ones, and every batch after this one would pay for the guess."""
         assert self.checks is not None
+        self.checks.append(seconds)
         if len(self.checks) < _WARM_UP + _TIMED:
             return
         if min(self.checks[_WARM_UP:]) >= self.eager_seconds:
