@@ -273,6 +273,32 @@ def test_pyramid_levels(tmp_path: Path, registry: ComponentRegistry, zarr_format
         open_image(path, level=3, registry=registry)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.uint16])
+@pytest.mark.parametrize(
+    ("shape", "factor"),
+    [((1, 3, 33, 65, 67), (1, 1, 2, 2, 2)), ((2, 7, 9), (1, 2, 2)), ((5, 64, 50), (1, 2, 2))],
+)
+def test_a_level_is_the_mean_of_each_cell_as_scikit_image_takes_it(
+    dtype: type, shape: tuple[int, ...], factor: tuple[int, ...]
+) -> None:
+    from skimage.measure import block_reduce
+
+    from bioim2im.io.omezarr import downsample
+
+    data = (np.random.default_rng(3).random(shape) * 1000).astype(dtype)
+    # Odd sizes: the last cell averages the edge with a copy of itself.
+    padded = np.pad(data, [(0, -n % f) for n, f in zip(shape, factor, strict=True)], mode="edge")
+    expected = block_reduce(padded, factor, np.mean)
+    if np.dtype(dtype).kind == "u":
+        expected = np.rint(expected)
+    found = downsample(data, factor, nearest=False)
+    assert found.dtype == dtype
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(
+        found, expected.astype(dtype), rtol=1e-6 if dtype != np.float16 else 1e-3
+    )
+
+
 def test_anisotropic_z_is_not_halved_until_it_is_as_fine_as_y(
     tmp_path: Path, registry: ComponentRegistry
 ) -> None:
