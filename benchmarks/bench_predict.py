@@ -5,6 +5,8 @@ the same network -- built by bioim2im from a shipped preset, exactly as that pre
 with the same weights on both sides -- go through
 
 - **bioim2im**: ``python -m bioim2im predict RUN --input IMAGE --output OUT`` (OME-Zarr out);
+- **bf16**: the same command with ``--set predict.amp=bf16`` (the network in bf16 autocast, a
+  lever for CPUs with native bf16: the outputs differ from full precision's, see the README);
 - **onnxruntime**: the same command with ``--set predict.backend=onnxruntime``;
 - **MONAI**: the script a user would write: load the same ``nn.Module`` (same weights), read
   the whole image into memory, normalise it with the preset's normalisation,
@@ -87,7 +89,7 @@ CASES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 DEFAULT_CASES = "wide-512,wide-1024,deep,wsi"
 WINDOW = {3: (32, 128, 128), 2: (256, 256)}
 CHUNKS = {3: (32, 128, 128), 2: (256, 256)}
-VARIANTS = ("bioim2im", "onnxruntime", "monai")
+VARIANTS = ("bioim2im", "bf16", "onnxruntime", "monai")
 
 
 def _probabilities(head: str, activation: str) -> list[str]:
@@ -432,6 +434,9 @@ def main() -> None:
             ]  # fmt: skip
             commands = {
                 "bioim2im": [*ours, "--output", str(outputs["bioim2im"])],
+                "bf16": [
+                    *ours, "--output", str(outputs["bf16"]), "--set", "predict.amp=bf16",
+                ],
                 "onnxruntime": [
                     *ours, "--output", str(outputs["onnxruntime"]),
                     "--set", "predict.backend=onnxruntime",
@@ -467,7 +472,7 @@ def main() -> None:
             number += 1
             theirs = outputs["monai"] / first
             written = {v: outputs[v] / f"image_{name}.ome.zarr" / first / "0" for v in outputs}
-            for variant in ("bioim2im", "onnxruntime"):
+            for variant in ("bioim2im", "bf16", "onnxruntime"):
                 if (network, case, variant) in runs and (network, case, "monai") in runs:
                     differences[network, case, variant] = compare(written[variant], theirs)
             if (network, case, "cluster") in runs and (network, case, "bioim2im") in runs:
@@ -544,7 +549,7 @@ def report(
         "settings": args.set,
         "load_average": [round(min(loads), 2), round(max(loads), 2)] if loads else None,
     }
-    for variant in ("bioim2im", "onnxruntime"):
+    for variant in ("bioim2im", "bf16", "onnxruntime"):
         speeds = [r["speed"] for r in rows if r["variant"] == variant and "speed" in r]
         if speeds:
             mean = math.exp(sum(math.log(s) for s in speeds) / len(speeds))

@@ -316,6 +316,12 @@ class PredictConfig(StrictModel):
     """Extra downsampled levels written into OME-Zarr outputs (each halved in Y and X); auto:
     as many as bring the largest output's Y and X to at most 1024 voxels (none for smaller
     images), so that viewers open large outputs at a coarse level first."""
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """Mixed precision of the network in prediction: auto = as `train.amp` says (bf16 on GPUs
+    that support it, fp16 on other GPUs, full precision on the CPU); bf16 on a CPU with native
+    bf16 (AVX512-BF16 or AMX) runs the presets' networks 1.2-2.7 times as fast, with outputs that
+    differ from full precision's by about 1 % (the benchmarks README has the measured scores).
+    Torch networks only: ONNX Runtime and exported graphs run as they were saved."""
     backend: Literal["auto", "torch", "onnxruntime"] = "torch"
     """What runs the network: torch, or ONNX Runtime (the network converted to ONNX when the
     model is loaded, needs the `onnx` extra); auto = ONNX Runtime on the CPU when installed."""

@@ -81,7 +81,9 @@ def load_checkpoint_model(
         network=network,
         heads=heads,
         device=device,
-        amp_dtype=amp_dtype(preset.train.amp, device),
+        amp_dtype=amp_dtype(
+            preset.train.amp if preset.predict.amp == "auto" else preset.predict.amp, device
+        ),
         fingerprint=digest.hexdigest(),
     )
 
