@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import tracemalloc
@@ -573,6 +574,125 @@ def test_stream_writer_refuses_mismatched_resume_and_unaligned_regions(tmp_path:
     assert not image.is_written((slice(0, 32), slice(0, 32)))
     fresh.discard()
     assert _leftovers(tmp_path) == []
+
+
+def _streamed(
+    path: Path,
+    values: dict[str, np.ndarray],
+    block: tuple[int, ...],
+    *,
+    pyramid: bool,
+    levels: int,
+    stop_after: int | None = None,
+    voxel_size: tuple[float, ...] = (1.0, 0.5, 0.5),
+) -> Path | None:
+    """Write each image of ``values`` ({name: (Z, Y, X) array}, "labels/..." a label image)
+    region by region in blocks of ``block``, then finish with ``levels`` pyramid levels (or
+    stop after ``stop_after`` blocks, as a killed process would)."""
+    writer = OmeZarrStreamWriter(path)
+    images = {
+        name: writer.create_image(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            axes="ZYX",
+            voxel_size=voxel_size,
+            chunks=(4, 8, 8),
+            is_label=name.startswith("labels/"),
+            pyramid=pyramid,
+        )
+        for name, data in values.items()
+    }
+    shape = next(iter(values.values())).shape
+    starts = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
+    for count, start in enumerate(itertools.product(*starts)):
+        if count == stop_after:
+            return None
+        region = tuple(slice(s, min(s + b, n)) for s, b, n in zip(start, block, shape, strict=True))
+        for name, image in images.items():
+            if not image.is_written(region):
+                image.write(region, values[name][region])
+    return writer.finalize(pyramid_levels=levels)
+
+
+def _levels(path: Path) -> dict[str, list[np.ndarray]]:
+    found = {}
+    for name in ("probs", "labels/cells"):
+        group = zarr.open_group(path / name, mode="r")
+        found[name] = [group[str(k)][:] for k in range(len(list(group.array_keys())))]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("voxel_size", "block", "from_blocks"),
+    [
+        # Z is coarser than Y: the first level halves Y and X only.
+        ((1.0, 0.5, 0.5), (8, 16, 32), True),
+        ((1.0, 0.5, 0.5), (4, 16, 16), True),
+        ((1.0, 0.5, 0.5), (8, 8, 16), False),
+        ((1.0, 0.5, 0.5), (12, 24, 40), False),
+        # Isotropic: Z halves too.
+        ((0.5, 0.5, 0.5), (8, 16, 32), True),
+        ((0.5, 0.5, 0.5), (4, 16, 16), False),
+    ],
+)
+def test_the_first_level_written_with_the_regions_is_the_one_built_at_the_end(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    voxel_size: tuple[float, ...],
+    block: tuple[int, ...],
+    from_blocks: bool,
+) -> None:
+    """Regions aligned to twice the chunks along the halved axes write the first level as they
+    go, and finishing then reads only that level back; other regions leave it to the end.
+    Either way every level is the same as when the image is written whole and its pyramid
+    built at the end."""
+    rng = np.random.default_rng(7)
+    probs = rng.random((12, 40, 70), dtype=np.float32)
+    values = {"probs": probs, "labels/cells": (probs * 9).astype(np.uint16)}
+    whole = _streamed(
+        tmp_path / "whole.ome.zarr", values, probs.shape, pyramid=False, levels=2,
+        voxel_size=voxel_size,
+    )  # fmt: skip
+    assert whole is not None
+    expected = _levels(whole)
+    z = (6, 3) if voxel_size[0] == voxel_size[1] else (12, 6)
+    assert [a.shape for a in expected["probs"]] == [(12, 40, 70), (z[0], 20, 35), (z[1], 10, 18)]
+
+    built = []
+    real = omezarr._downsample_array
+    monkeypatch.setattr(
+        omezarr,
+        "_downsample_array",
+        lambda group, name, *rest: built.append(name) or real(group, name, *rest),
+    )
+    found = _streamed(
+        tmp_path / "blocks.ome.zarr", values, block, pyramid=True, levels=2, voxel_size=voxel_size
+    )
+    assert found is not None
+    assert built == (["2", "2"] if from_blocks else ["1", "2", "1", "2"])
+    for name, levels in _levels(found).items():
+        for level, (ours, theirs) in enumerate(zip(levels, expected[name], strict=True)):
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{name} level {level}")
+
+
+def test_a_resumed_image_keeps_the_first_level_its_regions_wrote(tmp_path: Path) -> None:
+    probs = np.random.default_rng(8).random((8, 32, 48), dtype=np.float32)
+    values = {"probs": probs, "labels/cells": (probs * 9).astype(np.uint16)}
+    path = tmp_path / "out.ome.zarr"
+    assert _streamed(path, values, (8, 16, 16), pyramid=True, levels=1, stop_after=3) is None
+    assert not path.exists()
+    _streamed(path, values, (8, 16, 16), pyramid=True, levels=1)
+    whole = _streamed(tmp_path / "whole.ome.zarr", values, probs.shape, pyramid=False, levels=1)
+    assert whole is not None
+    for name, levels in _levels(path).items():
+        for ours, theirs in zip(levels, _levels(whole)[name], strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+    # Finished without a pyramid, an image keeps no first level it wrote on the way.
+    bare = _streamed(tmp_path / "bare.ome.zarr", values, (8, 16, 16), pyramid=True, levels=0)
+    assert bare is not None
+    assert list(zarr.open_group(bare / "probs", mode="r").array_keys()) == ["0"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 # ---------------------------------------------------------------- user errors

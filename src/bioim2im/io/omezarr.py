@@ -212,15 +212,14 @@ class StreamedImage:
     the data, so that a resumed run can skip them with :meth:`is_written`.
     """
 
-    def __init__(self, array: zarr.Array, axes: str, log: Path) -> None:
+    def __init__(
+        self, array: zarr.Array, axes: str, log: Path, first_level: FirstLevel | None = None
+    ) -> None:
         self._array = array
         self.axes = axes
         self._log = log
-        self._written: set[tuple[tuple[int, int], ...]] = set()
-        if log.exists():
-            for line in log.read_text(encoding="utf-8").splitlines():
-                if line.endswith(";"):  # a line cut short by a crash does not count
-                    self._written.add(_parse_region(line[:-1]))
+        self._first_level = first_level
+        self._written = _logged(log)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -262,7 +261,10 @@ class StreamedImage:
                     f"region {region} is not aligned to the chunks {self.chunks}; "
                     "write whole chunks so parallel writers never share one"
                 )
-        self._array[tuple(slice(a, b) for a, b in bounds)] = block.astype(self.dtype, copy=False)
+        block = block.astype(self.dtype, copy=False)
+        self._array[tuple(slice(a, b) for a, b in bounds)] = block
+        if self._first_level is not None:
+            self._first_level.write(bounds, block)
         with open(self._log, "a", encoding="utf-8") as log:
             log.write(_format_region(bounds) + ";\n")
         self._written.add(bounds)
@@ -277,6 +279,64 @@ class StreamedImage:
                 raise ValueError(f"region {region} must use contiguous slices")
             bounds.append((start, stop))
         return tuple(bounds)
+
+
+class FirstLevel:
+    """The first pyramid level of a :class:`StreamedImage`, written with each region whose
+    reduction fills whole chunks of it: the region's values are in memory then, where building
+    the level when the image is finished reads the whole image back (1.1 s of a 4096² tile's
+    11 s prediction went to reading and decompressing its five float32 channels).
+
+    A region whose reduction would share a chunk with another region's (a region not aligned
+    to twice the chunks along a halved axis) is left to :meth:`OmeZarrStreamWriter.finalize`,
+    which rebuilds the level from the image unless every written region logged its level here,
+    so that parallel writers never share a chunk of this level either.
+    """
+
+    def __init__(
+        self,
+        array: zarr.Array,
+        shape: tuple[int, ...],
+        factor: tuple[int, ...],
+        nearest: bool,
+        log: Path,
+    ) -> None:
+        self.array = array
+        self.shape = shape
+        """The full resolution's shape."""
+        self.factor = factor
+        self.nearest = nearest
+        self.log = log
+
+    def covers(self, bounds: tuple[tuple[int, int], ...]) -> bool:
+        """Whether the reduction of the region ``bounds`` fills whole chunks of the level."""
+        for (start, stop), n, f, c in zip(
+            bounds, self.shape, self.factor, self.array.chunks, strict=True
+        ):
+            if start % (f * c) or (stop % (f * c) and stop != n):
+                return False
+        return True
+
+    def write(self, bounds: tuple[tuple[int, int], ...], block: np.ndarray) -> None:
+        if not self.covers(bounds):
+            return
+        region = tuple(
+            slice(start // f, -(-stop // f))
+            for (start, stop), f in zip(bounds, self.factor, strict=True)
+        )
+        self.array[region] = downsample(block, self.factor, nearest=self.nearest)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(_format_region(bounds) + ";\n")
+
+
+def _logged(log: Path) -> set[tuple[tuple[int, int], ...]]:
+    """The regions a log lists as written."""
+    written = set()
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.endswith(";"):  # a line cut short by a crash does not count
+                written.add(_parse_region(line[:-1]))
+    return written
 
 
 def _format_region(bounds: tuple[tuple[int, int], ...]) -> str:
@@ -351,10 +411,13 @@ class OmeZarrStreamWriter:
         chunks: Sequence[int] | None = None,
         is_label: bool = False,
         origin: Sequence[float] | None = None,
+        pyramid: bool = False,
     ) -> StreamedImage:
         """The image ``NAME/0`` (or ``0`` at the top when ``name`` is None), created or resumed.
 
-        ``axes`` must be in OME order (a subsequence of ``TCZYX``).
+        ``axes`` must be in OME order (a subsequence of ``TCZYX``). ``pyramid``: the image will
+        be finished with pyramid levels, so its first level (``NAME/1``) is written with each
+        region that fills whole chunks of it (:class:`FirstLevel`).
         """
         if name is not None and not (
             all(_GROUP_NAME.fullmatch(part) for part in name.split("/"))
@@ -416,7 +479,49 @@ class OmeZarrStreamWriter:
             )
             group.attrs.update(attrs)
         created.touch()
-        return StreamedImage(array, axes, self.partial / f"written-{_file_name(name)}")
+        return StreamedImage(
+            array,
+            axes,
+            self.partial / f"written-{_file_name(name)}",
+            self._first_level(group, name, array, axes, voxel_size, is_label) if pyramid else None,
+        )
+
+    def _first_level(
+        self,
+        group: zarr.Group,
+        name: str | None,
+        source: zarr.Array,
+        axes: str,
+        voxel_size: Sequence[float] | None,
+        label: bool,
+    ) -> FirstLevel | None:
+        """The first pyramid level of ``group``'s image, created (or resumed) empty."""
+        spatial = spatial_axes(axes)
+        steps = dict(zip(spatial, voxel_size or (1.0,) * len(spatial), strict=True))
+        factor = _level_factor(axes, tuple(source.shape), steps)
+        if factor is None:
+            return None
+        shape = tuple(-(-n // f) for n, f in zip(source.shape, factor, strict=True))
+        chunks = tuple(min(c, n) for c, n in zip(source.chunks, shape, strict=True))
+        log = self.partial / f"level1-{_file_name(name)}"
+        found = group.get("1")
+        if not (
+            isinstance(found, zarr.Array)
+            and found.shape == shape
+            and found.chunks == chunks
+            and found.dtype == source.dtype
+        ):
+            remove(log)
+            found = group.create_array(
+                "1",
+                shape=shape,
+                dtype=source.dtype,
+                chunks=chunks,
+                fill_value=0,
+                overwrite=True,
+                **_array_options(self.zarr_format, self.compression, axes),
+            )
+        return FirstLevel(found, tuple(source.shape), factor, label, log)
 
     def finalize(self, pyramid_levels: int = 0) -> Path:
         """Add pyramid levels and their metadata to every image, then publish at ``path``."""
@@ -476,15 +581,20 @@ class OmeZarrStreamWriter:
         source = _full_resolution(group)
         options = _array_options(self.zarr_format, self.compression, axes)
         factors = [(1,) * len(axes)]
+        written = self._first_level_written(group, source) if levels else False
+        if not levels and "1" in group:  # a first level written with the regions, not wanted
+            del group["1"]
         for level in range(1, levels + 1):
-            if min(source.shape[axes.index("Y")], source.shape[axes.index("X")]) < 2:
+            factor = _level_factor(axes, tuple(source.shape), step)
+            if factor is None:
                 break
-            halve = {"Y", "X"}
-            if "Z" in axes and source.shape[axes.index("Z")] > 1 and step["Z"] <= step["Y"]:
-                halve.add("Z")
-            factor = tuple(2 if a in halve else 1 for a in axes)
-            step = {a: s * (2 if a in halve else 1) for a, s in step.items()}
-            source = _downsample_array(group, str(level), source, factor, label, options)
+            step = {a: s * factor[axes.index(a)] for a, s in step.items()}
+            if level == 1 and written:
+                found = group["1"]
+                assert isinstance(found, zarr.Array)
+                source = found
+            else:
+                source = _downsample_array(group, str(level), source, factor, label, options)
             factors.append(tuple(f * g for f, g in zip(factors[-1], factor, strict=True)))
         group.attrs.update(
             ngff.image_attributes(
@@ -497,6 +607,30 @@ class OmeZarrStreamWriter:
                 origin=origin,
             )
         )
+
+    def _first_level_written(self, group: zarr.Group, source: zarr.Array) -> bool:
+        """Whether every region written to ``group``'s image also wrote its first pyramid
+        level (:class:`FirstLevel`), so that the level is complete."""
+        name = group.path.removeprefix(self._root.path).strip("/") or None
+        found = group.get("1")
+        if not isinstance(found, zarr.Array) or found.dtype != source.dtype:
+            return False
+        regions = _logged(self.partial / f"written-{_file_name(name)}")
+        return bool(regions) and regions <= _logged(self.partial / f"level1-{_file_name(name)}")
+
+
+def _level_factor(
+    axes: str, shape: tuple[int, ...], step: dict[str, float]
+) -> tuple[int, ...] | None:
+    """The factor of the next pyramid level of an image of ``shape`` and voxel size ``step``
+    (per spatial axis): Y and X halved, and Z while it is no coarser than Y; None when Y or X
+    is down to one voxel."""
+    if min(shape[axes.index("Y")], shape[axes.index("X")]) < 2:
+        return None
+    halve = {"Y", "X"}
+    if "Z" in axes and shape[axes.index("Z")] > 1 and step["Z"] <= step["Y"]:
+        halve.add("Z")
+    return tuple(2 if a in halve else 1 for a in axes)
 
 
 def _file_name(name: str | None) -> str:

@@ -292,6 +292,7 @@ class OmeZarrStore(_Scratch):
                 chunks=spec.chunks,
                 is_label=spec.is_label,
                 origin=spec.origin,
+                pyramid=self.pyramid_levels > 0,
             )
             for head, spec in specs.items()
         }
