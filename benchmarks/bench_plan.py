@@ -170,8 +170,15 @@ def run(
     return info
 
 
-def score(case: Case, run_dir: Path, data: dict[str, Path]) -> dict[str, float]:
-    from bioim2im.api import predict
+def score(
+    case: Case, run_dir: Path, data: dict[str, Path], overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    """The run's scores on the case's images; ``overrides`` change its preset for prediction
+    (``predict.amp=bf16``, say)."""
+    from bioim2im.api import predict as predict_with_defaults
+
+    def predict(run: Path, image: np.ndarray) -> dict[str, np.ndarray]:
+        return predict_with_defaults(run, image, overrides=overrides)
 
     if case.task == "n2v":
         from bioim2im.metrics.regression import periodic_peak, psnr, ssim

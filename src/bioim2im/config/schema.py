@@ -319,7 +319,7 @@ class PredictConfig(StrictModel):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Mixed precision of the network in prediction: auto = as `train.amp` says (bf16 on GPUs
     that support it, fp16 on other GPUs, full precision on the CPU); bf16 on a CPU with native
-    bf16 (AVX512-BF16 or AMX) runs the presets' networks 1.2-2.7 times as fast, with outputs that
+    bf16 (AVX512-BF16 or AMX) runs the presets' networks 1.1-3.1 times as fast, with outputs that
     differ from full precision's by about 1 % (the benchmarks README has the measured scores).
     Torch networks only: ONNX Runtime and exported graphs run as they were saved."""
     backend: Literal["auto", "torch", "onnxruntime"] = "torch"
