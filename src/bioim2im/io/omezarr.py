@@ -265,8 +265,7 @@ class StreamedImage:
         self._array[tuple(slice(a, b) for a, b in bounds)] = block
         if self._first_level is not None:
             self._first_level.write(bounds, block)
-        with open(self._log, "a", encoding="utf-8") as log:
-            log.write(_format_region(bounds) + ";\n")
+        _log_region(self._log, bounds)
         self._written.add(bounds)
 
     def _bounds(self, region: Region) -> tuple[tuple[int, int], ...]:
@@ -325,8 +324,13 @@ class FirstLevel:
             for (start, stop), f in zip(bounds, self.factor, strict=True)
         )
         self.array[region] = downsample(block, self.factor, nearest=self.nearest)
-        with open(self.log, "a", encoding="utf-8") as log:
-            log.write(_format_region(bounds) + ";\n")
+        _log_region(self.log, bounds)
+
+
+def _log_region(log: Path, bounds: tuple[tuple[int, int], ...]) -> None:
+    """Add the region ``bounds`` to a log of regions written (read by :func:`_logged`)."""
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(_format_region(bounds) + ";\n")
 
 
 def _logged(log: Path) -> set[tuple[tuple[int, int], ...]]:
